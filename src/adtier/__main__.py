@@ -1,0 +1,3 @@
+from adtier.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The Litestar application factory: routes, error shape, OpenAPI, and the stores' lifespan."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+import redis
+import redis.asyncio as aredis
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from adtier import __version__
+from adtier.auth import KeyCache, KeyRegistry
+from adtier.embedded_valkey import die_with_parent
+from adtier.errors import exception_handlers
+from adtier.ingest.buffer import IngestBuffer
+from adtier.ingest.flusher import Flusher
+from adtier.ingest.normalise import TimePolicy
+from adtier.ingest.pixel import PixelController
+from adtier.ingest.routes import EventsController
+from adtier.ingest.service import IngestService
+from adtier.key_routes import KeysController
+from adtier.logs import configure_logging, get_logger
+from adtier.ops import OpsController
+from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
+from adtier.settings import Settings, load_settings
+from adtier.state import AppState
+
+__all__ = ["create_app"]
+
+log = get_logger("adtier.app")
+
+
+def _lifespan(settings: Settings):
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Blocking, on purpose: the embedded Valkey is tied to the thread that starts it
+        # (PR_SET_PDEATHSIG fires when that thread ends), so it must be this long-lived one.
+        stores = open_stores(settings)
+        created = bootstrap_admin(stores)
+        if created is not None:
+            print(f"adtier: generated admin key (shown once, also in "
+                  f"{settings.data_dir / 'admin_key'}): {created.key}", file=sys.stderr, flush=True)
+        client = aredis.Redis.from_url(stores.redis_url, max_connections=256)
+        flusher = None
+        if settings.flusher_enabled:
+            flusher = Flusher(
+                stores.new_clickhouse(),
+                redis.Redis.from_url(stores.redis_url),
+                consumer=default_consumer_name(settings),
+                max_rows=settings.flush_max_rows,
+                max_seconds=settings.flush_max_seconds,
+                claim_idle_ms=settings.claim_idle_ms,
+            )
+            flusher.start()
+        buffer = IngestBuffer(client, settings.buffer_high_water_events,
+                              settings.dedup_window_hours, settings.idempotency_ttl_s)
+        app.state.adtier = AppState(
+            settings=settings,
+            stores=stores,
+            redis=client,
+            keys=KeyCache(client),
+            registry=KeyRegistry(stores.clickhouse, stores.redis),
+            ingest=IngestService(buffer, TimePolicy.from_settings(settings), settings.max_event_bytes),
+            api_clickhouse=stores.new_clickhouse(),
+            flusher=flusher,
+        )
+        log.info("adtier_ready", clickhouse=settings.clickhouse_dsn.split("?")[0],
+                 redis="embedded" if stores.valkey else "external", flusher=flusher is not None)
+        try:
+            yield
+        finally:
+            if flusher is not None:
+                await anyio.to_thread.run_sync(flusher.stop)
+            await client.aclose()
+            stores.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    if os.environ.get("ADTIER_DIE_WITH_PARENT") == "1":
+        die_with_parent()  # a server worker must not outlive `adtier serve`, even after SIGKILL
+    configure_logging(settings.log_level, settings.log_json)
+    return Litestar(
+        route_handlers=[EventsController, PixelController, KeysController, OpsController],
+        lifespan=[_lifespan(settings)],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="adtier",
+            version=__version__,
+            description="Ad events in; audiences, measurement and features out.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+    )

@@ -1,0 +1,160 @@
+"""``adtier`` command line: serve, migrate, flush, keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+import msgspec
+
+from adtier.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(data_dir=getattr(args, "data_dir", None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers)
+    if settings.embedded_clickhouse and settings.workers > 1:
+        print("adtier: the embedded ClickHouse (chdb) is opened by one process; use --workers 1, "
+              "or set ADTIER_CLICKHOUSE_URL to a server to run several workers", file=sys.stderr)
+        return 2
+    # The worker process reads its settings from the environment.
+    os.environ.update({
+        "ADTIER_DATA_DIR": str(settings.data_dir.resolve()),
+        "ADTIER_HOST": settings.host,
+        "ADTIER_PORT": str(settings.port),
+        "ADTIER_WORKERS": str(settings.workers),
+        "ADTIER_DIE_WITH_PARENT": "1",
+    })
+    print(f"adtier {_version()} serving on http://{settings.host}:{settings.port} "
+          f"(docs: http://{settings.host}:{settings.port}/docs, data: {settings.data_dir.resolve()})",
+          file=sys.stderr, flush=True)
+    Server(
+        "adtier.app:create_app",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from adtier.store import connect
+    from adtier.store.migrate import apply_migrations
+
+    settings = _settings(args)
+    client = connect(settings.clickhouse_dsn)
+    applied = apply_migrations(client)
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    print(f"schema up to date ({len(applied)} applied)")
+    return 0
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    from adtier.ingest.flusher import Flusher
+    from adtier.logs import configure_logging
+    from adtier.runtime import default_consumer_name, open_stores
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_json)
+    stores = open_stores(settings)
+    flusher = Flusher(stores.new_clickhouse(), stores.redis,
+                      consumer=args.name or default_consumer_name(settings),
+                      max_rows=settings.flush_max_rows, max_seconds=settings.flush_max_seconds,
+                      claim_idle_ms=settings.claim_idle_ms)
+    try:
+        if args.once:
+            flusher.drain()
+        else:
+            signal.signal(signal.SIGTERM, lambda *_: flusher._stop.set())
+            try:
+                flusher.run()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from adtier.auth import KeyRegistry
+    from adtier.runtime import open_stores
+
+    stores = open_stores(_settings(args))
+    try:
+        registry = KeyRegistry(stores.clickhouse, stores.redis)
+        if args.keys_cmd == "create":
+            try:
+                created = registry.create(args.role, args.advertiser_id or "", args.name or "")
+            except ValueError as err:
+                print(f"adtier: {err}", file=sys.stderr)
+                return 2
+            print(msgspec.json.encode(created).decode())
+        elif args.keys_cmd == "list":
+            for row in registry.list():
+                print(msgspec.json.encode(row).decode())
+        elif args.keys_cmd == "revoke":
+            if not registry.revoke(args.key_id):
+                print(f"adtier: no active key {args.key_id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        stores.close()
+    return 0
+
+
+def _version() -> str:
+    from adtier import __version__
+
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adtier", description=__doc__)
+    parser.add_argument("--data-dir", default=None, help="data directory (env ADTIER_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server (and a flusher)")
+    serve.add_argument("--host", default=None, help="env ADTIER_HOST, default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="env ADTIER_PORT, default 8000")
+    serve.add_argument("--workers", type=int, default=None, help="HTTP worker processes")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply new sql/ migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    flush = sub.add_parser("flush", help="run a flusher alone (scale-out)")
+    flush.add_argument("--name", default="", help="consumer name, unique per flusher")
+    flush.add_argument("--once", action="store_true", help="flush what is buffered, then exit")
+    flush.set_defaults(func=cmd_flush)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("role", choices=["ingest", "advertiser", "recs", "admin"])
+    create.add_argument("--advertiser-id", default="")
+    create.add_argument("--name", default="")
+    keys_sub.add_parser("list")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

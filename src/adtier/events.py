@@ -1,0 +1,163 @@
+"""The event model: one msgspec tagged union (on ``type``) for every ad and viewing event.
+
+Decoding is done by one reused typed decoder per wire format; a batch envelope keeps each
+event as ``msgspec.Raw`` so one bad event is rejected on its own, with its reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+from adtier.countries import COUNTRY_CODES
+
+__all__ = [
+    "AD_EVENT_TYPES",
+    "CONTENT_EVENT_TYPES",
+    "AdEvent",
+    "AdError",
+    "ContentEvent",
+    "Rating",
+    "Event",
+    "JsonBatch",
+    "MsgpackBatch",
+    "EventDecoders",
+    "DECODERS",
+    "rejection_reason",
+]
+
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+OptionalId = Annotated[str, Meta(max_length=64)]
+Millis = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+EpochMillis = Annotated[int, Meta(ge=0, le=253_402_300_799_999)]
+Device = Literal["tv", "mobile", "tablet", "web", "console", "other"]
+Country = Annotated[str, Meta(min_length=2, max_length=2)]
+BreakPosition = Literal["pre", "mid", "post"]
+# Clients send RFC 3339 strings or epoch milliseconds; both decode here.
+Timestamp = Union[datetime, EpochMillis]
+
+AD_EVENT_TYPES: tuple[str, ...] = (
+    "impression",
+    "viewable_impression",
+    "start",
+    "first_quartile",
+    "midpoint",
+    "third_quartile",
+    "complete",
+    "skip",
+    "click",
+    "pause",
+    "resume",
+    "mute",
+    "unmute",
+    "error",
+)
+CONTENT_EVENT_TYPES: tuple[str, ...] = (
+    "content_start",
+    "content_heartbeat",
+    "content_complete",
+    "content_stop",
+    "rating",
+)
+
+
+class _Common(msgspec.Struct, kw_only=True, tag_field="type"):
+    event_id: uuid.UUID
+    ts: Timestamp
+    account_id: Id
+    profile_id: Id
+    session_id: OptionalId = ""
+    device: Device
+    country: Country
+
+    def __post_init__(self) -> None:
+        if self.country not in COUNTRY_CODES:
+            raise ValueError(f"`country` {self.country!r} is not an ISO 3166-1 alpha-2 code")
+
+
+class AdEvent(_Common, kw_only=True):
+    """Fields shared by every VAST ad event; ``type`` selects the subclass."""
+
+    campaign_id: Id
+    creative_id: Id
+    ad_serving_id: Id
+    pod_id: OptionalId = ""
+    pod_position: Annotated[int, Meta(ge=1, le=64)] | None = None
+    break_position: BreakPosition | None = None
+    ad_duration_ms: Millis | None = None
+    ad_playhead_ms: Millis | None = None
+    content_id: OptionalId = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        duration, playhead = self.ad_duration_ms, self.ad_playhead_ms
+        if duration is not None and playhead is not None and playhead > duration:
+            raise ValueError(
+                f"`ad_playhead_ms` {playhead} is beyond `ad_duration_ms` {duration}"
+            )
+
+
+class AdError(AdEvent, kw_only=True, tag="error"):
+    error_code: Annotated[int, Meta(ge=100, le=902)]
+
+
+class ContentEvent(_Common, kw_only=True):
+    content_id: Id
+    position_ms: Millis | None = None
+    watched_ms: Millis | None = None
+
+
+class Rating(_Common, kw_only=True, tag="rating"):
+    content_id: Id
+    value: Literal[-1, 1, 2]
+
+
+def _tagged(base: type, tag: str) -> type:
+    return msgspec.defstruct(tag.title().replace("_", ""), [], bases=(base,), tag=tag, kw_only=True)
+
+
+_AD_CLASSES = tuple(_tagged(AdEvent, t) for t in AD_EVENT_TYPES if t != "error") + (AdError,)
+_CONTENT_CLASSES = tuple(_tagged(ContentEvent, t) for t in CONTENT_EVENT_TYPES if t != "rating")
+EVENT_CLASSES: tuple[type, ...] = _AD_CLASSES + _CONTENT_CLASSES + (Rating,)
+Event = Union[EVENT_CLASSES]  # type: ignore[valid-type]
+
+
+class JsonBatch(msgspec.Struct):
+    events: list[msgspec.Raw]
+    sent_at: Timestamp | None = None
+
+
+class MsgpackBatch(msgspec.Struct):
+    events: list[msgspec.Raw]
+    sent_at: Timestamp | None = None
+
+
+class EventDecoders:
+    """The reused typed decoders: one per wire format, for envelopes and single events."""
+
+    def __init__(self) -> None:
+        self.json_batch = msgspec.json.Decoder(JsonBatch)
+        self.json_event = msgspec.json.Decoder(Event)
+        self.msgpack_batch = msgspec.msgpack.Decoder(MsgpackBatch)
+        self.msgpack_event = msgspec.msgpack.Decoder(Event)
+
+
+DECODERS = EventDecoders()
+
+
+def rejection_reason(error: msgspec.ValidationError | msgspec.DecodeError) -> str:
+    """A stable, machine-readable reason code for a decode failure (detail carries the text)."""
+    text = str(error)
+    if isinstance(error, msgspec.ValidationError):
+        if "missing required field" in text:
+            return "missing_field"
+        if "`$.type`" in text or "tag" in text and "type" in text:
+            return "unknown_type"
+        if text.startswith("Expected `object`"):
+            return "not_an_object"
+        return "invalid_field"
+    return "malformed"

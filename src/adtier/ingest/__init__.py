@@ -1,0 +1,1 @@
+"""Event collection: HTTP routes, pixel, normalisation, the durable buffer and the flusher."""

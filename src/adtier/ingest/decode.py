@@ -1,0 +1,88 @@
+"""Request bodies -> (sent_at, raw events): JSON or msgpack envelopes, NDJSON, gzip; limits."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import msgspec
+
+from adtier.events import DECODERS
+from adtier.ingest.normalise import to_ms
+
+__all__ = ["BodyError", "DecodedBody", "decode_body", "inflate"]
+
+JSON_TYPES = {"application/json", "text/json"}
+MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl",
+                "application/jsonlines", "application/x-jsonlines"}
+
+
+class BodyError(Exception):
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class DecodedBody:
+    events: list[msgspec.Raw] | list[bytes]
+    sent_at_ms: int | None
+    event_decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding, never producing more than ``limit`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        out = body
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as err:
+            raise BodyError(400, "bad_encoding", f"body is not valid {encoding}: {err}") from err
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
+    else:
+        raise BodyError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
+    if len(out) > limit:
+        raise BodyError(413, "body_too_large", f"body exceeds {limit} bytes")
+    return out
+
+
+def decode_body(body: bytes, content_type: str, max_events: int) -> DecodedBody:
+    media = content_type.split(";")[0].strip().lower()
+    if media in JSON_TYPES or media == "":
+        decoded = _envelope(DECODERS.json_batch, body, "JSON")
+        result = DecodedBody(decoded.events, _sent(decoded.sent_at), DECODERS.json_event)
+    elif media in MSGPACK_TYPES:
+        decoded = _envelope(DECODERS.msgpack_batch, body, "msgpack")
+        result = DecodedBody(decoded.events, _sent(decoded.sent_at), DECODERS.msgpack_event)
+    elif media in NDJSON_TYPES:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        result = DecodedBody(lines, None, DECODERS.json_event)
+    else:
+        raise BodyError(415, "unsupported_media_type",
+                        f"Content-Type {media!r}: send application/json, application/msgpack "
+                        "or application/x-ndjson")
+    if len(result.events) > max_events:
+        raise BodyError(413, "too_many_events",
+                        f"{len(result.events)} events in one batch; the limit is {max_events}")
+    return result
+
+
+def _envelope(decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder, body: bytes, what: str):
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as err:
+        raise BodyError(400, "bad_batch", f"batch envelope: {err}") from err
+    except msgspec.DecodeError as err:
+        raise BodyError(400, "undecodable_body", f"body is not valid {what}: {err}") from err
+
+
+def _sent(value: object) -> int | None:
+    return None if value is None else to_ms(value)  # type: ignore[arg-type]

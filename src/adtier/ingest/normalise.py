@@ -1,0 +1,186 @@
+"""Turn a request's raw events into ClickHouse rows, or rejections with reasons.
+
+Rows are ClickHouse JSONEachRow lines. Each valid event is encoded by msgspec as it was
+decoded (so the wire model is the row model), with the request-level provenance appended;
+ClickHouse parses the lines at insert time, which is cheaper than building columns in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import msgspec
+
+from adtier.events import DECODERS, AdEvent, rejection_reason
+from adtier.settings import Settings
+
+__all__ = ["TimePolicy", "Rejection", "Prepared", "prepare_events", "rejected_rows", "to_ms"]
+
+_encoder = msgspec.json.Encoder()
+_UTC = timezone.utc
+
+
+@dataclass(frozen=True)
+class TimePolicy:
+    drift_threshold_ms: int
+    max_future_ms: int
+    retention_ms: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "TimePolicy":
+        return cls(s.clock_drift_threshold_ms, s.max_future_ms, s.retention_days * 86_400_000)
+
+    def skew(self, received_ms: int, sent_ms: int | None) -> int:
+        """The correction to apply to client times: zero unless the clock is clearly off."""
+        if sent_ms is None:
+            return 0
+        offset = received_ms - sent_ms
+        return offset if abs(offset) > self.drift_threshold_ms else 0
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    event_id: str
+    reason: str
+    detail: str
+    raw: bytes
+
+
+@dataclass
+class Prepared:
+    ad_rows: list[bytes] = field(default_factory=list)
+    content_rows: list[bytes] = field(default_factory=list)
+    ad_ids: list[bytes] = field(default_factory=list)
+    content_ids: list[bytes] = field(default_factory=list)
+    ad_types: list[str] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return len(self.ad_ids) + len(self.content_ids)
+
+    def packed_ids(self) -> bytes:
+        return b"".join(self.ad_ids) + b"".join(self.content_ids)
+
+
+def to_ms(value: datetime | int) -> int:
+    if isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _seconds(ms: int) -> bytes:
+    return b"%d.%03d" % divmod(ms, 1000)
+
+
+def _suffix(received_ms: int, sent_ms: int | None, skew: int, source: str, batch_id: str, key_id: str) -> bytes:
+    sent = b"null" if sent_ms is None else _seconds(sent_ms)
+    return (
+        b',"received_at":' + _seconds(received_ms) + b',"sent_at":' + sent
+        + b',"clock_skew_ms":%d' % skew
+        + b',"source":' + _encoder.encode(source)
+        + b',"batch_id":' + _encoder.encode(batch_id)
+        + b',"key_id":' + _encoder.encode(key_id) + b"}\n"
+    )
+
+
+def prepare_events(
+    raws: list[bytes] | list[msgspec.Raw],
+    decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+    policy: TimePolicy,
+    received_ms: int,
+    sent_ms: int | None,
+    source: str,
+    batch_id: str,
+    key_id: str,
+    max_event_bytes: int,
+) -> Prepared:
+    out = Prepared()
+    skew = policy.skew(received_ms, sent_ms)
+    tail = _suffix(received_ms, sent_ms, skew, source, batch_id, key_id)
+    newest = received_ms + policy.max_future_ms
+    oldest = received_ms - policy.retention_ms
+    reject = out.rejections.append
+    for index, raw in enumerate(raws):
+        if len(raw) > max_event_bytes:
+            raw = bytes(raw)
+            reject(Rejection(index, "", "event_too_large", f"{len(raw)} bytes > {max_event_bytes}", raw))
+            continue
+        try:
+            event = decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as err:
+            raw = bytes(raw)
+            reject(Rejection(index, _guess_id(raw), rejection_reason(err), str(err), raw))
+            continue
+        client_ms = to_ms(event.ts)
+        ts = client_ms + skew
+        if ts > newest:
+            reject(Rejection(index, str(event.event_id), "ts_in_future",
+                             f"event time is {ts - received_ms} ms ahead of the server", bytes(raw)))
+            continue
+        if ts < oldest:
+            reject(Rejection(index, str(event.event_id), "ts_too_old",
+                             "event time is older than the retention window", bytes(raw)))
+            continue
+        # ClickHouse reads a JSON number into DateTime64 as epoch seconds.
+        event.ts = ts / 1000
+        row = _encoder.encode(event)[:-1] + b',"client_ts":' + _seconds(client_ms) + tail
+        if isinstance(event, AdEvent):
+            out.ad_rows.append(row)
+            out.ad_ids.append(event.event_id.bytes)
+            out.ad_types.append(event.__struct_config__.tag)
+        else:
+            out.content_rows.append(row)
+            out.content_ids.append(event.event_id.bytes)
+            out.content_types.append(event.__struct_config__.tag)
+    return out
+
+
+def _guess_id(raw: bytes) -> str:
+    """The event_id of an event that failed validation, when one can still be read."""
+    try:
+        value = msgspec.json.decode(raw) if raw[:1] in (b"{", b" ") else msgspec.msgpack.decode(raw)
+    except (msgspec.DecodeError, ValueError):
+        return ""
+    if isinstance(value, dict):
+        event_id = value.get("event_id")
+        if isinstance(event_id, str):
+            return event_id[:64]
+    return ""
+
+
+def rejected_rows(
+    rejections: list[Rejection], received_ms: int, source: str, batch_id: str, key_id: str
+) -> bytes:
+    return b"".join(
+        _encoder.encode(
+            {
+                "received_at": received_ms / 1000,
+                "source": source,
+                "key_id": key_id,
+                "batch_id": batch_id,
+                "idx": max(r.index, 0),
+                "event_id": r.event_id,
+                "reason": r.reason,
+                "detail": r.detail[:2000],
+                "raw": _printable(r.raw),
+            }
+        )
+        + b"\n"
+        for r in rejections
+    )
+
+
+def _printable(raw: bytes) -> str:
+    """JSON-ish text of what the client sent, whatever the wire format was."""
+    if raw[:1] in (b"{", b"[", b" ", b"\t", b"\r", b"\n") or not raw:
+        return raw[:65536].decode("utf-8", "replace")
+    try:
+        return _encoder.encode(msgspec.msgpack.decode(raw)).decode()[:65536]
+    except (msgspec.DecodeError, ValueError, TypeError):
+        return "hex:" + raw[:32768].hex()

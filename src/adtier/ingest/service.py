@@ -1,0 +1,125 @@
+"""One ingest step shared by batches and pixels: validate, append durably, answer."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+
+import msgspec
+
+from adtier import metrics
+from adtier.ingest.buffer import AppendResult, BatchRecord, IngestBuffer, idempotency_key
+from adtier.ingest.normalise import Prepared, Rejection, TimePolicy, prepare_events, rejected_rows
+
+__all__ = ["RejectedItem", "IngestAnswer", "BufferFull", "IngestService", "new_batch_id"]
+
+
+class RejectedItem(msgspec.Struct):
+    index: int
+    event_id: str
+    reason: str
+    detail: str
+
+
+class IngestAnswer(msgspec.Struct):
+    batch_id: str
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedItem]
+
+
+class BufferFull(Exception):
+    """The buffer is over its high-water mark: the client should retry later."""
+
+
+def new_batch_id(received_ms: int) -> str:
+    # Time-ordered, so ids sort by arrival and reveal nothing about the sender.
+    return f"b{received_ms:011x}{secrets.token_hex(6)}"
+
+
+def answer_from(record: BatchRecord, bitmap: bytes) -> IngestAnswer:
+    duplicates = bitmap.count(b"1")
+    return IngestAnswer(
+        batch_id=record.batch_id,
+        accepted=record.valid - duplicates,
+        duplicates=duplicates,
+        rejected=[RejectedItem(*r) for r in record.rejected],
+    )
+
+
+class IngestService:
+    def __init__(self, buffer: IngestBuffer, policy: TimePolicy, max_event_bytes: int):
+        self.buffer = buffer
+        self.policy = policy
+        self.max_event_bytes = max_event_bytes
+
+    async def replay(self, key_id: str, idem: str) -> IngestAnswer | None:
+        """The first answer for a whole-batch retry, if that batch is known."""
+        batch_id = await self.buffer._client.get(idempotency_key(key_id, idem))
+        if batch_id is None:
+            return None
+        return await self.answer_for(batch_id.decode())
+
+    async def answer_for(self, batch_id: str) -> IngestAnswer | None:
+        found = await self.buffer.load_record(batch_id)
+        return None if found is None else answer_from(found[0], found[1])
+
+    async def ingest(
+        self,
+        raws: list,
+        decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+        *,
+        received_ms: int,
+        sent_ms: int | None,
+        key_id: str,
+        source: str,
+        body_sha256: str,
+        idempotency: str = "",
+        extra_rejections: list[Rejection] | None = None,
+    ) -> IngestAnswer:
+        batch_id = new_batch_id(received_ms)
+        prepared = prepare_events(raws, decoder, self.policy, received_ms, sent_ms, source,
+                                  batch_id, key_id, self.max_event_bytes)
+        if extra_rejections:
+            prepared.rejections.extend(extra_rejections)
+        record = BatchRecord(
+            batch_id=batch_id,
+            key_id=key_id,
+            source=source,
+            received_at_ms=received_ms,
+            sent_at_ms=sent_ms,
+            body_sha256=body_sha256,
+            events=len(raws),
+            valid=prepared.valid,
+            n_ad=len(prepared.ad_ids),
+            rejected=[(r.index, r.event_id, r.reason, r.detail) for r in prepared.rejections],
+        )
+        result = await self.buffer.append(
+            record,
+            prepared.packed_ids(),
+            b"".join(prepared.ad_rows),
+            b"".join(prepared.content_rows),
+            rejected_rows(prepared.rejections, received_ms, source, batch_id, key_id),
+            idempotency=idempotency_key(key_id, idempotency) if idempotency else "",
+            keep_record=source == "batch",
+        )
+        if result.status == "full":
+            raise BufferFull(f"{result.buffered} events are waiting to be stored")
+        if result.status == "replay":
+            answer = await self.answer_for(result.batch_id)
+            if answer is not None:
+                return answer
+            raise BufferFull("the first attempt of this batch is still being recorded")
+        _count(prepared, result)
+        return answer_from(record, result.bitmap)
+
+
+def _count(prepared: Prepared, result: AppendResult) -> None:
+    types = prepared.ad_types + prepared.content_types
+    if result.duplicates:
+        types = [t for t, mark in zip(types, result.bitmap) if mark == 48]
+        metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+    for event_type, n in Counter(types).items():
+        metrics.EVENTS_ACCEPTED.labels(event_type).inc(n)
+    for rejection in prepared.rejections:
+        metrics.EVENTS_REJECTED.labels(rejection.reason).inc()

@@ -1,0 +1,33 @@
+"""Prometheus metrics (names are a contract: BRIEF §4 Operations)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "EVENTS_ACCEPTED",
+    "EVENTS_REJECTED",
+    "EVENTS_DUPLICATE",
+    "BUFFER_LAG",
+    "BUFFER_LAG_SECONDS",
+    "FLUSH_SECONDS",
+    "FLUSH_ROWS",
+    "FLUSH_FAILURES",
+    "PIXELS",
+]
+
+EVENTS_ACCEPTED = Counter(
+    "adtier_events_accepted", "Events acknowledged as new (durable in the buffer)", ["type"]
+)
+EVENTS_REJECTED = Counter("adtier_events_rejected", "Events rejected, by reason", ["reason"])
+EVENTS_DUPLICATE = Counter("adtier_events_duplicate", "Events dropped as duplicates of an event_id")
+BUFFER_LAG = Gauge("adtier_buffer_lag_events", "Events buffered in Redis, not yet in ClickHouse")
+BUFFER_LAG_SECONDS = Gauge("adtier_buffer_lag_seconds", "Age of the oldest buffered entry")
+FLUSH_SECONDS = Histogram(
+    "adtier_flush_seconds",
+    "Time to insert one flush into ClickHouse",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FLUSH_ROWS = Counter("adtier_flush_rows", "Rows inserted by flushers", ["table"])
+FLUSH_FAILURES = Counter("adtier_flush_failures", "Flush attempts that failed and will be retried")
+PIXELS = Counter("adtier_pixels", "Tracking pixel requests, by outcome", ["outcome"])

