@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, JSONBody
 
 from adtier.auth import NewKey, Role
 from adtier.errors import ApiError
@@ -24,7 +25,7 @@ class KeysController(Controller):
     tags = ["admin"]
 
     @post("/", status_code=201, summary="Create a key (the secret is shown only in this answer)")
-    async def create(self, request: Request, data: KeyRequest) -> NewKey:
+    async def create(self, request: Request, data: JSONBody[KeyRequest]) -> NewKey:
         await authorize(request, "admin")
         registry = app_state(request).registry
         try:
@@ -40,7 +41,7 @@ class KeysController(Controller):
         return await anyio.to_thread.run_sync(app_state(request).registry.list)
 
     @delete("/{key_id:str}", status_code=204, summary="Revoke a key")
-    async def revoke(self, request: Request, key_id: str) -> None:
+    async def revoke(self, request: Request, key_id: FromPath[str]) -> None:
         await authorize(request, "admin")
         registry = app_state(request).registry
         if not await anyio.to_thread.run_sync(lambda: registry.revoke(key_id)):

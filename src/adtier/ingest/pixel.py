@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.params import FromQuery
 
 from adtier import metrics
 from adtier.auth import AuthError
@@ -148,8 +149,9 @@ class PixelController(Controller):
         metrics.PIXELS.labels(outcome).inc()
 
     @get("/template", summary="Tracking URLs to put in a VAST response")
-    async def template(self, request: Request, campaign_id: str, creative_id: str,
-                       ingest_key: str = "[INGEST_KEY]") -> dict[str, object]:
+    async def template(self, request: Request, campaign_id: FromQuery[str],
+                       creative_id: FromQuery[str],
+                       ingest_key: FromQuery[str] = "[INGEST_KEY]") -> dict[str, object]:
         await authorize(request, "admin")
         base = str(request.base_url).rstrip("/") + "/v1/px?"
         common = {"k": ingest_key, "cmp": campaign_id, "cr": creative_id,

@@ -8,6 +8,7 @@ import time
 import msgspec
 import redis.exceptions
 from litestar import Controller, Request, get, post
+from litestar.params import FromPath
 
 from adtier.errors import ApiError
 from adtier.ingest.decode import BodyError, decode_body, inflate
@@ -89,7 +90,7 @@ class EventsController(Controller):
                            {"Retry-After": "5"}) from err
 
     @get("/ingest/batches/{batch_id:str}", summary="Provenance and storage state of one batch")
-    async def get_batch(self, request: Request, batch_id: str) -> BatchStatus:
+    async def get_batch(self, request: Request, batch_id: FromPath[str]) -> BatchStatus:
         state = app_state(request)
         key = await authorize(request, "ingest")
         status = await self._from_buffer(request, batch_id) or await self._from_store(request, batch_id)

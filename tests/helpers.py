@@ -1,0 +1,38 @@
+"""Event builders shared by tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+AD_BASE: dict[str, Any] = {
+    "account_id": "acc-1", "profile_id": "pf-1", "session_id": "ses-1", "device": "tv",
+    "country": "US", "campaign_id": "cmp-1", "creative_id": "cr-1", "ad_serving_id": "as-1",
+}
+CONTENT_BASE: dict[str, Any] = {
+    "account_id": "acc-1", "profile_id": "pf-1", "session_id": "ses-1", "device": "tv",
+    "country": "US", "content_id": "title-1",
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ad_event(type_: str = "impression", **fields: Any) -> dict[str, Any]:
+    event = {"type": type_, "event_id": str(uuid.uuid4()), "ts": now_ms(), **AD_BASE, **fields}
+    if type_ == "error":
+        event.setdefault("error_code", 402)
+    return event
+
+
+def content_event(type_: str = "content_start", **fields: Any) -> dict[str, Any]:
+    event = {"type": type_, "event_id": str(uuid.uuid4()), "ts": now_ms(), **CONTENT_BASE, **fields}
+    if type_ == "rating":
+        event.setdefault("value", 1)
+    return event
+
+
+def batch(events: list[dict[str, Any]], sent_at: int | None = None) -> dict[str, Any]:
+    return {"sent_at": now_ms() if sent_at is None else sent_at, "events": events}

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from adtier.app import create_app
+from adtier.ingest.flusher import Flusher
+from adtier.settings import Settings
+from adtier.store import connect
+
+
+class Api:
+    """A test client with the admin key and an ingest key ready."""
+
+    def __init__(self, client: TestClient, settings: Settings):
+        self.client = client
+        self.settings = settings
+        self.admin = {"Authorization": f"Bearer {settings.admin_key}"}
+        created = client.post("/v1/keys", json={"role": "ingest", "name": "test"}, headers=self.admin)
+        assert created.status_code == 201, created.text
+        self.ingest_key = created.json()["key"]
+        self.ingest_key_id = created.json()["key_id"]
+        self.ingest = {"Authorization": f"Bearer {self.ingest_key}"}
+
+    def post_events(self, body: object, headers: dict[str, str] | None = None, **kw):
+        return self.client.post("/v1/events", json=body, headers={**self.ingest, **(headers or {})}, **kw)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    with TestClient(create_app(settings)) as client:
+        yield Api(client, settings)
+
+
+@pytest.fixture
+def flush(settings: Settings, ch, rds: redis.Redis):
+    """Run a flusher until the buffer is empty (the in-app flusher is off in these tests)."""
+    client = connect(settings.clickhouse_dsn)
+    flusher = Flusher(client, rds, consumer="test-flusher", max_rows=50_000, max_seconds=0.2)
+
+    def run() -> Flusher:
+        flusher.drain()
+        return flusher
+
+    yield run
+    client.close()
+
+
+def count(ch, table: str, where: str = "1", parameters: dict | None = None) -> int:
+    return ch.query(f"SELECT count() FROM {table} WHERE {where}", parameters=parameters or {}).result_rows[0][0]
