@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS ingest_batches
     source          LowCardinality(String),
     received_at     DateTime64(3, 'UTC'),
     sent_at         Nullable(DateTime64(3, 'UTC')),
-    body_sha256     FixedString(64),
+    body_sha256     String,
     events          UInt32,
     accepted        UInt32,
     duplicates      UInt32,

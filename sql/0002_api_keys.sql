@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS api_keys
 (
     key_id          String,
-    key_hash        FixedString(64),
+    key_hash        String,
     role            LowCardinality(String),   -- ingest | advertiser | recs | admin
     advertiser_id   String,
     name            String,

@@ -66,11 +66,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_flush(args: argparse.Namespace) -> int:
     from adtier.ingest.flusher import Flusher
-    from adtier.logs import configure_logging
     from adtier.runtime import default_consumer_name, open_stores
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_json)
     stores = open_stores(settings)
     flusher = Flusher(stores.new_clickhouse(), stores.redis,
                       consumer=args.name or default_consumer_name(settings),
@@ -156,5 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from adtier.logs import configure_logging
+
     args = build_parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)  # logs go to stderr, data to stdout
     sys.exit(args.func(args))

@@ -264,3 +264,4 @@ def test_batch_provenance(api, flush, ch):
     _r.Redis.from_url(api.settings.redis_url).delete(batch_key(answer["batch_id"]))
     again = api.client.get(url, headers=api.ingest).json()
     assert (again["state"], again["stored"], again["accepted"]) == ("stored", 2, 2)
+    assert again["body_sha256"] == buffered["body_sha256"]
