@@ -52,7 +52,9 @@ def _lifespan(settings: Settings):
             flusher = Flusher(
                 stores.new_clickhouse(),
                 redis.Redis.from_url(stores.redis_url),
-                consumer=default_consumer_name(settings),
+                # several workers in one host each run a flusher: give each its own name
+                consumer=default_consumer_name(settings)
+                + (f"-{os.getpid()}" if settings.workers > 1 else ""),
                 max_rows=settings.flush_max_rows,
                 max_seconds=settings.flush_max_seconds,
                 claim_idle_ms=settings.claim_idle_ms,

@@ -8,8 +8,8 @@
 --       5 batch id, 6 meta, 7 ad rows, 8 content rows, 9 rejected rows
 -- Returns {'ok', bitmap, duplicates} | {'replay', batch_id} | {'full', buffered}
 --
--- Dedup costs two set operations per event inside one script call, not a network round trip
--- per event: ids of today's and yesterday's sets, so the window is between 24 and 48 hours.
+-- Dedup checks today's and yesterday's id sets (so the window is between 24 and 48 hours) with
+-- bulk set commands inside this one call: no network round trip, and no command, per event.
 if KEYS[5] ~= '' then
   local first = redis.call('GET', KEYS[5])
   if first then return {'replay', first} end
@@ -20,18 +20,35 @@ if high > 0 and buffered >= high then return {'full', tostring(buffered)} end
 
 local ids = ARGV[1]
 local n = #ids / 16
+local list = {}
+for i = 1, n do list[i] = string.sub(ids, i * 16 - 15, i * 16) end
 local check_prev = redis.call('EXISTS', KEYS[3]) == 1
 local marks = {}
+local fresh = {}
+local in_batch = {}
 local dups = 0
-for i = 1, n do
-  local id = string.sub(ids, i * 16 - 15, i * 16)
-  if (check_prev and redis.call('SISMEMBER', KEYS[3], id) == 1)
-      or redis.call('SADD', KEYS[2], id) == 0 then
-    marks[i] = '1'
-    dups = dups + 1
-  else
-    marks[i] = '0'
+-- Bulk commands in chunks (unpack has a stack limit): one SMISMEMBER per set and one SADD,
+-- instead of a command per id.
+local CHUNK = 2000
+for first = 1, n, CHUNK do
+  local last = math.min(first + CHUNK - 1, n)
+  local seen = redis.call('SMISMEMBER', KEYS[2], unpack(list, first, last))
+  local seen_prev = check_prev and redis.call('SMISMEMBER', KEYS[3], unpack(list, first, last))
+  for i = first, last do
+    local id = list[i]
+    local j = i - first + 1
+    if seen[j] == 1 or (seen_prev and seen_prev[j] == 1) or in_batch[id] then
+      marks[i] = '1'
+      dups = dups + 1
+    else
+      marks[i] = '0'
+      in_batch[id] = true
+      fresh[#fresh + 1] = id
+    end
   end
+end
+for first = 1, #fresh, CHUNK do
+  redis.call('SADD', KEYS[2], unpack(fresh, first, math.min(first + CHUNK - 1, #fresh)))
 end
 local bitmap = table.concat(marks)
 if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
