@@ -68,6 +68,9 @@ class EmbeddedValkey:
             stderr=subprocess.STDOUT,
             cwd=self.dir,
             preexec_fn=die_with_parent,
+            # Out of the terminal's process group: Ctrl-C stops the server, and the server
+            # stops Valkey last, after the flusher is done with it.
+            start_new_session=True,
         )
         log.close()
         (self.dir / "valkey.pid").write_text(str(self.process.pid))
