@@ -151,13 +151,14 @@ DECODERS = EventDecoders()
 
 def rejection_reason(error: msgspec.ValidationError | msgspec.DecodeError) -> str:
     """A stable, machine-readable reason code for a decode failure (detail carries the text)."""
+    # Decide from where the error is, never from words that may quote the client's value.
     text = str(error)
     if isinstance(error, msgspec.ValidationError):
-        if "missing required field" in text:
+        if text.startswith("Object missing required field"):
             return "missing_field"
-        if "`$.type`" in text or "tag" in text and "type" in text:
+        if text.endswith("- at `$.type`"):
             return "unknown_type"
-        if text.startswith("Expected `object`"):
+        if text.startswith("Expected `object`") and " - at `" not in text:
             return "not_an_object"
         return "invalid_field"
     return "malformed"

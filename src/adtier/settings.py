@@ -71,7 +71,11 @@ def load_settings(env: dict[str, str] | None = None, **overrides: object) -> Set
         if raw is None:
             continue
         if field.type is bool or field.type == "bool":
-            values[field.name] = _BOOL[raw.strip().lower()]
+            try:
+                values[field.name] = _BOOL[raw.strip().lower()]
+            except KeyError:
+                raise ValueError(f"ADTIER_{field.name.upper()}={raw!r}: expected one of "
+                                 "1/0/true/false/yes/no/on/off") from None
         else:
             values[field.name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -39,19 +39,36 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding in ("", "identity"):
         out = body
     elif encoding in ("gzip", "x-gzip", "deflate"):
-        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(body, limit + 1)
-        except zlib.error as err:
-            raise BodyError(400, "bad_encoding", f"body is not valid {encoding}: {err}") from err
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise BodyError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
+        out = _inflate_members(body, encoding, limit)
     else:
         raise BodyError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
     if len(out) > limit:
         raise BodyError(413, "body_too_large", f"body exceeds {limit} bytes")
     return out
+
+
+def _inflate_members(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip allows several members back to back (RFC 1952); a cut-off stream is an error."""
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as err:
+            raise BodyError(400, "bad_encoding", f"body is not valid {encoding}: {err}") from err
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise BodyError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
+        parts.append(part)
+        if not inflater.eof:
+            raise BodyError(400, "bad_encoding", f"{encoding} body is truncated")
+        rest = inflater.unused_data
+        if not rest or encoding == "deflate":
+            break
+    return b"".join(parts)
 
 
 def decode_body(body: bytes, content_type: str, max_events: int) -> DecodedBody:

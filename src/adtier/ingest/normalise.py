@@ -8,7 +8,7 @@ ClickHouse parses the lines at insert time, which is cheaper than building colum
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 
@@ -66,16 +66,21 @@ class Prepared:
         return b"".join(self.ad_ids) + b"".join(self.content_ids)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
 def to_ms(value: datetime | int) -> int:
     if isinstance(value, int):
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=_UTC)
-    return int(value.timestamp() * 1000)
+    return (value - _EPOCH) // _MS  # exact: float timestamps lose the millisecond
 
 
 def _seconds(ms: int) -> bytes:
-    return b"%d.%03d" % divmod(ms, 1000)
+    sign = b"-" if ms < 0 else b""
+    return sign + b"%d.%03d" % divmod(abs(ms), 1000)
 
 
 def _suffix(received_ms: int, sent_ms: int | None, skew: int, source: str, batch_id: str, key_id: str) -> bytes:
@@ -127,8 +132,8 @@ def prepare_events(
             reject(Rejection(index, str(event.event_id), "ts_too_old",
                              "event time is older than the retention window", bytes(raw)))
             continue
-        # ClickHouse reads a JSON number into DateTime64 as epoch seconds.
-        event.ts = ts / 1000
+        # ClickHouse reads a JSON number into DateTime64 as epoch seconds; written exactly.
+        event.ts = msgspec.Raw(_seconds(ts))
         row = _encoder.encode(event)[:-1] + b',"client_ts":' + _seconds(client_ms) + tail
         if isinstance(event, AdEvent):
             out.ad_rows.append(row)
@@ -144,7 +149,7 @@ def prepare_events(
 def _guess_id(raw: bytes) -> str:
     """The event_id of an event that failed validation, when one can still be read."""
     try:
-        value = msgspec.json.decode(raw) if raw[:1] in (b"{", b" ") else msgspec.msgpack.decode(raw)
+        value = msgspec.json.decode(raw) if raw.lstrip()[:1] == b"{" else msgspec.msgpack.decode(raw)
     except (msgspec.DecodeError, ValueError):
         return ""
     if isinstance(value, dict):

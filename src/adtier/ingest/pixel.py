@@ -62,7 +62,7 @@ def _present(value: str | None) -> str | None:
     if value is None:
         return None
     value = value.strip()
-    if not value or (value.startswith("[") and value.endswith("]")) or value.startswith("%5B"):
+    if not value or (value.startswith("[") and value.endswith("]")) or value.upper().startswith("%5B"):
         return None
     return value
 

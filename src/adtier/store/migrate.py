@@ -43,10 +43,39 @@ class Migration:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
     def statements(self) -> list[str]:
-        without_comments = "\n".join(
-            line for line in self.text.splitlines() if not line.lstrip().startswith("--")
-        )
-        return [s.strip() for s in without_comments.split(";") if s.strip()]
+        """Statements end with ';' at the end of a line's code (a trailing comment may follow)."""
+        statements, current = [], []
+        for line in self.text.splitlines():
+            code = _code(line).rstrip()
+            if not code.strip():
+                continue  # blank or comment-only
+            if code.endswith(";"):
+                current.append(code[:-1])
+                statements.append("\n".join(current).strip().strip(";").strip())
+                current = []
+            else:
+                current.append(line.rstrip())
+        statements.append("\n".join(current).strip())
+        return [s for s in statements if s]
+
+
+def _code(line: str) -> str:
+    """The line without a '--' comment that is outside quotes."""
+    quote = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+        elif line.startswith("--", i):
+            return line[:i]
+        i += 1
+    return line
 
 
 def sql_dir() -> Path:

@@ -1,0 +1,154 @@
+"""Flush blocks: duplicate marks filter rows, ad/content split by n_ad, deterministic tokens."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adtier.ingest.buffer import BatchRecord, Entry
+from adtier.ingest.flusher import FlushBlocks, _keep, build_blocks, token_for
+
+
+def rows(*names: str) -> bytes:
+    return b"".join(b'{"n":"%s"}\n' % n.encode() for n in names)
+
+
+def record(batch_id: str = "b-1", *, events: int, valid: int, n_ad: int,
+           sent_at_ms: int | None = 1_717_000_000_000) -> BatchRecord:
+    return BatchRecord(batch_id=batch_id, key_id="k-1", source="batch",
+                       received_at_ms=1_717_000_000_123, sent_at_ms=sent_at_ms,
+                       body_sha256="ab" * 32, events=events, valid=valid, n_ad=n_ad)
+
+
+def entry(entry_id: str, ads: list[str], contents: list[str], bitmap: bytes, *,
+          rejected: bytes = b"", events: int | None = None, batch_id: str = "b-1",
+          sent_at_ms: int | None = 1_717_000_000_000) -> Entry:
+    valid = len(ads) + len(contents)
+    rec = record(batch_id, events=valid if events is None else events, valid=valid,
+                 n_ad=len(ads), sent_at_ms=sent_at_ms)
+    return Entry(entry_id=entry_id, batch_id=batch_id, record=rec, ad_rows=rows(*ads),
+                 content_rows=rows(*contents), rejected_rows=rejected, bitmap=bitmap)
+
+
+# ---- _keep -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("marks", "kept"),
+    [(b"000", ["a", "b", "c"]), (b"010", ["a", "c"]), (b"100", ["b", "c"]), (b"001", ["a", "b"]),
+     (b"111", []), (b"101", ["b"])],
+)
+def test_keep_filters_lines_by_mark(marks: bytes, kept: list[str]) -> None:
+    assert _keep(rows("a", "b", "c"), marks) == (rows(*kept), len(kept))
+
+
+def test_keep_without_marks_keeps_nothing() -> None:
+    assert _keep(b"", b"") == (b"", 0)
+    assert _keep(rows("a"), b"") == (b"", 0)
+
+
+def test_keep_all_new_returns_the_rows_unchanged() -> None:
+    block = rows("a", "b")
+    kept, n = _keep(block, b"00")
+    assert kept is block and n == 2
+
+
+@given(st.lists(st.tuples(st.text(alphabet=st.characters(codec="utf-8")), st.booleans())))
+def test_keep_matches_a_line_by_line_filter(lines: list[tuple[str, bool]]) -> None:
+    block = b"".join(msgspec.json.encode({"v": text}) + b"\n" for text, _ in lines)
+    marks = bytes(b"1"[0] if dup else b"0"[0] for _, dup in lines)
+    kept, n = _keep(block, marks)
+    expected = [msgspec.json.encode({"v": text}) + b"\n" for text, dup in lines if not dup]
+    assert kept == b"".join(expected)
+    assert n == len(expected)
+
+
+# ---- build_blocks ----------------------------------------------------------------------------
+
+
+def test_build_blocks_splits_marks_at_n_ad() -> None:
+    # marks: ad a1 a2 a3 = 0 1 0, content c1 c2 = 1 0
+    e = entry("1-0", ["a1", "a2", "a3"], ["c1", "c2"], b"01010")
+    blocks = build_blocks([e])
+    assert isinstance(blocks, FlushBlocks)
+    assert blocks.ad == rows("a1", "a3") and blocks.ad_rows == 2
+    assert blocks.content == rows("c2") and blocks.content_rows == 1
+
+
+def test_build_blocks_concatenates_entries_in_order() -> None:
+    entries = [
+        entry("1-0", ["a1"], ["c1", "c2"], b"000", rejected=b'{"r":1}\n', events=4, batch_id="b-1"),
+        entry("1-1", [], ["c3"], b"1", batch_id="b-2", sent_at_ms=None),
+        entry("2-0", ["a2", "a3"], [], b"10", rejected=b'{"r":2}\n', events=3, batch_id="b-3"),
+    ]
+    blocks = build_blocks(entries)
+    assert blocks.ad == rows("a1", "a3") and blocks.ad_rows == 2
+    assert blocks.content == rows("c1", "c2") and blocks.content_rows == 2
+    assert blocks.rejected == b'{"r":1}\n{"r":2}\n'
+
+    batches = [json.loads(line) for line in blocks.batches.splitlines()]
+    assert [b["batch_id"] for b in batches] == ["b-1", "b-2", "b-3"]
+    assert [(b["events"], b["accepted"], b["duplicates"], b["rejected"]) for b in batches] == [
+        (4, 3, 0, 1), (1, 0, 1, 0), (3, 1, 1, 1)]
+    assert batches[0]["sent_at"] == 1_717_000_000.0 and batches[1]["sent_at"] is None
+    assert batches[0]["received_at"] == 1_717_000_000.123
+    assert (batches[0]["key_id"], batches[0]["source"], batches[0]["body_sha256"]) == (
+        "k-1", "batch", "ab" * 32)
+
+
+def test_build_blocks_of_nothing() -> None:
+    blocks = build_blocks([])
+    assert (blocks.ad, blocks.content, blocks.rejected, blocks.batches) == (b"", b"", b"", b"")
+    assert (blocks.ad_rows, blocks.content_rows) == (0, 0)
+
+
+@given(st.lists(st.tuples(st.lists(st.booleans(), max_size=6), st.lists(st.booleans(), max_size=6)),
+                max_size=5))
+def test_build_blocks_keeps_exactly_the_unmarked_rows(spec) -> None:
+    entries, want_ad, want_content = [], [], []
+    for i, (ad_dups, content_dups) in enumerate(spec):
+        ads = [f"a{i}.{j}" for j in range(len(ad_dups))]
+        contents = [f"c{i}.{j}" for j in range(len(content_dups))]
+        bitmap = bytes(49 if d else 48 for d in ad_dups + content_dups)
+        entries.append(entry(f"{i}-0", ads, contents, bitmap))
+        want_ad += [n for n, d in zip(ads, ad_dups) if not d]
+        want_content += [n for n, d in zip(contents, content_dups) if not d]
+    blocks = build_blocks(entries)
+    assert blocks.ad == rows(*want_ad) and blocks.ad_rows == len(want_ad)
+    assert blocks.content == rows(*want_content) and blocks.content_rows == len(want_content)
+    assert len(blocks.batches.splitlines()) == len(entries)
+
+
+# ---- token_for -------------------------------------------------------------------------------
+
+
+def test_token_is_deterministic_and_depends_only_on_entry_ids() -> None:
+    a = [entry("1-0", ["a"], [], b"0"), entry("1-1", [], ["c"], b"0")]
+    same_ids_other_rows = [entry("1-0", ["x", "y"], [], b"01"), entry("1-1", [], [], b"")]
+    token = token_for(a)
+    assert re.fullmatch(r"[0-9a-f]{40}", token)
+    assert token_for(a) == token
+    assert token_for(same_ids_other_rows) == token
+
+
+@pytest.mark.parametrize(
+    "other_ids",
+    [["1-0"], ["1-1", "1-0"], ["1-0", "1-2"], ["1-0", "1-1", "1-2"], ["1-01"]],
+)
+def test_token_changes_with_the_entry_ids(other_ids: list[str]) -> None:
+    base = [entry("1-0", [], [], b""), entry("1-1", [], [], b"")]
+    other = [entry(i, [], [], b"") for i in other_ids]
+    assert token_for(other) != token_for(base)
+
+
+@given(st.lists(st.from_regex(r"[0-9]{1,13}-[0-9]{1,3}", fullmatch=True), max_size=8, unique=True),
+       st.lists(st.from_regex(r"[0-9]{1,13}-[0-9]{1,3}", fullmatch=True), max_size=8, unique=True))
+def test_token_equal_iff_id_lists_equal(ids_a: list[str], ids_b: list[str]) -> None:
+    ta = token_for([entry(i, [], [], b"") for i in ids_a])
+    tb = token_for([entry(i, [], [], b"") for i in ids_b])
+    assert (ta == tb) == (ids_a == ids_b)
