@@ -10,7 +10,7 @@ is redone with the same entries and therefore the same deduplication token.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -26,15 +26,28 @@ __all__ = [
     "Entry",
     "IngestBuffer",
     "FlushBuffer",
+    "PlanPending",
     "batch_key",
     "idempotency_key",
+    "plan_key",
 ]
 
 STREAM = "adtier:events"
 GROUP = "flushers"
 BUFFERED = "adtier:buffered"
 _DAY_MS = 86_400_000
-_APPEND_LUA = resources.files("adtier.ingest").joinpath("append.lua").read_text()
+
+
+def _lua(name: str) -> str:
+    return resources.files("adtier.ingest.lua").joinpath(f"{name}.lua").read_text()
+
+
+def plan_key(consumer: str) -> str:
+    return f"adtier:plan:{consumer}"
+
+
+class PlanPending(RuntimeError):
+    """A flusher tried to start a new plan while its previous one is unfinished."""
 
 
 def batch_key(batch_id: str) -> str:
@@ -83,7 +96,7 @@ class IngestBuffer:
 
     def __init__(self, client: aredis.Redis, high_water: int, dedup_hours: int, record_ttl_s: int):
         self._client = client
-        self._script = client.register_script(_APPEND_LUA)
+        self._script = client.register_script(_lua("append"))
         self._high_water = high_water
         # Two day-sets cover the window; keep each alive a day beyond the one it was written.
         self._dedup_ttl = max(dedup_hours, 24) * 3600 * 2 + 3600
@@ -172,16 +185,21 @@ class PendingConsumer:
     idle_ms: int
 
 
-@dataclass
 class FlushBuffer:
-    """Reader side, used by flushers (sync: it runs in the flusher's thread or process)."""
+    """Reader side, used by flushers (sync: it runs in the flusher's thread or process).
 
-    client: redis.Redis
-    consumer: str
-    plan_key: str = field(init=False)
+    Every step that depends on who owns which entries runs as one script, so a flusher that is
+    slow but alive never has its entries or its plan taken away mid-flush."""
 
-    def __post_init__(self) -> None:
-        self.plan_key = f"adtier:plan:{self.consumer}"
+    def __init__(self, client: redis.Redis, consumer: str):
+        self.client = client
+        self.consumer = consumer
+        self.plan_key = plan_key(consumer)
+        self._take_over = client.register_script(_lua("take_over"))
+        self._still_mine = client.register_script(_lua("still_mine"))
+        self._complete = client.register_script(_lua("complete"))
+        self._forget = client.register_script(_lua("forget_consumer"))
+        self._claim_unplanned = client.register_script(_lua("claim_unplanned"))
 
     def ensure_group(self) -> None:
         try:
@@ -194,12 +212,26 @@ class FlushBuffer:
         reply = self.client.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
         return [Entry.from_fields(i, f) for _, entries in reply or [] for i, f in entries if f]
 
-    def save_plan(self, entry_ids: list[str]) -> None:
-        self.client.set(self.plan_key, ",".join(entry_ids))
+    def save_plan(self, entry_ids: list[str]) -> str:
+        value = ",".join(entry_ids)
+        if not self.client.set(self.plan_key, value, nx=True):
+            raise PlanPending(f"{self.consumer} still has an unfinished flush plan")
+        return value
 
-    def load_plan(self, consumer: str) -> list[str]:
-        raw = self.client.get(f"adtier:plan:{consumer}")
+    def own_plan(self) -> list[str]:
+        raw = self.client.get(self.plan_key)
         return raw.decode().split(",") if raw else []
+
+    def take_over_plan(self, owner: str, min_idle_ms: int) -> list[str] | None:
+        """The dead owner's plan, now mine ([] if it had none); None if the owner is alive."""
+        got = self._take_over(keys=[STREAM, plan_key(owner), self.plan_key],
+                              args=[GROUP, self.consumer, owner, min_idle_ms])
+        if got is None:
+            return None
+        return got.decode().split(",") if got else []
+
+    def still_mine(self, entry_ids: list[str]) -> bool:
+        return bool(self._still_mine(keys=[STREAM], args=[GROUP, self.consumer, *entry_ids]))
 
     def claim(self, entry_ids: list[str], min_idle_ms: int = 0) -> list[Entry]:
         if not entry_ids:
@@ -207,38 +239,39 @@ class FlushBuffer:
         reply = self.client.xclaim(STREAM, GROUP, self.consumer, min_idle_ms, entry_ids)
         return [Entry.from_fields(i, f) for i, f in reply if f]
 
+    def claim_unplanned(self, owner: str, entry_ids: list[str], min_idle_ms: int) -> list[Entry]:
+        """Take the owner's idle entries that are not in its plan; return them, read back."""
+        got = self._claim_unplanned(keys=[STREAM, plan_key(owner)],
+                                    args=[GROUP, self.consumer, min_idle_ms, *entry_ids])
+        return self.claim([i.decode() for i in got], 0)
+
     def pending_of(self, consumer: str, count: int = 1000) -> list[str]:
         rows = self.client.xpending_range(STREAM, GROUP, "-", "+", count, consumername=consumer)
         return [r["message_id"].decode() for r in rows]
 
     def consumers(self) -> list[PendingConsumer]:
-        return [
-            PendingConsumer(c["name"].decode(), int(c["pending"]), int(c.get("inactive", c["idle"])))
-            for c in self.client.xinfo_consumers(STREAM, GROUP)
-        ]
+        found = []
+        for c in self.client.xinfo_consumers(STREAM, GROUP):
+            inactive = int(c.get("inactive", -1))
+            idle = inactive if inactive >= 0 else int(c["idle"])
+            found.append(PendingConsumer(c["name"].decode(), int(c["pending"]), idle))
+        return found
 
-    def complete(self, entries: list[Entry], plan_owner: str | None = None) -> None:
-        """Acknowledge stored entries, mark their batches stored, drop the plan: one transaction."""
-        ids = [e.entry_id for e in entries]
-        stored = sum(e.stored_events for e in entries)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(STREAM, GROUP, *ids)
-        pipe.xdel(STREAM, *ids)
-        pipe.decrby(BUFFERED, stored)
-        for entry in entries:
-            key = batch_key(entry.batch_id)
-            # Only touch records that exist (pixels keep none); HSET would create one.
-            pipe.eval(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then "
-                "redis.call('HSET', KEYS[1], 's', 'stored') end",
-                1,
-                key,
-            )
-        pipe.delete(f"adtier:plan:{plan_owner or self.consumer}")
-        pipe.execute()
+    def complete(self, entries: list[Entry], plan_value: str) -> int:
+        """Acknowledge stored entries; returns the events this call acknowledged."""
+        args: list[object] = [GROUP, plan_value]
+        for e in entries:
+            args += [e.entry_id, e.stored_events,
+                     batch_key(e.batch_id) if e.record.source == "batch" else ""]
+        return int(self._complete(keys=[STREAM, BUFFERED, self.plan_key], args=args))
 
-    def forget_consumer(self, consumer: str) -> None:
-        self.client.xgroup_delconsumer(STREAM, GROUP, consumer)
+    def drop_plan(self, plan_value: str) -> None:
+        """Forget my plan if it is still this one (used when its entries were taken over)."""
+        self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+                         1, self.plan_key, plan_value)
+
+    def forget_consumer(self, consumer: str) -> bool:
+        return bool(self._forget(keys=[STREAM], args=[GROUP, consumer]))
 
     def lag(self) -> tuple[int, float]:
         """(buffered events, age in seconds of the oldest unacknowledged entry)."""

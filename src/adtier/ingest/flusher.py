@@ -89,8 +89,12 @@ def _sort_key(entry: Entry) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def token_for_ids(entry_ids: list[str]) -> str:
+    return hashlib.sha256(",".join(entry_ids).encode()).hexdigest()[:40]
+
+
 def token_for(entries: list[Entry]) -> str:
-    return hashlib.sha256(",".join(e.entry_id for e in entries).encode()).hexdigest()[:40]
+    return token_for_ids([e.entry_id for e in entries])
 
 
 class Flusher:
@@ -117,17 +121,36 @@ class Flusher:
         self.on_stored: list[Callable[[list[Entry]], None]] = []
 
     # ---- one flush -------------------------------------------------------------------------
-    def flush(self, entries: list[Entry], plan_owner: str | None = None) -> None:
-        """Insert these entries exactly once, then acknowledge them. Retries until it succeeds
-        or the flusher is asked to stop (then the entries stay pending for the next run)."""
+    def flush(self, entries: list[Entry]) -> None:
+        """Write a plan for these new entries, insert them exactly once, acknowledge them."""
         if not entries:
             return
         entries.sort(key=_sort_key)
-        self.buffer.save_plan([e.entry_id for e in entries])
+        ids = [e.entry_id for e in entries]
+        plan = self.buffer.save_plan(ids)
+        self._execute(entries, ids, plan)
+
+    def redo(self, plan_ids: list[str]) -> int:
+        """Finish a plan found at recovery: same entry ids, so the same deduplication token."""
+        entries = self.buffer.claim(plan_ids, 0)
+        entries.sort(key=_sort_key)
+        log.info("redo_flush_plan", consumer=self.consumer, entries=len(entries), planned=len(plan_ids))
+        self._execute(entries, plan_ids, ",".join(plan_ids))
+        return len(entries)
+
+    def _execute(self, entries: list[Entry], plan_ids: list[str], plan: str) -> None:
+        """Retries until stored or the flusher is stopped (then the entries stay pending)."""
         blocks = build_blocks(entries)
-        token = token_for(entries)
+        # The token comes from the plan, not from what could be re-read: an entry missing at a
+        # redo was already acknowledged, so it was inserted under this same token.
+        token = token_for_ids(plan_ids)
         delay = 0.2
         while True:
+            if not self.buffer.still_mine(plan_ids):
+                # Taken over while we were stalled: the taker redoes it under the same token.
+                log.warning("flush_plan_lost", consumer=self.consumer, entries=len(entries))
+                self.buffer.drop_plan(plan)
+                raise FlushAborted("another flusher took these entries over")
             try:
                 started = time.perf_counter()
                 self._insert(blocks, token)
@@ -142,7 +165,7 @@ class Flusher:
                 delay = min(delay * 2, 10.0)
         if self._failpoint == "after_insert":
             os._exit(137)  # fault injection for tests: die between insert and acknowledgement
-        self.buffer.complete(entries, plan_owner)
+        self.buffer.complete(entries, plan)
         metrics.FLUSH_ROWS.labels("ad_events").inc(blocks.ad_rows)
         metrics.FLUSH_ROWS.labels("content_events").inc(blocks.content_rows)
         for callback in self.on_stored:
@@ -169,34 +192,37 @@ class Flusher:
 
     # ---- recovery --------------------------------------------------------------------------
     def recover(self, at_start: bool = False) -> int:
-        """Redo interrupted flushes (ours at start, others' once idle); return entries redone."""
+        """Redo interrupted flushes: ours first (at start), then those of consumers idle for
+        longer than ``claim_idle_ms``. Returns the number of entries redone."""
         redone = 0
+        if at_start:
+            if plan := self.buffer.own_plan():
+                redone += self.redo(plan)
+            redone += self._flush_pending_of(self.consumer, min_idle=0)
         for consumer in self.buffer.consumers():
-            mine = consumer.name == self.consumer
-            if mine and not at_start:
+            if consumer.name == self.consumer or consumer.idle_ms < self.claim_idle_ms:
                 continue
-            if not mine and consumer.idle_ms < self.claim_idle_ms:
-                continue
-            redone += self._take_over(consumer.name, min_idle=0 if mine else self.claim_idle_ms)
-            if not mine and not self.buffer.pending_of(consumer.name, 1):
-                self.buffer.forget_consumer(consumer.name)
+            plan = self.buffer.take_over_plan(consumer.name, self.claim_idle_ms)
+            if plan is None:
+                continue  # alive after all: some of its entries are fresh
+            if plan:
+                redone += self.redo(plan)
+            redone += self._flush_pending_of(consumer.name, self.claim_idle_ms)
+            self.buffer.forget_consumer(consumer.name)
         return redone
 
-    def _take_over(self, owner: str, min_idle: int) -> int:
-        redone = 0
-        plan = self.buffer.load_plan(owner)
-        if plan:
-            entries = self.buffer.claim(plan, min_idle)
-            log.info("redo_flush_plan", owner=owner, entries=len(entries))
-            self.flush(entries, plan_owner=owner)
-            redone += len(entries)
+    def _flush_pending_of(self, owner: str, min_idle: int) -> int:
+        done = 0
         while ids := self.buffer.pending_of(owner, 1000):
-            entries = self.buffer.claim(ids, min_idle)
+            if owner == self.consumer:
+                entries = self.buffer.claim(ids, 0)
+            else:
+                entries = self.buffer.claim_unplanned(owner, ids, min_idle)
             if not entries:
                 break
             self.flush(entries)
-            redone += len(entries)
-        return redone
+            done += len(entries)
+        return done
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
