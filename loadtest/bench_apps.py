@@ -1,7 +1,7 @@
 """Baseline servers for ``bench_ingest.py``, on the same stack as adtier (granian + Litestar).
 
 * ``ceiling_app``: ``POST /v1/events`` reads the body and answers 204. Nothing else: the most
-  this stack can take in on one worker.
+  this stack can take in on one worker. ``GET /v1/px`` answers the 1x1 GIF and records nothing.
 * ``naive_app``: ``POST /v1/events`` decodes the batch with msgspec and inserts it into
   ClickHouse (chdb through clickhouse-connect) in the request, off the event loop, with no
   buffer. Answers once the rows are in the table. ``GET /count`` says how many rows are stored.
@@ -19,6 +19,7 @@ or with the granian command line::
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import tempfile
 import threading
@@ -42,14 +43,25 @@ def readyz() -> dict[str, str]:
 
 # ---- ceiling ---------------------------------------------------------------------------------
 @post("/v1/events", status_code=204)
-async def ceiling_events(request: Request) -> Response:
+async def ceiling_events(request: Request) -> None:
     await request.body()
-    return Response(content=None, status_code=204)
+
+
+_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_GIF_HEADERS = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+                "Pragma": "no-cache"}
+
+
+@get("/v1/px")
+async def ceiling_pixel(request: Request) -> Response:
+    """The pixel answer alone: read the query, answer the 1x1 GIF, record nothing."""
+    dict(request.query_params.items())
+    return Response(_GIF, media_type="image/gif", headers=_GIF_HEADERS)
 
 
 def ceiling_app() -> Litestar:
-    return Litestar(route_handlers=[readyz, ceiling_events], request_max_body_size=MAX_BODY_BYTES,
-                    openapi_config=None)
+    return Litestar(route_handlers=[readyz, ceiling_events, ceiling_pixel],
+                    request_max_body_size=MAX_BODY_BYTES, openapi_config=None)
 
 
 # ---- naive -----------------------------------------------------------------------------------
