@@ -20,7 +20,9 @@ from adtier.settings import Settings, load_settings
 from adtier.store import connect
 from adtier.store.migrate import apply_migrations
 
-TABLES = ("ad_events", "content_events", "rejected_events", "ingest_batches", "api_keys")
+TABLES = ("ad_events", "content_events", "rejected_events", "ingest_batches", "api_keys",
+          "advertisers", "campaigns", "creatives", "titles", "profiles", "privacy_optouts",
+          "erasures")
 
 
 @pytest.fixture(scope="session")

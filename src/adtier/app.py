@@ -16,6 +16,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from adtier import __version__
 from adtier.auth import KeyCache, KeyRegistry
+from adtier.catalog import CATALOG_ROUTES
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.ingest.buffer import IngestBuffer
@@ -47,19 +48,22 @@ def _lifespan(settings: Settings):
             print(f"adtier: generated admin key (shown once, also in "
                   f"{settings.data_dir / 'admin_key'}): {created.key}", file=sys.stderr, flush=True)
         client = aredis.Redis.from_url(stores.redis_url, max_connections=256)
-        flusher = None
+        flushers = []
         if settings.flusher_enabled:
-            flusher = Flusher(
-                stores.new_clickhouse(),
-                redis.Redis.from_url(stores.redis_url),
-                # several workers in one host each run a flusher: give each its own name
-                consumer=default_consumer_name(settings)
-                + (f"-{os.getpid()}" if settings.workers > 1 else ""),
-                max_rows=settings.flush_max_rows,
-                max_seconds=settings.flush_max_seconds,
-                claim_idle_ms=settings.claim_idle_ms,
-            )
-            flusher.start()
+            # several workers on one host each run flushers: give each its own names
+            base = default_consumer_name(settings) + (
+                f"-{os.getpid()}" if settings.workers > 1 else "")
+            for index in range(settings.flusher_threads):
+                flusher = Flusher(
+                    stores.new_clickhouse(),
+                    redis.Redis.from_url(stores.redis_url),
+                    consumer=f"{base}-{index}",
+                    max_rows=settings.flush_max_rows,
+                    max_seconds=settings.flush_max_seconds,
+                    claim_idle_ms=settings.claim_idle_ms,
+                )
+                flusher.start()
+                flushers.append(flusher)
         buffer = IngestBuffer(client, settings.buffer_high_water_events,
                               settings.dedup_window_hours, settings.idempotency_ttl_s)
         app.state.adtier = AppState(
@@ -70,14 +74,16 @@ def _lifespan(settings: Settings):
             registry=KeyRegistry(stores.clickhouse, stores.redis),
             ingest=IngestService(buffer, TimePolicy.from_settings(settings), settings.max_event_bytes),
             api_clickhouse=stores.new_clickhouse(),
-            flusher=flusher,
+            flushers=flushers,
         )
         log.info("adtier_ready", clickhouse=settings.clickhouse_dsn.split("?")[0],
-                 redis="embedded" if stores.valkey else "external", flusher=flusher is not None)
+                 redis="embedded" if stores.valkey else "external", flushers=len(flushers))
         try:
             yield
         finally:
-            if flusher is not None:
+            for flusher in flushers:
+                flusher.request_stop()
+            for flusher in flushers:
                 await anyio.to_thread.run_sync(flusher.stop)
             await client.aclose()
             stores.close()
@@ -91,7 +97,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         die_with_parent()  # a server worker must not outlive `adtier serve`, even after SIGKILL
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
-        route_handlers=[EventsController, PixelController, KeysController, OpsController],
+        route_handlers=[EventsController, PixelController, KeysController, OpsController,
+                        *CATALOG_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

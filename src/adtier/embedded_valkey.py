@@ -89,6 +89,11 @@ class EmbeddedValkey:
             "appenddirname appendonly",
             f"appendfsync {self.fsync}",
             "aof-use-rdb-preamble yes",
+            # The stream churns (entries are deleted once stored), so the AOF grows fast while
+            # live data stays small: rewrite it less often than the default (64 MB / +100 %),
+            # since every rewrite forks Valkey and stalls answers for a moment.
+            "auto-aof-rewrite-min-size 1gb",
+            "auto-aof-rewrite-percentage 400",
             "loglevel notice",
             'logfile ""',
         ]

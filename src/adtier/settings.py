@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flush_max_rows: int = 200_000
     flush_max_seconds: float = 1.0
     flusher_enabled: bool = True
+    # Flusher threads in `adtier serve`: while one waits for ClickHouse to parse an insert
+    # (the GIL is released), another reads and prepares the next one.
+    flusher_threads: int = 2
     flusher_name: str = ""
     claim_idle_ms: int = 30_000
 

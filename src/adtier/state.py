@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 import redis.asyncio as aredis
@@ -27,7 +27,7 @@ class AppState:
     registry: KeyRegistry
     ingest: IngestService
     api_clickhouse: Client
-    flusher: Flusher | None = None
+    flushers: list[Flusher] = field(default_factory=list)
 
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
         """A ClickHouse read off the event loop (the chdb backend is synchronous)."""

@@ -35,7 +35,6 @@ __all__ = [
 STREAM = "adtier:events"
 GROUP = "flushers"
 BUFFERED = "adtier:buffered"
-_DAY_MS = 86_400_000
 
 
 def _lua(name: str) -> str:
@@ -58,9 +57,7 @@ def idempotency_key(key_id: str, idem: str) -> str:
     return f"adtier:idem:{key_id}:{idem}"
 
 
-def _dedup_keys(now_ms: int) -> tuple[str, str]:
-    day = now_ms // _DAY_MS
-    return f"adtier:dd:{day}", f"adtier:dd:{day - 1}"
+DEDUP_PREFIX = "adtier:dd:"
 
 
 class BatchRecord(msgspec.Struct, array_like=True):
@@ -98,8 +95,10 @@ class IngestBuffer:
         self._client = client
         self._script = client.register_script(_lua("append"))
         self._high_water = high_water
-        # Two day-sets cover the window; keep each alive a day beyond the one it was written.
-        self._dedup_ttl = max(dedup_hours, 24) * 3600 * 2 + 3600
+        # Day sets: today's plus enough earlier ones to cover the window; each set lives until
+        # the last day that still checks it has passed.
+        self._dedup_days_back = max(1, -(-dedup_hours // 24))
+        self._dedup_ttl = (self._dedup_days_back + 1) * 86_400 + 3600
         self._record_ttl = record_ttl_s
 
     async def append(
@@ -112,15 +111,7 @@ class IngestBuffer:
         idempotency: str = "",
         keep_record: bool = True,
     ) -> AppendResult:
-        today, yesterday = _dedup_keys(record.received_at_ms)
-        keys = [
-            STREAM,
-            today,
-            yesterday,
-            BUFFERED,
-            idempotency,
-            batch_key(record.batch_id) if keep_record else "",
-        ]
+        keys = [STREAM, BUFFERED, idempotency, batch_key(record.batch_id) if keep_record else ""]
         args = [
             ids,
             self._high_water,
@@ -131,6 +122,8 @@ class IngestBuffer:
             ad_rows,
             content_rows,
             rejected_rows,
+            DEDUP_PREFIX,
+            self._dedup_days_back,
         ]
         reply = await self._script(keys=keys, args=args)
         status = reply[0].decode()

@@ -284,6 +284,9 @@ class Flusher:
                 log.exception("flusher_crashed")
                 self._stop.wait(1.0)
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -1,0 +1,253 @@
+"""Admin catalog, profile and privacy endpoints.
+
+``PUT /v1/catalog/{advertisers|campaigns|creatives|titles}`` and ``PUT /v1/profiles`` are bulk
+upserts of ``{"items": [...]}`` (at most 10,000; the last item of a repeated id wins);
+``GET /v1/catalog/{kind}`` lists current rows, ``GET /v1/catalog/{kind}/{id}`` reads one.
+``POST /v1/privacy/opt-out`` opts profiles out for good; ``DELETE /v1/privacy/profiles/{id}``
+erases a profile's events and profile row and records the erasure;
+``GET /v1/privacy/profiles/{id}`` tells whether a profile is excluded from targeting, and why.
+
+Every route is admin-only. Bodies are decoded here (not by Litestar) with one typed msgspec
+decoder per model, so a bad item answers 400 naming its index and field, strictly typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import FromPath, QueryParameter
+
+from adtier.catalog import store
+from adtier.catalog.models import (
+    Advertiser,
+    Campaign,
+    Creative,
+    Erased,
+    Items,
+    OptedOut,
+    OptOutRequest,
+    Page,
+    PrivacyStatus,
+    Profile,
+    Title,
+    Upserted,
+)
+from adtier.errors import ApiError
+from adtier.logs import get_logger
+from adtier.state import app_state, authorize
+
+__all__ = ["CatalogController", "ProfilesController", "PrivacyController", "CATALOG_ROUTES"]
+
+log = get_logger("adtier.catalog")
+
+_DECODERS: dict[type, msgspec.json.Decoder] = {
+    model: msgspec.json.Decoder(Items[model])
+    for model in (Advertiser, Campaign, Creative, Title, Profile)
+}
+_OPT_OUT = msgspec.json.Decoder(OptOutRequest)
+_MAX_ID = 64
+
+Limit = Annotated[int, QueryParameter(ge=1, le=10_000, description="rows per page")]
+Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
+
+
+async def _decode(request: Request, decoder: msgspec.json.Decoder) -> Any:
+    body = await request.body()
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as err:
+        code = "invalid_item" if "$.items[" in str(err) else "invalid_request"
+        raise ApiError(400, code, str(err)) from err
+    except msgspec.DecodeError as err:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+
+
+async def _run(fn, *args):
+    """A ClickHouse call off the event loop; a store failure answers 503 (safe to retry)."""
+    try:
+        return await anyio.to_thread.run_sync(lambda: fn(*args))
+    except ClickHouseError as err:
+        log.error("catalog_store_error", error=str(err)[:500])
+        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+
+
+async def _check_references(
+    request: Request, items: Sequence[msgspec.Struct], field: str, parent: store.Kind
+) -> None:
+    """Every ``item.<field>`` must name a ``parent`` already in the catalog.
+
+    Parents arrive through their own endpoint, so a request never carries its own parents: what
+    counts is the stored catalog when the request is checked (every earlier upsert included).
+    """
+    wanted = {getattr(i, field) for i in items}
+    client = app_state(request).api_clickhouse
+    known = await _run(store.existing_ids, client, parent.table, parent.id_column, wanted)
+    missing = [(n, getattr(i, field)) for n, i in enumerate(items)
+               if getattr(i, field) in wanted - known]
+    if missing:
+        index, value = missing[0]
+        more = f" (and {len(missing) - 1} more items)" if len(missing) > 1 else ""
+        singular = parent.name.removesuffix("s")
+        raise ApiError(400, "unknown_reference",
+                       f"unknown {singular} {value!r}{more} - at `$.items[{index}].{field}`")
+
+
+async def _upsert(request: Request, kind: store.Kind) -> Upserted:
+    await authorize(request, "admin")
+    batch = await _decode(request, _DECODERS[kind.model])
+    items = batch.items
+    if kind.name == "campaigns":
+        await _check_references(request, items, "advertiser_id", store.CATALOG["advertisers"])
+    elif kind.name == "creatives":
+        await _check_references(request, items, "campaign_id", store.CATALOG["campaigns"])
+    client = app_state(request).api_clickhouse
+    return Upserted(await _run(store.upsert, client, kind, items))
+
+
+async def _list(request: Request, kind: store.Kind, limit: int, offset: int) -> Page:
+    await authorize(request, "admin")
+    rows, total = await _run(store.list_rows, app_state(request).api_clickhouse, kind, limit, offset)
+    return Page(rows, total, limit, offset)
+
+
+async def _one(request: Request, kind: store.Kind, item_id: str) -> dict[str, object]:
+    await authorize(request, "admin")
+    row = None
+    if len(item_id) <= _MAX_ID:
+        row = await _run(store.get_row, app_state(request).api_clickhouse, kind, item_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no {kind.name.removesuffix('s')} {item_id!r}")
+    return row
+
+
+def _profile_id(profile_id: str) -> str:
+    if not 1 <= len(profile_id) <= _MAX_ID:
+        raise ApiError(400, "invalid_profile_id", f"a profile id has 1 to {_MAX_ID} characters")
+    return profile_id
+
+
+_ADV, _CMP, _CRE, _TTL = (store.CATALOG[k] for k in ("advertisers", "campaigns", "creatives", "titles"))
+
+
+class CatalogController(Controller):
+    """Bulk upserts answer ``{"upserted": n}`` (distinct ids written)."""
+
+    path = "/v1/catalog"
+    tags = ["catalog (admin)"]
+
+    @put("/advertisers", status_code=200, summary="Upsert advertisers")
+    async def put_advertisers(self, request: Request) -> Upserted:
+        """``{"items": [{"advertiser_id", "name"}]}``."""
+        return await _upsert(request, _ADV)
+
+    @put("/campaigns", status_code=200, summary="Upsert campaigns")
+    async def put_campaigns(self, request: Request) -> Upserted:
+        """``{"items": [{"campaign_id", "advertiser_id", "name", "ad_category" (IAB content
+        taxonomy id, e.g. "IAB18"), "start_date", "end_date" (ISO dates, end >= start),
+        "frequency_cap" (impressions per profile per day, 0 = none), "holdout_percent" (0..50),
+        "promoted_title_id"?, "promoted_genre"?}]}``. The advertiser must be in the catalog."""
+        return await _upsert(request, _CMP)
+
+    @put("/creatives", status_code=200, summary="Upsert creatives")
+    async def put_creatives(self, request: Request) -> Upserted:
+        """``{"items": [{"creative_id", "campaign_id", "name", "duration_ms"}]}``; the campaign
+        must be in the catalog."""
+        return await _upsert(request, _CRE)
+
+    @put("/titles", status_code=200, summary="Upsert titles")
+    async def put_titles(self, request: Request) -> Upserted:
+        """``{"items": [{"content_id", "name", "kind" (film|series|episode), "series_id"
+        (episodes only, required there), "genres": [...], "maturity" (G, PG, PG-13, R, NC-17,
+        NR, TV-Y, TV-Y7, TV-Y7-FV, TV-G, TV-PG, TV-14, TV-MA), "duration_ms"}]}``."""
+        return await _upsert(request, _TTL)
+
+    # Litestar routes a static path before a parameter, for every method: each kind that has a
+    # PUT above needs its own GET, or GET /v1/catalog/advertisers would answer 405.
+    @get("/advertisers", summary="List advertisers")
+    async def list_advertisers(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+        return await _list(request, _ADV, limit, offset)
+
+    @get("/campaigns", summary="List campaigns")
+    async def list_campaigns(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+        return await _list(request, _CMP, limit, offset)
+
+    @get("/creatives", summary="List creatives")
+    async def list_creatives(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+        return await _list(request, _CRE, limit, offset)
+
+    @get("/titles", summary="List titles")
+    async def list_titles(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+        return await _list(request, _TTL, limit, offset)
+
+    @get("/advertisers/{advertiser_id:str}", summary="One advertiser")
+    async def get_advertiser(self, request: Request, advertiser_id: FromPath[str]) -> dict[str, object]:
+        return await _one(request, _ADV, advertiser_id)
+
+    @get("/campaigns/{campaign_id:str}", summary="One campaign")
+    async def get_campaign(self, request: Request, campaign_id: FromPath[str]) -> dict[str, object]:
+        return await _one(request, _CMP, campaign_id)
+
+    @get("/creatives/{creative_id:str}", summary="One creative")
+    async def get_creative(self, request: Request, creative_id: FromPath[str]) -> dict[str, object]:
+        return await _one(request, _CRE, creative_id)
+
+    @get("/titles/{content_id:str}", summary="One title")
+    async def get_title(self, request: Request, content_id: FromPath[str]) -> dict[str, object]:
+        return await _one(request, _TTL, content_id)
+
+
+class ProfilesController(Controller):
+    path = "/v1/profiles"
+    tags = ["catalog (admin)"]
+
+    @put("/", status_code=200, summary="Upsert profiles (kind adult|kids)")
+    async def put_profiles(self, request: Request) -> Upserted:
+        """``{"items": [{"profile_id", "account_id", "kind": "adult"|"kids"}]}``. Kids'
+        profiles never enter segments, lookalikes or feature exports."""
+        return await _upsert(request, store.PROFILES)
+
+    @get("/", summary="List profiles")
+    async def list_profiles(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+        return await _list(request, store.PROFILES, limit, offset)
+
+
+class PrivacyController(Controller):
+    path = "/v1/privacy"
+    tags = ["privacy (admin)"]
+
+    @post("/opt-out", status_code=200, summary="Opt profiles out of targeting (sticky)")
+    async def opt_out(self, request: Request) -> OptedOut:
+        """``{"profile_ids": [...]}`` (at most 10,000). There is no opt-in: an opt-out stays,
+        even across an erasure, and its first time is kept."""
+        await authorize(request, "admin")
+        body = await _decode(request, _OPT_OUT)
+        client = app_state(request).api_clickhouse
+        total, already = await _run(store.record_optouts, client, body.profile_ids)
+        return OptedOut(total, already)
+
+    @delete("/profiles/{profile_id:str}", status_code=202, summary="Erase a profile")
+    async def erase(self, request: Request, profile_id: FromPath[str]) -> Erased:
+        """Deletes the profile's rows from ad_events, content_events and profiles before
+        answering, and records the erasure (a hash of the id, not the id) for exports and
+        late-arriving events. Idempotent; an unknown profile is erased too (no existence
+        oracle)."""
+        await authorize(request, "admin")
+        client = app_state(request).api_clickhouse
+        methods = await _run(store.erase_profile, client, _profile_id(profile_id))
+        log.info("profile_erased", methods=methods)  # never the profile id itself
+        return Erased(profile_id, True)
+
+    @get("/profiles/{profile_id:str}", summary="Is a profile excluded from targeting, and why")
+    async def status(self, request: Request, profile_id: FromPath[str]) -> PrivacyStatus:
+        await authorize(request, "admin")
+        client = app_state(request).api_clickhouse
+        return await _run(store.privacy_status, client, _profile_id(profile_id))
+
+
+CATALOG_ROUTES = [CatalogController, ProfilesController, PrivacyController]
