@@ -22,7 +22,7 @@ from adtier.errors import exception_handlers
 from adtier.ingest.buffer import IngestBuffer
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.normalise import TimePolicy
-from adtier.ingest.pixel import PixelController
+from adtier.ingest.pixel import PixelBatcher, PixelTemplateController, pixel_route
 from adtier.ingest.routes import EventsController
 from adtier.ingest.service import IngestService
 from adtier.key_routes import KeysController
@@ -66,13 +66,15 @@ def _lifespan(settings: Settings):
                 flushers.append(flusher)
         buffer = IngestBuffer(client, settings.buffer_high_water_events,
                               settings.dedup_window_hours, settings.idempotency_ttl_s)
+        ingest = IngestService(buffer, TimePolicy.from_settings(settings), settings.max_event_bytes)
         app.state.adtier = AppState(
             settings=settings,
             stores=stores,
             redis=client,
             keys=KeyCache(client),
             registry=KeyRegistry(stores.clickhouse, stores.redis),
-            ingest=IngestService(buffer, TimePolicy.from_settings(settings), settings.max_event_bytes),
+            ingest=ingest,
+            pixels=PixelBatcher(ingest),
             api_clickhouse=stores.new_clickhouse(),
             flushers=flushers,
         )
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         die_with_parent()  # a server worker must not outlive `adtier serve`, even after SIGKILL
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
-        route_handlers=[EventsController, PixelController, KeysController, OpsController,
+        route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
                         *CATALOG_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,

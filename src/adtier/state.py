@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import redis.asyncio as aredis
@@ -14,6 +15,9 @@ from adtier.ingest.flusher import Flusher
 from adtier.ingest.service import IngestService
 from adtier.runtime import Stores
 from adtier.settings import Settings
+
+if TYPE_CHECKING:
+    from adtier.ingest.pixel import PixelBatcher
 
 __all__ = ["AppState", "app_state", "authorize"]
 
@@ -27,6 +31,7 @@ class AppState:
     registry: KeyRegistry
     ingest: IngestService
     api_clickhouse: Client
+    pixels: "PixelBatcher"
     flushers: list[Flusher] = field(default_factory=list)
 
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:

@@ -64,21 +64,24 @@ def test_upsert_and_reupsert_latest_wins(api, ch):
     answer = put(api, "/v1/catalog/advertisers", [{"advertiser_id": "adv-2", "name": "first"},
                                                   {"advertiser_id": "adv-2", "name": "second"}])
     assert answer.json() == {"upserted": 1}
-    assert api.client.get("/v1/catalog/advertisers/adv-2", headers=api.admin).json()["name"] == "second"
+    renamed = api.client.get("/v1/catalog/advertisers/adv-2", headers=api.admin).json()
+    assert renamed["name"] == "second"
 
 
 def test_titles_and_creatives(api, ch):
     seed_campaign(api)
     titles = [TITLE,
-              {"content_id": "show-1", "name": "A Show", "kind": "series", "genres": ["comedy", "kids"],
-               "maturity": "TV-Y7", "duration_ms": 0},
+              {"content_id": "show-1", "name": "A Show", "kind": "series",
+               "genres": ["comedy", "kids"], "maturity": "TV-Y7", "duration_ms": 0},
               {"content_id": "show-1-e1", "name": "Pilot", "kind": "episode", "series_id": "show-1",
                "genres": ["comedy"], "maturity": "TV-Y7", "duration_ms": 1_320_000}]
     assert put(api, "/v1/catalog/titles", titles).json() == {"upserted": 3}
     episode = api.client.get("/v1/catalog/titles/show-1-e1", headers=api.admin).json()
     assert episode["series_id"] == "show-1" and episode["genres"] == ["comedy"]
-    assert api.client.get("/v1/catalog/titles/film-1", headers=api.admin).json()["series_id"] is None
-    creatives = [{"creative_id": "cr-1", "campaign_id": "cmp-1", "name": "30s", "duration_ms": 30_000}]
+    film = api.client.get("/v1/catalog/titles/film-1", headers=api.admin).json()
+    assert film["series_id"] is None and film["maturity"] == "PG-13"
+    creatives = [{"creative_id": "cr-1", "campaign_id": "cmp-1", "name": "30s",
+                  "duration_ms": 30_000}]
     assert put(api, "/v1/catalog/creatives", creatives).json() == {"upserted": 1}
     assert count(ch, "creatives FINAL", "campaign_id = 'cmp-1'") == 1
 
@@ -188,7 +191,8 @@ def test_campaigns_need_a_known_advertiser(api, ch):
 def test_creatives_need_a_known_campaign(api):
     seed_campaign(api)
     items = [{"creative_id": "cr-1", "campaign_id": "cmp-1", "name": "ok", "duration_ms": 15_000},
-             {"creative_id": "cr-2", "campaign_id": "cmp-nope", "name": "bad", "duration_ms": 15_000}]
+             {"creative_id": "cr-2", "campaign_id": "cmp-nope", "name": "bad",
+              "duration_ms": 15_000}]
     answer = put(api, "/v1/catalog/creatives", items)
     assert answer.status_code == 400 and answer.json()["error"] == "unknown_reference"
     assert "`$.items[1].campaign_id`" in answer.json()["detail"]
@@ -232,7 +236,8 @@ def test_profiles_kids_flag_and_opt_out(api, ch):
     bad = put(api, "/v1/profiles", [{"profile_id": "p", "account_id": "a", "kind": "teen"}])
     assert bad.status_code == 400 and "$.items[0].kind" in bad.json()["detail"]
     # a kids profile re-declared adult is no longer excluded: the latest version counts
-    put(api, "/v1/profiles", [{"profile_id": "pf-grows-up", "account_id": "acc-1", "kind": "adult"}])
+    put(api, "/v1/profiles",
+        [{"profile_id": "pf-grows-up", "account_id": "acc-1", "kind": "adult"}])
     listed = api.client.get("/v1/profiles", headers=api.admin).json()
     assert {p["profile_id"]: p["kind"] for p in listed["items"]} == {
         "pf-adult": "adult", "pf-kid": "kids", "pf-grows-up": "adult"}
@@ -257,20 +262,24 @@ def test_profiles_kids_flag_and_opt_out(api, ch):
     assert grown == {"profile_id": "pf-grows-up", "kind": "adult", "opted_out": False,
                      "opted_out_at": None, "erased": False, "last_erased_at": None,
                      "excluded": False}
-    bad = api.client.post("/v1/privacy/opt-out", json={"profile_ids": ["x" * 65]}, headers=api.admin)
+    bad = api.client.post("/v1/privacy/opt-out", json={"profile_ids": ["x" * 65]},
+                          headers=api.admin)
     assert bad.status_code == 400 and "$.profile_ids[0]" in bad.json()["detail"]
 
 
 def test_excluded_profiles_sql_works_as_a_filter(api, ch, flush):
     put(api, "/v1/profiles", [{"profile_id": "pf-kid", "account_id": "acc-1", "kind": "kids"}])
-    api.post_events(batch([ad_event(profile_id=p) for p in ("pf-kid", "pf-a", "pf-b")]))
+    sent = api.post_events(batch([ad_event(profile_id=p) for p in ("pf-kid", "pf-a", "pf-b")]))
+    assert sent.status_code == 200 and sent.json()["accepted"] == 3, sent.text
     flush()
+    assert count(ch, "ad_events") == 3
     rows = ch.query("SELECT DISTINCT profile_id FROM ad_events "
                     f"WHERE profile_id NOT IN ({excluded_profiles_sql()}) ORDER BY profile_id"
                     ).result_rows
     assert rows == [("pf-a",), ("pf-b",)]
     rows = ch.query("SELECT DISTINCT profile_id FROM ad_events "
-                    f"WHERE profile_hash NOT IN ({excluded_profile_hashes_sql()}) ORDER BY profile_id"
+                    f"WHERE profile_hash NOT IN ({excluded_profile_hashes_sql()}) "
+                    "ORDER BY profile_id"
                     ).result_rows
     assert rows == [("pf-a",), ("pf-b",)]
 
@@ -278,7 +287,8 @@ def test_excluded_profiles_sql_works_as_a_filter(api, ch, flush):
 def test_erasure_removes_only_that_profiles_rows(api, ch, flush):
     put(api, "/v1/profiles", [{"profile_id": "pf-1", "account_id": "acc-1", "kind": "adult"},
                               {"profile_id": "pf-2", "account_id": "acc-1", "kind": "adult"}])
-    events = ([ad_event(t, profile_id=p) for p in ("pf-1", "pf-2") for t in ("impression", "complete")]
+    events = ([ad_event(t, profile_id=p)
+               for p in ("pf-1", "pf-2") for t in ("impression", "complete")]
               + [content_event(profile_id=p) for p in ("pf-1", "pf-2", "pf-2")])
     assert api.post_events(batch(events)).json()["accepted"] == len(events)
     flush()
@@ -302,7 +312,7 @@ def test_erasure_removes_only_that_profiles_rows(api, ch, flush):
     assert status["erased"] and status["excluded"] and status["kind"] is None
 
     # an event of the erased profile that arrives later is stored, but never targeted
-    api.post_events(batch([ad_event(profile_id="pf-1")]))
+    assert api.post_events(batch([ad_event(profile_id="pf-1")])).json()["accepted"] == 1
     flush()
     assert count(ch, "ad_events", "profile_id = 'pf-1'") == 1
     assert excluded(ch) == {"pf-1"}
@@ -320,7 +330,8 @@ def test_erasure_removes_only_that_profiles_rows(api, ch, flush):
 def test_mutation_fallback_deletes_too(api, ch, flush):
     """The fallback path (ALTER TABLE ... DELETE, synchronous) used where lightweight DELETE is
     refused; exercised directly since chdb and current servers accept lightweight DELETE."""
-    api.post_events(batch([ad_event(profile_id=p) for p in ("pf-1", "pf-2")]))
+    assert api.post_events(batch([ad_event(profile_id=p) for p in ("pf-1", "pf-2")])
+                           ).json()["accepted"] == 2
     flush()
     assert delete_profile_rows(ch, "ad_events", "pf-1", lightweight=False) == "mutation"
     assert count(ch, "ad_events", "profile_id = 'pf-1'") == 0

@@ -103,3 +103,29 @@ def test_template_prints_tracking_urls(api):
     forbidden = api.client.get("/v1/px/template", params={"campaign_id": "c", "creative_id": "c"},
                                headers=api.ingest)
     assert forbidden.status_code == 403
+
+
+def test_plays_with_a_constant_or_unsubstituted_ad_serving_id_do_not_collide(api, flush, ch):
+    for campaign, profile in (("cmp-1", "pf-1"), ("cmp-2", "pf-1"), ("cmp-1", "pf-2")):
+        _assert_gif(_px(api, **{**BASE, "e": "impression", "asid": "0", "cmp": campaign, "pf": profile}))
+    _assert_gif(_px(api, **{**BASE, "e": "impression", "asid": "${ADSERVINGID}"}))
+    flush()
+    assert count(ch, "ad_events") == 3
+    assert ch.query("SELECT reason FROM rejected_events").result_rows == [("missing_field",)]
+
+
+def test_concurrent_pixels_are_appended_together_and_each_answered(api, flush, ch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fire(i: int):
+        return _px(api, **{**BASE, "e": "start", "asid": f"play-{i % 40}"})
+
+    from adtier import metrics
+
+    duplicates_before = metrics.PIXELS.labels("duplicate")._value.get()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(fire, range(80)))  # every play fired twice
+    assert all(a.content == GIF for a in answers)
+    flush()
+    assert count(ch, "ad_events") == 40
+    assert metrics.PIXELS.labels("duplicate")._value.get() - duplicates_before == 40

@@ -54,6 +54,7 @@ _MAX_ID = 64
 
 Limit = Annotated[int, QueryParameter(ge=1, le=10_000, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
+Row = dict[str, object]
 
 
 async def _decode(request: Request, decoder: msgspec.json.Decoder) -> Any:
@@ -112,7 +113,8 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
 
 async def _list(request: Request, kind: store.Kind, limit: int, offset: int) -> Page:
     await authorize(request, "admin")
-    rows, total = await _run(store.list_rows, app_state(request).api_clickhouse, kind, limit, offset)
+    client = app_state(request).api_clickhouse
+    rows, total = await _run(store.list_rows, client, kind, limit, offset)
     return Page(rows, total, limit, offset)
 
 
@@ -132,7 +134,8 @@ def _profile_id(profile_id: str) -> str:
     return profile_id
 
 
-_ADV, _CMP, _CRE, _TTL = (store.CATALOG[k] for k in ("advertisers", "campaigns", "creatives", "titles"))
+_ADV, _CMP, _CRE, _TTL = (store.CATALOG[k]
+                          for k in ("advertisers", "campaigns", "creatives", "titles"))
 
 
 class CatalogController(Controller):
@@ -170,35 +173,43 @@ class CatalogController(Controller):
     # Litestar routes a static path before a parameter, for every method: each kind that has a
     # PUT above needs its own GET, or GET /v1/catalog/advertisers would answer 405.
     @get("/advertisers", summary="List advertisers")
-    async def list_advertisers(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+    async def list_advertisers(
+        self, request: Request, limit: Limit = 100, offset: Offset = 0
+    ) -> Page:
         return await _list(request, _ADV, limit, offset)
 
     @get("/campaigns", summary="List campaigns")
-    async def list_campaigns(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+    async def list_campaigns(
+        self, request: Request, limit: Limit = 100, offset: Offset = 0
+    ) -> Page:
         return await _list(request, _CMP, limit, offset)
 
     @get("/creatives", summary="List creatives")
-    async def list_creatives(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+    async def list_creatives(
+        self, request: Request, limit: Limit = 100, offset: Offset = 0
+    ) -> Page:
         return await _list(request, _CRE, limit, offset)
 
     @get("/titles", summary="List titles")
-    async def list_titles(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+    async def list_titles(
+        self, request: Request, limit: Limit = 100, offset: Offset = 0
+    ) -> Page:
         return await _list(request, _TTL, limit, offset)
 
     @get("/advertisers/{advertiser_id:str}", summary="One advertiser")
-    async def get_advertiser(self, request: Request, advertiser_id: FromPath[str]) -> dict[str, object]:
+    async def get_advertiser(self, request: Request, advertiser_id: FromPath[str]) -> Row:
         return await _one(request, _ADV, advertiser_id)
 
     @get("/campaigns/{campaign_id:str}", summary="One campaign")
-    async def get_campaign(self, request: Request, campaign_id: FromPath[str]) -> dict[str, object]:
+    async def get_campaign(self, request: Request, campaign_id: FromPath[str]) -> Row:
         return await _one(request, _CMP, campaign_id)
 
     @get("/creatives/{creative_id:str}", summary="One creative")
-    async def get_creative(self, request: Request, creative_id: FromPath[str]) -> dict[str, object]:
+    async def get_creative(self, request: Request, creative_id: FromPath[str]) -> Row:
         return await _one(request, _CRE, creative_id)
 
     @get("/titles/{content_id:str}", summary="One title")
-    async def get_title(self, request: Request, content_id: FromPath[str]) -> dict[str, object]:
+    async def get_title(self, request: Request, content_id: FromPath[str]) -> Row:
         return await _one(request, _TTL, content_id)
 
 
@@ -213,7 +224,9 @@ class ProfilesController(Controller):
         return await _upsert(request, store.PROFILES)
 
     @get("/", summary="List profiles")
-    async def list_profiles(self, request: Request, limit: Limit = 100, offset: Offset = 0) -> Page:
+    async def list_profiles(
+        self, request: Request, limit: Limit = 100, offset: Offset = 0
+    ) -> Page:
         return await _list(request, store.PROFILES, limit, offset)
 
 

@@ -122,7 +122,8 @@ def _select(kind: Kind) -> str:
 def list_rows(client: Client, kind: Kind, limit: int, offset: int) -> tuple[list[dict], int]:
     """Current rows (latest version of each id) in id order, and how many there are."""
     rows = client.query(
-        f"{_select(kind)} ORDER BY {kind.id_column} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}",
+        f"{_select(kind)} ORDER BY {kind.id_column} "
+        "LIMIT {limit:UInt32} OFFSET {offset:UInt64}",
         parameters={"limit": limit, "offset": offset},
     ).named_results()
     total = client.query(f"SELECT count() FROM {kind.table} FINAL").result_rows[0][0]
@@ -149,7 +150,8 @@ def record_optouts(client: Client, profile_ids: Iterable[str]) -> tuple[int, int
     return len(wanted), len(already)
 
 
-def delete_profile_rows(client: Client, table: str, profile_id: str, lightweight: bool = True) -> str:
+def delete_profile_rows(client: Client, table: str, profile_id: str,
+                        lightweight: bool = True) -> str:
     """Delete one profile's rows from ``table`` before returning; answers the method used.
 
     Lightweight ``DELETE FROM`` (masks rows at once, physically removed by later merges) is

@@ -77,6 +77,26 @@ class IngestService:
         idempotency: str = "",
         extra_rejections: list[Rejection] | None = None,
     ) -> IngestAnswer:
+        answer, _ = await self.ingest_with_marks(
+            raws, decoder, received_ms=received_ms, sent_ms=sent_ms, key_id=key_id,
+            source=source, body_sha256=body_sha256, idempotency=idempotency,
+            extra_rejections=extra_rejections)
+        return answer
+
+    async def ingest_with_marks(
+        self,
+        raws: list,
+        decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+        *,
+        received_ms: int,
+        sent_ms: int | None,
+        key_id: str,
+        source: str,
+        body_sha256: str,
+        idempotency: str = "",
+        extra_rejections: list[Rejection] | None = None,
+    ) -> tuple[IngestAnswer, bytes]:
+        """The answer, and the duplicate marks of the valid events (ad events first)."""
         batch_id = new_batch_id(received_ms)
         prepared = prepare_events(raws, decoder, self.policy, received_ms, sent_ms, source,
                                   batch_id, key_id, self.max_event_bytes)
@@ -89,7 +109,7 @@ class IngestService:
             received_at_ms=received_ms,
             sent_at_ms=sent_ms,
             body_sha256=body_sha256,
-            events=len(raws),
+            events=len(raws) + len(extra_rejections or ()),
             valid=prepared.valid,
             n_ad=len(prepared.ad_ids),
             rejected=[(r.index, r.event_id, r.reason, r.detail) for r in prepared.rejections],
@@ -106,12 +126,12 @@ class IngestService:
         if result.status == "full":
             raise BufferFull(f"{result.buffered} events are waiting to be stored")
         if result.status == "replay":
-            answer = await self.answer_for(result.batch_id)
-            if answer is not None:
-                return answer
+            found = await self.buffer.load_record(result.batch_id)
+            if found is not None:
+                return answer_from(found[0], found[1]), found[1]
             raise BufferFull("the first attempt of this batch is still being recorded")
         _count(prepared, result)
-        return answer_from(record, result.bitmap)
+        return answer_from(record, result.bitmap), result.bitmap
 
 
 def _count(prepared: Prepared, result: AppendResult) -> None:
