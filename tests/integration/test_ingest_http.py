@@ -132,18 +132,47 @@ def test_duplicates_across_batches_and_within_a_batch(api, flush, ch):
 
 
 def test_idempotency_key_replays_the_first_answer(api, flush, ch):
-    events = [ad_event() for _ in range(3)] + [{"type": "nope"}]
+    body = batch([ad_event() for _ in range(3)] + [{"type": "nope"}])
     headers = {"Idempotency-Key": "retry-42"}
-    first = api.post_events(batch(events), headers=headers)
-    second = api.post_events(batch(events), headers=headers)
+    first = api.post_events(body, headers=headers)
+    second = api.post_events(body, headers={**headers, "Sent-At": str(now_ms())})
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
     assert first.json()["accepted"] == 3
     flush()
-    third = api.post_events(batch(events), headers=headers)
+    third = api.post_events(body, headers=headers)
     assert third.json() == first.json()  # still the first answer after the flush
     assert count(ch, "ad_events") == 3
     assert count(ch, "ingest_batches") == 1
+    # the same key with another body is a client bug: refuse it rather than drop the batch
+    reused = api.post_events(batch([ad_event()]), headers=headers)
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+
+
+def test_sent_at_header_is_the_attempt_time(api, flush, ch):
+    # A body first built 10 minutes ago and re-sent now: the header says when it was sent, so
+    # the 10 minutes are not taken for client clock drift.
+    old = now_ms() - 600_000
+    event = ad_event(ts=old)
+    answer = api.post_events(batch([event], sent_at=old), headers={"Sent-At": str(now_ms())})
+    assert answer.json()["accepted"] == 1
+    flush()
+    skew, ts = ch.query("SELECT clock_skew_ms, toUnixTimestamp64Milli(ts) FROM ad_events").result_rows[0]
+    assert (skew, ts) == (0, old)
+    bad = api.post_events(batch([ad_event()]), headers={"Sent-At": "yesterday"})
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_sent_at"
+
+
+def test_invalid_utf8_in_msgpack_rejects_one_event_not_the_batch(api, flush, ch):
+    good = msgspec.msgpack.encode(ad_event())
+    bad_event = msgspec.msgpack.encode(ad_event(profile_id="PLACEHOLDER"))
+    bad_event = bad_event.replace(b"PLACEHOLDER", b"\xff" * len(b"PLACEHOLDER"))  # not UTF-8
+    envelope = msgspec.msgpack.encode({"events": [msgspec.Raw(good), msgspec.Raw(bad_event)]})
+    answer = api.client.post("/v1/events", content=envelope,
+                             headers={**api.ingest, "Content-Type": "application/msgpack"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 1
+    assert [r["reason"] for r in answer.json()["rejected"]] == ["malformed"]
 
 
 def test_msgpack_ndjson_and_gzip_bodies(api, flush, ch):
@@ -265,3 +294,14 @@ def test_batch_provenance(api, flush, ch):
     again = api.client.get(url, headers=api.ingest).json()
     assert (again["state"], again["stored"], again["accepted"]) == ("stored", 2, 2)
     assert again["body_sha256"] == buffered["body_sha256"]
+
+
+def test_unreadable_gzip_body_is_kept_inflated_and_counted(api, flush, ch):
+    answer = api.client.post("/v1/events", content=gzip.compress(b'{"events": [oops'),
+                             headers={**api.ingest, "Content-Type": "application/json",
+                                      "Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and "kept as rejected batch" in answer.json()["detail"]
+    flush()
+    assert ch.query("SELECT reason, raw FROM rejected_events").result_rows == [
+        ("undecodable_body", '{"events": [oops')]
+    assert ch.query("SELECT events, rejected FROM ingest_batches").result_rows == [(1, 1)]

@@ -140,6 +140,10 @@ class IngestBuffer:
             return None
         return _record_decoder.decode(values[0]), values[1] or b"", (values[2] or b"").decode()
 
+    async def idempotent_batch(self, key: str) -> str | None:
+        batch_id = await self._client.get(key)
+        return None if batch_id is None else batch_id.decode()
+
     async def buffered_events(self) -> int:
         return int(await self._client.get(BUFFERED) or 0)
 

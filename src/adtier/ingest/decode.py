@@ -97,7 +97,7 @@ def _envelope(decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder, body: byt
         return decoder.decode(body)
     except msgspec.ValidationError as err:
         raise BodyError(400, "bad_batch", f"batch envelope: {err}") from err
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, ValueError) as err:  # ValueError: e.g. invalid UTF-8 in msgpack
         raise BodyError(400, "undecodable_body", f"body is not valid {what}: {err}") from err
 
 

@@ -122,6 +122,10 @@ def prepare_events(
             raw = bytes(raw)
             reject(Rejection(index, _guess_id(raw), rejection_reason(err), str(err), raw))
             continue
+        except ValueError as err:  # e.g. a msgpack string that is not UTF-8
+            raw = bytes(raw)
+            reject(Rejection(index, "", "malformed", str(err), raw))
+            continue
         client_ms = to_ms(event.ts)
         ts = client_ms + skew
         if ts > newest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime
 
 import msgspec
 import redis.exceptions
@@ -11,9 +12,10 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 
 from adtier.errors import ApiError
-from adtier.ingest.decode import BodyError, decode_body, inflate
+from adtier.ingest.decode import BodyError, DecodedBody, decode_body, inflate
+from adtier.ingest.normalise import to_ms
 from adtier.ingest.normalise import Rejection
-from adtier.ingest.service import BufferFull, IngestAnswer
+from adtier.ingest.service import BufferFull, IdempotencyConflict, IngestAnswer
 from adtier.state import app_state, authorize
 
 __all__ = ["EventsController", "BatchStatus"]
@@ -35,6 +37,21 @@ class BatchStatus(msgspec.Struct):
     stored: int
 
 
+_sent_at_decoder = msgspec.json.Decoder(datetime | int)
+
+
+def _sent_at_header(request: Request) -> int | None:
+    raw = request.headers.get("sent-at")
+    if not raw:
+        return None
+    text = raw.strip()
+    try:
+        value = _sent_at_decoder.decode(text if text.isdigit() else msgspec.json.encode(text))
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise ApiError(400, "bad_sent_at", f"Sent-At {raw!r}: send RFC 3339 or epoch ms") from err
+    return to_ms(value)
+
+
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
@@ -46,48 +63,60 @@ class EventsController(Controller):
     @post("/events", status_code=200, summary="Send a batch of ad and viewing events")
     async def post_events(self, request: Request) -> IngestAnswer:
         """JSON or msgpack ``{"sent_at", "events": [...]}``, or NDJSON (one event a line); gzip
-        accepted. Answers once the accepted events are durable in the buffer."""
+        accepted. Answers once the accepted events are durable in the buffer. A retry with the
+        same ``Idempotency-Key`` (and body) gets the first answer. SDKs should send the time of
+        each attempt in a ``Sent-At`` header (RFC 3339 or epoch ms): it overrides the body's
+        ``sent_at``, so a re-sent body is not mistaken for a drifting clock."""
         state = app_state(request)
-        settings = state.settings
         key = await authorize(request, "ingest")
         idem = request.headers.get("idempotency-key", "")
         if len(idem) > _MAX_IDEMPOTENCY_KEY:
-            raise ApiError(400, "bad_idempotency_key", f"Idempotency-Key is over {_MAX_IDEMPOTENCY_KEY} characters")
+            raise ApiError(400, "bad_idempotency_key",
+                           f"Idempotency-Key is over {_MAX_IDEMPOTENCY_KEY} characters")
+        body = await request.body()
+        received_ms = time.time_ns() // 1_000_000
+        digest = hashlib.sha256(body).hexdigest()
         try:
-            if idem and (first := await state.ingest.replay(key.key_id, idem)) is not None:
+            if idem and (first := await state.ingest.replay(key.key_id, idem, digest)) is not None:
                 return first
-            body = await request.body()
-            received_ms = time.time_ns() // 1_000_000
-            digest = hashlib.sha256(body).hexdigest()
-            try:
-                text = inflate(body, request.headers.get("content-encoding", ""),
-                               settings.max_decompressed_bytes)
-                decoded = decode_body(text, request.headers.get("content-type", ""),
-                                      settings.max_events_per_batch)
-            except BodyError as err:
-                if err.status == 400:  # keep what could not be read, with its reason
-                    await state.ingest.ingest(
-                        [], None, received_ms=received_ms, sent_ms=None, key_id=key.key_id,
-                        source="batch", body_sha256=digest,
-                        extra_rejections=[Rejection(-1, "", err.code, err.detail, body[:65536])],
-                    )
-                raise
+            decoded = await self._decode(request, body, received_ms, digest, key.key_id)
             return await state.ingest.ingest(
                 decoded.events,
                 decoded.event_decoder,
                 received_ms=received_ms,
-                sent_ms=decoded.sent_at_ms,
+                sent_ms=_sent_at_header(request) or decoded.sent_at_ms,
                 key_id=key.key_id,
                 source="batch",
                 body_sha256=digest,
                 idempotency=idem,
             )
+        except IdempotencyConflict as err:
+            raise ApiError(422, "idempotency_key_reused", str(err)) from err
         except BufferFull as err:
             raise ApiError(503, "buffer_full", str(err), {"Retry-After": "2"}) from err
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError) as err:
-            raise ApiError(503, "buffer_unavailable", "the event buffer is not reachable; retry",
+        except redis.exceptions.RedisError as err:  # down, loading, out of memory...
+            raise ApiError(503, "buffer_unavailable", f"the event buffer cannot take events: {err}",
                            {"Retry-After": "5"}) from err
+
+    async def _decode(self, request: Request, body: bytes, received_ms: int, digest: str,
+                      key_id: str) -> DecodedBody:
+        """The body's events; an unreadable body is kept in rejected_events, then 400."""
+        settings = app_state(request).settings
+        text = body
+        try:
+            text = inflate(body, request.headers.get("content-encoding", ""),
+                           settings.max_decompressed_bytes)
+            return decode_body(text, request.headers.get("content-type", ""),
+                               settings.max_events_per_batch)
+        except BodyError as err:
+            if err.status == 400:
+                kept = await app_state(request).ingest.ingest(
+                    [], None, received_ms=received_ms, sent_ms=None, key_id=key_id,
+                    source="batch", body_sha256=digest,
+                    extra_rejections=[Rejection(-1, "", err.code, err.detail, text[:65536])],
+                )
+                err.detail += f" (kept as rejected batch {kept.batch_id})"
+            raise
 
     @get("/ingest/batches/{batch_id:str}", summary="Provenance and storage state of one batch")
     async def get_batch(self, request: Request, batch_id: FromPath[str]) -> BatchStatus:

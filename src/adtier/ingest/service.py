@@ -28,6 +28,10 @@ class IngestAnswer(msgspec.Struct):
     rejected: list[RejectedItem]
 
 
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was reused for a different body."""
+
+
 class BufferFull(Exception):
     """The buffer is over its high-water mark: the client should retry later."""
 
@@ -53,16 +57,19 @@ class IngestService:
         self.policy = policy
         self.max_event_bytes = max_event_bytes
 
-    async def replay(self, key_id: str, idem: str) -> IngestAnswer | None:
+    async def replay(self, key_id: str, idem: str, body_sha256: str) -> IngestAnswer | None:
         """The first answer for a whole-batch retry, if that batch is known."""
-        batch_id = await self.buffer._client.get(idempotency_key(key_id, idem))
-        if batch_id is None:
-            return None
-        return await self.answer_for(batch_id.decode())
+        batch_id = await self.buffer.idempotent_batch(idempotency_key(key_id, idem))
+        return None if batch_id is None else await self._first_answer(batch_id, body_sha256)
 
-    async def answer_for(self, batch_id: str) -> IngestAnswer | None:
+    async def _first_answer(self, batch_id: str, body_sha256: str) -> IngestAnswer | None:
         found = await self.buffer.load_record(batch_id)
-        return None if found is None else answer_from(found[0], found[1])
+        if found is None:
+            return None
+        if found[0].body_sha256 != body_sha256:
+            raise IdempotencyConflict(
+                f"this Idempotency-Key was used for batch {batch_id} with a different body")
+        return answer_from(found[0], found[1])
 
     async def ingest(
         self,
@@ -126,9 +133,9 @@ class IngestService:
         if result.status == "full":
             raise BufferFull(f"{result.buffered} events are waiting to be stored")
         if result.status == "replay":
-            found = await self.buffer.load_record(result.batch_id)
-            if found is not None:
-                return answer_from(found[0], found[1]), found[1]
+            first = await self._first_answer(result.batch_id, body_sha256)
+            if first is not None:
+                return first, b""
             raise BufferFull("the first attempt of this batch is still being recorded")
         _count(prepared, result)
         return answer_from(record, result.bitmap), result.bitmap
