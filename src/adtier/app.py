@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -78,6 +79,8 @@ def _lifespan(settings: Settings):
             api_clickhouse=stores.new_clickhouse(),
             flushers=flushers,
         )
+        # Full collections would rescan everything loaded at start-up on every pass; freeze it.
+        gc.freeze()
         log.info("adtier_ready", clickhouse=settings.clickhouse_dsn.split("?")[0],
                  redis="embedded" if stores.valkey else "external", flushers=len(flushers))
         try:

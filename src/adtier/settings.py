@@ -38,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Buffer and flusher.
     buffer_high_water_events: int = 5_000_000
-    flush_max_rows: int = 200_000
+    flush_max_rows: int = 100_000
     flush_max_seconds: float = 1.0
     flusher_enabled: bool = True
     # Flusher threads in `adtier serve`: while one waits for ClickHouse to parse an insert

@@ -244,7 +244,8 @@ class Flusher:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set():
             wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-            got = self.buffer.read_new(count=500, block_ms=max(wait_ms, 1))
+            # modest reads: one huge reply would hold the GIL (and stall requests) while parsed
+            got = self.buffer.read_new(count=32, block_ms=max(wait_ms, 1))
             entries.extend(got)
             rows += sum(e.record.valid for e in got)
             if rows >= self.max_rows or time.monotonic() >= deadline:
