@@ -278,9 +278,3 @@ class FlushBuffer:
             return buffered, 0.0
         ms = int(oldest[0][0].decode().split("-")[0])
         return buffered, max(0.0, time.time() - ms / 1000)
-
-
-def entry_ids(entries: list[Entry]) -> list[str]:
-    return [e.entry_id for e in entries]
-
-

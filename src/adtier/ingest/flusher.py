@@ -14,7 +14,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
 
 import msgspec
 import redis
@@ -118,7 +117,6 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._failpoint = failpoint or os.environ.get("ADTIER_FAILPOINT", "")
         self._last_recovery = 0.0
-        self.on_stored: list[Callable[[list[Entry]], None]] = []
 
     # ---- one flush -------------------------------------------------------------------------
     def flush(self, entries: list[Entry]) -> None:
@@ -168,8 +166,6 @@ class Flusher:
         self.buffer.complete(entries, plan)
         metrics.FLUSH_ROWS.labels("ad_events").inc(blocks.ad_rows)
         metrics.FLUSH_ROWS.labels("content_events").inc(blocks.content_rows)
-        for callback in self.on_stored:
-            callback(entries)
 
     def _insert(self, blocks: FlushBlocks, token: str) -> None:
         for table, block, suffix in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from typing import Any
 
 import msgspec
 
@@ -71,24 +72,10 @@ class IngestService:
                 f"this Idempotency-Key was used for batch {batch_id} with a different body")
         return answer_from(found[0], found[1])
 
-    async def ingest(
-        self,
-        raws: list,
-        decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
-        *,
-        received_ms: int,
-        sent_ms: int | None,
-        key_id: str,
-        source: str,
-        body_sha256: str,
-        idempotency: str = "",
-        extra_rejections: list[Rejection] | None = None,
-    ) -> IngestAnswer:
-        answer, _ = await self.ingest_with_marks(
-            raws, decoder, received_ms=received_ms, sent_ms=sent_ms, key_id=key_id,
-            source=source, body_sha256=body_sha256, idempotency=idempotency,
-            extra_rejections=extra_rejections)
-        return answer
+    async def ingest(self, raws: list, decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+                     **options: Any) -> IngestAnswer:
+        """``ingest_with_marks`` for callers that need only the answer."""
+        return (await self.ingest_with_marks(raws, decoder, **options))[0]
 
     async def ingest_with_marks(
         self,
