@@ -1,4 +1,4 @@
-"""``adtier`` command line: serve, migrate, flush, keys."""
+"""``adtier`` command line: serve, migrate, flush, keys, simulate."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("adtier: the embedded ClickHouse (chdb) is opened by one process; use --workers 1, "
               "or set ADTIER_CLICKHOUSE_URL to a server to run several workers", file=sys.stderr)
         return 2
+    if not settings.embedded_clickhouse:
+        # Several workers would race to apply migrations: do it once, before they start.
+        from adtier.store import connect
+        from adtier.store.migrate import apply_migrations
+
+        apply_migrations(connect(settings.clickhouse_dsn))
     # The worker process reads its settings from the environment.
     os.environ.update({
         "ADTIER_DATA_DIR": str(settings.data_dir.resolve()),
@@ -38,6 +44,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"adtier {_version()} serving on http://{settings.host}:{settings.port} "
           f"(docs: http://{settings.host}:{settings.port}/docs, data: {settings.data_dir.resolve()})",
           file=sys.stderr, flush=True)
+    if getattr(args, "demo", False):
+        from adtier.simulate.demo import start_demo
+
+        start_demo(settings)
     Server(
         "adtier.app:create_app",
         address=settings.host,
@@ -49,6 +59,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backlog=2048,
     ).serve()
     return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from adtier.simulate.command import run
+
+    return run(args)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -130,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="env ADTIER_HOST, default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="env ADTIER_PORT, default 8000")
     serve.add_argument("--workers", type=int, default=None, help="HTTP worker processes")
+    serve.add_argument("--demo", action="store_true",
+                       help="load a demo catalog and replay a simulated week through the API")
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply new sql/ migrations")
@@ -150,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    from adtier.simulate.command import add_arguments as simulate_arguments
+
+    simulate = sub.add_parser("simulate", help="generate a synthetic ad-tier world with ground truth")
+    simulate_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 
