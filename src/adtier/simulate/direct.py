@@ -39,6 +39,7 @@ class DirectResult:
     content_rows: int
     blocks: int
     seconds: float
+    already_stored: int = 0  # blocks of this same simulation found stored before the run
 
     @property
     def events(self) -> int:
@@ -89,10 +90,16 @@ def _batch_row(batch_id: str, block: DayBlock, received_ms: int) -> bytes:
 
 
 def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
-               progress: Progress | None = None, queue_depth: int = 2) -> DirectResult:
-    """Generate every block and insert it; returns the rows inserted."""
-    rid = run_id(world)
+               progress: Progress | None = None, queue_depth: int = 2,
+               tag: str = "") -> DirectResult:
+    """Generate every block and insert it; returns the rows inserted. ``progress`` is called
+    (from the writer thread) after each block is stored. ``tag`` (if any) makes this run's
+    batch ids and deduplication tokens distinct from another run of the same simulation."""
+    rid = run_id(world) + (f"-{tag}" if tag else "")
     started = time.perf_counter()
+    already = int(client.query(
+        "SELECT count() FROM ingest_batches WHERE startsWith(batch_id, {p:String})",
+        parameters={"p": f"sim-{rid}-"}).result_rows[0][0])
     work: queue.Queue = queue.Queue(maxsize=queue_depth)
     failure: list[BaseException] = []
     totals = {"ad": 0, "content": 0, "blocks": 0}
@@ -104,7 +111,7 @@ def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
                 return
             if failure:
                 continue  # drain: the producer stops at its next put
-            token, ad, content, batch = item
+            token, ad, content, batch, block = item
             try:
                 for table_name, table, suffix in (("ad_events", ad, "a"),
                                                   ("content_events", content, "c")):
@@ -116,6 +123,8 @@ def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
                 totals["ad"] += ad.num_rows
                 totals["content"] += content.num_rows
                 totals["blocks"] += 1
+                if progress is not None:
+                    progress(block)
             except BaseException as err:  # noqa: BLE001 - reported by the producer
                 failure.append(err)
 
@@ -130,17 +139,15 @@ def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
             content = emit.content_table(world, block, batch_id)
             received = int(block.ad.ts.max(initial=world.start_ms)) + 1_200
             work.put((f"sim-{rid}-{block.chunk}-{block.day}", ad, content,
-                      _batch_row(batch_id, block, received)))
+                      _batch_row(batch_id, block, received), block))
             if truth is not None:
                 truth.add(block)
                 if block.day == world.days - 1:
                     truth.finish_chunk(state)
-            if progress is not None:
-                progress(block)
     finally:
         work.put(None)
         thread.join()
     if failure:
         raise failure[0]
     return DirectResult(totals["ad"], totals["content"], totals["blocks"],
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, already)

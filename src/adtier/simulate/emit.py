@@ -183,7 +183,8 @@ def pixel_mask(block: DayBlock, permille: int) -> np.ndarray:
     return (block.ad.ad_serving % np.uint64(1000)) < np.uint64(permille)
 
 
-def block_json(world: World, block: DayBlock, pixel_permille: int = 0) -> tuple[pa.Array, np.ndarray]:
+def block_json(world: World, block: DayBlock,
+               pixel_permille: int = 0) -> tuple[pa.Array, np.ndarray]:
     """The block's batch events as JSON (trailing commas), in player order - by session, then
     time - and the ad-event mask of those left to pixels."""
     pixels = pixel_mask(block, pixel_permille) if pixel_permille else np.zeros(len(block.ad), bool)

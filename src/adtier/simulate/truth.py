@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from adtier.simulate import params as P
-import pyarrow.compute as pc
-
 from adtier.events import AD_EVENT_TYPES
+from adtier.simulate import params as P
 from adtier.simulate.emit import _dict, _take, _ts
 from adtier.simulate.ids import arrow_strings, hex_ids
 from adtier.simulate.sessions import ChunkState, DayBlock
@@ -82,6 +81,8 @@ class TruthRecorder:
         self.sessions = np.zeros(w.n_profiles, np.int32)
         self.impressions = np.zeros(w.n_profiles, np.int32)
         self.total_sessions = 0
+        self.ad_sessions = 0
+        self.openers_started = 0
         self.total_plays = 0
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,8 @@ class TruthRecorder:
         self.exits_by_pod += t.exits_by_pod
         self.total_sessions += t.sessions
         self.total_plays += t.title_plays
+        self.ad_sessions += t.ad_sessions
+        self.openers_started += t.openers_started
         self.sessions += np.bincount(t.session_profile,
                                      minlength=self.world.n_profiles).astype(np.int32)
         self.impressions += np.bincount(t.exp_profile[t.exp_served],
@@ -139,8 +142,8 @@ class TruthRecorder:
         return pa.table({
             "profile_id": arrow_strings(w.profile_id_matrix(t.exp_profile)),
             "campaign_id": _dict(t.exp_campaign, cat.campaign_ids),
-            "creative_id": pc.if_else(served, _take(cat.creative_ids, np.maximum(t.exp_creative, 0)),
-                                      _NULL),
+            "creative_id": pc.if_else(
+                served, _take(cat.creative_ids, np.maximum(t.exp_creative, 0)), _NULL),
             "ts": _ts(t.exp_ts),
             "day": pa.array(np.full(len(t.exp_ts), block.day, np.int16)),
             "ad_serving_id": pc.if_else(served, arrow_strings(hex_ids(t.exp_ad_serving)), _NULL),
@@ -244,6 +247,7 @@ class TruthRecorder:
     def _effects(self) -> pa.Table:
         cat = self.world.catalog
         rows: list[dict] = []
+        opener_share = self.openers_started / self.ad_sessions if self.ad_sessions else 1.0
         for c in cat.promo_campaigns:
             (ts, tst), (hs, hst) = self.promo_tally[c]
             treated_rate = tst / ts if ts else float("nan")
@@ -256,12 +260,16 @@ class TruthRecorder:
                 "planted": float(cat.cmp_lift[c]),
                 "definition": "extra probability that a session of a treated profile opens with "
                               "the promoted title (or a title of the promoted genre), from the "
-                              "day after its first impression; none for the holdout",
+                              "day after its first impression; none for the holdout. Expected "
+                              "difference in the share of sessions starting it: planted * "
+                              "(1 - holdout rate) * share of sessions whose first title starts "
+                              "(viewers who leave at the pre-roll start nothing)",
                 "treated_sessions": int(ts), "treated_sessions_with_start": int(tst),
                 "holdout_sessions": int(hs), "holdout_sessions_with_start": int(hst),
                 "treated_rate": treated_rate, "holdout_rate": holdout_rate,
                 "realised": treated_rate - holdout_rate,
-                "expected": float(cat.cmp_lift[c]) * (1 - holdout_rate) if hs else float("nan"),
+                "expected": float(cat.cmp_lift[c]) * (1 - holdout_rate) * opener_share
+                            if hs else float("nan"),
                 "assigned_treated_profiles": int(self.assigned[c, 0]),
                 "assigned_holdout_profiles": int(self.assigned[c, 1]),
                 "treated_profiles_started_after": int(self.started_after[c, 0]),

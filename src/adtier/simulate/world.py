@@ -47,8 +47,8 @@ SERIES_PER_GENRE = 5
 
 
 def default_start(days: int, today: dt.date | None = None) -> dt.date:
-    """The first simulated day: the window ends the day before yesterday's end, so sessions that
-    run past midnight are still in the past and the whole week is inside the retention window."""
+    """The first simulated day: the window ends when yesterday begins, so sessions that run
+    past its last midnight are still in the past, and the window is inside the retention."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     return today - dt.timedelta(days=days + 1)
 
@@ -173,8 +173,10 @@ def build_world(seed: int, n_profiles: int, days: int, start: dt.date | None = N
     n_members = max(1, int((~is_owner).sum()))
     kids = ~is_owner & (rng.random(n_profiles) < min(0.6, P.KIDS_SHARE * n_profiles / n_members))
     opted_out = ~kids & (rng.random(n_profiles) < P.OPT_OUT_SHARE)
-    country = rng.choice(len(P.COUNTRIES), size=n_accounts, p=P.COUNTRY_WEIGHTS).astype(np.uint8)[account]
-    primary_device = rng.choice(len(P.DEVICES), size=n_profiles, p=P.DEVICE_WEIGHTS).astype(np.uint8)
+    country = rng.choice(len(P.COUNTRIES), size=n_accounts, p=P.COUNTRY_WEIGHTS)
+    country = country.astype(np.uint8)[account]
+    primary_device = rng.choice(len(P.DEVICES), size=n_profiles, p=P.DEVICE_WEIGHTS)
+    primary_device = primary_device.astype(np.uint8)
 
     activity = rng.gamma(0.8, 0.15, n_profiles).astype(np.float32)
     genre_pref = _gamma_rows(rng, np.full(len(P.GENRES), 0.45), n_profiles)
@@ -204,7 +206,8 @@ def build_world(seed: int, n_profiles: int, days: int, start: dt.date | None = N
     world.holdout = np.zeros((n_profiles, len(catalog.campaign_ids)), bool)
     for c, campaign_id in enumerate(catalog.campaign_ids):
         if catalog.cmp_holdout[c] > 0:
-            world.holdout[:, c] = holdout_mask(world.profile_crc, campaign_id, catalog.cmp_holdout[c])
+            world.holdout[:, c] = holdout_mask(world.profile_crc, campaign_id,
+                                               catalog.cmp_holdout[c])
     return world
 
 
@@ -358,7 +361,8 @@ def build_catalog(seed: int, days: int, start: dt.date) -> Catalog:
         cr_first.append(len(creative_ids))
         cr_count.append(n_cr)
         for k in range(n_cr):
-            ms = int(rng.choice([6_000, 15_000, 30_000, 30_000, 60_000], p=[0.1, 0.35, 0.25, 0.2, 0.1]))
+            ms = int(rng.choice([6_000, 15_000, 30_000, 30_000, 60_000],
+                                p=[0.1, 0.35, 0.25, 0.2, 0.1]))
             creative_id = f"cr-{c + 1:03d}-{k + 1}"
             creatives.append({"creative_id": creative_id, "campaign_id": campaign["campaign_id"],
                               "name": f"{campaign['name']} ({ms // 1000}s #{k + 1})",
