@@ -30,6 +30,7 @@ from adtier.key_routes import KeysController
 from adtier.logs import configure_logging, get_logger
 from adtier.ops import OpsController
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
+from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import AppState
 
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
-                        *CATALOG_ROUTES],
+                        *CATALOG_ROUTES, *SEGMENT_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

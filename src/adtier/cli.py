@@ -131,6 +131,52 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments(args: argparse.Namespace) -> int:
+    """``adtier segments build [--all | ID ...]``: build now, in this process, with progress."""
+    from tqdm import tqdm
+
+    from adtier.runtime import open_stores
+    from adtier.segments import store
+    from adtier.segments.build import BuildBusy, build_many
+
+    if bool(args.all) == bool(args.ids):
+        print("adtier: give segment ids or --all", file=sys.stderr)
+        return 2
+    stores = open_stores(_settings(args))
+    try:
+        client = stores.clickhouse
+        ids = [s.segment_id for s in store.list_segments(client)] if args.all else args.ids
+        missing = [s for s in ids if store.get_segment(client, s) is None]
+        if missing:
+            print(f"adtier: no segment {', '.join(missing)}", file=sys.stderr)
+            return 1
+        failed = 0
+        with tqdm(total=len(ids), unit="segment", desc="segments") as outer, \
+                tqdm(unit="chunk", desc="chunks", leave=False) as inner:
+            def progress(done: int, total: int) -> None:
+                inner.total = total
+                inner.n = done
+                inner.refresh()
+
+            def on_done(row) -> None:
+                nonlocal failed
+                failed += row.status != "ready"
+                outer.update(1)
+                outer.write(msgspec.json.encode({
+                    "segment_id": row.segment_id, "status": row.status, "version": row.version,
+                    "size": row.size, "error": row.error or None}).decode())
+
+            try:
+                build_many(client, stores.redis, ids, on_done=on_done, progress=progress,
+                           by="cli")
+            except BuildBusy as err:
+                print(f"adtier: {err}", file=sys.stderr)
+                return 1
+    finally:
+        stores.close()
+    return 1 if failed else 0
+
+
 def _version() -> str:
     from adtier import __version__
 
@@ -174,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="generate a synthetic ad-tier world with ground truth")
     simulate_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    segments = sub.add_parser("segments", help="build audience segments")
+    segments_sub = segments.add_subparsers(dest="segments_cmd", required=True)
+    seg_build = segments_sub.add_parser("build", help="build segments now, with a progress bar")
+    seg_build.add_argument("ids", nargs="*", metavar="ID", help="segment ids")
+    seg_build.add_argument("--all", action="store_true", help="every segment")
+    segments.set_defaults(func=cmd_segments)
     return parser
 
 

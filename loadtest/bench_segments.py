@@ -1,0 +1,272 @@
+"""Segment builder benchmark, one run, numbers printed side by side.
+
+1. kernels: a per-profile windowed aggregation over ``--rows`` pre-aggregated rows (count of
+   one key in a window, a Beta-smoothed rate, a share) — the Numba kernels against the same
+   computation in polars (if installed) and in NumPy (``np.bincount``); median of 5 runs after
+   a warm-up (Numba compiled and cached).
+2. build: ``--profiles`` synthetic profiles (~25 events each over 14 days, written straight into
+   ClickHouse with ``INSERT ... SELECT FROM numbers()``), then 20 rule segments built one after
+   another (ClickHouse pre-aggregation + kernels + member writes + Redis swap): total seconds,
+   and peak RSS of this process (chdb runs in it, so ClickHouse's memory is included).
+3. look-up: ``--lookups`` profile look-ups (the Lua call the API makes) against 20 live
+   segments, from one client: p50 / p99 in ms.
+
+Run::
+
+    uv run --group bench python -m loadtest.bench_segments                  # 1M profiles
+    uv run --group bench python -m loadtest.bench_segments --profiles 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from adtier.embedded_valkey import EmbeddedValkey
+from adtier.segments import build as B
+from adtier.segments import kernels as K
+from adtier.segments import store
+from adtier.segments.rules import parse_rule, to_json
+from adtier.store import connect
+from adtier.store.migrate import apply_migrations
+
+
+def _median_ms(fn, repeat: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def bench_kernels(rows: int, profiles: int) -> None:
+    rng = np.random.default_rng(1)
+    idx = np.sort(rng.integers(0, profiles, rows)).astype(np.int64)
+    day = rng.integers(0, 90, rows).astype(np.int32)
+    key = rng.integers(0, 20, rows).astype(np.int32)
+    imp = rng.integers(1, 5, rows).astype(np.float64)
+    cmp_ = np.floor(imp * rng.random(rows))
+    offsets = K.csr_offsets(idx, profiles)
+
+    def numba() -> np.ndarray:
+        n_all = K.windowed_sum(offsets, day, key, imp, 0, 30)
+        n_imp = K.windowed_sum(offsets, day, key, imp, 3, 30)
+        n_cmp = K.windowed_sum(offsets, day, key, cmp_, 3, 30)
+        return K.beta_rate(n_cmp, n_imp, 1.0, 1.0) + K.safe_share(n_imp, n_all)
+
+    both = np.ascontiguousarray(np.stack([imp, cmp_], axis=1))
+    keys = np.array([0, 3], np.int32)
+
+    def numba_fused() -> np.ndarray:
+        sums = K.windowed_sums(offsets, day, key, both, keys, 30)
+        n_all, n_imp, n_cmp = sums[:, 0, 0], sums[:, 1, 0], sums[:, 1, 1]
+        return K.beta_rate(n_cmp, n_imp, 1.0, 1.0) + K.safe_share(n_imp, n_all)
+
+    def numpy_ref() -> np.ndarray:
+        w = day < 30
+        hit = w & (key == 3)
+        n_all = np.bincount(idx[w & (key == 0)], imp[w & (key == 0)], profiles)
+        n_imp = np.bincount(idx[hit], imp[hit], profiles)
+        n_cmp = np.bincount(idx[hit], cmp_[hit], profiles)
+        share = np.divide(n_imp, n_all, out=np.zeros(profiles), where=n_all > 0)
+        return (n_cmp + 1) / (n_imp + 2) + share
+
+    print(f"kernels: {rows:,} rows, {profiles:,} profiles (windowed sums x3, Beta rate, share)")
+    t_numba = _median_ms(numba)
+    np.testing.assert_allclose(numba(), numpy_ref())
+    print(f"  numba (3 x windowed_sum) {t_numba:9.1f} ms   (threads: {_threads()})")
+    t_fused = _median_ms(numba_fused)
+    np.testing.assert_allclose(numba_fused(), numpy_ref())
+    print(f"  numba fused (one pass: windowed_sums) {t_fused:9.1f} ms")
+    t_numba = min(t_numba, t_fused)
+    t_np = _median_ms(numpy_ref)
+    print(f"  numpy   {t_np:9.1f} ms   {t_np / t_numba:5.1f}x numba")
+    try:
+        import polars as pl
+    except ImportError:
+        print("  polars  not installed (uv run --group bench ...)")
+        return
+    df = pl.DataFrame({"p": idx, "day": day, "key": key, "imp": imp, "cmp": cmp_})
+
+    def polars_ref():
+        out = (df.lazy().filter(pl.col("day") < 30)
+               .group_by("p")
+               .agg(n_all=pl.col("imp").filter(pl.col("key") == 0).sum(),
+                    n_imp=pl.col("imp").filter(pl.col("key") == 3).sum(),
+                    n_cmp=pl.col("cmp").filter(pl.col("key") == 3).sum())
+               .with_columns(v=(pl.col("n_cmp") + 1) / (pl.col("n_imp") + 2)
+                             + pl.when(pl.col("n_all") > 0)
+                             .then(pl.col("n_imp") / pl.col("n_all")).otherwise(0.0))
+               .collect())
+        return out
+
+    t_pl = _median_ms(polars_ref)
+    print(f"  polars  {t_pl:9.1f} ms   {t_pl / t_numba:5.1f}x numba")
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+CATEGORIES = [f"IAB{i}" for i in range(1, 21)]
+GENRES = ["drama", "comedy", "action", "documentary", "kids", "horror", "romance", "scifi"]
+
+
+def load_world(client, profiles: int) -> float:
+    t = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    client.insert("campaigns", [[f"cmp-{i}", "adv-1", f"c{i}", CATEGORIES[i], dt.date(2025, 1, 1),
+                                 dt.date(2030, 1, 1), 0, 0.0, None, None, now, 1]
+                                for i in range(20)],
+                  column_names=["campaign_id", "advertiser_id", "name", "ad_category",
+                                "start_date", "end_date", "frequency_cap", "holdout_percent",
+                                "promoted_title_id", "promoted_genre", "updated_at", "version"])
+    client.insert("titles", [[f"t-{i}", f"t{i}", "film", None, [GENRES[i % 8], GENRES[i * 3 % 8]],
+                              "PG", 5_400_000, now, 1] for i in range(50)],
+                  column_names=["content_id", "name", "kind", "series_id", "genres", "maturity",
+                                "duration_ms", "updated_at", "version"])
+    # 15 ad events and 10 viewing events per profile over the last 14 days; profile p prefers
+    # campaign p % 20 and title p % 50 half of the time (so segments have structure).
+    common = ("toDateTime64(now64(3) - toIntervalSecond(cityHash64(number, 2) % 1209600), 3) "
+              "AS t, t, t, 0, concat('acc-', toString(intDiv(p, 3))), concat('pf-', toString(p)),"
+              " concat('s-', toString(p), '-', toString(cityHash64(number, 3) % 6)), "
+              "['tv', 'mobile', 'web', 'tablet'][1 + (cityHash64(p, 4) + number % 3) % 4], 'US'")
+    client.command(f"""
+        INSERT INTO ad_events (event_id, type, ts, client_ts, received_at, clock_skew_ms,
+            account_id, profile_id, session_id, device, country, campaign_id, creative_id,
+            ad_serving_id, pod_id, content_id, source, batch_id, key_id)
+        SELECT generateUUIDv4(number),
+            ['impression', 'impression', 'impression', 'start', 'complete', 'skip',
+             'click'][1 + cityHash64(number, 1) % 7],
+            {common},
+            concat('cmp-', toString(if(cityHash64(number, 5) % 2 = 0, p % 20,
+                                        cityHash64(number, 6) % 20))),
+            'cr', toString(number), '', '', 'bench', 'bench', 'bench'
+        FROM (SELECT number, intDiv(number, 15) AS p FROM numbers({profiles * 15}))
+        SETTINGS max_insert_threads = 2""")
+    client.command(f"""
+        INSERT INTO content_events (event_id, type, ts, client_ts, received_at, clock_skew_ms,
+            account_id, profile_id, session_id, device, country, content_id, position_ms,
+            watched_ms, source, batch_id, key_id)
+        SELECT generateUUIDv4(number), 'content_heartbeat', {common},
+            concat('t-', toString(if(cityHash64(number, 5) % 2 = 0, p % 50,
+                                     cityHash64(number, 6) % 50))),
+            toUInt32(cityHash64(number, 7) % 3600000), toUInt32(cityHash64(number, 7) % 3600000),
+            'bench', 'bench', 'bench'
+        FROM (SELECT number, intDiv(number, 10) AS p FROM numbers({profiles * 10}))
+        SETTINGS max_insert_threads = 2""")
+    return time.perf_counter() - t
+
+
+RULES = [
+    {"feature": "ad_impressions", "key": CATEGORIES[i], "op": ">=", "value": 3} for i in range(6)
+] + [
+    {"feature": "genre_share", "key": g, "op": ">=", "value": 0.3} for g in GENRES[:6]
+] + [
+    {"all": [{"feature": "ad_completion_rate", "op": ">", "value": 0.2},
+             {"feature": "watch_minutes", "op": ">", "value": 60}]},
+    {"feature": "device_share", "key": "mobile", "op": ">", "value": 0.3},
+    {"feature": "daypart_share", "key": "evening", "op": ">=", "value": 0.3},
+    {"feature": "sessions", "window_days": 7, "op": ">=", "value": 3},
+    {"feature": "days_since_active", "op": "<=", "value": 1},
+    {"feature": "campaign_exposures", "key": "cmp-3", "op": ">=", "value": 2},
+    {"any": [{"feature": "ad_ctr", "op": ">", "value": 0.05},
+             {"feature": "watched_title", "key": "t-7", "op": "==", "value": 1}]},
+    {"not": {"feature": "active_days", "window_days": 7, "op": ">=", "value": 5}},
+]
+
+
+def bench_build(profiles: int, lookups: int, chunk_profiles: int, keep: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="adtier-bench-seg-"))
+    valkey = EmbeddedValkey(tmp / "valkey")
+    try:
+        url = valkey.start()
+        r = redis.Redis.from_url(url)
+        client = connect(f"chdb://{tmp / 'clickhouse'}")
+        apply_migrations(client)
+        seconds = load_world(client, profiles)
+        events = client.query("SELECT (SELECT count() FROM ad_events) + "
+                              "(SELECT count() FROM content_events)").result_rows[0][0]
+        print(f"build: {profiles:,} profiles, {events:,} events loaded in {seconds:.1f} s")
+        now = dt.datetime.now(dt.timezone.utc)
+        ids = []
+        for i, rule in enumerate(RULES):
+            sid = f"seg_bench_{i:02d}"
+            store.write_state(client, store.SegmentRow(
+                segment_id=sid, name=sid, kind="rule", owner="",
+                definition=f'{{"rule": {__import__("json").dumps(to_json(parse_rule(rule)))}}}',
+                created_at=now))
+            ids.append(sid)
+        t = time.perf_counter()
+        per = []
+
+        def done(row) -> None:
+            per.append((row.segment_id, row.status, row.size, time.perf_counter()))
+
+        B.build_many(client, r, ids, on_done=done, chunk_profiles=chunk_profiles)
+        total = time.perf_counter() - t
+        failed = [p for p in per if p[1] != "ready"]
+        sizes = [p[2] for p in per]
+        print(f"  {len(ids)} segments built in {total:.1f} s ({total / len(ids):.2f} s each; "
+              f"chunk {chunk_profiles:,} profiles); failed: {len(failed)}")
+        print(f"  sizes: min {min(sizes):,}  median {int(statistics.median(sizes)):,}  "
+              f"max {max(sizes):,}")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  peak RSS of this process (chdb included): {rss:,.0f} MiB; "
+              f"Valkey used_memory: {r.info('memory')['used_memory'] / 2**20:,.0f} MiB")
+
+        script = r.register_script(store.LOOKUP_LUA)
+        rng = np.random.default_rng(3)
+        pids = [f"pf-{i}" for i in rng.integers(0, profiles, lookups)]
+        lat = []
+        hits = 0
+        for pid in pids:
+            s = time.perf_counter_ns()
+            hits += len(script(keys=[store.LIVE], args=[pid])) // 2
+            lat.append((time.perf_counter_ns() - s) / 1e6)
+        lat.sort()
+        print(f"look-up ({lookups:,} Lua calls, {len(ids)} live segments, one client): "
+              f"p50 {lat[len(lat) // 2]:.3f} ms  p99 {lat[int(len(lat) * 0.99)]:.3f} ms  "
+              f"(avg {hits / lookups:.1f} segments per profile)")
+        client.close()
+    finally:
+        valkey.stop()
+        if keep:
+            print(f"data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    from adtier.logs import configure_logging
+
+    configure_logging("warning", False)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--kernel-profiles", type=int, default=1_000_000)
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--chunk-profiles", type=int, default=250_000)
+    parser.add_argument("--lookups", type=int, default=20_000)
+    parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--keep-data", action="store_true")
+    args = parser.parse_args()
+    bench_kernels(args.rows, args.kernel_profiles)
+    if not args.skip_build:
+        bench_build(args.profiles, args.lookups, args.chunk_profiles, args.keep_data)
+
+
+if __name__ == "__main__":
+    main()

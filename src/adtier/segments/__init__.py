@@ -1,0 +1,23 @@
+"""First-party audiences (BRIEF §4 Segments): rule, lookalike and static segments.
+
+- ``rules``: the rule language (JSON trees) and the feature catalog;
+- ``features``: per-profile pre-aggregation in ClickHouse, as Arrow, in chunks of profiles;
+- ``kernels``: the Numba kernels (windowed counts, smoothed rates, shares, recency, predicates);
+- ``build``: a build, versioned and swapped atomically in ClickHouse and Redis;
+- ``lookalike``: seed centroid and cosine similarity of affinity vectors;
+- ``store``: the tables and Redis keys; ``routes``: the HTTP endpoints.
+
+``SEGMENT_ROUTES`` is imported lazily so the CLI and tests can use the builder alone.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SEGMENT_ROUTES"]
+
+
+def __getattr__(name: str):
+    if name == "SEGMENT_ROUTES":
+        from adtier.segments.routes import SEGMENT_ROUTES
+
+        return SEGMENT_ROUTES
+    raise AttributeError(f"module 'adtier.segments' has no attribute {name!r}")

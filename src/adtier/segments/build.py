@@ -1,0 +1,249 @@
+"""Building a segment: features -> kernels -> members -> a new version, swapped in atomically.
+
+``build_segment`` runs one build (sync; the API runs it in a background thread, the CLI in the
+foreground):
+
+1. take the segment's build lock in Redis (one build of a segment at a time) and record
+   ``status = building``;
+2. compute the members: rule (``features`` + ``kernels`` per chunk of profiles), lookalike
+   (``lookalike``) or static (the uploaded list); kids', opted-out and erased profiles are
+   excluded in every case;
+3. write them to ``segment_members`` under a new version, fill the version's Redis set;
+4. commit: the ``segments`` row naming the new version (ClickHouse readers switch), then the
+   Redis live pointer (look-ups switch); then drop versions older than the previous one.
+
+A failure anywhere before the commit removes what the build staged and records
+``status = failed`` with the error, keeping the previous version, size and times: readers keep
+the previous membership.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import redis
+from clickhouse_connect.driver.client import Client
+
+from adtier.catalog import excluded_profile_hashes_sql
+from adtier.logs import get_logger
+from adtier.segments import features as F
+from adtier.segments import kernels as K
+from adtier.segments import store
+from adtier.segments.lookalike import lookalike_members
+from adtier.segments.rules import All, AnyOf, Node, Not, Predicate, parse_rule, predicates
+
+__all__ = ["BuildBusy", "BuildFailed", "acquire", "release", "evaluate", "rule_members",
+           "static_members", "build_segment", "LOCK_SECONDS"]
+
+log = get_logger("adtier.segments")
+LOCK_SECONDS = 3600
+Progress = Callable[[int, int], None]
+
+
+class BuildBusy(RuntimeError):
+    """Another build of the segment holds its lock."""
+
+
+class BuildFailed(RuntimeError):
+    pass
+
+
+def acquire(r: redis.Redis, segment_id: str) -> str | None:
+    token = secrets.token_hex(8)
+    return token if r.set(store.lock_key(segment_id), token, nx=True, ex=LOCK_SECONDS) else None
+
+
+_RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+            "else return 0 end")
+
+
+def release(r: redis.Redis, segment_id: str, token: str) -> None:
+    r.eval(_RELEASE, 1, store.lock_key(segment_id), token)
+
+
+def evaluate(node: Node, chunk: F.Chunk) -> np.ndarray:
+    """The rule over one chunk: a bool per profile."""
+    if isinstance(node, Predicate):
+        values = F.feature_values(chunk, node.feature, node.key, node.window_days)
+        return K.compare(values, K.OPS[node.op], np.asarray(node.value, np.float64))
+    if isinstance(node, Not):
+        return ~evaluate(node.child, chunk)
+    parts = [evaluate(c, chunk) for c in node.children]
+    if isinstance(node, All):
+        return np.logical_and.reduce(parts) if parts else np.ones(chunk.size, bool)
+    assert isinstance(node, AnyOf)
+    return np.logical_or.reduce(parts) if parts else np.zeros(chunk.size, bool)
+
+
+def rule_members(client: Client, rule: Node, day: dt.date, chunk_profiles: int = 200_000,
+                 progress: Progress | None = None) -> np.ndarray:
+    plan = F.plan_for(predicates(rule))
+    found = []
+    for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
+        if chunk.size:
+            found.append(chunk.profile_ids[evaluate(rule, chunk)])
+        if progress:
+            progress(i + 1, n)
+    return np.concatenate(found) if found else np.zeros(0, dtype=object)
+
+
+def static_members(client: Client, segment_id: str) -> np.ndarray:
+    """The uploaded list (version 0) minus excluded profiles."""
+    rows = client.query_arrow(
+        "SELECT DISTINCT profile_id FROM segment_members WHERE segment_id = {id:String} "
+        f"AND version = 0 AND profile_hash NOT IN ({excluded_profile_hashes_sql()})",
+        parameters={"id": segment_id})
+    return np.asarray(rows.column("profile_id").to_pylist(), dtype=object)
+
+
+def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
+             progress: Progress | None) -> np.ndarray:
+    definition = row.definition_json()
+    if row.kind == "rule":
+        return rule_members(client, parse_rule(definition["rule"]), day, chunk_profiles, progress)
+    if row.kind == "static":
+        return static_members(client, row.segment_id)
+    if row.kind == "lookalike":
+        seed = store.get_segment(client, definition["seed_segment_id"])
+        if seed is None or seed.version == 0:
+            raise BuildFailed(f"the seed segment {definition['seed_segment_id']} has no built "
+                              "version yet; build it first")
+        return lookalike_members(client, seed.segment_id, seed.version,
+                                 float(definition["size_percent"]), day, chunk_profiles, progress)
+    raise BuildFailed(f"unknown segment kind {row.kind!r}")
+
+
+def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
+                        chunk_profiles: int = 200_000,
+                        progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Members of several rule segments from one pass over the data: the union of their
+    features is pre-aggregated once per chunk, and every rule is evaluated on it."""
+    plan = F.plan_for(p for rule in rules.values() for p in predicates(rule))
+    found: dict[str, list[np.ndarray]] = {sid: [] for sid in rules}
+    for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
+        if chunk.size:
+            for sid, rule in rules.items():
+                found[sid].append(chunk.profile_ids[evaluate(rule, chunk)])
+        if progress:
+            progress(i + 1, n)
+    return {sid: np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+            for sid, parts in found.items()}
+
+
+def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str | None = None,
+                  chunk_profiles: int = 200_000, progress: Progress | None = None,
+                  by: str = "", precomputed: tuple[np.ndarray, dt.date, Any] | None = None
+                  ) -> store.SegmentRow:
+    """Build one segment now; answers its final row (ready, or failed with ``error``).
+
+    ``token``: the build lock, when the caller took it already (the API does, to answer 409).
+    ``precomputed``: (members, as-of day, data_through) from ``shared_rule_members``.
+    """
+    own_lock = token is None
+    if own_lock:
+        token = acquire(r, segment_id)
+        if token is None:
+            raise BuildBusy(f"segment {segment_id} is already being built")
+    try:
+        row = store.get_segment(client, segment_id)
+        if row is None:
+            raise KeyError(segment_id)
+        row = store.write_state(client, row, status="building", error="")
+        version = 0
+        try:
+            if precomputed is not None:
+                members, day, through = precomputed
+            else:
+                day, through = F.as_of(client)
+                members = _members(client, row, day, chunk_profiles, progress)
+            members = np.unique(members.astype(str)) if members.shape[0] else members
+            version = store.next_version(client, row)
+            store.insert_members(client, segment_id, version, members)
+            store.stage_redis(r, segment_id, version, (str(m) for m in members))
+            old = row.version
+            row = store.write_state(
+                client, row, status="ready", version=version, size=int(members.shape[0]),
+                built_at=dt.datetime.now(dt.timezone.utc), data_through=through, error="")
+            store.swap_redis(r, segment_id, version, row.owner, old)
+        except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
+            log.warning("segment_build_failed", segment_id=segment_id, error=str(err)[:500])
+            if version:
+                _discard(client, r, segment_id, version)
+            failed = store.get_segment(client, segment_id) or row
+            return store.write_state(client, failed, status="failed",
+                                     error=f"{type(err).__name__}: {err}"[:2000])
+        _forget_old(client, segment_id, version)
+        digest = hashlib.sha256("\n".join(map(str, members)).encode()).hexdigest()
+        # audit: who, what, when, how many, and a hash of the answer (never the ids)
+        log.info("segment_built", segment_id=segment_id, kind=row.kind, owner=row.owner, by=by,
+                 version=version, size=row.size, members_sha256=digest,
+                 data_through=str(row.data_through))
+        return row
+    finally:
+        release(r, segment_id, token)
+
+
+def _discard(client: Client, r: redis.Redis, segment_id: str, version: int) -> None:
+    try:
+        store.drop_redis(r, segment_id, version)
+        store.delete_versions(client, segment_id, "version = {v:UInt64}", v=version)
+    except Exception as err:  # noqa: BLE001 - best effort; next_version skips it anyway
+        log.warning("segment_discard_failed", segment_id=segment_id, error=str(err)[:300])
+
+
+def _forget_old(client: Client, segment_id: str, version: int) -> None:
+    """Keep the new and the previous version (a reader may hold the previous number)."""
+    try:
+        store.delete_versions(client, segment_id, "version > 0 AND version < {v:UInt64}",
+                              v=version - 1)
+    except Exception as err:  # noqa: BLE001 - old rows are invisible to readers anyway
+        log.warning("segment_cleanup_failed", segment_id=segment_id, error=str(err)[:300])
+
+
+def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
+               on_done: Callable[[store.SegmentRow], Any] | None = None,
+               progress: Progress | None = None, chunk_profiles: int = 200_000,
+               by: str = "") -> list[store.SegmentRow]:
+    """Build segments in dependency order (a lookalike after its seed)."""
+    rows = {s: store.get_segment(client, s) for s in segment_ids}
+    order: list[str] = []
+
+    def visit(sid: str, depth: int = 0) -> None:
+        if sid in order or depth > 20:
+            return
+        row = rows.get(sid)
+        if row is not None and row.kind == "lookalike":
+            seed = row.definition_json().get("seed_segment_id")
+            if seed in rows:
+                visit(seed, depth + 1)
+        order.append(sid)
+
+    for sid in segment_ids:
+        visit(sid)
+    # Rule segments share one pass over the data (a rule that does not parse is left to its own
+    # build, which records the error).
+    day, through = F.as_of(client)
+    rules: dict[str, Node] = {}
+    for sid in order:
+        row = rows.get(sid)
+        if row is not None and row.kind == "rule":
+            try:
+                rules[sid] = parse_rule(row.definition_json()["rule"])
+            except Exception:  # noqa: BLE001
+                pass
+    shared = shared_rule_members(client, rules, day, chunk_profiles, progress) \
+        if len(rules) > 1 else {}
+    done = []
+    for sid in order:
+        pre = (shared[sid], day, through) if sid in shared else None
+        result = build_segment(client, r, sid, chunk_profiles=chunk_profiles, progress=progress,
+                               by=by, precomputed=pre)
+        done.append(result)
+        if on_done:
+            on_done(result)
+    return done

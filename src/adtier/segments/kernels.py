@@ -1,0 +1,234 @@
+"""Numba kernels of the segment builder (the only Numba code in adtier).
+
+Input layout: the pre-aggregated rows of one chunk of profiles, sorted by profile, in CSR form.
+``offsets`` (int64, n_profiles + 1) delimits each profile's rows; per row ``day_off`` (int32,
+days before the as-of day: 0 = the as-of day), ``key`` (int32: index of the row's key label,
+0 = the "all keys" total) and one or more float64 metric columns. Rows are unique per
+(profile, day, key).
+
+Kernels over profiles are ``parallel=True`` (one profile per ``prange`` iteration, no shared
+writes); element-wise ones are plain loops, which Numba vectorises. All are ``cache=True`` so a
+process compiles them once per machine, not once per start.
+
+Smoothing: ``beta_rate(num, den, a, b) = (num + a) / (den + a + b)`` is the posterior mean of a
+rate under a Beta(a, b) prior; with ``den = 0`` it is the prior mean ``a / (a + b)``, never NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "OPS",
+    "csr_offsets",
+    "windowed_sum",
+    "windowed_sums",
+    "windowed_days",
+    "days_since",
+    "beta_rate",
+    "safe_share",
+    "key_shares",
+    "compare",
+    "normalize_rows",
+    "cosine_to",
+]
+
+# comparison op codes for ``compare``
+OPS = {">": 0, ">=": 1, "<": 2, "<=": 3, "==": 4, "!=": 5, "between": 6, "in": 7}
+_EPS = 1e-9  # == and != compare floats with this tolerance (counts are exact, rates are not)
+
+
+@njit(cache=True)
+def csr_offsets(sorted_idx: np.ndarray, n: int) -> np.ndarray:
+    """Offsets of each profile's rows in ``sorted_idx`` (profile index per row, ascending)."""
+    offsets = np.zeros(n + 1, np.int64)
+    for i in range(sorted_idx.shape[0]):
+        offsets[sorted_idx[i] + 1] += 1
+    for p in range(n):
+        offsets[p + 1] += offsets[p]
+    return offsets
+
+
+@njit(parallel=True, cache=True)
+def windowed_sum(offsets, day_off, key, values, want_key, window):
+    """Per profile: sum of ``values`` over rows with ``key == want_key`` and ``day_off < window``."""
+    n = offsets.shape[0] - 1
+    out = np.zeros(n, np.float64)
+    for p in prange(n):
+        acc = 0.0
+        for r in range(offsets[p], offsets[p + 1]):
+            if key[r] == want_key and day_off[r] < window:
+                acc += values[r]
+        out[p] = acc
+    return out
+
+
+@njit(parallel=True, cache=True)
+def windowed_sums(offsets, day_off, key, values, want_keys, window):
+    """Fused form of ``windowed_sum``: one pass over the rows for many keys and metrics.
+
+    ``values`` is (rows, metrics); answers (profiles, len(want_keys), metrics) sums of rows with
+    ``key == want_keys[j]`` and ``day_off < window``."""
+    n = offsets.shape[0] - 1
+    nk = want_keys.shape[0]
+    nm = values.shape[1]
+    out = np.zeros((n, nk, nm), np.float64)
+    for p in prange(n):
+        for r in range(offsets[p], offsets[p + 1]):
+            if day_off[r] >= window:
+                continue
+            k = key[r]
+            for j in range(nk):
+                if want_keys[j] == k:
+                    for m in range(nm):
+                        out[p, j, m] += values[r, m]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def windowed_days(offsets, day_off, key, values, want_key, window):
+    """Per profile: distinct days with ``key == want_key``, ``values > 0``, ``day_off < window``
+    (rows are unique per (profile, day, key), so a count of rows is a count of days)."""
+    n = offsets.shape[0] - 1
+    out = np.zeros(n, np.float64)
+    for p in prange(n):
+        acc = 0
+        for r in range(offsets[p], offsets[p + 1]):
+            if key[r] == want_key and day_off[r] < window and values[r] > 0:
+                acc += 1
+        out[p] = acc
+    return out
+
+
+@njit(parallel=True, cache=True)
+def days_since(offsets, day_off, empty):
+    """Per profile: the smallest ``day_off`` (days since last active); ``empty`` if no rows."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, np.float64)
+    for p in prange(n):
+        best = empty
+        for r in range(offsets[p], offsets[p + 1]):
+            if day_off[r] < best:
+                best = day_off[r]
+        out[p] = best
+    return out
+
+
+@njit(cache=True)
+def beta_rate(num, den, a, b):
+    """Posterior mean of a rate under a Beta(a, b) prior: (num + a) / (den + a + b)."""
+    out = np.empty(num.shape[0], np.float64)
+    for i in range(num.shape[0]):
+        out[i] = (num[i] + a) / (den[i] + a + b)
+    return out
+
+
+@njit(cache=True)
+def safe_share(num, den):
+    """num / den, and 0 where den is 0 (a profile with no activity has no share of anything)."""
+    out = np.zeros(num.shape[0], np.float64)
+    for i in range(num.shape[0]):
+        if den[i] > 0:
+            out[i] = num[i] / den[i]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def key_shares(offsets, day_off, key, values, n_keys, window, half_life):
+    """Per profile, a row of time-decayed shares over keys 1..n_keys (column k-1 for key k).
+
+    Each row of the profile adds ``values * 0.5 ** (day_off / half_life)`` to its key's weight
+    (``half_life <= 0``: no decay); rows with key 0 (the total) and rows outside the window are
+    ignored. The row is then divided by its sum (all zeros when the profile has no weight).
+    """
+    n = offsets.shape[0] - 1
+    out = np.zeros((n, n_keys), np.float64)
+    for p in prange(n):
+        total = 0.0
+        for r in range(offsets[p], offsets[p + 1]):
+            k = key[r]
+            if k >= 1 and k <= n_keys and day_off[r] < window:
+                w = values[r]
+                if half_life > 0:
+                    w = w * 0.5 ** (day_off[r] / half_life)
+                out[p, k - 1] += w
+                total += w
+        if total > 0:
+            for k in range(n_keys):
+                out[p, k] /= total
+    return out
+
+
+@njit(parallel=True, cache=True)
+def compare(values, op, params):
+    """Evaluate one predicate over a feature array: ``values <op> params`` -> bool array.
+
+    ``params``: one number for the comparisons, [low, high] for between (inclusive), the
+    candidate numbers for in. == / != / in compare with a tolerance of 1e-9.
+    """
+    n = values.shape[0]
+    out = np.zeros(n, np.bool_)
+    a = params[0]
+    b = params[params.shape[0] - 1]
+    for i in prange(n):
+        v = values[i]
+        if op == 0:
+            out[i] = v > a
+        elif op == 1:
+            out[i] = v >= a
+        elif op == 2:
+            out[i] = v < a
+        elif op == 3:
+            out[i] = v <= a
+        elif op == 4:
+            out[i] = abs(v - a) <= _EPS
+        elif op == 5:
+            out[i] = abs(v - a) > _EPS
+        elif op == 6:
+            out[i] = v >= a and v <= b
+        else:
+            hit = False
+            for j in range(params.shape[0]):
+                if abs(v - params[j]) <= _EPS:
+                    hit = True
+                    break
+            out[i] = hit
+    return out
+
+
+@njit(parallel=True, cache=True)
+def normalize_rows(matrix):
+    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+    out = np.zeros_like(matrix)
+    for i in prange(matrix.shape[0]):
+        s = 0.0
+        for j in range(matrix.shape[1]):
+            s += matrix[i, j] * matrix[i, j]
+        if s > 0:
+            s = np.sqrt(s)
+            for j in range(matrix.shape[1]):
+                out[i, j] = matrix[i, j] / s
+    return out
+
+
+@njit(parallel=True, cache=True)
+def cosine_to(matrix, centroid):
+    """Cosine similarity of each row with ``centroid`` (0 for zero rows or a zero centroid)."""
+    n = matrix.shape[0]
+    out = np.zeros(n, np.float64)
+    cn = 0.0
+    for j in range(centroid.shape[0]):
+        cn += centroid[j] * centroid[j]
+    if cn == 0:
+        return out
+    cn = np.sqrt(cn)
+    for i in prange(n):
+        dot = 0.0
+        rn = 0.0
+        for j in range(centroid.shape[0]):
+            dot += matrix[i, j] * centroid[j]
+            rn += matrix[i, j] * matrix[i, j]
+        if rn > 0:
+            out[i] = dot / (np.sqrt(rn) * cn)
+    return out

@@ -1,0 +1,347 @@
+"""Segment endpoints (BRIEF §4 Segments).
+
+- ``POST /v1/segments`` — create (kind rule | lookalike | static); status ``pending``.
+- ``GET /v1/segments``, ``GET /v1/segments/{id}`` — definitions and build state.
+- ``POST /v1/segments/{id}/build`` — 202; the build runs in a background thread
+  (409 if that segment is being built already).
+- ``GET /v1/segments/overlap?ids=a,b,c`` — exact pairwise intersections of current versions.
+- ``GET /v1/profiles/{profile_id}/segments[?format=openrtb]`` — look-up for ad decisioning,
+  from Redis only.
+
+Scoping: an advertiser key creates segments it owns, and sees its own segments plus platform
+segments (owner ''); any other segment answers 404, as if it did not exist. Admin sees and
+builds everything and may create a segment for an advertiser (``advertiser_id``) or for the
+platform (the default). The look-up answers, for an admin key (the ad decisioning service runs
+with one), every segment the profile is in; for an advertiser key, only that advertiser's own
+segments the profile is in — platform segment memberships of a single profile are platform
+data and never reach an advertiser. In overlaps, advertisers get intersections of fewer than
+``K_MIN`` profiles suppressed (``null``, ``suppressed: true``), per BRIEF §5; admin gets all.
+A static segment's uploaded profile ids are never echoed back (the definition shows a count).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import threading
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import msgspec
+import redis.exceptions
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery
+from msgspec import Meta
+
+from adtier.auth import ApiKey
+from adtier.errors import ApiError
+from adtier.logs import get_logger
+from adtier.segments import build as B
+from adtier.segments import store
+from adtier.segments.lookalike import MIN_SEED
+from adtier.segments.rules import RuleError, parse_rule, to_json
+from adtier.state import AppState, app_state, authorize
+
+__all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES", "K_MIN"]
+
+log = get_logger("adtier.segments")
+
+K_MIN = 50
+MAX_OVERLAP_IDS = 20
+MAX_STATIC_IDS = 1_000_000
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class SegmentRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    kind: Literal["rule", "lookalike", "static"]
+    rule: Any = None
+    seed_segment_id: Id | None = None
+    size_percent: Annotated[float, Meta(ge=1, le=10)] | None = None
+    profile_ids: Annotated[list[Id], Meta(max_length=MAX_STATIC_IDS)] | None = None
+    advertiser_id: Id | None = None  # admin only: the owner; default: platform
+
+
+class Segment(msgspec.Struct):
+    segment_id: str
+    name: str
+    kind: str
+    advertiser_id: str | None  # None = platform segment
+    definition: dict[str, Any]
+    status: str  # pending | building | ready | failed
+    size: int
+    version: int
+    built_at: dt.datetime | None
+    data_through: dt.datetime | None
+    error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime | None
+
+
+class BuildStarted(msgspec.Struct):
+    segment_id: str
+    status: str
+    version: int  # the version served until the build finishes
+
+
+class OverlapSegment(msgspec.Struct):
+    segment_id: str
+    version: int
+    size: int
+
+
+class OverlapPair(msgspec.Struct):
+    a: str
+    b: str
+    intersection: int | None
+    suppressed: bool = False
+
+
+class Overlap(msgspec.Struct):
+    segments: list[OverlapSegment]
+    pairs: list[OverlapPair]
+
+
+class ProfileSegments(msgspec.Struct):
+    profile_id: str
+    segments: list[str]
+
+
+_DECODER = msgspec.json.Decoder(SegmentRequest)
+_LOOKUP_SHA = hashlib.sha1(store.LOOKUP_LUA.encode()).hexdigest()
+_BUILD_MUTEX = threading.Lock()  # one build at a time per process (they are CPU and memory heavy)
+_CLIENT_MUTEX = threading.Lock()
+
+
+async def _run(fn, *args):
+    try:
+        return await anyio.to_thread.run_sync(lambda: fn(*args))
+    except ClickHouseError as err:
+        log.error("segments_store_error", error=str(err)[:500])
+        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+
+
+def _visible(key: ApiKey, row: store.SegmentRow | None) -> bool:
+    if row is None:
+        return False
+    return key.role == "admin" or row.owner in ("", key.advertiser_id)
+
+
+def _out(row: store.SegmentRow, interrupted: bool = False) -> Segment:
+    status, error = row.status, row.error or None
+    if interrupted:
+        status, error = "failed", "the build was interrupted (its process stopped); build again"
+    return Segment(row.segment_id, row.name, row.kind, row.owner or None, row.definition_json(),
+                   status, row.size, row.version, row.built_at, row.data_through, error,
+                   row.created_at, row.updated_at)
+
+
+async def _present(state: AppState, rows: list[store.SegmentRow]) -> list[Segment]:
+    """A 'building' row whose build lock is gone was interrupted: say so."""
+    out = []
+    for row in rows:
+        stale = row.status == "building" and not await state.redis.exists(
+            store.lock_key(row.segment_id))
+        out.append(_out(row, stale))
+    return out
+
+
+async def _get_visible(request: Request, key: ApiKey, segment_id: str) -> store.SegmentRow:
+    row = None
+    if len(segment_id) <= 64:
+        row = await _run(store.get_segment, app_state(request).api_clickhouse, segment_id)
+    if not _visible(key, row):
+        raise ApiError(404, "not_found", f"no segment {segment_id!r}")
+    assert row is not None
+    return row
+
+
+def _builder_client(request: Request, state: AppState):
+    with _CLIENT_MUTEX:
+        client = request.app.state.get("segments_clickhouse")
+        if client is None:
+            client = state.stores.new_clickhouse()
+            request.app.state["segments_clickhouse"] = client
+        return client
+
+
+def _spawn_build(client, r, segment_id: str, token: str, by: str) -> None:
+    def run() -> None:
+        with _BUILD_MUTEX:
+            try:
+                B.build_segment(client, r, segment_id, token=token, by=by)
+            except Exception as err:  # noqa: BLE001 - the thread must not die silently
+                log.error("segment_build_crashed", segment_id=segment_id, error=str(err)[:500])
+                try:
+                    B.release(r, segment_id, token)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    threading.Thread(target=run, name=f"segment-build-{segment_id}", daemon=True).start()
+
+
+class SegmentsController(Controller):
+    path = "/v1/segments"
+    tags = ["segments"]
+
+    @post("/", status_code=201, summary="Create a segment (rule, lookalike or static)")
+    async def create(self, request: Request) -> Segment:
+        """``{"name", "kind": "rule", "rule": {...}}`` |
+        ``{"name", "kind": "lookalike", "seed_segment_id", "size_percent": 1..10}`` |
+        ``{"name", "kind": "static", "profile_ids": [...]}``; admin may add ``advertiser_id``.
+        The segment starts ``pending``: build it with ``POST /v1/segments/{id}/build``."""
+        key = await authorize(request, "advertiser")
+        state = app_state(request)
+        try:
+            data = _DECODER.decode(await request.body())
+        except msgspec.ValidationError as err:
+            raise ApiError(400, "invalid_request", str(err)) from err
+        except msgspec.DecodeError as err:
+            raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+        owner = key.advertiser_id
+        if key.role == "admin":
+            owner = data.advertiser_id or ""
+        elif data.advertiser_id not in (None, key.advertiser_id):
+            raise ApiError(400, "invalid_request", "advertiser_id: an advertiser key creates "
+                           "segments for its own advertiser only")
+        given = {f for f in ("rule", "seed_segment_id", "size_percent", "profile_ids")
+                 if getattr(data, f) is not None}
+        allowed = {"rule": {"rule"}, "lookalike": {"seed_segment_id", "size_percent"},
+                   "static": {"profile_ids"}}[data.kind]
+        if given - allowed:
+            raise ApiError(400, "invalid_request", f"a {data.kind} segment does not take "
+                           + ", ".join(sorted(given - allowed)))
+        if allowed - given:
+            raise ApiError(400, "invalid_request", f"a {data.kind} segment needs "
+                           + ", ".join(sorted(allowed - given)))
+        segment_id = "seg_" + secrets.token_hex(8)
+        if data.kind == "rule":
+            try:
+                definition: dict[str, Any] = {"rule": to_json(parse_rule(data.rule))}
+            except RuleError as err:
+                raise ApiError(400, "invalid_rule", str(err)) from err
+        elif data.kind == "lookalike":
+            seed = await _run(store.get_segment, state.api_clickhouse, data.seed_segment_id)
+            if not _visible(key, seed):
+                raise ApiError(400, "unknown_seed",
+                               f"seed_segment_id: no segment {data.seed_segment_id!r}")
+            assert seed is not None
+            if seed.version and seed.size < MIN_SEED:
+                raise ApiError(400, "seed_too_small", f"seed_segment_id: the seed has "
+                               f"{seed.size} members; a lookalike needs at least {MIN_SEED}")
+            definition = {"seed_segment_id": seed.segment_id, "size_percent": data.size_percent}
+        else:
+            ids = list(dict.fromkeys(data.profile_ids or []))
+            if not ids:
+                raise ApiError(400, "invalid_request", "profile_ids: at least one profile id")
+            definition = {"profile_count": len(ids)}
+            await _run(store.insert_members, state.api_clickhouse, segment_id, 0, ids)
+        now = dt.datetime.now(dt.timezone.utc)
+        row = store.SegmentRow(segment_id=segment_id, name=data.name, kind=data.kind,
+                               owner=owner, definition=msgspec.json.encode(definition).decode(),
+                               created_at=now, created_by=key.key_id)
+        row = await _run(lambda: store.write_state(state.api_clickhouse, row))
+        log.info("segment_created", segment_id=segment_id, kind=data.kind, owner=owner,
+                 by=key.key_id)
+        return _out(row)
+
+    @get("/", summary="List the segments this key can see")
+    async def list_segments(self, request: Request) -> list[Segment]:
+        key = await authorize(request, "advertiser")
+        state = app_state(request)
+        owners = None if key.role == "admin" else ["", key.advertiser_id]
+        rows = await _run(store.list_segments, state.api_clickhouse, owners)
+        return await _present(state, rows)
+
+    @get("/overlap", summary="Exact pairwise intersections of segments")
+    async def overlap(self, request: Request, ids: FromQuery[str]) -> Overlap:
+        """``ids=a,b,c`` (1 to 20): for every pair (including each segment with itself) the
+        number of profiles in both current versions."""
+        key = await authorize(request, "advertiser")
+        state = app_state(request)
+        wanted = list(dict.fromkeys(s.strip() for s in ids.split(",") if s.strip()))
+        if not 1 <= len(wanted) <= MAX_OVERLAP_IDS:
+            raise ApiError(400, "invalid_request", f"ids: 1 to {MAX_OVERLAP_IDS} segment ids")
+        rows = [await _get_visible(request, key, s) for s in wanted]
+        unbuilt = [r.segment_id for r in rows if r.version == 0]
+        if unbuilt:
+            raise ApiError(409, "not_built", f"not built yet: {', '.join(unbuilt)}")
+        counts = await _run(store.overlap, state.api_clickhouse,
+                            {r.segment_id: r.version for r in rows})
+        pairs = []
+        for i, a in enumerate(wanted):
+            for b in wanted[i:]:
+                n = counts.get((min(a, b), max(a, b)), 0)
+                hidden = key.role != "admin" and 0 < n < K_MIN
+                pairs.append(OverlapPair(a, b, None if hidden else n, hidden))
+        return Overlap([OverlapSegment(r.segment_id, r.version, r.size) for r in rows], pairs)
+
+    @get("/{segment_id:str}", summary="One segment: definition and build state")
+    async def get_segment(self, request: Request, segment_id: FromPath[str]) -> Segment:
+        key = await authorize(request, "advertiser")
+        row = await _get_visible(request, key, segment_id)
+        return (await _present(app_state(request), [row]))[0]
+
+    @post("/{segment_id:str}/build", status_code=202, summary="Build a segment (async)")
+    async def build(self, request: Request, segment_id: FromPath[str]) -> BuildStarted:
+        """Starts a build in the background and answers at once; poll the segment for
+        ``status`` (ready or failed). The previous version is served until the new one is
+        ready, and stays if the build fails."""
+        key = await authorize(request, "advertiser")
+        state = app_state(request)
+        row = await _get_visible(request, key, segment_id)
+        if key.role != "admin" and row.owner != key.advertiser_id:
+            raise ApiError(403, "forbidden", "platform segments are built by the platform")
+        r = state.stores.redis
+        token = await anyio.to_thread.run_sync(lambda: B.acquire(r, segment_id))
+        if token is None:
+            raise ApiError(409, "already_building", f"segment {segment_id} is being built")
+        client = _builder_client(request, state)
+        try:
+            row = await _run(lambda: store.write_state(state.api_clickhouse, row,
+                                                       status="building", error=""))
+        except BaseException:
+            await anyio.to_thread.run_sync(lambda: B.release(r, segment_id, token))
+            raise
+        _spawn_build(client, r, segment_id, token, key.key_id)
+        return BuildStarted(segment_id, "building", row.version)
+
+
+class ProfileSegmentsController(Controller):
+    path = "/v1/profiles"
+    tags = ["segments"]
+
+    @get("/{profile_id:str}/segments", summary="Segments of one profile (ad decisioning)",
+         response_model=None)
+    async def profile_segments(
+        self, request: Request, profile_id: FromPath[str],
+        format: FromQuery[Literal["json", "openrtb"]] = "json",  # noqa: A002 - the query parameter's name
+    ) -> Any:
+        """Served from Redis only. ``format=openrtb`` answers the OpenRTB 2.6 ``user.data``
+        array: ``[{"id": "adtier", "name": "adtier", "segment": [{"id": ...}]}]`` (``[]`` when
+        the profile is in no segment). Admin keys see every segment; advertiser keys their own.
+        """
+        key = await authorize(request, "advertiser")
+        if not 1 <= len(profile_id) <= 64:
+            raise ApiError(400, "invalid_profile_id", "a profile id has 1 to 64 characters")
+        client = app_state(request).redis
+        try:
+            found = await client.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
+        except redis.exceptions.NoScriptError:
+            found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)
+        segments = sorted(
+            found[i].decode() for i in range(0, len(found), 2)
+            if key.role == "admin" or found[i + 1].decode() == key.advertiser_id
+        )
+        if format == "openrtb":
+            if not segments:
+                return []
+            return [{"id": "adtier", "name": "adtier",
+                     "segment": [{"id": s} for s in segments]}]
+        return ProfileSegments(profile_id, segments)
+
+
+SEGMENT_ROUTES = [SegmentsController, ProfileSegmentsController]

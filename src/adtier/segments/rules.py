@@ -1,0 +1,264 @@
+"""The segment rule language (BRIEF §4): JSON trees validated into typed nodes.
+
+A tree is ``{"all": [node, ...]}``, ``{"any": [node, ...]}``, ``{"not": node}`` or a predicate
+``{"feature", "key"?, "window_days"?, "op", "value"}``. Each predicate is decoded by msgspec
+(strict types, unknown fields refused); the walk around it builds the node path, so every error
+names the node it is about: ``rule.all[1].any[0].op: ...``.
+
+Feature catalog (all per profile; "in the window" = the last ``window_days`` UTC days up to and
+including the build's as-of day, which is the day of the latest stored event; default 30,
+at most 365):
+
+======================  =====================  ==================================================
+feature                 key                    definition
+======================  =====================  ==================================================
+ad_impressions          ad category, optional  impression events in the window
+ad_completes            ad category, optional  complete events in the window
+ad_skips                ad category, optional  skip events in the window
+ad_clicks               ad category, optional  click events in the window
+ad_completion_rate      ad category, optional  (completes + 1) / (impressions + 2): Beta(1, 1)
+ad_skip_rate            ad category, optional  (skips + 1) / (impressions + 2): Beta(1, 1)
+ad_ctr                  ad category, optional  (clicks + 0.5) / (impressions + 50): Beta(0.5,
+                                               49.5), prior mean 1 % (CTR is rare; a flat prior
+                                               would put a profile with no clicks at 50 %)
+watch_minutes           -                      minutes watched in the window: per play (session
+                                               x title x day) the largest ``watched_ms``, summed
+sessions                -                      distinct session ids per day, summed over the
+                                               window (ad and viewing events)
+active_days             -                      days in the window with any event
+days_since_active       - (no window)          days from the last active day to the as-of day
+genre_share             genre, required        share of the window's watch minutes on titles of
+                                               that genre (a title counts for each of its genres)
+device_share            device, required       share of the window's events on that device
+daypart_share           morning|afternoon|     share of the window's events in that part of the
+                        evening|late_night     UTC day: 06-12, 12-18, 18-24, 00-06
+campaign_exposures      campaign id, required  impressions of that campaign in the window
+watched_title           content id, required   1 if any viewing event of the title in the window,
+                                               else 0 (``true``/``false`` accepted as values)
+======================  =====================  ==================================================
+
+Smoothed rates are never NaN: with no impressions a rate is its prior mean.
+Ops: ``> >= < <= == !=`` take a number, ``between`` ``[lo, hi]`` (inclusive), ``in`` a
+non-empty list of numbers. Profiles without any event for a feature have the feature's zero
+(counts 0, shares 0, rates the prior mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "FEATURES",
+    "Feature",
+    "Predicate",
+    "All",
+    "AnyOf",
+    "Not",
+    "Node",
+    "RuleError",
+    "parse_rule",
+    "predicates",
+    "to_json",
+    "DEFAULT_WINDOW_DAYS",
+    "MAX_WINDOW_DAYS",
+    "DAYPARTS",
+    "DEVICES",
+]
+
+DEFAULT_WINDOW_DAYS = 30
+MAX_WINDOW_DAYS = 365
+MAX_NODES = 200
+MAX_DEPTH = 12
+DAYPARTS = ("morning", "afternoon", "evening", "late_night")
+DEVICES = ("tv", "mobile", "tablet", "web", "console", "other")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    source: str  # ad | content | activity
+    key: str  # "none" | "optional" | "required"
+    key_kind: str  # what the key names: category, genre, device, daypart, campaign, title
+    windowed: bool = True
+
+
+FEATURES: dict[str, Feature] = {f.name: f for f in (
+    Feature("ad_impressions", "ad", "optional", "category"),
+    Feature("ad_completes", "ad", "optional", "category"),
+    Feature("ad_skips", "ad", "optional", "category"),
+    Feature("ad_clicks", "ad", "optional", "category"),
+    Feature("ad_completion_rate", "ad", "optional", "category"),
+    Feature("ad_skip_rate", "ad", "optional", "category"),
+    Feature("ad_ctr", "ad", "optional", "category"),
+    Feature("campaign_exposures", "ad", "required", "campaign"),
+    Feature("watch_minutes", "content", "none", ""),
+    Feature("genre_share", "content", "required", "genre"),
+    Feature("watched_title", "content", "required", "title"),
+    Feature("sessions", "activity", "none", ""),
+    Feature("active_days", "activity", "none", ""),
+    Feature("days_since_active", "activity", "none", "", windowed=False),
+    Feature("device_share", "activity", "required", "device"),
+    Feature("daypart_share", "activity", "required", "daypart"),
+)}
+
+Op = Literal[">", ">=", "<", "<=", "==", "!=", "between", "in"]
+Number = Union[int, float, bool]
+
+
+class RuleError(ValueError):
+    """A rule that cannot be used; ``path`` names the node (``rule.all[2].op``)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class _PredicateIn(msgspec.Struct, forbid_unknown_fields=True):
+    feature: str
+    op: Op
+    value: Union[Number, list[Number]]
+    key: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    window_days: Annotated[int, Meta(ge=1, le=MAX_WINDOW_DAYS)] | None = None
+
+
+@dataclass(frozen=True)
+class Predicate:
+    feature: str
+    op: str
+    value: tuple[float, ...]  # one number, two for between, one or more for in
+    key: str | None
+    window_days: int  # 0 when the feature has no window
+    path: str
+
+    @property
+    def spec(self) -> tuple[str, str | None, int]:
+        """What has to be computed for this predicate: (feature, key, window)."""
+        return (self.feature, self.key, self.window_days)
+
+
+@dataclass(frozen=True)
+class All:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    child: "Node"
+
+
+Node = Union[Predicate, All, AnyOf, Not]
+
+
+def _num(value: Any) -> float:
+    return int(value) if isinstance(value, (bool, int)) else float(value)
+
+
+def _predicate(raw: dict, path: str) -> Predicate:
+    try:
+        p = msgspec.convert(raw, _PredicateIn, strict=True)
+    except msgspec.ValidationError as err:
+        # msgspec says "... - at `$.op`": re-anchor its location on the node's path
+        text = str(err)
+        where = ""
+        if " - at `$" in text:
+            text, _, loc = text.partition(" - at `$")
+            where = loc.rstrip("`")
+        raise RuleError(path + where, text) from None
+    feature = FEATURES.get(p.feature)
+    if feature is None:
+        raise RuleError(f"{path}.feature", f"unknown feature {p.feature!r}; one of "
+                        + ", ".join(sorted(FEATURES)))
+    if feature.key == "none" and p.key is not None:
+        raise RuleError(f"{path}.key", f"{p.feature} takes no key")
+    if feature.key == "required" and p.key is None:
+        raise RuleError(f"{path}.key", f"{p.feature} needs a key ({feature.key_kind})")
+    if feature.key_kind == "daypart" and p.key not in DAYPARTS:
+        raise RuleError(f"{path}.key", f"daypart is one of {', '.join(DAYPARTS)}")
+    if feature.key_kind == "device" and p.key not in DEVICES:
+        raise RuleError(f"{path}.key", f"device is one of {', '.join(DEVICES)}")
+    if not feature.windowed and p.window_days is not None:
+        raise RuleError(f"{path}.window_days", f"{p.feature} has no window")
+    window = (p.window_days or DEFAULT_WINDOW_DAYS) if feature.windowed else 0
+    if p.op == "between":
+        if not (isinstance(p.value, list) and len(p.value) == 2):
+            raise RuleError(f"{path}.value", "between takes [low, high]")
+        lo, hi = (_num(v) for v in p.value)
+        if lo > hi:
+            raise RuleError(f"{path}.value", f"between: low {lo} is above high {hi}")
+        values: tuple[float, ...] = (lo, hi)
+    elif p.op == "in":
+        if not (isinstance(p.value, list) and 1 <= len(p.value) <= 1000):
+            raise RuleError(f"{path}.value", "in takes a list of 1 to 1000 numbers")
+        values = tuple(_num(v) for v in p.value)
+    else:
+        if isinstance(p.value, list):
+            raise RuleError(f"{path}.value", f"{p.op} takes one number, not a list")
+        values = (_num(p.value),)
+    return Predicate(p.feature, p.op, values, p.key, window, path)
+
+
+def parse_rule(raw: Any, path: str = "rule") -> Node:
+    """Validate a decoded JSON tree; raises ``RuleError`` naming the first bad node."""
+    count = [0]
+
+    def walk(node: Any, where: str, depth: int) -> Node:
+        count[0] += 1
+        if count[0] > MAX_NODES:
+            raise RuleError(where, f"a rule has at most {MAX_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise RuleError(where, f"a rule nests at most {MAX_DEPTH} levels")
+        if not isinstance(node, dict):
+            raise RuleError(where, f"expected an object, got {type(node).__name__}")
+        combinators = [k for k in ("all", "any", "not") if k in node]
+        if combinators:
+            if len(node) != 1:
+                raise RuleError(where, "a combinator node has exactly one field "
+                                f"(all, any or not), got {', '.join(sorted(node))}")
+            op = combinators[0]
+            inner = node[op]
+            if op == "not":
+                return Not(walk(inner, f"{where}.not", depth + 1))
+            if not isinstance(inner, list) or not inner:
+                raise RuleError(f"{where}.{op}", "expected a non-empty list of nodes")
+            children = tuple(walk(c, f"{where}.{op}[{i}]", depth + 1)
+                             for i, c in enumerate(inner))
+            return All(children) if op == "all" else AnyOf(children)
+        if "feature" not in node:
+            raise RuleError(where, "expected all, any, not or a predicate with a feature")
+        return _predicate(node, where)
+
+    return walk(raw, path, 0)
+
+
+def predicates(node: Node) -> list[Predicate]:
+    """Every predicate of a tree, in document order."""
+    if isinstance(node, Predicate):
+        return [node]
+    if isinstance(node, Not):
+        return predicates(node.child)
+    return [p for c in node.children for p in predicates(c)]
+
+
+def to_json(node: Node) -> Any:
+    """The canonical JSON form of a validated tree (defaults filled in)."""
+    if isinstance(node, Predicate):
+        out: dict[str, Any] = {"feature": node.feature, "op": node.op}
+        if node.key is not None:
+            out["key"] = node.key
+        if node.window_days:
+            out["window_days"] = node.window_days
+        out["value"] = list(node.value) if node.op in ("between", "in") else node.value[0]
+        return out
+    if isinstance(node, Not):
+        return {"not": to_json(node.child)}
+    return {"all" if isinstance(node, All) else "any": [to_json(c) for c in node.children]}

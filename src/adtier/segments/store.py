@@ -1,0 +1,236 @@
+"""Segment definitions, membership versions and the Redis look-up sets (sync; off the loop).
+
+ClickHouse (``sql/0004_segments.sql``) is the record: ``segments`` holds one row per state
+change (readers use FINAL), ``segment_members`` one row per (segment, version, profile).
+
+Redis holds what ad decisioning reads, without touching ClickHouse:
+
+- ``adtier:seg:m:{segment_id}:{version}`` — a set of the profile ids of one built version;
+- ``adtier:seg:live`` — a hash segment_id -> ``"{version}|{owner}"``: which version is served.
+
+A new version's set is filled first (invisible: nothing points at it), then one ``HSET`` on the
+live hash switches every reader to it at once, then the old set is unlinked. The look-up is one
+Lua call: for each live segment, ``SISMEMBER`` on its current set, so a reader sees either the
+old or the new membership of a segment, never a mix. Cost per look-up grows with the number of
+live segments (~0.2 µs each inside Valkey); keys are not declared to the script, so this needs a
+single Redis node (not Redis Cluster) — true of adtier's deployments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import redis
+from clickhouse_connect.driver.client import Client
+
+__all__ = [
+    "LIVE",
+    "SegmentRow",
+    "member_key",
+    "lock_key",
+    "write_state",
+    "get_segment",
+    "list_segments",
+    "next_version",
+    "insert_members",
+    "delete_versions",
+    "member_ids",
+    "stage_redis",
+    "swap_redis",
+    "drop_redis",
+    "LOOKUP_LUA",
+    "overlap",
+    "forget_profile",
+]
+
+LIVE = "adtier:seg:live"
+_SADD_BATCH = 10_000
+_INSERT_BATCH = 200_000
+
+_COLUMNS = ("segment_id", "name", "kind", "owner", "definition", "status", "version", "size",
+            "built_at", "data_through", "error", "created_at", "created_by", "updated_at",
+            "row_version")
+
+
+def member_key(segment_id: str, version: int) -> str:
+    return f"adtier:seg:m:{segment_id}:{version}"
+
+
+def lock_key(segment_id: str) -> str:
+    return f"adtier:seg:lock:{segment_id}"
+
+
+class SegmentRow(msgspec.Struct, kw_only=True):
+    segment_id: str
+    name: str
+    kind: str
+    owner: str
+    definition: str  # JSON
+    status: str = "pending"
+    version: int = 0
+    size: int = 0
+    built_at: dt.datetime | None = None
+    data_through: dt.datetime | None = None
+    error: str = ""
+    created_at: dt.datetime
+    created_by: str = ""
+    updated_at: dt.datetime | None = None
+    row_version: int = 0
+
+    def definition_json(self) -> dict[str, Any]:
+        return msgspec.json.decode(self.definition)
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def write_state(client: Client, row: SegmentRow, **changes: Any) -> SegmentRow:
+    """Write a new row (the whole segment) with ``changes`` applied; returns it."""
+    new = msgspec.structs.replace(row, **changes, updated_at=dt.datetime.now(dt.timezone.utc),
+                                  row_version=max(time.time_ns(), row.row_version + 1))
+    client.insert("segments", [[getattr(new, c) for c in _COLUMNS]], column_names=list(_COLUMNS))
+    return new
+
+
+def _from(named: dict[str, Any]) -> SegmentRow:
+    return SegmentRow(**{k: _utc(v) for k, v in named.items()})
+
+
+def get_segment(client: Client, segment_id: str) -> SegmentRow | None:
+    rows = list(client.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM segments FINAL WHERE segment_id = {{id:String}}",
+        parameters={"id": segment_id}).named_results())
+    return _from(rows[0]) if rows else None
+
+
+def list_segments(client: Client, owners: Sequence[str] | None = None) -> list[SegmentRow]:
+    """Every segment, or those whose owner is in ``owners`` ('' = platform)."""
+    where, params = "", {}
+    if owners is not None:
+        where, params = "WHERE owner IN {owners:Array(String)}", {"owners": list(owners)}
+    rows = client.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM segments FINAL {where} ORDER BY created_at, segment_id",
+        parameters=params).named_results()
+    return [_from(r) for r in rows]
+
+
+def next_version(client: Client, row: SegmentRow) -> int:
+    """A version no row of this segment has used (a failed build's rows may remain)."""
+    used = client.query("SELECT max(version) FROM segment_members WHERE segment_id = {id:String}",
+                        parameters={"id": row.segment_id}).result_rows[0][0]
+    return max(int(used or 0), row.version) + 1
+
+
+def insert_members(client: Client, segment_id: str, version: int,
+                   profile_ids: Sequence[str] | np.ndarray) -> int:
+    n = len(profile_ids)
+    for start in range(0, n, _INSERT_BATCH):
+        part = profile_ids[start:start + _INSERT_BATCH]
+        m = len(part)
+        table = pa.table({
+            "segment_id": pa.array([segment_id] * m, pa.string()),
+            "version": pa.array(np.full(m, version, np.uint64)),
+            "profile_id": pa.array(list(part), pa.string()),
+        })
+        client.insert_arrow("segment_members", table)
+    return n
+
+
+def delete_versions(client: Client, segment_id: str, where: str, **params: Any) -> None:
+    """Delete some versions of a segment's members (``where`` over ``version``)."""
+    client.command(
+        f"DELETE FROM segment_members WHERE segment_id = {{id:String}} AND ({where})",
+        parameters={"id": segment_id, **params}, settings={"lightweight_deletes_sync": 2})
+
+
+def member_ids(client: Client, segment_id: str, version: int) -> list[str]:
+    return [r[0] for r in client.query(
+        "SELECT profile_id FROM segment_members WHERE segment_id = {id:String} "
+        "AND version = {v:UInt64} ORDER BY profile_id",
+        parameters={"id": segment_id, "v": version}).result_rows]
+
+
+def stage_redis(r: redis.Redis, segment_id: str, version: int, profile_ids: Iterable[str]) -> None:
+    """Fill the (not yet visible) set of a new version."""
+    key = member_key(segment_id, version)
+    pipe = r.pipeline(transaction=False)
+    pipe.unlink(key)
+    batch: list[str] = []
+    for pid in profile_ids:
+        batch.append(pid)
+        if len(batch) >= _SADD_BATCH:
+            pipe.sadd(key, *batch)
+            batch = []
+            pipe.execute()
+    if batch:
+        pipe.sadd(key, *batch)
+    pipe.execute()
+
+
+def swap_redis(r: redis.Redis, segment_id: str, version: int, owner: str,
+               old_version: int) -> None:
+    """Serve ``version`` from now on (one HSET: atomic), then drop the old set."""
+    r.hset(LIVE, segment_id, f"{version}|{owner}")
+    if old_version and old_version != version:
+        r.unlink(member_key(segment_id, old_version))
+
+
+def drop_redis(r: redis.Redis, segment_id: str, version: int) -> None:
+    r.unlink(member_key(segment_id, version))
+
+
+# One round trip: [segment_id, owner, segment_id, owner, ...] of the live segments holding ARGV[1].
+LOOKUP_LUA = """
+local live = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #live, 2 do
+  local sid = live[i]
+  local value = live[i + 1]
+  local sep = string.find(value, '|', 1, true)
+  local version = string.sub(value, 1, sep - 1)
+  if redis.call('SISMEMBER', 'adtier:seg:m:' .. sid .. ':' .. version, ARGV[1]) == 1 then
+    out[#out + 1] = sid
+    out[#out + 1] = string.sub(value, sep + 1)
+  end
+end
+return out
+"""
+
+
+def overlap(client: Client, current: dict[str, int]) -> dict[tuple[str, str], int]:
+    """Exact |A ∩ B| for every pair (a <= b) of segments at the given versions (incl. a == b)."""
+    if not current:
+        return {}
+    ids = list(current)
+    versions = [current[s] for s in ids]
+    rows = client.query(
+        """
+        SELECT s1, s2, count() FROM (
+            SELECT profile_id, groupArray(segment_id) AS segs FROM segment_members
+            WHERE (segment_id, version) IN (
+                SELECT tupleElement(t, 1), tupleElement(t, 2)
+                FROM (SELECT arrayJoin(arrayZip({ids:Array(String)}, {vs:Array(UInt64)})) AS t))
+            GROUP BY profile_id
+        ) ARRAY JOIN segs AS s1 ARRAY JOIN segs AS s2
+        WHERE s1 <= s2
+        GROUP BY s1, s2
+        """, parameters={"ids": ids, "vs": versions}).result_rows
+    return {(a, b): int(n) for a, b, n in rows}
+
+
+def forget_profile(client: Client, r: redis.Redis, profile_id: str) -> None:
+    """Remove one profile from every segment version, in ClickHouse and Redis (erasure)."""
+    client.command("DELETE FROM segment_members WHERE profile_id = {p:String}",
+                   parameters={"p": profile_id}, settings={"lightweight_deletes_sync": 2})
+    for sid, value in r.hgetall(LIVE).items():
+        version = value.decode().split("|", 1)[0]
+        r.srem(member_key(sid.decode(), int(version)), profile_id)

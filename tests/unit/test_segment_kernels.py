@@ -1,0 +1,152 @@
+"""The Numba kernels against plain NumPy references: random shapes, empty inputs, NaN-free."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adtier.segments import kernels as K
+
+
+def _csr(seed: int, n: int, max_rows: int, n_keys: int = 4, max_day: int = 40):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, max_rows + 1, n)
+    idx = np.repeat(np.arange(n), counts).astype(np.int64)
+    m = idx.shape[0]
+    day_off = rng.integers(0, max_day, m).astype(np.int32)
+    key = rng.integers(0, n_keys, m).astype(np.int32)
+    values = rng.integers(0, 5, m).astype(np.float64)
+    return idx, K.csr_offsets(idx, n), day_off, key, values
+
+
+shapes = st.tuples(st.integers(0, 2**31), st.integers(0, 60), st.integers(0, 6))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 3), st.integers(0, 45))
+def test_windowed_sum_and_days_match_numpy(shape, want, window) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows)
+    assert offsets.shape == (n + 1,) and offsets[-1] == idx.shape[0]
+    hit = (key == want) & (day_off < window)
+    ref_sum = np.bincount(idx[hit], weights=values[hit], minlength=n)
+    ref_days = np.bincount(idx[hit & (values > 0)], minlength=n).astype(np.float64)
+    np.testing.assert_allclose(K.windowed_sum(offsets, day_off, key, values, want, window), ref_sum)
+    np.testing.assert_array_equal(
+        K.windowed_days(offsets, day_off, key, values, want, window), ref_days)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_days_since_is_the_smallest_day_offset(shape) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, _, _ = _csr(seed, n, max_rows)
+    ref = np.full(n, 999.0)
+    np.minimum.at(ref, idx, day_off.astype(np.float64))
+    np.testing.assert_array_equal(K.days_since(offsets, day_off, 999), ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1000)), max_size=50),
+       st.floats(0.01, 10), st.floats(0.01, 100))
+def test_beta_rate_is_nan_free_and_shrinks_to_the_prior(pairs, a, b) -> None:
+    num = np.array([min(x, y) for x, y in pairs], np.float64)
+    den = np.array([max(x, y) for x, y in pairs], np.float64)
+    got = K.beta_rate(num, den, a, b)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, (num + a) / (den + a + b))
+    assert ((got > 0) & (got < 1)).all()
+    np.testing.assert_allclose(K.beta_rate(np.zeros(3), np.zeros(3), a, b), a / (a + b))
+
+
+def test_one_of_one_is_not_certain() -> None:
+    assert K.beta_rate(np.ones(1), np.ones(1), 1.0, 1.0)[0] == pytest.approx(2 / 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)), max_size=50))
+def test_safe_share_has_no_nan(pairs) -> None:
+    num = np.array([p[0] for p in pairs], np.float64)
+    den = np.array([p[1] for p in pairs], np.float64)
+    got = K.safe_share(num, den)
+    assert not np.isnan(got).any()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ref = np.where(den > 0, num / den, 0.0)
+    np.testing.assert_allclose(got, ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(1, 45), st.sampled_from([0.0, 7.0]))
+def test_key_shares_match_numpy(shape, window, half_life) -> None:
+    seed, n, max_rows = shape
+    n_keys = 3
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows, n_keys + 1)
+    got = K.key_shares(offsets, day_off, key, values, n_keys, window, half_life)
+    w = values * (0.5 ** (day_off / half_life) if half_life > 0 else 1.0)
+    ref = np.zeros((n, n_keys))
+    hit = (key >= 1) & (day_off < window)
+    np.add.at(ref, (idx[hit], key[hit] - 1), w[hit])
+    total = ref.sum(axis=1, keepdims=True)
+    ref = np.divide(ref, total, out=np.zeros_like(ref), where=total > 0)
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert not np.isnan(got).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 5), max_size=40), st.sampled_from(list(K.OPS)),
+       st.lists(st.integers(-5, 5), min_size=1, max_size=4))
+def test_compare_matches_numpy(values, op, params) -> None:
+    v = np.array(values, np.float64)
+    if op == "between":
+        params = sorted(params[:2] * (2 if len(params) == 1 else 1))[:2]
+    p = np.array(params, np.float64)
+    ref = {">": v > p[0], ">=": v >= p[0], "<": v < p[0], "<=": v <= p[0], "==": v == p[0],
+           "!=": v != p[0], "between": (v >= p[0]) & (v <= p[-1]), "in": np.isin(v, p)}[op]
+    np.testing.assert_array_equal(K.compare(v, K.OPS[op], p), ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(0, 30), st.integers(1, 6))
+def test_cosine_and_normalize_match_numpy(seed, n, d) -> None:
+    rng = np.random.default_rng(seed)
+    m = rng.random((n, d)) * (rng.random((n, 1)) > 0.2)  # some zero rows
+    c = rng.random(d)
+    norms = np.linalg.norm(m, axis=1)
+    ref = np.where(norms > 0, m @ c / np.where(norms > 0, norms, 1) / np.linalg.norm(c), 0.0)
+    np.testing.assert_allclose(K.cosine_to(m, c), ref, atol=1e-12)
+    np.testing.assert_allclose(K.cosine_to(m, np.zeros(d)), np.zeros(n))
+    unit = K.normalize_rows(m)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), (norms > 0).astype(float),
+                               atol=1e-12)
+
+
+def test_empty_inputs() -> None:
+    e64, e32 = np.zeros(0, np.float64), np.zeros(0, np.int32)
+    offsets = K.csr_offsets(np.zeros(0, np.int64), 0)
+    assert offsets.tolist() == [0]
+    assert K.windowed_sum(offsets, e32, e32, e64, 0, 30).shape == (0,)
+    assert K.windowed_days(offsets, e32, e32, e64, 0, 30).shape == (0,)
+    assert K.days_since(offsets, e32, 9).shape == (0,)
+    assert K.key_shares(offsets, e32, e32, e64, 3, 30, 7.0).shape == (0, 3)
+    assert K.compare(e64, 0, np.ones(1)).shape == (0,)
+    # profiles without rows: zeros, and "never" for recency
+    offsets = K.csr_offsets(np.zeros(0, np.int64), 3)
+    assert K.windowed_sum(offsets, e32, e32, e64, 0, 30).tolist() == [0, 0, 0]
+    assert K.days_since(offsets, e32, 9).tolist() == [9, 9, 9]
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 45))
+def test_fused_windowed_sums_match_single_sums(shape, window) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows)
+    both = np.ascontiguousarray(np.stack([values, values * 2 + 1], axis=1))
+    keys = np.array([0, 2, 3], np.int32)
+    got = K.windowed_sums(offsets, day_off, key, both, keys, window)
+    assert got.shape == (n, 3, 2)
+    for j, k in enumerate(keys):
+        for m in range(2):
+            np.testing.assert_allclose(
+                got[:, j, m], K.windowed_sum(offsets, day_off, key, both[:, m], k, window))
