@@ -23,6 +23,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
 from adtier.catalog import store
+from adtier.segments.store import forget_profile
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -251,8 +252,10 @@ class PrivacyController(Controller):
         late-arriving events. Idempotent; an unknown profile is erased too (no existence
         oracle)."""
         await authorize(request, "admin")
-        client = app_state(request).api_clickhouse
-        methods = await _run(store.erase_profile, client, _profile_id(profile_id))
+        state = app_state(request)
+        methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
+        # and out of every built segment at once, not at the next build
+        await _run(forget_profile, state.api_clickhouse, state.stores.redis, profile_id)
         log.info("profile_erased", methods=methods)  # never the profile id itself
         return Erased(profile_id, True)
 
