@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -36,3 +39,12 @@ def content_event(type_: str = "content_start", **fields: Any) -> dict[str, Any]
 
 def batch(events: list[dict[str, Any]], sent_at: int | None = None) -> dict[str, Any]:
     return {"sent_at": now_ms() if sent_at is None else sent_at, "events": events}
+
+
+def run_cli(data_dir: object, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+    """``adtier ARGS`` in a subprocess on its own embedded data dir."""
+    env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_LOG_LEVEL": "warning"}
+    env.pop("ADTIER_CLICKHOUSE_URL", None)
+    env.pop("ADTIER_REDIS_URL", None)
+    return subprocess.run([sys.executable, "-m", "adtier", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)

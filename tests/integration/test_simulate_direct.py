@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
+from tests.helpers import run_cli
 
 from adtier.simulate.direct import load_catalog_direct, run_direct
 from adtier.simulate.ids import HOLDOUT_SQL
@@ -67,21 +67,13 @@ def test_holdout_rule_in_clickhouse_is_the_simulators(ch):
         assert in_sql == np.nonzero(world.holdout[:, c])[0].tolist(), campaign_id
 
 
-def _adtier(data_dir, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_LOG_LEVEL": "warning"}
-    env.pop("ADTIER_CLICKHOUSE_URL", None)
-    env.pop("ADTIER_REDIS_URL", None)
-    return subprocess.run([sys.executable, "-m", "adtier", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
 @pytest.mark.slow
 def test_cli_simulate_direct_and_busy_data_dir(tmp_path):
     data = tmp_path / "data"
     truth = tmp_path / "truth"
     args = ("simulate", "--direct", "--profiles", "300", "--days", "2", "--seed", "4",
             "--start", "2026-11-01", "--truth", str(truth), "--no-progress")
-    out = _adtier(data, *args)
+    out = run_cli(data, *args)
     assert out.returncode == 0, out.stderr
     assert "simulated 300 profiles" in out.stdout and "events/s" in out.stdout
     assert "inserted:" in out.stdout and "impression" in out.stdout
@@ -95,11 +87,11 @@ def test_cli_simulate_direct_and_busy_data_dir(tmp_path):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        busy = _adtier(data, *args)
+        busy = run_cli(data, *args)
     finally:
         os.close(fd)
     assert busy.returncode == 2
     assert "in use" in busy.stderr and "--url" in busy.stderr
 
-    missing = _adtier(data, "simulate", "--profiles", "10")
+    missing = run_cli(data, "simulate", "--profiles", "10")
     assert missing.returncode == 2 and "--direct" in missing.stderr
