@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-import redis
 
 from adtier.ingest.buffer import FlushBuffer
 from adtier.ingest.flusher import Flusher, build_blocks, token_for

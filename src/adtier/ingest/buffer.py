@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import msgspec
 import redis

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from adtier.events import DECODERS, AdEvent, rejection_reason
+from adtier.events import AdEvent, rejection_reason
 from adtier.settings import Settings
 
 __all__ = ["TimePolicy", "Rejection", "Prepared", "prepare_events", "rejected_rows", "to_ms"]
