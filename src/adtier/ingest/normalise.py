@@ -137,8 +137,10 @@ def prepare_events(
                              "event time is older than the retention window", bytes(raw)))
             continue
         # ClickHouse reads a JSON number into DateTime64 as epoch seconds; written exactly.
-        event.ts = msgspec.Raw(_seconds(ts))
-        row = _encoder.encode(event)[:-1] + b',"client_ts":' + _seconds(client_ms) + tail
+        seconds = _seconds(ts)
+        event.ts = msgspec.Raw(seconds)
+        client = seconds if not skew else _seconds(client_ms)
+        row = _encoder.encode(event)[:-1] + b',"client_ts":' + client + tail
         if isinstance(event, AdEvent):
             out.ad_rows.append(row)
             out.ad_ids.append(event.event_id.bytes)
