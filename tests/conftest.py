@@ -22,7 +22,7 @@ from adtier.store.migrate import apply_migrations
 
 TABLES = ("ad_events", "content_events", "rejected_events", "ingest_batches", "api_keys",
           "advertisers", "campaigns", "creatives", "titles", "profiles", "privacy_optouts",
-          "erasures", "segments", "segment_members")
+          "erasures", "segments", "segment_members", "audit_log", "profile_features")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from adtier.auth import KeyCache, KeyRegistry
 from adtier.catalog import CATALOG_ROUTES
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
+from adtier.features.routes import FEATURE_ROUTES
 from adtier.ingest.buffer import IngestBuffer
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.normalise import TimePolicy
@@ -28,6 +29,7 @@ from adtier.ingest.routes import EventsController
 from adtier.ingest.service import IngestService
 from adtier.key_routes import KeysController
 from adtier.logs import configure_logging, get_logger
+from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
 from adtier.segments.routes import SEGMENT_ROUTES
@@ -107,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
-                        *CATALOG_ROUTES, *SEGMENT_ROUTES],
+                        *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

@@ -177,6 +177,60 @@ def cmd_segments(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``adtier export features --out FILE``: features changed since a watermark, to Parquet
+    (or an Arrow IPC stream file when FILE ends in .arrow), with a progress bar."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    from tqdm import tqdm
+
+    from adtier.features.batch import compute
+    from adtier.features.export import (
+        ColumnsError,
+        iter_batches,
+        plan_export,
+        select_columns,
+        write_parquet,
+    )
+    from adtier.runtime import open_stores
+
+    try:
+        columns = select_columns(args.columns)
+    except ColumnsError as err:
+        print(f"adtier: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    stores = open_stores(_settings(args))
+    try:
+        client = stores.clickhouse
+        if args.compute:
+            with tqdm(unit="chunk", desc="compute") as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+
+                compute(client, progress=progress, redis_client=stores.redis)
+        plan = plan_export(client, args.since, columns, stores.redis)
+        with tqdm(total=plan.rows, unit="profile", desc="export") as bar:
+            if out.suffix == ".arrow":
+                rows = 0
+                with pa.OSFile(str(out), "wb") as sink, ipc.new_stream(sink, plan.schema) as w:
+                    for b in iter_batches(client, plan):
+                        w.write_batch(b)
+                        rows += b.num_rows
+                        bar.update(b.num_rows)
+            else:
+                rows = write_parquet(iter_batches(client, plan), plan.schema, out, bar.update)
+        print(msgspec.json.encode({"out": str(out), "rows": rows, "since": plan.since,
+                                   "watermark": plan.watermark}).decode())
+    finally:
+        stores.close()
+    return 0
+
+
 def _version() -> str:
     from adtier import __version__
 
@@ -227,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg_build.add_argument("ids", nargs="*", metavar="ID", help="segment ids")
     seg_build.add_argument("--all", action="store_true", help="every segment")
     segments.set_defaults(func=cmd_segments)
+
+    export = sub.add_parser("export", help="export data for downstream jobs")
+    export_sub = export.add_subparsers(dest="export_cmd", required=True)
+    exp_features = export_sub.add_parser(
+        "features", help="profile features changed since a watermark, with a progress bar")
+    exp_features.add_argument("--out", required=True, help="file.parquet (or file.arrow)")
+    exp_features.add_argument("--since", type=int, default=0,
+                              help="watermark of the previous export (0: everything)")
+    exp_features.add_argument("--columns", default=None, help="comma-separated feature columns")
+    exp_features.add_argument("--compute", action="store_true",
+                              help="recompute batch features first")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

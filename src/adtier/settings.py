@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flusher_threads: int = 2
     flusher_name: str = ""
     claim_idle_ms: int = 30_000
+    privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -150,3 +150,36 @@ def test_fused_windowed_sums_match_single_sums(shape, window) -> None:
         for m in range(2):
             np.testing.assert_allclose(
                 got[:, j, m], K.windowed_sum(offsets, day_off, key, both[:, m], k, window))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 3), st.integers(0, 45),
+       st.sampled_from([(np.int32, np.float64), (np.int8, np.float32), (np.int16, np.float32)]))
+def test_fused_rate_and_share_match_numpy(shape, want, window, dtypes) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, key, den = _csr(seed, n, max_rows)
+    num = np.floor(den * np.random.default_rng(seed).random(den.shape[0]))
+    small, real = dtypes
+    rate, share = K.rate_and_share(offsets, day_off.astype(small), key.astype(small),
+                                   num.astype(real), den.astype(real), want, window, 1.0, 1.0)
+    w = day_off < window
+    hit = w & (key == want)
+    d = np.bincount(idx[hit], den[hit], n)
+    m = np.bincount(idx[hit], num[hit], n)
+    total = np.bincount(idx[w & (key == 0)], den[w & (key == 0)], n)
+    assert not np.isnan(rate).any() and not np.isnan(share).any()
+    np.testing.assert_allclose(rate, (m + 1) / (d + 2), rtol=1e-6)
+    np.testing.assert_allclose(share, np.divide(d, total, out=np.zeros(n), where=total > 0),
+                               rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 3))
+def test_key_min_matches_numpy(shape, want) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows)
+    out = K.key_min(offsets, key, values, want, 1e6)
+    ref = np.full(n, 1e6)
+    hit = key == want
+    np.minimum.at(ref, idx[hit], values[hit])
+    np.testing.assert_array_equal(out, ref)

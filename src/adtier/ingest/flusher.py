@@ -14,6 +14,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 import redis
@@ -106,6 +107,8 @@ class Flusher:
         max_seconds: float = 1.0,
         claim_idle_ms: int = 30_000,
         failpoint: str = "",
+        on_stored: "Callable[[list[Entry], FlushBlocks], None] | None" = None,
+        live_counters: bool = True,
     ):
         self.ch = clickhouse
         self.buffer = FlushBuffer(redis_client, consumer)
@@ -117,6 +120,13 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._failpoint = failpoint or os.environ.get("ADTIER_FAILPOINT", "")
         self._last_recovery = 0.0
+        # Called after a flush is acknowledged, with its entries and (deduplicated) rows; by
+        # default the live per-profile counters of the feature feed (adtier.features.live).
+        if on_stored is None and live_counters:
+            from adtier.features.live import LiveCounters  # lazy: features imports ingest
+
+            on_stored = LiveCounters(redis_client, clickhouse).on_stored
+        self.on_stored = on_stored
 
     # ---- one flush -------------------------------------------------------------------------
     def flush(self, entries: list[Entry]) -> None:
@@ -164,6 +174,11 @@ class Flusher:
         if self._failpoint == "after_insert":
             os._exit(137)  # fault injection for tests: die between insert and acknowledgement
         self.buffer.complete(entries, plan)
+        if self.on_stored is not None and blocks.ad_rows:
+            try:
+                self.on_stored(entries, blocks)
+            except Exception:  # noqa: BLE001 - a hook never fails a stored flush
+                log.exception("on_stored_hook_failed", consumer=self.consumer)
         metrics.FLUSH_ROWS.labels("ad_events").inc(blocks.ad_rows)
         metrics.FLUSH_ROWS.labels("content_events").inc(blocks.content_rows)
 

@@ -23,9 +23,12 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
@@ -137,12 +140,14 @@ def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
 
 def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str | None = None,
                   chunk_profiles: int = 200_000, progress: Progress | None = None,
-                  by: str = "", precomputed: tuple[np.ndarray, dt.date, Any] | None = None
-                  ) -> store.SegmentRow:
+                  by: str = "", precomputed: tuple[np.ndarray, dt.date, Any] | None = None,
+                  cleanup: list[tuple[str, int]] | None = None) -> store.SegmentRow:
     """Build one segment now; answers its final row (ready, or failed with ``error``).
 
     ``token``: the build lock, when the caller took it already (the API does, to answer 409).
     ``precomputed``: (members, as-of day, data_through) from ``shared_rule_members``.
+    ``cleanup``: if given, (segment, new version) is appended to it and the caller deletes the
+    versions older than the previous one (``forget_old_versions``: one DELETE for many builds).
     """
     own_lock = token is None
     if own_lock:
@@ -161,13 +166,14 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
             else:
                 day, through = F.as_of(client)
                 members = _members(client, row, day, chunk_profiles, progress)
-            members = np.unique(members.astype(str)) if members.shape[0] else members
+            ids = store.as_arrow_ids(members)
+            if row.kind != "rule" and len(ids):  # rule members are distinct by construction
+                ids = pc.unique(ids)
             version = store.next_version(client, row)
-            store.insert_members(client, segment_id, version, members)
-            store.stage_redis(r, segment_id, version, (str(m) for m in members))
+            _write_members(client, r, segment_id, version, ids)
             old = row.version
             row = store.write_state(
-                client, row, status="ready", version=version, size=int(members.shape[0]),
+                client, row, status="ready", version=version, size=len(ids),
                 built_at=dt.datetime.now(dt.timezone.utc), data_through=through, error="")
             store.swap_redis(r, segment_id, version, row.owner, old)
         except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
@@ -177,8 +183,11 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
             failed = store.get_segment(client, segment_id) or row
             return store.write_state(client, failed, status="failed",
                                      error=f"{type(err).__name__}: {err}"[:2000])
-        _forget_old(client, segment_id, version)
-        digest = hashlib.sha256("\n".join(map(str, members)).encode()).hexdigest()
+        if cleanup is None:
+            _forget_old(client, segment_id, version)
+        else:
+            cleanup.append((segment_id, version))
+        digest = _digest(ids)
         # audit: who, what, when, how many, and a hash of the answer (never the ids)
         log.info("segment_built", segment_id=segment_id, kind=row.kind, owner=row.owner, by=by,
                  version=version, size=row.size, members_sha256=digest,
@@ -186,6 +195,54 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
         return row
     finally:
         release(r, segment_id, token)
+
+
+def _write_members(client: Client, r: redis.Redis, segment_id: str, version: int,
+                   ids: pa.Array) -> None:
+    """ClickHouse rows and the Redis set of a new version, written at the same time (chdb and
+    the socket both release the GIL): Arrow blocks on one side, bulk-encoded SADDs on the
+    other."""
+    if len(ids) < 50_000:
+        store.insert_members(client, segment_id, version, ids)
+        store.stage_redis(r, segment_id, version, ids)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
+        staged = pool.submit(store.stage_redis, r, segment_id, version, ids)
+        try:
+            store.insert_members(client, segment_id, version, ids)
+        finally:
+            staged.result()
+
+
+def _digest(ids: pa.Array) -> str:
+    """sha256 of the member ids, newline-separated (for the audit log; never the ids)."""
+    if not len(ids):
+        return hashlib.sha256(b"").hexdigest()
+    joined = pc.binary_join_element_wise(ids, pa.scalar("\n"), "")
+    offsets = np.frombuffer(joined.buffers()[1], np.int32, len(joined) + 1, joined.offset * 4)
+    data = joined.buffers()[2]
+    body = memoryview(data)[int(offsets[0]):int(offsets[-1]) - 1]  # no trailing newline
+    return hashlib.sha256(body).hexdigest()
+
+
+def forget_old_versions(client: Client, built: list[tuple[str, int]]) -> None:
+    """Delete, for each (segment, new version), the versions older than the previous one: one
+    lightweight DELETE for all of them, and none when there is nothing to delete."""
+    if not built:
+        return
+    ids = [s for s, _ in built]
+    keep_from = [max(v - 1, 0) for _, v in built]
+    params = {"ids": ids, "keep": keep_from}
+    where = ("version > 0 AND version < arrayElement({keep:Array(UInt64)}, "
+             "indexOf({ids:Array(String)}, segment_id)) AND segment_id IN {ids:Array(String)}")
+    try:
+        stale = client.query(f"SELECT count() FROM segment_members WHERE {where}",
+                             parameters=params).result_rows[0][0]
+        if stale:
+            client.command(f"DELETE FROM segment_members WHERE {where}", parameters=params,
+                           settings={"lightweight_deletes_sync": 2})
+    except Exception as err:  # noqa: BLE001 - old rows are invisible to readers anyway
+        log.warning("segment_cleanup_failed", segments=len(built), error=str(err)[:300])
 
 
 def _discard(client: Client, r: redis.Redis, segment_id: str, version: int) -> None:
@@ -198,11 +255,7 @@ def _discard(client: Client, r: redis.Redis, segment_id: str, version: int) -> N
 
 def _forget_old(client: Client, segment_id: str, version: int) -> None:
     """Keep the new and the previous version (a reader may hold the previous number)."""
-    try:
-        store.delete_versions(client, segment_id, "version > 0 AND version < {v:UInt64}",
-                              v=version - 1)
-    except Exception as err:  # noqa: BLE001 - old rows are invisible to readers anyway
-        log.warning("segment_cleanup_failed", segment_id=segment_id, error=str(err)[:300])
+    forget_old_versions(client, [(segment_id, version)])
 
 
 def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
@@ -239,11 +292,15 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
     shared = shared_rule_members(client, rules, day, chunk_profiles, progress) \
         if len(rules) > 1 else {}
     done = []
-    for sid in order:
-        pre = (shared[sid], day, through) if sid in shared else None
-        result = build_segment(client, r, sid, chunk_profiles=chunk_profiles, progress=progress,
-                               by=by, precomputed=pre)
-        done.append(result)
-        if on_done:
-            on_done(result)
+    cleanup: list[tuple[str, int]] = []
+    try:
+        for sid in order:
+            pre = (shared.pop(sid), day, through) if sid in shared else None
+            result = build_segment(client, r, sid, chunk_profiles=chunk_profiles,
+                                   progress=progress, by=by, precomputed=pre, cleanup=cleanup)
+            done.append(result)
+            if on_done:
+                on_done(result)
+    finally:
+        forget_old_versions(client, cleanup)
     return done

@@ -26,6 +26,8 @@ __all__ = [
     "windowed_sums",
     "windowed_days",
     "days_since",
+    "key_min",
+    "rate_and_share",
     "beta_rate",
     "safe_share",
     "key_shares",
@@ -111,6 +113,51 @@ def days_since(offsets, day_off, empty):
         for r in range(offsets[p], offsets[p + 1]):
             if day_off[r] < best:
                 best = day_off[r]
+        out[p] = best
+    return out
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def rate_and_share(offsets, day_off, key, num, den, want_key, window, a, b):
+    """One pass over the rows, per profile: the Beta(a, b)-smoothed rate ``num / den`` of key
+    ``want_key`` and that key's share of the total (key 0) ``den``, both in the window.
+
+    The fused form of ``windowed_sum`` x 3 + ``beta_rate`` + ``safe_share``: each profile's rows
+    are read once (CSR ``offsets`` computed once), accumulators stay in registers, inputs may
+    be small dtypes (int8/int16 day and key, float32 metrics). Answers (rate, share) float64."""
+    n = offsets.shape[0] - 1
+    rate = np.empty(n, np.float64)
+    share = np.empty(n, np.float64)
+    for p in prange(n):
+        total = 0.0
+        d = 0.0
+        m = 0.0
+        for r in range(offsets[p], offsets[p + 1]):
+            # branch-free: the window and key tests are random per row, so mispredicted
+            # branches would cost more than the arithmetic
+            inw = day_off[r] < window
+            k = key[r]
+            t0 = 1.0 if (inw and k == 0) else 0.0
+            t1 = 1.0 if (inw and k == want_key) else 0.0
+            total += den[r] * t0
+            d += den[r] * t1
+            m += num[r] * t1
+        rate[p] = (m + a) / (d + a + b)
+        share[p] = d / total if total > 0 else 0.0
+    return rate, share
+
+
+@njit(parallel=True, cache=True)
+def key_min(offsets, key, values, want_key, empty):
+    """Per profile: the smallest ``values`` over rows with ``key == want_key``; ``empty`` if
+    none (days since last active, from each bucket's most recent day)."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, np.float64)
+    for p in prange(n):
+        best = empty
+        for r in range(offsets[p], offsets[p + 1]):
+            if key[r] == want_key and values[r] < best:
+                best = values[r]
         out[p] = best
     return out
 

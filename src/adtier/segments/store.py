@@ -9,7 +9,12 @@ Redis holds what ad decisioning reads, without touching ClickHouse:
 - ``adtier:seg:live`` — a hash segment_id -> ``"{version}|{owner}"``: which version is served.
 
 A new version's set is filled first (invisible: nothing points at it), then one ``HSET`` on the
-live hash switches every reader to it at once, then the old set is unlinked. The look-up is one
+live hash switches every reader to it at once, then the old set is unlinked.
+
+Bulk writes (a build of 20 segments over 1M profiles writes ~6.4M members): member rows go to
+ClickHouse as Arrow blocks of up to 1M rows (``insert_arrow``), and the Redis set is filled with
+variadic ``SADD``s of 50k ids whose RESP encoding is built by Arrow compute kernels and
+pipelined on one connection (no per-id Python work); the build writes both at once. The look-up is one
 Lua call: for each live segment, ``SISMEMBER`` on its current set, so a reader sees either the
 old or the new membership of a segment, never a mix. Cost per look-up grows with the number of
 live segments (~0.2 µs each inside Valkey); keys are not declared to the script, so this needs a
@@ -26,6 +31,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
@@ -38,6 +44,8 @@ __all__ = [
     "get_segment",
     "list_segments",
     "next_version",
+    "as_arrow_ids",
+    "members_table",
     "insert_members",
     "delete_versions",
     "member_ids",
@@ -50,8 +58,8 @@ __all__ = [
 ]
 
 LIVE = "adtier:seg:live"
-_SADD_BATCH = 10_000
-_INSERT_BATCH = 200_000
+_SADD_BATCH = 50_000  # ids per SADD: big enough to amortise, small enough not to stall Valkey
+_INSERT_BATCH = 1_000_000  # rows per insert_arrow (each insert costs ~13 ms on chdb)
 
 _COLUMNS = ("segment_id", "name", "kind", "owner", "definition", "status", "version", "size",
             "built_at", "data_through", "error", "created_at", "created_by", "updated_at",
@@ -130,18 +138,37 @@ def next_version(client: Client, row: SegmentRow) -> int:
     return max(int(used or 0), row.version) + 1
 
 
+def as_arrow_ids(profile_ids: Sequence[str] | np.ndarray | pa.Array) -> pa.Array:
+    """Profile ids as one Arrow string array (no per-id Python work for NumPy/Arrow input)."""
+    if isinstance(profile_ids, pa.ChunkedArray):
+        profile_ids = profile_ids.combine_chunks()
+    if isinstance(profile_ids, pa.Array):
+        return profile_ids.cast(pa.string())
+    if isinstance(profile_ids, np.ndarray) and profile_ids.dtype.kind == "U":
+        return pa.array(profile_ids, pa.string())
+    return pa.array(profile_ids if isinstance(profile_ids, np.ndarray) else list(profile_ids),
+                    pa.string())
+
+
+def members_table(segment_id: str, version: int, ids: pa.Array) -> pa.Table:
+    m = len(ids)
+    return pa.table({
+        "segment_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(m, np.int32)),
+                                                     pa.array([segment_id], pa.string())
+                                                     ).cast(pa.string()),
+        "version": pa.array(np.full(m, version, np.uint64)),
+        "profile_id": ids,
+    })
+
+
 def insert_members(client: Client, segment_id: str, version: int,
-                   profile_ids: Sequence[str] | np.ndarray) -> int:
-    n = len(profile_ids)
+                   profile_ids: Sequence[str] | np.ndarray | pa.Array) -> int:
+    """One version's members, as Arrow blocks of ``_INSERT_BATCH`` rows (``insert_arrow``)."""
+    ids = as_arrow_ids(profile_ids)
+    n = len(ids)
     for start in range(0, n, _INSERT_BATCH):
-        part = profile_ids[start:start + _INSERT_BATCH]
-        m = len(part)
-        table = pa.table({
-            "segment_id": pa.array([segment_id] * m, pa.string()),
-            "version": pa.array(np.full(m, version, np.uint64)),
-            "profile_id": pa.array(list(part), pa.string()),
-        })
-        client.insert_arrow("segment_members", table)
+        client.insert_arrow("segment_members",
+                            members_table(segment_id, version, ids.slice(start, _INSERT_BATCH)))
     return n
 
 
@@ -159,21 +186,47 @@ def member_ids(client: Client, segment_id: str, version: int) -> list[str]:
         parameters={"id": segment_id, "v": version}).result_rows]
 
 
-def stage_redis(r: redis.Redis, segment_id: str, version: int, profile_ids: Iterable[str]) -> None:
-    """Fill the (not yet visible) set of a new version."""
+def _resp_sadd(key: bytes, ids: pa.Array) -> list[bytes]:
+    """One ``SADD key id...`` in RESP, encoded with Arrow compute (no per-id Python work)."""
+    lengths = pc.cast(pc.binary_length(ids), pa.string())
+    body = pc.binary_join_element_wise("$", lengths, "\r\n", ids, "\r\n", "")
+    offsets = np.frombuffer(body.buffers()[1], np.int32, len(body) + 1, body.offset * 4)
+    data = body.buffers()[2]
+    head = b"*%d\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n" % (len(ids) + 2, len(key), key)
+    return [head, data[int(offsets[0]):int(offsets[-1])].to_pybytes()]
+
+
+def stage_redis(r: redis.Redis, segment_id: str, version: int,
+                profile_ids: Iterable[str] | np.ndarray | pa.Array) -> None:
+    """Fill the (not yet visible) set of a new version: variadic SADDs of ``_SADD_BATCH`` ids,
+    encoded in bulk with Arrow and pipelined on one connection (all sent, then all answers)."""
     key = member_key(segment_id, version)
-    pipe = r.pipeline(transaction=False)
-    pipe.unlink(key)
-    batch: list[str] = []
-    for pid in profile_ids:
-        batch.append(pid)
-        if len(batch) >= _SADD_BATCH:
-            pipe.sadd(key, *batch)
-            batch = []
-            pipe.execute()
-    if batch:
-        pipe.sadd(key, *batch)
-    pipe.execute()
+    ids = as_arrow_ids(profile_ids if isinstance(profile_ids, (np.ndarray, pa.Array,
+                                                               pa.ChunkedArray, list))
+                       else list(profile_ids))
+    r.unlink(key)
+    if not len(ids):
+        return
+    conn = r.connection_pool.get_connection()
+    try:
+        sent = 0
+        for start in range(0, len(ids), _SADD_BATCH):
+            conn.send_packed_command(_resp_sadd(key.encode(), ids.slice(start, _SADD_BATCH)),
+                                     check_health=False)
+            sent += 1
+        errors = []
+        for _ in range(sent):
+            try:
+                conn.read_response()
+            except redis.ResponseError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        r.connection_pool.release(conn)
 
 
 def swap_redis(r: redis.Redis, segment_id: str, version: int, owner: str,

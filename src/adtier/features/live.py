@@ -1,0 +1,264 @@
+"""Live per-profile ad counters in Redis, updated by the flusher as it stores ad events.
+
+Layout (24 h semantics by hourly buckets): for each profile and each hour of event time one
+hash ``adtier:fl:{<profile_id>}:<epoch hour>`` with fields ``impressions``, ``completes``,
+``skips``, ``clicks`` and, when the campaign's ad category is known, ``<metric>|<category>``.
+Each bucket expires 25 h after its hour began (``EXPIREAT``), so Redis holds at most 25 of them
+per active profile. A read sums the buckets of the current hour and the 23 before it: "last
+24 h" at hour granularity (it covers between 23 and 24 hours). The last ad seen (an
+impression: campaign, creative, ts) is ``adtier:fl:{<profile_id>}:last``, written only if newer
+than what is there, and expires 24 h after that impression. The ``{profile_id}`` hash tag keeps a
+profile's keys in one Redis Cluster slot.
+
+Cost on the flush path: the ad rows of a flush are parsed once with msgspec into a tiny Struct
+(five fields), aggregated in Python, packed with msgpack and applied by a Lua script (one
+call per 2,000 keys, all in one pipelined round trip).
+
+Privacy: kids' and opted-out profiles and erased profiles never get counters. The flusher
+keeps a cached exclusion set (kids' and opted-out profile ids, erased profiles' SHA-256), and
+the campaign -> ad category map, both refreshed every ``refresh_s`` (60 s) from ClickHouse;
+within that minute a newly excluded profile can still be counted, so the look-up also checks
+exclusion at read time (it answers 404), and its counters age out within 25 h. Counters are
+best effort (a flusher that dies after acknowledging but before updating them loses that
+flush's increments); batch features are the exact record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import msgspec
+import redis
+import redis.asyncio as aredis
+from clickhouse_connect.driver.client import Client
+
+from adtier.logs import get_logger
+
+if TYPE_CHECKING:
+    from adtier.ingest.buffer import Entry
+    from adtier.ingest.flusher import FlushBlocks
+
+__all__ = ["LiveCounters", "LiveFeatures", "LastAd", "read_live", "forget", "WINDOW_HOURS"]
+
+log = get_logger("adtier.features.live")
+
+WINDOW_HOURS = 24
+_BUCKET_TTL_S = 25 * 3600
+_METRIC = {"impression": "impressions", "complete": "completes", "skip": "skips",
+           "click": "clicks"}
+METRICS = ("impressions", "completes", "skips", "clicks")
+
+
+class _AdRow(msgspec.Struct):
+    """The only fields of a stored ad_events row the counters need (others are skipped)."""
+
+    type: str
+    ts: float
+    profile_id: str
+    campaign_id: str = ""
+    creative_id: str = ""
+
+
+_rows_decoder = msgspec.json.Decoder(list[_AdRow])
+
+
+def _bucket(profile_id: str, hour: int) -> str:
+    return f"adtier:fl:{{{profile_id}}}:{hour}"
+
+
+def _last(profile_id: str) -> str:
+    return f"adtier:fl:{{{profile_id}}}:last"
+
+
+# One call applies a part of a flush: ARGV[1] is msgpack {buckets, lasts}; a bucket is
+# [key, expire_at, field, n, field, n, ...]; a last ad is [key, ts, campaign, creative,
+# expire_at] and is written only if newer than the stored one (flushes may arrive out of
+# order). Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
+_APPLY = """
+local data = cmsgpack.unpack(ARGV[1])
+for _, b in ipairs(data[1]) do
+  local key = b[1]
+  for i = 3, #b, 2 do redis.call('HINCRBY', key, b[i], b[i + 1]) end
+  redis.call('EXPIREAT', key, b[2])
+end
+for _, l in ipairs(data[2]) do
+  local cur = tonumber(redis.call('HGET', l[1], 'ts') or '-1')
+  if tonumber(l[2]) > cur then
+    redis.call('HSET', l[1], 'ts', l[2], 'campaign_id', l[3], 'creative_id', l[4])
+    redis.call('EXPIREAT', l[1], l[5])
+  end
+end
+return 0
+"""
+_PART_KEYS = 2_000  # keys per script call: a call never blocks Valkey for long
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def forget(client: redis.Redis, profile_ids: list[str], now: float | None = None) -> None:
+    """Delete the counters of these profiles (every bucket that can still exist, and the last
+    ad): used when a stored profile becomes excluded."""
+    hour = int((time.time() if now is None else now) // 3600)
+    pipe = client.pipeline(transaction=False)
+    for pid in profile_ids:
+        pipe.delete(_last(pid), *(_bucket(pid, h) for h in range(hour - 26, hour + 2)))
+    pipe.execute()
+
+
+def parse_ad_rows(block: bytes) -> list[_AdRow]:
+    """JSONEachRow lines -> rows, with one decode call for the whole block."""
+    if not block:
+        return []
+    body = block.rstrip(b"\n").replace(b"\n", b",")
+    return _rows_decoder.decode(b"[" + body + b"]")
+
+
+class LiveCounters:
+    """The flusher's hook: ``on_stored(entries, blocks)`` after a flush is acknowledged."""
+
+    def __init__(self, redis_client: redis.Redis, clickhouse: Client | None,
+                 refresh_s: float = 60.0):
+        self.redis = redis_client
+        self.ch = clickhouse
+        self.refresh_s = refresh_s
+        self.categories: dict[str, str] = {}
+        self.excluded_ids: frozenset[str] = frozenset()
+        self.erased_sha256: frozenset[str] = frozenset()
+        self._loaded_at = float("-inf")
+        self._apply = redis_client.register_script(_APPLY)
+
+    def refresh(self) -> None:
+        """Reload the campaign -> category map and the exclusion set (kept if ClickHouse fails)."""
+        self._loaded_at = time.monotonic()
+        if self.ch is None:
+            return
+        try:
+            self.categories = dict(self.ch.query(
+                "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
+                "GROUP BY campaign_id").result_rows)
+            self.excluded_ids = frozenset(r[0] for r in self.ch.query(
+                "SELECT profile_id FROM profiles FINAL WHERE kind = 'kids' "
+                "UNION DISTINCT SELECT profile_id FROM privacy_optouts").result_rows)
+            self.erased_sha256 = frozenset(r[0] for r in self.ch.query(
+                "SELECT DISTINCT profile_sha256 FROM erasures").result_rows)
+        except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
+            log.warning("live_counters_refresh_failed", error=str(err)[:300])
+
+    def _excluded(self, profile_id: str) -> bool:
+        if profile_id in self.excluded_ids:
+            return True
+        return bool(self.erased_sha256) and (
+            hashlib.sha256(profile_id.encode()).hexdigest() in self.erased_sha256)
+
+    def on_stored(self, entries: list["Entry"], blocks: "FlushBlocks") -> None:
+        self.update(parse_ad_rows(blocks.ad))
+
+    def update(self, rows: list[_AdRow], now: float | None = None) -> int:
+        """Count the rows (one pipelined round trip); answers how many rows were counted."""
+        if not rows:
+            return 0
+        if time.monotonic() - self._loaded_at > self.refresh_s:
+            self.refresh()
+        now = time.time() if now is None else now
+        oldest_hour = int(now // 3600) - (WINDOW_HOURS - 1)
+        incr: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        last: dict[str, _AdRow] = {}
+        verdict: dict[str, bool] = {}
+        categories = self.categories
+        counted = 0
+        for row in rows:
+            metric = _METRIC.get(row.type)
+            if metric is None:
+                continue
+            hour = int(row.ts // 3600)
+            if hour < oldest_hour:
+                continue  # late arrivals outside the window do not count
+            pid = row.profile_id
+            excluded = verdict.get(pid)
+            if excluded is None:
+                excluded = verdict[pid] = self._excluded(pid)
+            if excluded:
+                continue
+            fields = incr[_bucket(pid, hour)]
+            fields[metric] += 1
+            category = categories.get(row.campaign_id)
+            if category:
+                fields[f"{metric}|{category}"] += 1
+            if metric == "impressions":
+                seen = last.get(pid)
+                if seen is None or row.ts > seen.ts:
+                    last[pid] = row
+            counted += 1
+        if not counted:
+            return 0
+        buckets = []
+        for key, fields in incr.items():
+            bucket: list = [key, int(key.rsplit(":", 1)[1]) * 3600 + _BUCKET_TTL_S]
+            for field, n in fields.items():
+                bucket += (field, n)
+            buckets.append(bucket)
+        lasts = [[_last(pid), repr(row.ts), row.campaign_id, row.creative_id,
+                  int(row.ts) + WINDOW_HOURS * 3600] for pid, row in last.items()]
+        pipe = self.redis.pipeline(transaction=False)
+        for i in range(0, max(len(buckets), len(lasts)), _PART_KEYS):
+            payload = _pack([buckets[i:i + _PART_KEYS], lasts[i:i + _PART_KEYS]])
+            self._apply(keys=[], args=[payload], client=pipe)
+        pipe.execute()
+        return counted
+
+
+class LastAd(msgspec.Struct):
+    campaign_id: str
+    creative_id: str
+    ts: float
+
+
+class LiveFeatures(msgspec.Struct):
+    """Counters of the last 24 hours (hour granularity) and the last ad seen."""
+
+    window_hours: int
+    impressions: int
+    completes: int
+    skips: int
+    clicks: int
+    by_category: dict[str, dict[str, int]]
+    last_ad: LastAd | None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.impressions or self.completes or self.skips or self.clicks
+                    or self.last_ad)
+
+
+async def read_live(client: aredis.Redis, profile_id: str,
+                    now: float | None = None) -> LiveFeatures:
+    """One pipelined round trip: the 24 hourly buckets and the last ad."""
+    now = time.time() if now is None else now
+    hour = int(now // 3600)
+    pipe = client.pipeline(transaction=False)
+    for h in range(hour - WINDOW_HOURS + 1, hour + 1):
+        pipe.hgetall(_bucket(profile_id, h))
+    pipe.hgetall(_last(profile_id))
+    replies = await pipe.execute()
+    totals = dict.fromkeys(METRICS, 0)
+    by_category: dict[str, dict[str, int]] = {}
+    for bucket in replies[:-1]:
+        for field, value in bucket.items():
+            name = field.decode()
+            n = int(value)
+            metric, _, category = name.partition("|")
+            if category:
+                per = by_category.setdefault(category, dict.fromkeys(METRICS, 0))
+                per[metric] = per.get(metric, 0) + n
+            else:
+                totals[metric] = totals.get(metric, 0) + n
+    raw_last = replies[-1]
+    last_ad = None
+    if raw_last:
+        last_ad = LastAd(campaign_id=raw_last[b"campaign_id"].decode(),
+                         creative_id=raw_last[b"creative_id"].decode(),
+                         ts=float(raw_last[b"ts"]))
+    return LiveFeatures(window_hours=WINDOW_HOURS, by_category=by_category, last_ad=last_ad,
+                        **totals)

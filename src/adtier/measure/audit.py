@@ -1,0 +1,64 @@
+"""The audit log of measurement answers (BRIEF §5): who asked what, when, and what we answered.
+
+Each record keeps the key, the endpoint and its parameters, the status, how many rows were
+released and the SHA-256 of the exact response body. ``GET /v1/audit`` (admin) lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["AuditRecord", "new_audit_id", "sha256_hex", "write_record", "list_records"]
+
+_COLUMNS = ["audit_id", "ts", "key_id", "role", "advertiser_id", "endpoint", "method",
+            "parameters", "status", "row_count", "answer_sha256"]
+
+
+def new_audit_id() -> str:
+    return "rep_" + secrets.token_hex(10)
+
+
+def sha256_hex(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class AuditRecord(dict):
+    """One audit row as a dict (column -> value)."""
+
+
+def write_record(client: Client, *, audit_id: str, key_id: str, role: str, advertiser_id: str,
+                 endpoint: str, method: str, parameters: dict[str, Any], status: int,
+                 row_count: int, answer_sha256: str) -> None:
+    row = [audit_id, datetime.now(timezone.utc), key_id, role, advertiser_id, endpoint, method,
+           json.dumps(parameters, sort_keys=True, default=str), status, row_count, answer_sha256]
+    client.insert("audit_log", [row], column_names=_COLUMNS)
+
+
+def list_records(client: Client, *, limit: int, offset: int, key_id: str | None = None,
+                 advertiser_id: str | None = None) -> list[dict[str, Any]]:
+    where, params = [], {"limit": limit, "offset": offset}
+    if key_id:
+        where.append("key_id = {key_id:String}")
+        params["key_id"] = key_id
+    if advertiser_id:
+        where.append("advertiser_id = {advertiser_id:String}")
+        params["advertiser_id"] = advertiser_id
+    sql = (f"SELECT {', '.join(_COLUMNS)} FROM audit_log "
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+           "ORDER BY ts DESC, audit_id LIMIT {limit:UInt32} OFFSET {offset:UInt64}")
+    out = []
+    for row in client.query(sql, parameters=params).named_results():
+        row = dict(row)
+        row["parameters"] = json.loads(row["parameters"] or "{}")
+        ts = row["ts"]
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        row["ts"] = ts.isoformat()
+        out.append(row)
+    return out

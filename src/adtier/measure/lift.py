@@ -1,0 +1,288 @@
+"""Content effects of a promotional campaign: did it make people start the promoted title?
+
+**With a holdout** (``holdout_percent > 0``): profiles are assigned to the campaign's holdout by
+the stable hash shared with ad decisioning (``adtier.simulate.ids.HOLDOUT_SQL``), so the two arms
+are a randomised experiment. The analysis is *intent-to-treat*:
+
+- **Universe**: every eligible profile (not a kid, not opted out, not erased) with an ad
+  impression of any campaign during the flight — an ad opportunity, in which the holdout would
+  be served a filler instead. Its **assignment time** is that first in-flight impression (defined
+  the same way in both arms: a treated profile counts whether or not it was served the campaign).
+- **Outcome window**: the sessions a profile starts from the day after its assignment day, for
+  ``days`` days (default 7). A session *starts the target* when any of its ``content_start``
+  events is the promoted title (or a title of the promoted genre).
+- **Metrics**, per arm: the share of window sessions that start the target (a ratio estimator,
+  variance by linearisation clustered by profile), the share of profiles that start it at least
+  once (a proportion), and the minutes of the target watched per profile in the window (a mean;
+  a play's minutes are its largest ``watched_ms``). **Lift** = treated − holdout, with a 95 %
+  normal-approximation confidence interval (``diff ± 1.96 * sqrt(se_t^2 + se_h^2)``), plus the
+  relative lift.
+- **Exposed share**: the treated arm's profiles that were served the campaign at least once, and
+  the share of its window sessions started after the day of the profile's first impression of
+  the campaign; ``per_exposed_session`` divides the session lift (and its interval) by the
+  latter — the effect on sessions that could have been influenced (an instrumental-variable /
+  complier estimate, valid because the holdout is never served).
+
+**Without a holdout**, the same outcome is compared between profiles of the universe who were
+served the campaign and those who were not: ``kind = "observational"``, field ``difference``.
+It is never called lift: exposure was targeted, so the groups differ in taste and activity.
+
+**Ad-induced abandonment** (``abandonment``): a break (the ad events of one ``pod_id`` in one
+session) is *followed by abandonment* when nothing else happens in that session more than 60 s
+after the break's last ad event (the viewer left). The share of the campaign's breaks (breaks
+with at least one of its ads) followed by abandonment is compared with the baseline of every
+other break in the flight (difference of proportions, breaks as units, normal 95 % CI), and the
+rate by pod size (1, 2, 3, 4+ ads, all breaks) shows whether long pods drive viewers away. This is
+observational: which break carries the campaign is not randomised.
+
+Privacy: each compared group must cover at least ``k`` profiles, else nothing is released.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.measure.privacy import CampaignInfo
+from adtier.simulate.ids import HOLDOUT_SQL
+
+__all__ = ["content_effects", "abandonment", "Z95", "ratio_estimate", "proportion",
+           "mean_estimate"]
+
+Z95 = 1.959963984540054
+
+_SQL = """
+WITH
+assigned AS (
+    SELECT profile_hash, any(profile_id) AS profile_id, min(ts) AS at
+    FROM ad_events
+    WHERE type = 'impression'
+      AND toDate(ts) BETWEEN {flight_start:Date} AND {flight_end:Date}
+      AND profile_hash NOT IN (__EXCLUDED__)
+    GROUP BY profile_hash
+),
+exposed AS (
+    SELECT profile_hash, min(ts) AS first_seen
+    FROM ad_events
+    WHERE campaign_id = {campaign_id:String} AND type = 'impression'
+    GROUP BY profile_hash
+),
+plays AS (
+    SELECT profile_hash, session_id, content_id, min(ts) AS first_ts,
+           max(type = 'content_start') AS started,
+           max(ifNull(watched_ms, 0)) AS watched_ms
+    FROM content_events
+    WHERE type != 'rating'
+      AND toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
+    GROUP BY profile_hash, session_id, content_id
+),
+sessions AS (
+    SELECT profile_hash, session_id, toDate(minIf(first_ts, started)) AS day,
+           max(started AND __HIT__) AS hit,
+           sumIf(watched_ms, __HIT__) / 60000 AS target_minutes
+    FROM plays
+    GROUP BY profile_hash, session_id
+    HAVING max(started)
+),
+per_profile AS (
+    SELECT a.profile_hash AS profile_hash,
+           any(__ARM__) AS arm,
+           any(e.first_seen) > toDateTime64(0, 3) AS was_exposed,
+           toFloat64(countIf(s.day > toDate(a.at) AND s.day <= toDate(a.at) + {days:UInt16})) AS n,
+           toFloat64(countIf(s.day > toDate(a.at) AND s.day <= toDate(a.at) + {days:UInt16}
+                             AND s.hit)) AS y,
+           toFloat64(countIf(s.day > toDate(a.at) AND s.day <= toDate(a.at) + {days:UInt16}
+                             AND e.first_seen > toDateTime64(0, 3)
+                             AND s.day > toDate(e.first_seen))) AS n_after,
+           sumIf(s.target_minutes, s.day > toDate(a.at)
+                 AND s.day <= toDate(a.at) + {days:UInt16}) AS w
+    FROM assigned AS a
+    LEFT JOIN exposed AS e ON e.profile_hash = a.profile_hash
+    LEFT JOIN sessions AS s ON s.profile_hash = a.profile_hash
+    GROUP BY a.profile_hash
+)
+SELECT arm, count() AS profiles, countIf(was_exposed) AS exposed_profiles,
+       sum(n) AS sn, sum(y) AS sy, sum(y * y) AS syy, sum(n * n) AS snn, sum(y * n) AS syn,
+       countIf(y > 0) AS starters, sum(n_after) AS sn_after, sum(w) AS sw, sum(w * w) AS sww
+FROM per_profile
+GROUP BY arm
+ORDER BY arm
+"""
+
+
+_ABANDON_SQL = """
+WITH
+pods AS (
+    SELECT sipHash64(session_id) AS session, max(ts) AS break_end,
+           uniqExact(ad_serving_id) AS pod_size,
+           countIf(campaign_id = {campaign_id:String}) > 0 AS has_campaign,
+           any(profile_hash) AS viewer
+    FROM ad_events
+    WHERE toDate(ts) BETWEEN {flight_start:Date} AND {flight_end:Date} AND pod_id != ''
+      AND profile_hash NOT IN (__EXCLUDED__)
+    GROUP BY session, sipHash64(pod_id)
+),
+ends AS (
+    SELECT session, max(ts) AS last_ts FROM (
+        SELECT sipHash64(session_id) AS session, ts FROM content_events
+        WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
+        UNION ALL
+        SELECT sipHash64(session_id) AS session, ts FROM ad_events
+        WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
+    ) GROUP BY session
+)
+SELECT has_campaign, least(pod_size, 4) AS size, grouping(size) AS all_sizes,
+       grouping(has_campaign) AS all_breaks,
+       count() AS breaks,
+       countIf(dateDiff('millisecond', p.break_end, e.last_ts) <= 60000) AS abandoned,
+       uniqExact(p.viewer) AS profiles
+FROM pods AS p INNER JOIN ends AS e ON e.session = p.session
+GROUP BY GROUPING SETS ((has_campaign), (size))
+ORDER BY all_breaks, has_campaign, size
+"""
+
+
+def abandonment(client: Client, campaign: CampaignInfo, k: int) -> dict[str, Any]:
+    """Abandonment after the campaign's breaks vs other breaks, and by pod size."""
+    result = client.query(_ABANDON_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql()),
+                          parameters={"campaign_id": campaign.campaign_id,
+                                      "flight_start": campaign.start_date,
+                                      "flight_end": campaign.end_date,
+                                      "window_end": campaign.end_date + dt.timedelta(days=1)})
+    rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
+    whole = {int(r["has_campaign"]): r for r in rows if r["all_sizes"]}
+    per_size = [r for r in rows if r["all_breaks"]]
+    out: dict[str, Any] = {"window_seconds": 60, "kind": "observational"}
+    mine, other = whole.get(1), whole.get(0)
+    if mine is None or other is None or min(mine["profiles"], other["profiles"]) < k:
+        return {**out, "suppressed": True}
+    a = proportion(mine["abandoned"], mine["breaks"])
+    b = proportion(other["abandoned"], other["breaks"])
+    sizes = []
+    for r in per_size:
+        size, breaks, abandoned = int(r["size"]), int(r["breaks"]), int(r["abandoned"])
+        if r["profiles"] < k:
+            continue  # a pod size seen by fewer than k profiles is not shown
+        rate, se = proportion(abandoned, breaks)
+        sizes.append({"pod_size": f"{size}+" if size == 4 else str(size), "breaks": breaks,
+                      "abandonment_rate": round(rate, 6),
+                      "ci95": [round(rate - Z95 * se, 6), round(rate + Z95 * se, 6)]})
+    return {**out, "suppressed": False,
+            "campaign_breaks": int(mine["breaks"]), "campaign_rate": round(a[0], 6),
+            "baseline_breaks": int(other["breaks"]), "baseline_rate": round(b[0], 6),
+            "difference": _diff(a, b), "by_pod_size": sizes}
+
+
+def ratio_estimate(m: float, sy: float, sn: float, syy: float, snn: float,
+                   syn: float) -> tuple[float, float]:
+    """Ratio of sums sy/sn over m clusters and its linearised standard error."""
+    if sn <= 0 or m < 2:
+        return 0.0, math.inf
+    r = sy / sn
+    resid = max(0.0, syy - 2 * r * syn + r * r * snn)
+    return r, math.sqrt(resid * m / (m - 1)) / sn
+
+
+def mean_estimate(m: float, sw: float, sww: float) -> tuple[float, float]:
+    """Mean over m profiles and its standard error."""
+    if m < 2:
+        return 0.0, math.inf
+    mean = sw / m
+    return mean, math.sqrt(max(0.0, (sww / m - mean * mean) * m / (m - 1)) / m)
+
+
+def proportion(x: float, m: float) -> tuple[float, float]:
+    if m <= 0:
+        return 0.0, math.inf
+    p = x / m
+    return p, math.sqrt(p * (1 - p) / m)
+
+
+def _diff(a: tuple[float, float], b: tuple[float, float]) -> dict[str, Any]:
+    d = a[0] - b[0]
+    se = math.sqrt(a[1] ** 2 + b[1] ** 2)
+    return {"estimate": round(d, 8), "ci95": [round(d - Z95 * se, 8), round(d + Z95 * se, 8)],
+            "std_error": round(se, 8),
+            "relative": round(d / b[0], 6) if b[0] else None}
+
+
+def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -> dict[str, Any]:
+    has_holdout = campaign.holdout_percent > 0
+    if campaign.promoted_title_id:
+        hit = "content_id = {target:String}"
+        target = {"promoted_title_id": campaign.promoted_title_id}
+        bound = campaign.promoted_title_id
+    else:
+        hit = ("content_id IN (SELECT content_id FROM titles FINAL "
+               "WHERE has(genres, {target:String}))")
+        target = {"promoted_genre": campaign.promoted_genre}
+        bound = campaign.promoted_genre
+    # arm 1 = the comparison group: the holdout, or (observational) the never-served
+    arm = f"({HOLDOUT_SQL})" if has_holdout else "NOT (e.first_seen > toDateTime64(0, 3))"
+    sql = (_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql())
+           .replace("__HIT__", hit).replace("__ARM__", arm))
+    window_end = campaign.end_date + dt.timedelta(days=days + 1)
+    result = client.query(sql, parameters={
+        "campaign_id": campaign.campaign_id, "holdout_percent": float(campaign.holdout_percent),
+        "flight_start": campaign.start_date, "flight_end": campaign.end_date,
+        "window_end": window_end, "days": days, "target": bound})
+    groups = {int(row[0]): dict(zip(result.column_names, row)) for row in result.result_rows}
+    base = {
+        "campaign_id": campaign.campaign_id,
+        "kind": "holdout_lift" if has_holdout else "observational",
+        "target": target,
+        "holdout_percent": float(campaign.holdout_percent),
+        "window_days": days,
+        "flight": {"start": campaign.start_date.isoformat(), "end": campaign.end_date.isoformat()},
+        "k": k,
+    }
+    treated, control = groups.get(0), groups.get(1)
+    if treated is None or control is None or min(treated["profiles"], control["profiles"]) < k:
+        return {**base, "suppressed": True, "comparisons": [],
+                "detail": f"each compared group must cover at least {k} profiles"}
+
+    def arm_stats(g: dict[str, Any], name: str) -> dict[str, Any]:
+        m = float(g["profiles"])
+        sess = ratio_estimate(m, g["sy"], g["sn"], g["syy"], g["snn"], g["syn"])
+        prof = proportion(g["starters"], m)
+        watch = mean_estimate(m, g["sw"], g["sww"])
+        return {"arm": name, "profiles": int(g["profiles"]),
+                "exposed_profiles": int(g["exposed_profiles"]), "sessions": int(g["sn"]),
+                "session_start_rate": round(sess[0], 8),
+                "profile_start_rate": round(prof[0], 8),
+                "target_minutes_per_profile": round(watch[0], 6),
+                "_sess": sess, "_prof": prof, "_watch": watch}
+
+    names = ("treated", "holdout") if has_holdout else ("exposed", "not_exposed")
+    t, c = arm_stats(treated, names[0]), arm_stats(control, names[1])
+    session_diff = _diff(t["_sess"], c["_sess"])
+    profile_diff = _diff(t["_prof"], c["_prof"])
+    arms = [{key: v for key, v in a.items() if not key.startswith("_")} for a in (t, c)]
+    comparisons = [
+        {"metric": "share_of_sessions_starting_target", **session_diff},
+        {"metric": "share_of_profiles_starting_target", **profile_diff},
+        {"metric": "target_minutes_watched_per_profile", **_diff(t["_watch"], c["_watch"])},
+    ]
+    answer: dict[str, Any] = {**base, "suppressed": False, "arms": arms,
+                              "abandonment": abandonment(client, campaign, k)}
+    if has_holdout:
+        exposed_share = t["exposed_profiles"] / t["profiles"]
+        session_share = treated["sn_after"] / treated["sn"] if treated["sn"] else 0.0
+        answer["lift"] = comparisons
+        answer["exposed_share"] = round(exposed_share, 6)
+        answer["exposed_session_share"] = round(session_share, 6)
+        answer["holdout_served"] = c["exposed_profiles"]  # should be 0: holdouts are not served
+        if session_share > 0:
+            lo, hi = session_diff["ci95"]
+            answer["per_exposed_session"] = {
+                "estimate": round(session_diff["estimate"] / session_share, 8),
+                "ci95": [round(lo / session_share, 8), round(hi / session_share, 8)]}
+    else:
+        answer["difference"] = comparisons
+        answer["caveat"] = ("observational: served and not-served profiles differ (targeting, "
+                            "activity); this difference is not a causal lift")
+    return answer

@@ -1,0 +1,248 @@
+"""Measurement endpoints (BRIEF §4 Measurement, §5 privacy and trust).
+
+- ``GET /v1/campaigns/{id}/report?from&to&by=day|device|country|creative|break_position``
+- ``GET /v1/campaigns/{id}/frequency?from&to``
+- ``GET /v1/campaigns/{id}/content-effects?days``
+- ``POST /v1/forecast/reach``
+- ``GET /v1/audit`` (admin)
+
+Advertiser keys see only their own campaigns (anything else answers 404); admin sees all. Every
+call (answered or refused) writes an audit record with the SHA-256 of the exact body sent, and
+each answer carries that record's id as ``report_id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from adtier.auth import ApiKey
+from adtier.errors import ApiError
+from adtier.logs import get_logger
+from adtier.measure import audit, forecast, lift, reach
+from adtier.measure.privacy import CampaignInfo, not_found
+from adtier.segments import store as segment_store
+from adtier.state import app_state, authorize
+
+__all__ = ["MeasureController", "AuditController", "MEASURE_ROUTES", "privacy_k",
+           "campaign_for", "audited", "run_query"]
+
+log = get_logger("adtier.measure")
+
+_ENCODE = msgspec.json.Encoder().encode
+By = Annotated[str, QueryParameter(pattern="^(day|device|country|creative|break_position)$",
+                                   description="breakdown")]
+
+
+def privacy_k(request: Request) -> int:
+    return max(1, int(getattr(app_state(request).settings, "privacy_k", 50)))
+
+
+async def run_query(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """A measurement read off the event loop; a store failure answers 503 (safe to retry)."""
+    client = app_state(request).api_clickhouse
+    try:
+        return await anyio.to_thread.run_sync(lambda: fn(client, *args))
+    except ClickHouseError as err:
+        log.error("measure_store_error", error=str(err)[:500])
+        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+
+
+def _campaign(client, campaign_id: str) -> CampaignInfo | None:
+    rows = client.query(
+        "SELECT campaign_id, advertiser_id, start_date, end_date, frequency_cap, "
+        "holdout_percent, promoted_title_id, promoted_genre FROM campaigns FINAL "
+        "WHERE campaign_id = {c:String}", parameters={"c": campaign_id}).result_rows
+    return CampaignInfo(*rows[0]) if rows else None
+
+
+async def campaign_for(request: Request, key: ApiKey, campaign_id: str) -> CampaignInfo:
+    """The campaign if this key may see it; 404 otherwise (unknown and foreign look the same)."""
+    info = None
+    if 1 <= len(campaign_id) <= 64:
+        info = await run_query(request, _campaign, campaign_id)
+    if info is None or (key.role != "admin" and info.advertiser_id != key.advertiser_id):
+        raise not_found(campaign_id)
+    return info
+
+
+def _rows_of(answer: dict[str, Any]) -> int:
+    for name in ("rows", "distribution", "arms", "comparisons"):
+        if isinstance(answer.get(name), list):
+            return len(answer[name])
+    return 1
+
+
+async def audited(request: Request, endpoint: str, parameters: dict[str, Any],
+                  produce: Callable[[ApiKey], Awaitable[dict[str, Any]]],
+                  roles: tuple[str, ...] = ("advertiser",)) -> Response:
+    """Authenticate, answer, and write the audit record (refusals included)."""
+    key = await authorize(request, *roles)
+    report_id = audit.new_audit_id()
+
+    async def record(status: int, rows: int, digest: str) -> None:
+        await run_query(request, lambda client: audit.write_record(
+            client, audit_id=report_id, key_id=key.key_id, role=key.role,
+            advertiser_id=key.advertiser_id, endpoint=endpoint, method=request.method,
+            parameters=parameters, status=status, row_count=rows, answer_sha256=digest))
+
+    try:
+        answer = await produce(key)
+    except ApiError as err:
+        await record(err.status, 0, "")
+        raise
+    body = _ENCODE({"report_id": report_id, **answer})
+    await record(200, _rows_of(answer), audit.sha256_hex(body))
+    return Response(content=body, media_type="application/json", status_code=200)
+
+
+def _dates(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date, dt.date]:
+    lo, hi = date_from or reach.MIN_DATE, date_to or reach.MAX_DATE
+    if lo > hi:
+        raise ApiError(400, "invalid_request", "from must not be after to")
+    return lo, hi
+
+
+class MeasureController(Controller):
+    path = "/v1/campaigns"
+    tags = ["measurement"]
+
+    @get("/{campaign_id:str}/report", summary="Campaign report",
+         description=reach.__doc__)
+    async def report(
+        self, request: Request, campaign_id: FromPath[str], by: By = "day",
+        date_from: Annotated[dt.date | None, QueryParameter(name="from")] = None,
+        date_to: Annotated[dt.date | None, QueryParameter(name="to")] = None,
+    ) -> Response:
+        """Impressions, exact reach, frequency, the VAST quartile funnel, VCR, skips, clicks,
+        viewability and errors by ``by``, with totals; rows covering fewer than k profiles are
+        folded into ``suppressed``. Definitions: ``adtier.measure.reach`` and the README."""
+        lo, hi = _dates(date_from, date_to)
+        params = {"campaign_id": campaign_id, "by": by, "from": lo.isoformat(),
+                  "to": hi.isoformat()}
+
+        async def produce(key: ApiKey) -> dict[str, Any]:
+            await campaign_for(request, key, campaign_id)
+            return await run_query(request, reach.report, campaign_id, by, lo, hi,
+                                   privacy_k(request))
+
+        return await audited(request, "campaign_report", params, produce)
+
+    @get("/{campaign_id:str}/frequency", summary="Campaign frequency distribution")
+    async def frequency(
+        self, request: Request, campaign_id: FromPath[str],
+        date_from: Annotated[dt.date | None, QueryParameter(name="from")] = None,
+        date_to: Annotated[dt.date | None, QueryParameter(name="to")] = None,
+    ) -> Response:
+        """Profiles by impression count (1..9, 10+; with the suppressed remainder it sums to
+        reach) and cumulative reach by day."""
+        lo, hi = _dates(date_from, date_to)
+        params = {"campaign_id": campaign_id, "from": lo.isoformat(), "to": hi.isoformat()}
+
+        async def produce(key: ApiKey) -> dict[str, Any]:
+            await campaign_for(request, key, campaign_id)
+            return await run_query(request, reach.frequency, campaign_id, lo, hi,
+                                   privacy_k(request))
+
+        return await audited(request, "campaign_frequency", params, produce)
+
+    @get("/{campaign_id:str}/content-effects", summary="Content effects of a promotion",
+         description=lift.__doc__)
+    async def content_effects(
+        self, request: Request, campaign_id: FromPath[str],
+        days: Annotated[int, QueryParameter(ge=1, le=60)] = 7,
+    ) -> Response:
+        """With a holdout: intent-to-treat lift on starts of the promoted title (genre) in the
+        ``days`` after assignment, with 95% CIs and the exposed share. Without: an explicitly
+        observational comparison (``kind: observational``), never called lift. Definitions:
+        ``adtier.measure.lift`` and the README."""
+        params = {"campaign_id": campaign_id, "days": days}
+
+        async def produce(key: ApiKey) -> dict[str, Any]:
+            info = await campaign_for(request, key, campaign_id)
+            if not (info.promoted_title_id or info.promoted_genre):
+                raise ApiError(422, "not_a_promotion",
+                               f"campaign {campaign_id!r} promotes no title or genre")
+            return await run_query(request, lift.content_effects, info, days, privacy_k(request))
+
+        return await audited(request, "campaign_content_effects", params, produce)
+
+
+class ForecastRequest(msgspec.Struct, forbid_unknown_fields=True):
+    impressions: Annotated[int, msgspec.Meta(ge=1, le=10**12)]
+    days: Annotated[int, msgspec.Meta(ge=1, le=366)]
+    segment_ids: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+                           msgspec.Meta(max_length=20)] = []
+    frequency_cap: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+
+
+_FORECAST = msgspec.json.Decoder(ForecastRequest)
+
+
+class ForecastController(Controller):
+    path = "/v1/forecast"
+    tags = ["measurement"]
+
+    @post("/reach", status_code=200, summary="Reach forecast", description=forecast.__doc__)
+    async def reach_forecast(self, request: Request) -> Response:
+        """``{"segment_ids": [...], "impressions", "frequency_cap" (per profile per day, 0 =
+        none), "days"}`` -> predicted reach, average frequency and distribution 1..10+ over the
+        union of the segments (no segments: every eligible profile), the model used
+        (negative-binomial, or beta-binomial when a cap bounds the opportunities) and its
+        backtest error. See ``adtier.measure.forecast``."""
+        try:
+            data = _FORECAST.decode(await request.body())
+        except msgspec.ValidationError as err:
+            raise ApiError(400, "invalid_request", str(err)) from err
+        except msgspec.DecodeError as err:
+            raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+        params = msgspec.to_builtins(data)
+
+        async def produce(key: ApiKey) -> dict[str, Any]:
+            keys = []
+            for segment_id in dict.fromkeys(data.segment_ids):
+                row = await run_query(request, segment_store.get_segment, segment_id)
+                if row is None or (key.role != "admin" and row.owner not in ("", key.advertiser_id)):
+                    raise ApiError(404, "not_found", f"no segment {segment_id!r}")
+                if not row.version:
+                    raise ApiError(409, "not_built", f"segment {segment_id} is not built yet")
+                keys.append(f"{segment_id}:{row.version}")
+            answer = await run_query(request, forecast.forecast, keys, data.impressions,
+                                     data.frequency_cap, data.days)
+            if answer["universe"] < privacy_k(request):
+                raise ApiError(422, "audience_too_small",
+                               f"the eligible audience has fewer than {privacy_k(request)} "
+                               "profiles")
+            return {"segment_ids": data.segment_ids, **answer}
+
+        return await audited(request, "forecast_reach", params, produce)
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ["measurement"]
+
+    @get("/", summary="Audit log (admin)")
+    async def list_audit(
+        self, request: Request,
+        limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        key_id: FromQuery[str | None] = None, advertiser_id: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Measurement calls, newest first: key, endpoint, parameters, status, rows released
+        and the SHA-256 of the answer body."""
+        await authorize(request, "admin")
+        records = await run_query(request, lambda c: audit.list_records(
+            c, limit=limit, offset=offset, key_id=key_id, advertiser_id=advertiser_id))
+        return {"records": records, "limit": limit, "offset": offset}
+
+
+MEASURE_ROUTES = [MeasureController, ForecastController, AuditController]

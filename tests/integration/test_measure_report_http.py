@@ -1,0 +1,218 @@
+"""Measurement reports and frequency over HTTP on the real stores: exact counts against the
+events posted, suppression of small cells, tenant isolation (404 on every endpoint) and the
+audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+
+import pytest
+
+from tests.helpers import ad_event, batch, now_ms
+
+DAY_MS = 86_400_000
+CAMPAIGNS = [
+    {"campaign_id": "cmp-a", "advertiser_id": "adv-a", "name": "A", "ad_category": "IAB2",
+     "start_date": "2025-01-01", "end_date": "2030-12-31", "frequency_cap": 0,
+     "holdout_percent": 0.0},
+    {"campaign_id": "cmp-b", "advertiser_id": "adv-b", "name": "B", "ad_category": "IAB8",
+     "start_date": "2025-01-01", "end_date": "2030-12-31", "frequency_cap": 0,
+     "holdout_percent": 10.0, "promoted_genre": "drama"},
+]
+
+
+def put(api, path: str, items: list[dict]) -> None:
+    answer = api.client.put(path, json={"items": items}, headers=api.admin)
+    assert answer.status_code == 200, answer.text
+
+
+def key(api, advertiser_id: str) -> dict[str, str]:
+    made = api.client.post("/v1/keys", json={"role": "advertiser", "advertiser_id": advertiser_id},
+                           headers=api.admin)
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['key']}"}
+
+
+def world() -> tuple[list[dict], dict]:
+    """200 profiles of cmp-a: 120 on tv (1 impression, day -2), 70 on web (2 impressions,
+    day -1), 10 on mobile (12 impressions, day -1). Funnel: every impression starts; every
+    other one completes (all quartiles), the rest skip after the first quartile."""
+    base = now_ms() - 2 * DAY_MS
+    events, truth = [], {"impressions": 0, "starts": 0, "completes": 0, "skips": 0,
+                         "first_quartile": 0, "midpoint": 0, "third_quartile": 0}
+    for i in range(200):
+        device, n, day = ("tv", 1, 0) if i < 120 else ("web", 2, 1) if i < 190 else ("mobile", 12, 1)
+        for j in range(n):
+            common = {"profile_id": f"p{i:03d}", "campaign_id": "cmp-a", "device": device,
+                      "ad_serving_id": f"as-{i}-{j}", "session_id": f"s-{i}",
+                      "ts": base + day * DAY_MS + j * 1000}
+            types = ["impression", "start", "first_quartile"]
+            types += ["midpoint", "third_quartile", "complete"] if (i + j) % 2 == 0 else ["skip"]
+            for t in types:
+                events.append(ad_event(t, **common))
+            truth["impressions"] += 1
+            truth["starts"] += 1
+            truth["first_quartile"] += 1
+            if (i + j) % 2 == 0:
+                truth["midpoint"] += 1
+                truth["third_quartile"] += 1
+                truth["completes"] += 1
+            else:
+                truth["skips"] += 1
+    # another advertiser's campaign: 60 profiles, never visible to adv-a
+    for i in range(60):
+        events.append(ad_event("impression", profile_id=f"q{i}", campaign_id="cmp-b",
+                               ad_serving_id=f"b-{i}"))
+    return events, truth
+
+
+@pytest.fixture
+def loaded(api, flush):
+    put(api, "/v1/catalog/advertisers", [{"advertiser_id": "adv-a", "name": "A"},
+                                          {"advertiser_id": "adv-b", "name": "B"}])
+    put(api, "/v1/catalog/campaigns", CAMPAIGNS)
+    events, truth = world()
+    for start in range(0, len(events), 5000):
+        answer = api.post_events(batch(events[start:start + 5000]))
+        assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+    flush()
+    return truth
+
+
+def test_report_totals_exact_and_funnel_monotone(api, loaded):
+    adv = key(api, "adv-a")
+    answer = api.client.get("/v1/campaigns/cmp-a/report?by=day", headers=adv)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    totals = body["totals"]
+    assert totals["reach"] == 200
+    for name, value in loaded.items():
+        assert totals[name] == value, name
+    assert totals["avg_frequency"] == round(loaded["impressions"] / 200, 6)
+    assert totals["vcr"] == round(loaded["completes"] / loaded["impressions"], 6)
+    assert totals["skip_rate"] == round(loaded["skips"] / loaded["starts"], 6)
+    funnel = [totals[m] for m in ("impressions", "starts", "first_quartile", "midpoint",
+                                  "third_quartile", "completes")]
+    assert funnel == sorted(funnel, reverse=True)
+    # two days, each covering >= 50 profiles: both released, summing to the totals
+    assert [r["reach"] for r in body["rows"]] == [120, 80]
+    assert sum(r["impressions"] for r in body["rows"]) == totals["impressions"]
+    assert body["suppressed_rows"] == 0 and body["suppressed"] is None
+    assert body["report_id"].startswith("rep_") and body["data_through"]
+    assert "p000" not in answer.text  # no profile id ever
+    assert api.client.get("/v1/campaigns/cmp-a/report?by=profile", headers=adv).status_code == 400
+    assert api.client.get("/v1/campaigns/cmp-a/report?from=2026-02-01&to=2026-01-01",
+                          headers=adv).status_code == 400
+
+
+def test_metric_definitions_are_in_the_api_docs(api):
+    schema = api.client.get("/docs/openapi.json").json()
+    report = schema["paths"]["/v1/campaigns/{campaign_id}/report"]["get"]["description"]
+    for term in ("vcr", "skip_rate", "viewable_rate", "MRC", "VAST"):
+        assert term in report
+
+
+def test_small_cell_is_suppressed_with_its_complement(api, loaded):
+    adv = key(api, "adv-a")
+    body = api.client.get("/v1/campaigns/cmp-a/report?by=device", headers=adv).json()
+    # mobile (10 profiles) is folded; the remainder would be 10 < k, so the smallest released
+    # row (web, 70) is folded too: only tv is shown, the remainder covers 80 profiles
+    assert [r["device"] for r in body["rows"]] == ["tv"]
+    assert "mobile" not in json.dumps(body)
+    assert body["suppressed_rows"] == 2 and body["suppressed"]["reach"] == 80
+    assert body["rows"][0]["impressions"] + body["suppressed"]["impressions"] \
+        == body["totals"]["impressions"]
+
+
+def test_frequency_distribution_sums_to_reach(api, loaded):
+    adv = key(api, "adv-a")
+    body = api.client.get("/v1/campaigns/cmp-a/frequency", headers=adv).json()
+    assert body["reach"] == 200
+    released = {d["frequency"]: d["profiles"] for d in body["distribution"]}
+    assert released["1"] == 120
+    assert "10+" not in released  # 10 profiles: folded with the next smallest bucket (2: 70)
+    assert sum(released.values()) + body["suppressed"]["profiles"] == body["reach"]
+    assert body["suppressed"]["profiles"] == 80
+    today = dt.datetime.fromtimestamp(now_ms() / 1000, dt.timezone.utc).date()
+    assert body["cumulative_reach"] == [
+        {"day": (today - dt.timedelta(days=2)).isoformat(), "reach": 120},
+        {"day": (today - dt.timedelta(days=1)).isoformat(), "reach": 200}]
+
+
+def test_whole_report_below_k_releases_nothing(api, loaded):
+    adv_b = key(api, "adv-b")
+    body = api.client.get("/v1/campaigns/cmp-b/report?by=country", headers=adv_b).json()
+    assert body["totals"]["reach"] == 60 and body["rows"][0]["country"] == "US"
+    # a day range with no events: nothing released, nothing suppressed to release
+    empty = api.client.get("/v1/campaigns/cmp-b/report?from=2025-01-01&to=2025-01-02",
+                           headers=adv_b).json()
+    assert empty["rows"] == [] and empty["totals"] is None
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1/campaigns/{c}/report"),
+    ("GET", "/v1/campaigns/{c}/frequency"),
+    ("GET", "/v1/campaigns/{c}/content-effects"),
+])
+def test_isolation_another_advertisers_campaign_is_404(api, loaded, method, path):
+    adv = key(api, "adv-a")
+    if "content-effects" in path:  # cmp-a promotes nothing: make it a promotion too
+        put(api, "/v1/catalog/campaigns", [{**CAMPAIGNS[0], "promoted_genre": "comedy"}])
+    foreign = api.client.request(method, path.format(c="cmp-b"), headers=adv)
+    unknown = api.client.request(method, path.format(c="cmp-nope"), headers=adv)
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["error"] == "not_found"
+    own = api.client.request(method, path.format(c="cmp-a"), headers=adv)
+    assert own.status_code == 200
+    admin = api.client.request(method, path.format(c="cmp-b"), headers=api.admin)
+    assert admin.status_code == 200
+    assert api.client.request(method, path.format(c="cmp-a"),
+                              headers=api.ingest).status_code == 403
+
+
+def test_every_call_is_audited_with_the_answer_hash(api, loaded):
+    adv = key(api, "adv-a")
+    answer = api.client.get("/v1/campaigns/cmp-a/report?by=device&from=2025-01-01", headers=adv)
+    refused = api.client.get("/v1/campaigns/cmp-b/frequency", headers=adv)
+    assert refused.status_code == 404
+    assert api.client.get("/v1/audit", headers=adv).status_code == 403
+    records = api.client.get("/v1/audit", headers=api.admin).json()["records"]
+    by_id = {r["audit_id"]: r for r in records}
+    mine = by_id[answer.json()["report_id"]]
+    assert mine["answer_sha256"] == hashlib.sha256(answer.content).hexdigest()
+    assert mine["endpoint"] == "campaign_report" and mine["status"] == 200
+    assert mine["parameters"]["by"] == "device" and mine["parameters"]["from"] == "2025-01-01"
+    assert mine["row_count"] == len(answer.json()["rows"])
+    assert mine["advertiser_id"] == "adv-a" and mine["key_id"].startswith("key_")
+    denied = [r for r in records if r["status"] == 404]
+    assert len(denied) == 1 and denied[0]["parameters"]["campaign_id"] == "cmp-b"
+
+
+def test_forecast_isolation_and_audit(api, loaded):
+    made = api.client.post("/v1/segments", headers=api.admin, json={
+        "name": "b's list", "kind": "static", "advertiser_id": "adv-b",
+        "profile_ids": [f"p{i:03d}" for i in range(200)]})
+    assert made.status_code in (200, 201), made.text
+    segment_id = made.json()["segment_id"]
+    adv_a, adv_b = key(api, "adv-a"), key(api, "adv-b")
+    plan = {"segment_ids": [segment_id], "impressions": 100, "days": 1}
+    assert api.client.post("/v1/forecast/reach", json=plan, headers=adv_a).status_code == 404
+    # the owner may ask; before the build the segment has no membership yet
+    assert api.client.post("/v1/forecast/reach", json=plan, headers=adv_b).status_code == 409
+    assert api.client.post(f"/v1/segments/{segment_id}/build", headers=api.admin).status_code == 202
+    for _ in range(200):
+        seg = api.client.get(f"/v1/segments/{segment_id}", headers=api.admin).json()
+        if seg["status"] in ("ready", "failed"):
+            break
+        time.sleep(0.05)
+    assert seg["status"] == "ready", seg
+    answer = api.client.post("/v1/forecast/reach", json=plan, headers=adv_b)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["universe"] == 200 and 0 < body["reach"] <= 100
+    assert body["backtest_error"] is not None
+    records = api.client.get("/v1/audit?advertiser_id=adv-a", headers=api.admin).json()["records"]
+    assert [r["status"] for r in records if r["endpoint"] == "forecast_reach"] == [404]
