@@ -65,6 +65,7 @@ def _lifespan(settings: Settings):
                     max_rows=settings.flush_max_rows,
                     max_seconds=settings.flush_max_seconds,
                     claim_idle_ms=settings.claim_idle_ms,
+                    live_counters=settings.live_counters,
                 )
                 flusher.start()
                 flushers.append(flusher)

@@ -89,7 +89,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
     flusher = Flusher(stores.new_clickhouse(), stores.redis,
                       consumer=args.name or default_consumer_name(settings),
                       max_rows=settings.flush_max_rows, max_seconds=settings.flush_max_seconds,
-                      claim_idle_ms=settings.claim_idle_ms)
+                      claim_idle_ms=settings.claim_idle_ms, live_counters=settings.live_counters)
     try:
         if args.once:
             flusher.drain()

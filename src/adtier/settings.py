@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flusher_threads: int = 2
     flusher_name: str = ""
     claim_idle_ms: int = 30_000
+    # Per-profile live ad counters for the feature feed, updated by the flushers.
+    live_counters: bool = True
     privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles
 
     @property
