@@ -397,6 +397,11 @@ def feature_values(chunk: Chunk, feature: str, key: str | None, window: int) -> 
         return K.windowed_sum(rows.offsets, rows.day_off, rows.key, rows.metrics[metric],
                               key_index, window)
 
+    def fused(num: str, den: str, prior: tuple[float, float] = RATE_PRIOR):
+        """(smoothed rate num/den of the key, the key's share of the total den): one pass."""
+        return K.rate_and_share(rows.offsets, rows.day_off, rows.key, rows.metrics[num],
+                                rows.metrics[den], k, window, *prior)
+
     if feature in ("ad_impressions", "campaign_exposures"):
         out = wsum("impressions")
     elif feature == "ad_completes":
@@ -405,16 +410,15 @@ def feature_values(chunk: Chunk, feature: str, key: str | None, window: int) -> 
         out = wsum("skips")
     elif feature == "ad_clicks":
         out = wsum("clicks")
-    elif feature == "ad_completion_rate":
-        out = K.beta_rate(wsum("completes"), wsum("impressions"), *RATE_PRIOR)
-    elif feature == "ad_skip_rate":
-        out = K.beta_rate(wsum("skips"), wsum("impressions"), *RATE_PRIOR)
-    elif feature == "ad_ctr":
-        out = K.beta_rate(wsum("clicks"), wsum("impressions"), *CTR_PRIOR)
+    elif feature in ("ad_completion_rate", "ad_skip_rate", "ad_ctr"):
+        metric = {"ad_completion_rate": "completes", "ad_skip_rate": "skips",
+                  "ad_ctr": "clicks"}[feature]
+        prior = CTR_PRIOR if feature == "ad_ctr" else RATE_PRIOR
+        out = fused(metric, "impressions", prior)[0]
     elif feature == "watch_minutes":
         out = wsum("minutes")
     elif feature == "genre_share":
-        out = K.safe_share(wsum("minutes"), wsum("minutes", 0))
+        out = fused("minutes", "minutes")[1]
     elif feature == "watched_title":
         out = (wsum("plays") > 0).astype(np.float64)
     elif feature == "sessions":
@@ -424,7 +428,7 @@ def feature_values(chunk: Chunk, feature: str, key: str | None, window: int) -> 
     elif feature == "days_since_active":
         out = K.key_min(rows.offsets, rows.key, rows.metrics["recent"], 0, 1_000_000.0)
     elif feature in ("device_share", "daypart_share"):
-        out = K.safe_share(wsum("events"), wsum("events", 0))
+        out = fused("events", "events")[1]
     else:  # pragma: no cover - rules.parse_rule admits only catalog features
         raise KeyError(feature)
     chunk.cache[spec] = out

@@ -38,6 +38,7 @@ __all__ = [
 
 # comparison op codes for ``compare``
 OPS = {">": 0, ">=": 1, "<": 2, "<=": 3, "==": 4, "!=": 5, "between": 6, "in": 7}
+_BLOCKS = 256  # parallel blocks of profiles in the fused kernels (many per thread: balance)
 _EPS = 1e-9  # == and != compare floats with this tolerance (counts are exact, rates are not)
 
 
@@ -122,28 +123,42 @@ def rate_and_share(offsets, day_off, key, num, den, want_key, window, a, b):
     """One pass over the rows, per profile: the Beta(a, b)-smoothed rate ``num / den`` of key
     ``want_key`` and that key's share of the total (key 0) ``den``, both in the window.
 
-    The fused form of ``windowed_sum`` x 3 + ``beta_rate`` + ``safe_share``: each profile's rows
-    are read once (CSR ``offsets`` computed once), accumulators stay in registers, inputs may
-    be small dtypes (int8/int16 day and key, float32 metrics). Answers (rate, share) float64."""
+    The fused form of ``windowed_sum`` x 3 + ``beta_rate`` + ``safe_share``. The profiles are
+    cut into ``_BLOCKS`` contiguous blocks run in parallel (``prange``); within a block the
+    rows are read once in order, first into branch-free masked contributions (a flat loop that
+    vectorises: the window and key tests are random per row, so branches would mispredict),
+    then summed per profile over the CSR ``offsets`` (computed once per chunk). Inputs may be
+    small dtypes (int8/int16 day and key, float32 metrics). Answers (rate, share) float64."""
     n = offsets.shape[0] - 1
     rate = np.empty(n, np.float64)
     share = np.empty(n, np.float64)
-    for p in prange(n):
-        total = 0.0
-        d = 0.0
-        m = 0.0
-        for r in range(offsets[p], offsets[p + 1]):
-            # branch-free: the window and key tests are random per row, so mispredicted
-            # branches would cost more than the arithmetic
+    for blk in prange(_BLOCKS):
+        lo = (n * blk) // _BLOCKS
+        hi = (n * (blk + 1)) // _BLOCKS
+        r0 = offsets[lo]
+        m_rows = offsets[hi] - r0
+        tot = np.empty(m_rows, den.dtype)  # float32 inputs stay float32, float64 exact
+        hit_den = np.empty(m_rows, den.dtype)
+        hit_num = np.empty(m_rows, num.dtype)
+        for i in range(m_rows):
+            r = r0 + i
             inw = day_off[r] < window
             k = key[r]
-            t0 = 1.0 if (inw and k == 0) else 0.0
-            t1 = 1.0 if (inw and k == want_key) else 0.0
-            total += den[r] * t0
-            d += den[r] * t1
-            m += num[r] * t1
-        rate[p] = (m + a) / (d + a + b)
-        share[p] = d / total if total > 0 else 0.0
+            f0 = np.float32(1.0) if (inw and k == 0) else np.float32(0.0)
+            f1 = np.float32(1.0) if (inw and k == want_key) else np.float32(0.0)
+            tot[i] = den[r] * f0
+            hit_den[i] = den[r] * f1
+            hit_num[i] = num[r] * f1
+        for p in range(lo, hi):
+            total = 0.0
+            d = 0.0
+            m = 0.0
+            for i in range(offsets[p] - r0, offsets[p + 1] - r0):
+                total += tot[i]
+                d += hit_den[i]
+                m += hit_num[i]
+            rate[p] = (m + a) / (d + a + b)
+            share[p] = d / total if total > 0 else 0.0
     return rate, share
 
 
