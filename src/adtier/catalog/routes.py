@@ -14,7 +14,7 @@ decoder per model, so a bad item answers 400 naming its index and field, strictl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 import msgspec
@@ -38,7 +38,7 @@ from adtier.catalog.models import (
     Title,
     Upserted,
 )
-from adtier.errors import ApiError
+from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 
@@ -56,17 +56,6 @@ _MAX_ID = 64
 Limit = Annotated[int, QueryParameter(ge=1, le=10_000, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
 Row = dict[str, object]
-
-
-async def _decode(request: Request, decoder: msgspec.json.Decoder) -> Any:
-    body = await request.body()
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as err:
-        code = "invalid_item" if "$.items[" in str(err) else "invalid_request"
-        raise ApiError(400, code, str(err)) from err
-    except msgspec.DecodeError as err:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
 
 
 async def _run(fn, *args):
@@ -102,7 +91,7 @@ async def _check_references(
 
 async def _upsert(request: Request, kind: store.Kind) -> Upserted:
     await authorize(request, "admin")
-    batch = await _decode(request, _DECODERS[kind.model])
+    batch = await decode_json(request, _DECODERS[kind.model])
     items = batch.items
     if kind.name == "campaigns":
         await _check_references(request, items, "advertiser_id", store.CATALOG["advertisers"])
@@ -240,7 +229,7 @@ class PrivacyController(Controller):
         """``{"profile_ids": [...]}`` (at most 10,000). There is no opt-in: an opt-out stays,
         even across an erasure, and its first time is kept."""
         await authorize(request, "admin")
-        body = await _decode(request, _OPT_OUT)
+        body = await decode_json(request, _OPT_OUT)
         client = app_state(request).api_clickhouse
         total, already = await _run(store.record_optouts, client, body.profile_ids)
         return OptedOut(total, already)

@@ -24,7 +24,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adtier.auth import ApiKey
-from adtier.errors import ApiError
+from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.measure import audit, forecast, lift, reach
 from adtier.measure.privacy import CampaignInfo, not_found
@@ -198,12 +198,7 @@ class ForecastController(Controller):
         union of the segments (no segments: every eligible profile), the model used
         (negative-binomial, or beta-binomial when a cap bounds the opportunities) and its
         backtest error. See ``adtier.measure.forecast``."""
-        try:
-            data = _FORECAST.decode(await request.body())
-        except msgspec.ValidationError as err:
-            raise ApiError(400, "invalid_request", str(err)) from err
-        except msgspec.DecodeError as err:
-            raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+        data = await decode_json(request, _FORECAST)
         params = msgspec.to_builtins(data)
 
         async def produce(key: ApiKey) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import Meta
 
 from adtier.auth import ApiKey
-from adtier.errors import ApiError
+from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.segments import build as B
 from adtier.segments import store
@@ -145,6 +145,10 @@ async def _present(state: AppState, rows: list[store.SegmentRow]) -> list[Segmen
     for row in rows:
         stale = row.status == "building" and not await state.redis.exists(
             store.lock_key(row.segment_id))
+        if stale:
+            # The build may have finished between our read and the lock check: read again.
+            row = await _run(store.get_segment, state.api_clickhouse, row.segment_id) or row
+            stale = row.status == "building"
         out.append(_out(row, stale))
     return out
 
@@ -195,12 +199,7 @@ class SegmentsController(Controller):
         The segment starts ``pending``: build it with ``POST /v1/segments/{id}/build``."""
         key = await authorize(request, "advertiser")
         state = app_state(request)
-        try:
-            data = _DECODER.decode(await request.body())
-        except msgspec.ValidationError as err:
-            raise ApiError(400, "invalid_request", str(err)) from err
-        except msgspec.DecodeError as err:
-            raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+        data = await decode_json(request, _DECODER)
         owner = key.advertiser_id
         if key.role == "admin":
             owner = data.advertiser_id or ""
