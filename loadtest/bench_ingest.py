@@ -130,11 +130,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_procs(root: int) -> list[tuple[int, int, int]]:
-    """(pid, rss bytes, cpu ticks) of a process, its descendants and its process group.
-
-    Descendants matter: the embedded Valkey runs in a session of its own."""
-    info: dict[int, tuple[int, int, int, int]] = {}  # pid -> (ppid, pgrp, rss, ticks)
+def proc_stats() -> dict[int, tuple[str, list[bytes]]]:
+    """Every live process: pid -> (comm, the /proc/<pid>/stat fields after comm)."""
+    out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -143,11 +141,21 @@ def tree_procs(root: int) -> list[tuple[int, int, int]]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+        out[int(name)] = (comm, stat[stat.rindex(b")") + 2:].split())
+    return out
+
+
+def tree_procs(root: int) -> list[tuple[int, int, int]]:
+    """(pid, rss bytes, cpu ticks) of a process, its descendants and its process group.
+
+    Descendants matter: the embedded Valkey runs in a session of its own."""
+    info: dict[int, tuple[int, int, int, int]] = {}  # pid -> (ppid, pgrp, rss, ticks)
+    for pid, (_, fields) in proc_stats().items():
         if fields[0] == b"Z":
             continue
-        info[int(name)] = (int(fields[1]), int(fields[2]), int(fields[21]) * PAGE,
-                           int(fields[11]) + int(fields[12]))
+        info[pid] = (int(fields[1]), int(fields[2]), int(fields[21]) * PAGE,
+                     int(fields[11]) + int(fields[12]))
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _, _) in info.items():
         children.setdefault(ppid, []).append(pid)
@@ -626,19 +634,7 @@ def cpu_system() -> tuple[float, float, float]:
 
 
 def all_proc_ticks() -> dict[int, tuple[str, int]]:
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
-        fields = stat[stat.rindex(b")") + 2:].split()
-        out[int(name)] = (comm, int(fields[11]) + int(fields[12]))
-    return out
+    return {pid: (comm, int(f[11]) + int(f[12])) for pid, (comm, f) in proc_stats().items()}
 
 
 def cpu_self() -> float:
