@@ -22,7 +22,9 @@ from adtier.store.migrate import apply_migrations
 
 TABLES = ("ad_events", "content_events", "rejected_events", "ingest_batches", "api_keys",
           "advertisers", "campaigns", "creatives", "titles", "profiles", "privacy_optouts",
-          "erasures", "segments", "segment_members", "audit_log", "profile_features")
+          "erasures", "segments", "segment_members", "audit_log", "profile_features",
+          "profile_ad_daily", "profile_content_daily", "profile_activity_daily",
+          "ad_campaign_daily")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +48,7 @@ def clickhouse_dsn(session_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def ch_session(clickhouse_dsn: str):
     client = connect(clickhouse_dsn)
-    apply_migrations(client)
+    apply_migrations(client, cluster=os.environ.get("ADTIER_CLICKHOUSE_CLUSTER", ""))
     yield client
     client.close()
 

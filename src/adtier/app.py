@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from adtier.catalog import CATALOG_ROUTES
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.features.routes import FEATURE_ROUTES
+from adtier.features.scheduler import FeatureScheduler
 from adtier.ingest.buffer import IngestBuffer
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.normalise import TimePolicy
@@ -32,6 +34,7 @@ from adtier.logs import configure_logging, get_logger
 from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
+from adtier.segments.build import restore_redis
 from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import AppState
@@ -51,6 +54,9 @@ def _lifespan(settings: Settings):
         if created is not None:
             print(f"adtier: generated admin key (shown once, also in "
                   f"{settings.data_dir / 'admin_key'}): {created.key}", file=sys.stderr, flush=True)
+        # Valkey emptied or replaced (no live-version hash): reload the served segments'
+        # look-up sets from ClickHouse before answering look-ups.
+        restore_redis(stores.clickhouse, stores.redis, only_if_missing=True)
         client = aredis.Redis.from_url(stores.redis_url, max_connections=256)
         flushers = []
         if settings.flusher_enabled:
@@ -83,6 +89,10 @@ def _lifespan(settings: Settings):
             api_clickhouse=stores.new_clickhouse(),
             flushers=flushers,
         )
+        # Feature feed upkeep: the look-up's Valkey mirror, periodic batch computations.
+        features = FeatureScheduler(settings.clickhouse_dsn, stores.redis,
+                                    settings.features_compute_interval_s)
+        features.start()
         # Full collections would rescan everything loaded at start-up on every pass; freeze it.
         gc.freeze()
         log.info("adtier_ready", clickhouse=settings.clickhouse_dsn.split("?")[0],
@@ -90,6 +100,9 @@ def _lifespan(settings: Settings):
         try:
             yield
         finally:
+            if os.environ.get("ADTIER_FAILPOINT") == "hang_on_shutdown":
+                time.sleep(3600)  # tests: a stuck shutdown must be ended by shutdown_timeout_s
+            await anyio.to_thread.run_sync(features.stop)
             for flusher in flushers:
                 flusher.request_stop()
             for flusher in flushers:

@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from adtier.store import connect
         from adtier.store.migrate import apply_migrations
 
-        apply_migrations(connect(settings.clickhouse_dsn))
+        apply_migrations(connect(settings.clickhouse_dsn), cluster=settings.clickhouse_cluster)
     # The worker process reads its settings from the environment.
     os.environ.update({
         "ADTIER_DATA_DIR": str(settings.data_dir.resolve()),
@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,
         backlog=2048,
+        workers_kill_timeout=max(1, settings.shutdown_timeout_s),
     ).serve()
     return 0
 
@@ -69,14 +70,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from adtier.store import connect
-    from adtier.store.migrate import apply_migrations
+    from adtier.store.cluster import ClusterRewriteError
+    from adtier.store.migrate import (
+        MigrationError,
+        apply_migrations,
+        ledger_statement,
+        planned_statements,
+    )
 
     settings = _settings(args)
-    client = connect(settings.clickhouse_dsn)
-    applied = apply_migrations(client)
+    cluster = settings.clickhouse_cluster if args.cluster is None else args.cluster
+    try:
+        if args.print:  # a dry run: no connection, every migration as it would run
+            planned = planned_statements(cluster=cluster)
+            print("-- the ledger\n" + ledger_statement(cluster).strip() + ";\n")
+            for m, statements in planned:
+                print(f"-- {m.version:04d}_{m.name} (sha256 {m.checksum})"
+                      + (f" ON CLUSTER {cluster}" if cluster else ""))
+                for statement in statements:
+                    print(statement + ";\n")
+            return 0
+        client = connect(settings.clickhouse_dsn)
+        applied = apply_migrations(client, cluster=cluster)
+    except (MigrationError, ClusterRewriteError) as err:
+        print(f"adtier: {err}", file=sys.stderr)
+        return 2
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
-    print(f"schema up to date ({len(applied)} applied)")
+    print(f"schema up to date ({len(applied)} applied)" + (f" on cluster {cluster}" if cluster else ""))
     return 0
 
 
@@ -139,6 +160,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
     from adtier.segments import store
     from adtier.segments.build import BuildBusy, build_many
 
+    if args.segments_cmd == "restore":
+        return _segments_restore(args)
     if bool(args.all) == bool(args.ids):
         print("adtier: give segment ids or --all", file=sys.stderr)
         return 2
@@ -168,13 +191,28 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
             try:
                 build_many(client, stores.redis, ids, on_done=on_done, progress=progress,
-                           by="cli")
+                           by="cli", role="cli")
             except BuildBusy as err:
                 print(f"adtier: {err}", file=sys.stderr)
                 return 1
     finally:
         stores.close()
     return 1 if failed else 0
+
+
+def _segments_restore(args: argparse.Namespace) -> int:
+    """``adtier segments restore``: reload every served segment's look-up set into Redis from
+    ClickHouse (after Redis/Valkey was replaced or emptied)."""
+    from adtier.runtime import open_stores
+    from adtier.segments.build import restore_redis
+
+    stores = open_stores(_settings(args))
+    try:
+        restored = restore_redis(stores.clickhouse, stores.redis)
+    finally:
+        stores.close()
+    print(msgspec.json.encode({"restored": restored}).decode())
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -186,6 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow.ipc as ipc
     from tqdm import tqdm
 
+    from adtier.features import auditing
     from adtier.features.batch import compute
     from adtier.features.export import (
         ColumnsError,
@@ -212,7 +251,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     bar.n = done
                     bar.refresh()
 
-                compute(client, progress=progress, redis_client=stores.redis)
+                result = compute(client, progress=progress, redis_client=stores.redis)
+            auditing.record_compute(client, result, who=auditing.cli_who(), role="cli")
         plan = plan_export(client, args.since, columns, stores.redis)
         with tqdm(total=plan.rows, unit="profile", desc="export") as bar:
             if out.suffix == ".arrow":
@@ -224,6 +264,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                         bar.update(b.num_rows)
             else:
                 rows = write_parquet(iter_batches(client, plan), plan.schema, out, bar.update)
+        # BRIEF §5: who, what, when, how many, and the hash of exactly what was written
+        auditing.record(client, who=auditing.cli_who(), role="cli",
+                        endpoint="features_export_cli",
+                        parameters={"since": plan.since, "watermark": plan.watermark,
+                                    "out": str(out), "columns": args.columns},
+                        row_count=rows, answer_sha256=auditing.file_sha256(out))
         print(msgspec.json.encode({"out": str(out), "rows": rows, "since": plan.since,
                                    "watermark": plan.watermark}).decode())
     finally:
@@ -251,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply new sql/ migrations")
+    migrate.add_argument("--cluster", default=None, metavar="NAME",
+                         help="run ON CLUSTER NAME with Replicated tables (env "
+                              "ADTIER_CLICKHOUSE_CLUSTER; '' = single node)")
+    migrate.add_argument("--print", action="store_true",
+                         help="print the statements every migration runs, and exit (no database)")
     migrate.set_defaults(func=cmd_migrate)
 
     flush = sub.add_parser("flush", help="run a flusher alone (scale-out)")
@@ -280,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg_build = segments_sub.add_parser("build", help="build segments now, with a progress bar")
     seg_build.add_argument("ids", nargs="*", metavar="ID", help="segment ids")
     seg_build.add_argument("--all", action="store_true", help="every segment")
+    segments_sub.add_parser("restore", help="reload the served segments' Redis look-up sets "
+                            "from ClickHouse (after Redis was emptied or replaced)")
     segments.set_defaults(func=cmd_segments)
 
     export = sub.add_parser("export", help="export data for downstream jobs")

@@ -89,7 +89,7 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
         log.info("embedded_valkey_started", url=redis_url)
     clickhouse = connect(settings.clickhouse_dsn)
     if migrate:
-        for migration in apply_migrations(clickhouse):
+        for migration in apply_migrations(clickhouse, cluster=settings.clickhouse_cluster):
             log.info("migration_applied", version=migration.version, name=migration.name)
     return Stores(settings, clickhouse, redis_url, redis.Redis.from_url(redis_url), valkey,
                   lock_fd=lock_fd)

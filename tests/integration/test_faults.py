@@ -163,3 +163,20 @@ def test_flusher_dying_between_insert_and_ack_is_redone_exactly_once(tmp_path):
         assert status["stored"] == status["accepted"] == 300
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_stuck_shutdown_is_ended_by_the_shutdown_timeout_and_loses_nothing(tmp_path):
+    server = ServerProcess(tmp_path / "data", ADTIER_FAILPOINT="hang_on_shutdown",
+                           ADTIER_SHUTDOWN_TIMEOUT_S="2").start()
+    try:
+        key = server.new_key()
+        answer = _post(server, key, 120)
+        os.kill(server.proc.pid, signal.SIGTERM)  # the worker's shutdown then hangs for an hour
+        assert server.wait_exit(30) is not None
+        wait_until(lambda: not group_alive(server.proc.pid), timeout=20)
+        server.extra_env.pop("ADTIER_FAILPOINT")
+        server.start()
+        wait_until(lambda: _stored(server, answer["batch_id"]).get("stored") == 120, timeout=60)
+    finally:
+        server.stop()

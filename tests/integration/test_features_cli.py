@@ -30,3 +30,27 @@ def test_export_features_writes_parquet_and_arrow(tmp_path):
                                        "watermark"]
     bad = run_cli(tmp_path / "data", "export", "features", "--out", str(out), "--columns", "x")
     assert bad.returncode == 2 and "unknown columns" in bad.stderr
+
+
+def test_cli_export_and_compute_are_audited(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    out = tmp_path / "features.parquet"
+    done = run_cli(tmp_path / "data", "export", "features", "--out", str(out), "--compute")
+    assert done.returncode == 0, done.stderr
+    # the CLI's embedded chdb is free again: read its audit log from another process
+    read = subprocess.run([sys.executable, "-c", (
+        "import json, sys\n"
+        "from adtier.store import connect\n"
+        "c = connect('chdb://' + sys.argv[1])\n"
+        "rows = c.query('SELECT key_id, role, endpoint, row_count, answer_sha256 FROM audit_log"
+        " ORDER BY ts').result_rows\n"
+        "print(json.dumps(rows))\n"), str(tmp_path / "data" / "clickhouse")],
+        capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+    rows = json.loads(read.stdout.strip().splitlines()[-1])
+    assert [r[2] for r in rows] == ["features_compute", "features_export_cli"]
+    assert all(r[0].startswith("cli") and r[1] == "cli" for r in rows)
+    assert rows[1][3] == 0 and rows[1][4] == hashlib.sha256(out.read_bytes()).hexdigest()

@@ -68,7 +68,7 @@ def export(api, headers, since: int = 0, fmt: str = "arrow", columns: str | None
     return table, watermark
 
 
-def test_new_event_shows_in_lookup_right_after_a_flush(api, flush, ch, recs):
+def test_new_event_shows_in_lookup_right_after_a_flush(api, flush, ch, rds, recs):
     seed(api)
     assert api.client.get("/v1/features/profiles/pf-1", headers=recs).status_code == 404
     send(api, ad_play("pf-1", "as-1") + [ad_event("click", profile_id="pf-1")])
@@ -89,7 +89,7 @@ def test_new_event_shows_in_lookup_right_after_a_flush(api, flush, ch, recs):
     send(api, [content_event("content_heartbeat", profile_id="pf-1", watched_ms=600_000),
                content_event("rating", profile_id="pf-1", value=2)])
     flush()
-    result = features_batch.compute(ch)
+    result = features_batch.compute(ch, redis_client=rds)
     assert (result.profiles, result.written) == (1, 1)
     body = api.client.get("/v1/features/profiles/pf-1", headers=recs).json()
     b = body["batch"]
@@ -130,7 +130,7 @@ def test_kids_opted_out_and_erased_profiles_get_nothing(api, flush, ch, rds, rec
     for profile in ("pf-kid", "pf-opt"):
         assert api.client.get(f"/v1/features/profiles/{profile}", headers=recs).status_code == 404
     assert api.client.get("/v1/features/profiles/pf-ok", headers=recs).status_code == 200
-    features_batch.compute(ch)
+    features_batch.compute(ch, redis_client=rds)
     assert [r[0] for r in ch.query("SELECT profile_id FROM profile_features FINAL").result_rows] \
         == ["pf-ok"]
     table, _ = export(api, recs)
@@ -144,7 +144,7 @@ def test_incremental_export_returns_exactly_the_changed_profiles(api, flush, ch,
     seed(api)
     send(api, ad_play("pf-a", "a1") + ad_play("pf-b", "b1") + ad_play("pf-c", "c1"))
     flush()
-    first = features_batch.compute(ch)
+    first = features_batch.compute(ch, redis_client=rds)
     assert first.written == 3
     table, w1 = export(api, recs)
     assert sorted(table.column("profile_id").to_pylist()) == ["pf-a", "pf-b", "pf-c"]
@@ -152,14 +152,14 @@ def test_incremental_export_returns_exactly_the_changed_profiles(api, flush, ch,
     assert w1 == first.watermark
 
     # nothing changed: nothing written, nothing exported, the watermark stays
-    assert features_batch.compute(ch).written == 0
+    assert features_batch.compute(ch, redis_client=rds).written == 0
     table, w2 = export(api, recs, since=w1)
     assert table.num_rows == 0 and w2 == w1
 
     # one profile changes
     send(api, ad_play("pf-a", "a2", complete=False))
     flush()
-    assert features_batch.compute(ch).written == 1
+    assert features_batch.compute(ch, redis_client=rds).written == 1
     table, w3 = export(api, recs, since=w2)
     assert table.column("profile_id").to_pylist() == ["pf-a"] and w3 > w2
     assert table.column("skips").to_pylist() == [1]
@@ -229,3 +229,20 @@ def test_compute_endpoint_runs_in_the_background(api, flush, ch, recs):
     assert status["error"] is None and status["last"]["written"] == 1
     body = api.client.get("/v1/features/profiles/pf-1", headers=recs).json()
     assert body["batch"]["completion_rate"] == 0.6666667
+
+
+def test_export_read_in_many_hash_slices_returns_every_row_once(api, flush, ch, rds, recs,
+                                                                 monkeypatch):
+    from adtier.features import export as features_export
+
+    seed(api)
+    profiles = [f"pf-{i}" for i in range(7)]
+    send(api, [e for i, p in enumerate(profiles) for e in ad_play(p, f"as-{i}")])
+    flush()
+    features_batch.compute(ch, redis_client=rds)
+    whole, w1 = export(api, recs)
+    monkeypatch.setattr(features_export, "_SLICE_ROWS", 2)  # 7 rows: 4 slices of the hash space
+    assert len(features_export._slices(7)) == 4
+    sliced, w2 = export(api, recs)
+    assert w1 == w2 and sorted(sliced.column("profile_id").to_pylist()) == profiles
+    assert sliced.sort_by("profile_id").equals(whole.sort_by("profile_id"))

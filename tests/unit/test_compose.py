@@ -1,9 +1,11 @@
 """compose.yaml stays true to the code: it parses, every ``adtier`` command is one the CLI
-accepts (subcommand and flags), and every ``ADTIER_*`` name is a setting."""
+accepts (subcommand and flags), every ``ADTIER_*`` name is a setting, and the `cluster`
+profile's ClickHouse config is the layout the migrations produce (one shard, N replicas)."""
 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import msgspec
@@ -12,6 +14,7 @@ import yaml
 
 from adtier.cli import build_parser
 from adtier.settings import Settings
+from adtier.store.cluster import validate_cluster
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 
@@ -64,3 +67,74 @@ def test_every_adtier_env_name_is_a_setting(compose):
     names |= set(re.findall(r"\bADTIER_[A-Z0-9_]+", COMPOSE.read_text()))
     unknown = sorted(names - fields)
     assert not unknown, f"not settings (see src/adtier/settings.py): {unknown}"
+
+
+# ---- profile `cluster`: Keeper + replicas of one shard ---------------------------------------
+
+
+def _cluster_config(compose) -> ET.Element:
+    return ET.fromstring(compose["configs"]["clickhouse-cluster"]["content"])
+
+
+def test_cluster_profile_is_one_shard_of_the_replica_services(compose):
+    services = compose["services"]
+    replicas = {n for n, s in services.items()
+                if "cluster" in s.get("profiles", []) and "clickhouse-server" in s.get("image", "")}
+    assert len(replicas) >= 2
+    config = _cluster_config(compose)
+    clusters = list(config.find("remote_servers"))
+    assert len(clusters) == 1
+    shards = clusters[0].findall("shard")
+    assert len(shards) == 1  # the layout adtier.store.cluster produces: Replicated, no Distributed
+    assert shards[0].findtext("internal_replication") == "true"
+    hosts = {r.findtext("host") for r in shards[0].findall("replica")}
+    assert hosts == replicas
+    keepers = {(n.findtext("host"), n.findtext("port"))
+               for n in config.find("zookeeper").findall("node")}
+    assert keepers
+    for host, port in keepers:  # each Keeper the servers name is a service listening there
+        keeper = services[host]
+        assert keeper["profiles"] == ["cluster"]
+        (mount,) = keeper["configs"]
+        keeper_config = ET.fromstring(compose["configs"][mount["source"]]["content"])
+        assert keeper_config.findtext("keeper_server/tcp_port") == port
+        assert keeper_config.findtext("listen_host") == "0.0.0.0"
+        raft = keeper_config.findall("keeper_server/raft_configuration/server")
+        assert {s.findtext("hostname") for s in raft} <= {k for k, _ in keepers}
+
+
+def test_each_replica_mounts_the_config_and_names_itself(compose):
+    services = compose["services"]
+    config = _cluster_config(compose)
+    replica_env = config.find("macros/replica").get("from_env")
+    assert config.findtext("macros/shard")
+    names = []
+    for host in (r.findtext("host") for r in config.iter("replica") if r.findtext("host")):
+        service = services[host]
+        assert {"source": "clickhouse-cluster",
+                "target": "/etc/clickhouse-server/config.d/adtier-cluster.xml"} in service["configs"]
+        assert service["hostname"] == host
+        names.append(service["environment"][replica_env])
+    assert len(set(names)) == len(names)  # a replica name is unique within its shard
+    volumes = [v.split(":")[0] for host in names for v in services[host]["volumes"]]
+    assert len(set(volumes)) == len(volumes)  # no two replicas share a data volume
+
+
+def test_the_documented_cluster_command_matches_the_config(compose):
+    """The header's command names the cluster of remote_servers and a replica's HTTP URL."""
+    text = COMPOSE.read_text()
+    name = re.search(r"ADTIER_CLICKHOUSE_CLUSTER=(\w+)", text)[1]
+    url_host = re.search(r"ADTIER_CLICKHOUSE_URL=http://([\w-]+):8123", text)[1]
+    assert [c.tag for c in _cluster_config(compose).find("remote_servers")] == [name]
+    assert url_host in compose["services"]
+    validate_cluster(name)
+    # every adtier service takes both settings from the environment, single node by default
+    for service in ("migrate", "ingest", "flusher"):
+        env = compose["services"][service]["environment"]
+        assert env["ADTIER_CLICKHOUSE_CLUSTER"] == "${ADTIER_CLICKHOUSE_CLUSTER:-}"
+        assert env["ADTIER_CLICKHOUSE_URL"] == "${ADTIER_CLICKHOUSE_URL:-http://clickhouse:8123}"
+        deps = compose["services"][service]["depends_on"]
+        if "migrate" in deps:  # after the migration, which waited for the stores
+            deps = compose["services"]["migrate"]["depends_on"]
+        assert {"clickhouse-1", "clickhouse-2"} <= set(deps)
+        assert all(deps[d].get("required") is False for d in ("clickhouse-1", "clickhouse-2"))

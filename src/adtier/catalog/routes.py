@@ -19,6 +19,7 @@ from typing import Annotated
 import anyio.to_thread
 import msgspec
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from redis.exceptions import RedisError
 from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
@@ -39,6 +40,7 @@ from adtier.catalog.models import (
     Upserted,
 )
 from adtier.errors import ApiError, decode_json
+from adtier.features import mirror as features_mirror
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 
@@ -65,6 +67,20 @@ async def _run(fn, *args):
     except ClickHouseError as err:
         log.error("catalog_store_error", error=str(err)[:500])
         raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+
+
+async def _publish_exclusions(request: Request, profile_ids: list[str]) -> None:
+    """Tell the feature look-up's Valkey mirror at once (after the ClickHouse record, before
+    answering) that these profiles are excluded: kids, opted out or erased."""
+    if not profile_ids:
+        return
+    r = app_state(request).stores.redis
+    try:
+        await anyio.to_thread.run_sync(lambda: features_mirror.exclude(r, profile_ids))
+    except RedisError as err:  # recorded in ClickHouse already: a retry is idempotent
+        log.error("exclusion_publish_failed", error=str(err)[:300])
+        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
                        {"Retry-After": "5"}) from err
 
 
@@ -98,7 +114,11 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
     elif kind.name == "creatives":
         await _check_references(request, items, "campaign_id", store.CATALOG["campaigns"])
     client = app_state(request).api_clickhouse
-    return Upserted(await _run(store.upsert, client, kind, items))
+    upserted = Upserted(await _run(store.upsert, client, kind, items))
+    if kind is store.PROFILES:  # the last item of a repeated id wins, as in store.upsert
+        latest = {i.profile_id: i for i in items}
+        await _publish_exclusions(request, [p for p, i in latest.items() if i.kind == "kids"])
+    return upserted
 
 
 async def _list(request: Request, kind: store.Kind, limit: int, offset: int) -> Page:
@@ -232,6 +252,7 @@ class PrivacyController(Controller):
         body = await decode_json(request, _OPT_OUT)
         client = app_state(request).api_clickhouse
         total, already = await _run(store.record_optouts, client, body.profile_ids)
+        await _publish_exclusions(request, list(dict.fromkeys(body.profile_ids)))
         return OptedOut(total, already)
 
     @delete("/profiles/{profile_id:str}", status_code=202, summary="Erase a profile")
@@ -245,6 +266,7 @@ class PrivacyController(Controller):
         methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
         # and out of every built segment at once, not at the next build
         await _run(forget_profile, state.api_clickhouse, state.stores.redis, profile_id)
+        await _publish_exclusions(request, [profile_id])  # and out of the feature feed
         log.info("profile_erased", methods=methods)  # never the profile id itself
         return Erased(profile_id, True)
 

@@ -74,8 +74,13 @@ CATALOG: dict[str, Kind] = {
     )
 }
 PROFILES = _kind("profiles", Profile, "profile_id")
-# Tables an erasure deletes a profile's rows from.
-ERASE_TABLES: tuple[str, ...] = ("ad_events", "content_events", "profiles")
+# Tables an erasure deletes a profile's rows from (the profile_*_daily rollups of
+# sql/0009_profile_rollups.sql are the event tables' per-day sums: they go too).
+ERASE_TABLES: tuple[str, ...] = ("ad_events", "content_events", "profiles", "profile_ad_daily",
+                                 "profile_content_daily", "profile_activity_daily",
+                                 "ad_campaign_daily")
+# Rollups that keep only the profile's hash are matched on it (same cityHash64 as everywhere).
+_PROFILE_MATCH = {"ad_campaign_daily": "profile_hash = cityHash64({p:String})"}
 
 
 def _utc(value: object) -> object:
@@ -159,16 +164,17 @@ def delete_profile_rows(client: Client, table: str, profile_id: str,
     with projections) falls back to a synchronous mutation, which rewrites the affected parts.
     """
     parameters = {"p": profile_id}
+    match = _PROFILE_MATCH.get(table, "profile_id = {p:String}")
     if lightweight:
         try:
-            client.command(f"DELETE FROM {table} WHERE profile_id = {{p:String}}",
+            client.command(f"DELETE FROM {table} WHERE {match}",
                            parameters=parameters, settings={"lightweight_deletes_sync": 2})
             return "lightweight"
         except DatabaseError:
             pass
     # mutations_sync = 2 waits for every replica (the same as 1 on a single server or chdb)
     client.command(
-        f"ALTER TABLE {table} DELETE WHERE profile_id = {{p:String}} SETTINGS mutations_sync = 2",
+        f"ALTER TABLE {table} DELETE WHERE {match} SETTINGS mutations_sync = 2",
         parameters=parameters,
     )
     return "mutation"

@@ -11,15 +11,19 @@ inserts only the new or changed ones, stamped with a fresh ``watermark``. Then
 ``sync_exclusions`` writes tombstones (``deleted = 1``) for stored profiles that became kids,
 opted out or erased; an erased profile's earlier rows are deleted outright, and its tombstone
 keeps only ``profile_sha256``. Profiles with no event in the window keep their last row.
+
+Stamps come from ``watermark.stamped``: a stamp stays registered as in flight until its insert
+committed, so a concurrent export never reads past it (see ``watermark``). With a Redis client
+(the server, the CLI) the registry is shared through Valkey and every written row is also
+mirrored there for the point look-up (``mirror``); the exclusion mirror is re-derived at the
+end of each run, and the whole mirror rebuilt if it is missing (a new or replaced Valkey).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,28 +31,20 @@ import redis
 from clickhouse_connect.driver.client import Client
 
 from adtier.catalog import excluded_profile_hashes_sql
+from adtier.features import mirror
 from adtier.features import schema as S
 from adtier.features.live import forget
+from adtier.features.watermark import Stamps, stamped, stamps_for
 from adtier.segments import kernels as K
 from adtier.segments.features import CTR_PRIOR, RATE_PRIOR, Plan, as_of, iter_chunks
 
-__all__ = ["ComputeResult", "compute", "sync_exclusions", "next_watermark", "TABLE"]
+__all__ = ["ComputeResult", "compute", "sync_exclusions", "TABLE"]
 
 TABLE = "profile_features"
 _STORED = [name for name, _, _ in S.COLUMNS] + ["profile_hash"]
 # what decides "changed": every value but the bookkeeping ones (a tombstone differs by deleted)
 _COMPARED = ["deleted"] + [c for c in S.FEATURE_COLUMNS
                            if c not in ("as_of", "computed_at", "schema_version")]
-_lock = threading.Lock()
-_last_mark = 0
-
-
-def next_watermark() -> int:
-    """A write stamp (ns since the epoch), strictly increasing within the process."""
-    global _last_mark
-    with _lock:
-        _last_mark = max(time.time_ns(), _last_mark + 1)
-        return _last_mark
 
 
 @dataclass
@@ -58,6 +54,7 @@ class ComputeResult:
     written: int = 0
     tombstones: int = 0
     watermark: int = 0
+    mirrored: int = 0  # rows written to the Valkey mirror (0 without a Redis client)
 
 
 def _labels(client: Client) -> tuple[list[str], list[str]]:
@@ -96,6 +93,42 @@ FROM (
         GROUP BY profile_hash, campaign_id, ad_serving_id
         HAVING countIf(type = 'impression') > 0
     )
+)
+GROUP BY profile_hash"""
+
+
+# Per ad session (profile x session_id with an impression): impressions, watch hours (each
+# play's largest watched_ms, summed; at least MIN_SESSION_HOURS) and whether the session's last
+# event (ad or viewing) came at most ABANDON_WINDOW_S after its last ad event. Per profile:
+# sessions, abandoned ones, and the impression / hour sums over all and over abandoned ones.
+_TOLERANCE_SQL = f"""
+SELECT profile_hash, toFloat64(count()) AS sessions, toFloat64(countIf(abandoned)) AS abandons,
+       sum(s_imps) AS imps, sum(s_hours) AS hours,
+       sumIf(s_imps, abandoned) AS a_imps, sumIf(s_hours, abandoned) AS a_hours
+FROM (
+    SELECT profile_hash, session_id, sum(imps) AS s_imps,
+           greatest(sum(ms) / 3600000.0, {{min_hours:Float64}}) AS s_hours,
+           max(last_ts) - max(last_ad) <= {{gap_ms:Int64}} AS abandoned
+    FROM (
+        SELECT profile_hash, session_id, toFloat64(countIf(type = 'impression')) AS imps,
+               toFloat64(0) AS ms, max(toUnixTimestamp64Milli(ts)) AS last_ad,
+               max(toUnixTimestamp64Milli(ts)) AS last_ts
+        FROM ad_events WHERE {_range_where()}
+        GROUP BY profile_hash, session_id
+        UNION ALL
+        SELECT profile_hash, session_id, toFloat64(0), toFloat64(sum(play_ms)), toInt64(0),
+               max(play_last)
+        FROM (
+            SELECT profile_hash, session_id, content_id,
+                   max(ifNull(watched_ms, 0)) AS play_ms,
+                   max(toUnixTimestamp64Milli(ts)) AS play_last
+            FROM content_events WHERE {_range_where()}
+            GROUP BY profile_hash, session_id, content_id
+        )
+        GROUP BY profile_hash, session_id
+    )
+    GROUP BY profile_hash, session_id
+    HAVING s_imps > 0
 )
 GROUP BY profile_hash"""
 
@@ -178,6 +211,14 @@ def _chunk_rows(client: Client, chunk, plan: Plan, day: dt.date) -> dict[str, li
                      / np.where(denom > 0, denom, 1.0), 0.0)
     fatigue = slope * fat["n"] / (fat["n"] + S.FATIGUE_SHRINK)
     sentiment = ratings["total"] / (ratings["n"] + S.RATING_PRIOR_WEIGHT)
+    tol = _align(client.query_arrow(_TOLERANCE_SQL, parameters={
+        **params, "min_hours": S.MIN_SESSION_HOURS, "gap_ms": S.ABANDON_WINDOW_S * 1000}),
+        chunk.hashes, ("sessions", "abandons", "imps", "hours", "a_imps", "a_hours"))
+    ad_load = np.divide(tol["imps"], tol["hours"], out=np.zeros(n), where=tol["hours"] > 0)
+    tolerance = np.where(tol["abandons"] > 0,
+                         np.divide(tol["a_imps"], tol["a_hours"], out=np.zeros(n),
+                                   where=tol["a_hours"] > 0),
+                         ad_load)
 
     def f32(a: np.ndarray) -> list[float]:
         return a.astype(np.float32).tolist()
@@ -207,6 +248,10 @@ def _chunk_rows(client: Client, chunk, plan: Plan, day: dt.date) -> dict[str, li
         "ratings": u32(ratings["n"]),
         "rating_sentiment": f32(sentiment),
         "ad_fatigue": f32(fatigue),
+        "ad_sessions": u32(tol["sessions"]),
+        "post_ad_abandons": u32(tol["abandons"]),
+        "ad_load": f32(ad_load),
+        "ad_tolerance": f32(tolerance),
     }
 
 
@@ -224,10 +269,35 @@ def _insert(client: Client, rows: dict[str, list], keep: list[int], watermark: i
     client.insert(TABLE, columns, column_names=_STORED, column_oriented=True)
 
 
+def _mirror(redis_client: redis.Redis, rows: Iterable[tuple[str, bytes]]) -> int:
+    """Copy written rows to the look-up mirror. If that fails the rows are in ClickHouse but
+    the next compute skips them (unchanged), so the mirror is marked not ready: look-ups then
+    read ClickHouse and the scheduler rebuilds it."""
+    try:
+        return mirror.put_rows(redis_client, rows)
+    except redis.RedisError:
+        try:
+            redis_client.delete(mirror.READY_KEY)
+        except redis.RedisError:
+            pass  # Valkey is down: a replaced Valkey has no ready mark anyway
+        raise
+
+
+def _mirror_rows(rows: dict[str, list], keep: list[int], watermark: int,
+                 computed_at: dt.datetime):
+    names = mirror.BATCH_NAMES
+    for i in keep:
+        yield rows["profile_id"][i], mirror.encode_row(
+            watermark, computed_at, [rows[name][i] for name in names])
+
+
 def compute(client: Client, day: dt.date | None = None, chunk_profiles: int = 200_000,
             progress: Callable[[int, int], None] | None = None,
             redis_client: redis.Redis | None = None) -> ComputeResult:
-    """Compute every eligible profile's features; write the changed ones; write tombstones."""
+    """Compute every eligible profile's features; write the changed ones; write tombstones.
+    Pass ``redis_client`` whenever a server serves look-ups from the same Valkey (it mirrors
+    the written rows there, and shares the in-flight stamps with exports)."""
+    stamps = stamps_for(redis_client)
     if day is None:
         day, _ = as_of(client)
     ad_labels, genre_labels = _labels(client)
@@ -242,22 +312,32 @@ def compute(client: Client, day: dt.date | None = None, chunk_profiles: int = 20
             keep = [j for j, h in enumerate(rows["profile_hash"])
                     if old.get(h) != _fingerprint(rows, j)]
             if keep:
-                mark = next_watermark()
-                _insert(client, rows, keep, mark, computed_at)
+                with stamped(stamps) as mark:
+                    _insert(client, rows, keep, mark, computed_at)
                 result.watermark = mark
+                if redis_client is not None:
+                    result.mirrored += _mirror(redis_client,
+                                               _mirror_rows(rows, keep, mark, computed_at))
             result.profiles += chunk.size
             result.written += len(keep)
         if progress is not None:
             progress(done + 1, total)
-    tombstones, mark = sync_exclusions(client, redis_client)
+    tombstones, mark = sync_exclusions(client, redis_client, stamps)
     result.tombstones = tombstones
     result.watermark = max(result.watermark, mark)
+    if redis_client is not None:
+        if mirror.is_ready(redis_client):
+            mirror.sync_excluded(client, redis_client)
+        else:  # a new or replaced Valkey: the rows written above are not all there is
+            mirror.rebuild(client, redis_client)
     return result
 
 
-def sync_exclusions(client: Client, redis_client: redis.Redis | None = None) -> tuple[int, int]:
+def sync_exclusions(client: Client, redis_client: redis.Redis | None = None,
+                    stamps: Stamps | None = None) -> tuple[int, int]:
     """Tombstones for stored live profiles now excluded; answers (tombstones, watermark).
-    With ``redis_client``, their live counters are deleted too."""
+    With ``redis_client``, their live counters and mirrored rows are deleted too, and they
+    join the exclusion mirror."""
     rows = client.query(
         f"SELECT profile_hash, profile_id, profile_sha256, "
         f"profile_hash IN (SELECT profile_hash FROM erasures) AS erased "
@@ -265,7 +345,6 @@ def sync_exclusions(client: Client, redis_client: redis.Redis | None = None) -> 
         f"AND profile_hash IN ({excluded_profile_hashes_sql()})").result_rows
     if not rows:
         return 0, 0
-    mark = next_watermark()
     now = dt.datetime.now(dt.timezone.utc)
     data = []
     for h, pid, sha, erased in rows:
@@ -273,11 +352,18 @@ def sync_exclusions(client: Client, redis_client: redis.Redis | None = None) -> 
                   "deleted": 1, "schema_version": S.FEATURE_SCHEMA_VERSION,
                   "as_of": now.date(), "window_days": S.WINDOW_DAYS,
                   "ad_category_affinity": {}, "genre_affinity": {},
-                  "computed_at": now, "watermark": mark}
+                  "computed_at": now}
         data.append([values.get(c, 0) for c in _STORED])
-    client.insert(TABLE, data, column_names=_STORED)
+    watermark_at = _STORED.index("watermark")
+    with stamped(stamps or stamps_for(redis_client)) as mark:
+        for row in data:
+            row[watermark_at] = mark
+        client.insert(TABLE, data, column_names=_STORED)
     if redis_client is not None:
-        forget(redis_client, [pid for _, pid, _, _ in rows])
+        pids = [pid for _, pid, _, _ in rows]
+        redis_client.sadd(mirror.EXCLUDED_KEY, *(sha for _, _, sha, _ in rows))
+        mirror.drop_rows(redis_client, pids)
+        forget(redis_client, pids)
     erased = [h for h, _, _, e in rows if e]
     if erased:  # the erased profile's earlier rows still hold its id: remove them now
         client.command(f"ALTER TABLE {TABLE} DELETE WHERE deleted = 0 AND profile_hash IN "

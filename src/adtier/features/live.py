@@ -21,6 +21,16 @@ within that minute a newly excluded profile can still be counted, so the look-up
 exclusion at read time (it answers 404), and its counters age out within 25 h. Counters are
 best effort (a flusher that dies after acknowledging but before updating them loses that
 flush's increments); batch features are the exact record.
+
+Post-ad abandonment (``post_ad_abandons`` in the hourly hash, counted in the hour of the stop):
+a ``content_stop`` whose event time is 0 to 60 s after the last ad event (any ad event type) of
+the same session. The flusher sees only stored rows, so "the session ended" can only mean an
+explicit ``content_stop`` here (a player that just goes silent is caught by the batch feature
+``post_ad_abandons``, which looks at each session's last event). Per profile, the hash
+``adtier:fl:{<profile_id>}:ses`` keeps each session's last ad event time (expires 6 h after
+the last flush that saw one); a counted stop removes the session's entry, so one ad break
+counts once. The ad rows and the stop may arrive in the same flush or in different ones; ad
+rows are applied first.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 
-__all__ = ["LiveCounters", "LiveFeatures", "LastAd", "read_live", "forget", "WINDOW_HOURS"]
+__all__ = ["LiveCounters", "LiveFeatures", "LastAd", "read_live", "queue_live", "parse_live",
+           "LIVE_REPLIES", "bucket_keys", "last_key", "live_features", "forget", "parse_ad_rows", "parse_stop_rows", "WINDOW_HOURS"]
 
 log = get_logger("adtier.features.live")
 
@@ -60,9 +71,22 @@ class _AdRow(msgspec.Struct):
     profile_id: str
     campaign_id: str = ""
     creative_id: str = ""
+    session_id: str = ""
+
+
+class _StopRow(msgspec.Struct):
+    """A stored content_events row, as far as post-ad abandonment needs it."""
+
+    type: str
+    ts: float
+    profile_id: str
+    session_id: str = ""
 
 
 _rows_decoder = msgspec.json.Decoder(list[_AdRow])
+_stops_decoder = msgspec.json.Decoder(list[_StopRow])
+_ABANDON_S = 60.0
+_SESSION_TTL_S = 6 * 3600
 
 
 def _bucket(profile_id: str, hour: int) -> str:
@@ -73,10 +97,17 @@ def _last(profile_id: str) -> str:
     return f"adtier:fl:{{{profile_id}}}:last"
 
 
-# One call applies a part of a flush: ARGV[1] is msgpack {buckets, lasts}; a bucket is
-# [key, expire_at, field, n, field, n, ...]; a last ad is [key, ts, campaign, creative,
-# expire_at] and is written only if newer than the stored one (flushes may arrive out of
-# order). Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
+def _sessions(profile_id: str) -> str:
+    return f"adtier:fl:{{{profile_id}}}:ses"
+
+
+# One call applies a part of a flush: ARGV[1] is msgpack {buckets, lasts, marks, stops}; a
+# bucket is [key, expire_at, field, n, field, n, ...]; a last ad is [key, ts, campaign,
+# creative, expire_at] and is written only if newer than the stored one (flushes may arrive
+# out of order); a mark is a session's last ad event [key, session, ts, expire_at] (kept if
+# newer); a stop is [sessions key, session, ts, bucket key, bucket expire_at]: counted when 0 to
+# 60 s after the session's last ad event, which is then forgotten (one break counts once).
+# Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
 _APPLY = """
 local data = cmsgpack.unpack(ARGV[1])
 for _, b in ipairs(data[1]) do
@@ -91,8 +122,24 @@ for _, l in ipairs(data[2]) do
     redis.call('EXPIREAT', l[1], l[5])
   end
 end
+for _, m in ipairs(data[3]) do
+  local cur = tonumber(redis.call('HGET', m[1], m[2]) or '-1')
+  if tonumber(m[3]) > cur then redis.call('HSET', m[1], m[2], m[3]) end
+  redis.call('EXPIREAT', m[1], m[4])
+end
+for _, s in ipairs(data[4]) do
+  local ad = redis.call('HGET', s[1], s[2])
+  if ad then
+    local gap = tonumber(s[3]) - tonumber(ad)
+    if gap >= 0 and gap <= ABANDON_S then
+      redis.call('HINCRBY', s[4], 'post_ad_abandons', 1)
+      redis.call('EXPIREAT', s[4], s[5])
+      redis.call('HDEL', s[1], s[2])
+    end
+  end
+end
 return 0
-"""
+""".replace("ABANDON_S", repr(_ABANDON_S))
 _PART_KEYS = 2_000  # keys per script call: a call never blocks Valkey for long
 _pack = msgspec.msgpack.Encoder().encode
 
@@ -103,7 +150,8 @@ def forget(client: redis.Redis, profile_ids: list[str], now: float | None = None
     hour = int((time.time() if now is None else now) // 3600)
     pipe = client.pipeline(transaction=False)
     for pid in profile_ids:
-        pipe.delete(_last(pid), *(_bucket(pid, h) for h in range(hour - 26, hour + 2)))
+        pipe.delete(_last(pid), _sessions(pid),
+                    *(_bucket(pid, h) for h in range(hour - 26, hour + 2)))
     pipe.execute()
 
 
@@ -113,6 +161,15 @@ def parse_ad_rows(block: bytes) -> list[_AdRow]:
         return []
     body = block.rstrip(b"\n").replace(b"\n", b",")
     return _rows_decoder.decode(b"[" + body + b"]")
+
+
+def parse_stop_rows(block: bytes) -> list[_StopRow]:
+    """The content_stop rows of a JSONEachRow block; other lines are not decoded at all."""
+    if b'"content_stop"' not in block:
+        return []
+    lines = [line for line in block.split(b"\n") if b'"content_stop"' in line]
+    return [r for r in _stops_decoder.decode(b"[" + b",".join(lines) + b"]")
+            if r.type == "content_stop"]
 
 
 class LiveCounters:
@@ -153,11 +210,12 @@ class LiveCounters:
             hashlib.sha256(profile_id.encode()).hexdigest() in self.erased_sha256)
 
     def on_stored(self, entries: list["Entry"], blocks: "FlushBlocks") -> None:
-        self.update(parse_ad_rows(blocks.ad))
+        self.update(parse_ad_rows(blocks.ad), stops=parse_stop_rows(blocks.content))
 
-    def update(self, rows: list[_AdRow], now: float | None = None) -> int:
-        """Count the rows (one pipelined round trip); answers how many rows were counted."""
-        if not rows:
+    def update(self, rows: list[_AdRow], now: float | None = None,
+               stops: list[_StopRow] | None = None) -> int:
+        """Count the rows (one pipelined round trip); answers how many ad rows were counted."""
+        if not rows and not stops:
             return 0
         if time.monotonic() - self._loaded_at > self.refresh_s:
             self.refresh()
@@ -167,20 +225,25 @@ class LiveCounters:
         last: dict[str, _AdRow] = {}
         verdict: dict[str, bool] = {}
         categories = self.categories
+        marks: dict[tuple[str, str], float] = {}
         counted = 0
         for row in rows:
-            metric = _METRIC.get(row.type)
-            if metric is None:
-                continue
-            hour = int(row.ts // 3600)
-            if hour < oldest_hour:
-                continue  # late arrivals outside the window do not count
             pid = row.profile_id
             excluded = verdict.get(pid)
             if excluded is None:
                 excluded = verdict[pid] = self._excluded(pid)
             if excluded:
                 continue
+            if row.session_id:  # any ad event: the session's last ad event so far
+                mark = (pid, row.session_id)
+                if row.ts > marks.get(mark, -1.0):
+                    marks[mark] = row.ts
+            metric = _METRIC.get(row.type)
+            if metric is None:
+                continue
+            hour = int(row.ts // 3600)
+            if hour < oldest_hour:
+                continue  # late arrivals outside the window do not count
             fields = incr[_bucket(pid, hour)]
             fields[metric] += 1
             category = categories.get(row.campaign_id)
@@ -191,7 +254,18 @@ class LiveCounters:
                 if seen is None or row.ts > seen.ts:
                     last[pid] = row
             counted += 1
-        if not counted:
+        stop_args = []
+        for stop in stops or ():
+            hour = int(stop.ts // 3600)
+            if hour < oldest_hour or not stop.session_id:
+                continue
+            excluded = verdict.get(stop.profile_id)
+            if excluded is None:
+                excluded = verdict[stop.profile_id] = self._excluded(stop.profile_id)
+            if not excluded:
+                stop_args.append([_sessions(stop.profile_id), stop.session_id, repr(stop.ts),
+                                  _bucket(stop.profile_id, hour), hour * 3600 + _BUCKET_TTL_S])
+        if not (counted or marks or stop_args):
             return 0
         buckets = []
         for key, fields in incr.items():
@@ -201,10 +275,16 @@ class LiveCounters:
             buckets.append(bucket)
         lasts = [[_last(pid), repr(row.ts), row.campaign_id, row.creative_id,
                   int(row.ts) + WINDOW_HOURS * 3600] for pid, row in last.items()]
+        # expiry from the flush time, not the event time: a late ad row must not shorten it
+        mark_args = [[_sessions(pid), ses, repr(ts), int(now) + _SESSION_TTL_S]
+                     for (pid, ses), ts in marks.items()]
         pipe = self.redis.pipeline(transaction=False)
-        for i in range(0, max(len(buckets), len(lasts)), _PART_KEYS):
-            payload = _pack([buckets[i:i + _PART_KEYS], lasts[i:i + _PART_KEYS]])
-            self._apply(keys=[], args=[payload], client=pipe)
+        # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
+        for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
+            for i in range(0, len(items), _PART_KEYS):
+                parts: list[list] = [[], [], [], []]
+                parts[slot] = items[i:i + _PART_KEYS]
+                self._apply(keys=[], args=[_pack(parts)], client=pipe)
         pipe.execute()
         return counted
 
@@ -225,36 +305,64 @@ class LiveFeatures(msgspec.Struct):
     clicks: int
     by_category: dict[str, dict[str, int]]
     last_ad: LastAd | None
+    # sessions that ended (content_stop) 0-60 s after an ad event of the same session
+    post_ad_abandons: int = 0
 
     @property
     def empty(self) -> bool:
         return not (self.impressions or self.completes or self.skips or self.clicks
-                    or self.last_ad)
+                    or self.last_ad or self.post_ad_abandons)
 
 
 async def read_live(client: aredis.Redis, profile_id: str,
                     now: float | None = None) -> LiveFeatures:
     """One pipelined round trip: the 24 hourly buckets and the last ad."""
-    now = time.time() if now is None else now
-    hour = int(now // 3600)
     pipe = client.pipeline(transaction=False)
+    queue_live(pipe, profile_id, now)
+    return parse_live(await pipe.execute())
+
+
+LIVE_REPLIES = WINDOW_HOURS + 1
+
+
+def queue_live(pipe, profile_id: str, now: float | None = None) -> None:
+    """Queue the ``LIVE_REPLIES`` reads of a profile's counters on a pipeline."""
+    hour = int((time.time() if now is None else now) // 3600)
     for h in range(hour - WINDOW_HOURS + 1, hour + 1):
         pipe.hgetall(_bucket(profile_id, h))
     pipe.hgetall(_last(profile_id))
-    replies = await pipe.execute()
-    totals = dict.fromkeys(METRICS, 0)
-    by_category: dict[str, dict[str, int]] = {}
+
+
+def parse_live(replies: list) -> LiveFeatures:
+    """The counters from the replies of ``queue_live``."""
+    sums: dict[bytes, int] = defaultdict(int)
     for bucket in replies[:-1]:
         for field, value in bucket.items():
-            name = field.decode()
-            n = int(value)
-            metric, _, category = name.partition("|")
-            if category:
-                per = by_category.setdefault(category, dict.fromkeys(METRICS, 0))
-                per[metric] = per.get(metric, 0) + n
-            else:
-                totals[metric] = totals.get(metric, 0) + n
-    raw_last = replies[-1]
+            sums[field] += int(value)
+    return live_features(sums.items(), replies[-1])
+
+
+def bucket_keys(profile_id: str, now: float | None = None) -> list[str]:
+    """The hourly buckets of the window, oldest first."""
+    hour = int((time.time() if now is None else now) // 3600)
+    return [_bucket(profile_id, h) for h in range(hour - WINDOW_HOURS + 1, hour + 1)]
+
+
+def last_key(profile_id: str) -> str:
+    return _last(profile_id)
+
+
+def live_features(sums, raw_last: dict[bytes, bytes] | None) -> LiveFeatures:
+    """Counters from (field, total over the window) pairs and the last-ad hash."""
+    totals = dict.fromkeys((*METRICS, "post_ad_abandons"), 0)
+    by_category: dict[str, dict[str, int]] = {}
+    for field, n in sums:
+        metric, _, category = field.decode().partition("|")
+        if category:
+            per = by_category.setdefault(category, dict.fromkeys(METRICS, 0))
+            per[metric] = per.get(metric, 0) + int(n)
+        else:
+            totals[metric] = totals.get(metric, 0) + int(n)
     last_ad = None
     if raw_last:
         last_ad = LastAd(campaign_id=raw_last[b"campaign_id"].decode(),

@@ -1,11 +1,18 @@
-"""Feature feed routes (role ``recs``; ``admin`` too): point look-up and bulk export."""
+"""Feature feed routes (role ``recs``; ``admin`` too): point look-up and bulk export.
+
+The look-up reads Valkey only — the exclusion mirror, the mirrored batch row and the live
+counters in one round trip (one script call, ``mirror.lookup``) — and falls back to ClickHouse (same answer,
+slower) while the mirror is not built. A profile is unknown (404) when it is excluded (kids,
+opted out, erased: as if it did not exist), or has neither a batch row nor live counters;
+being in the catalog alone does not make it known (there would be nothing to serve).
+Exports and computations write audit records (``auditing``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +22,11 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
+from adtier.auth import ApiKey
 from adtier.errors import ApiError
+from adtier.features import auditing, mirror
 from adtier.features import schema as S
-from adtier.features.batch import TABLE, ComputeResult, compute
+from adtier.features.batch import TABLE
 from adtier.features.export import (
     ColumnsError,
     ExportPlan,
@@ -28,11 +37,15 @@ from adtier.features.export import (
     write_parquet,
 )
 from adtier.features.live import LiveFeatures, read_live
+from adtier.features.scheduler import RUNNER, ComputeStatus
+from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 from adtier.store import connect
 
 __all__ = ["FEATURE_ROUTES", "ComputeStatus", "FeaturesController", "ProfileFeatures",
            "WATERMARK_HEADER"]
+
+log = get_logger("adtier.features.routes")
 
 ROLES = ("recs", "admin")
 WATERMARK_HEADER = "X-Adtier-Watermark"
@@ -56,35 +69,6 @@ class ProfileFeatures(msgspec.Struct):
     live: LiveFeatures
 
 
-class ComputeStatus(msgspec.Struct):
-    running: bool
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    last: ComputeResult | None = None
-    error: str | None = None
-
-
-_status = ComputeStatus(running=False)
-_status_lock = threading.Lock()
-
-
-def _run_compute(dsn: str, redis_client) -> None:
-    global _status
-    try:
-        client = connect(dsn)
-        try:
-            result = compute(client, redis_client=redis_client)
-        finally:
-            client.close()
-        error = None
-    except Exception as err:  # noqa: BLE001 - reported through GET /v1/features/compute
-        result, error = None, f"{type(err).__name__}: {err}"[:1000]
-    with _status_lock:
-        _status = ComputeStatus(running=False, started_at=_status.started_at,
-                                finished_at=dt.datetime.now(dt.UTC), last=result or _status.last,
-                                error=error)
-
-
 def _round(value: object) -> object:
     """Float32 columns read back as float64 noise (0.30000001192...): 7 significant digits."""
     if isinstance(value, float):
@@ -98,6 +82,33 @@ def _not_found(profile_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no features for profile {profile_id!r}")
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
+_MISSING = object()
+
+
+async def _from_mirror(state, profile_id: str) -> ProfileFeatures | None | object:
+    """The answer from Valkey alone: ProfileFeatures, None (unknown or excluded: 404), or
+    ``_MISSING`` (mirror not built, or a row of another schema: ask ClickHouse)."""
+    found = await mirror.lookup(state.redis, profile_id)
+    if not found.ready or found.stale_row:
+        return _MISSING
+    if found.excluded:
+        return None
+    live = found.live
+    batch = computed_at = None
+    if found.row is not None:
+        computed_at, values = found.row
+        batch = {name: _round(v) for name, v in values.items()}
+        computed_at = _utc(computed_at) if computed_at is not None else None
+    elif live.empty:
+        return None
+    return ProfileFeatures(profile_id=profile_id, schema_version=S.FEATURE_SCHEMA_VERSION,
+                           computed_at=computed_at, batch=batch, live=live)
+
+
 class FeaturesController(Controller):
     path = "/v1/features"
     tags = ["features"]
@@ -106,6 +117,17 @@ class FeaturesController(Controller):
     async def profile(self, request: Request, profile_id: FromPath[str]) -> ProfileFeatures:
         await authorize(request, *ROLES)
         state = app_state(request)
+        if len(profile_id) > 64:
+            raise _not_found(profile_id)
+        answer = await _from_mirror(state, profile_id)
+        if answer is None:
+            raise _not_found(profile_id)
+        if answer is not _MISSING:
+            return answer
+        return await self._from_clickhouse(state, profile_id)
+
+    async def _from_clickhouse(self, state, profile_id: str) -> ProfileFeatures:
+        """The slow path, while the mirror is not built: two ClickHouse queries."""
 
         def read() -> tuple[int, list[tuple]]:
             ch, params = state.api_clickhouse, {"p": profile_id}
@@ -114,8 +136,6 @@ class FeaturesController(Controller):
                 return excluded, []
             return 0, ch.query(_ROW_SQL, parameters=params).result_rows
 
-        if len(profile_id) > 64:
-            raise _not_found(profile_id)
         excluded, rows = await anyio.to_thread.run_sync(read)
         if excluded:
             raise _not_found(profile_id)  # kids, opted out, erased: as if unknown
@@ -127,37 +147,31 @@ class FeaturesController(Controller):
         if rows:
             row = rows[0]
             batch = {name: _round(v) for name, v in zip(_BATCH, row[:-1], strict=True)}
-            computed_at = row[-1]
-            if computed_at.tzinfo is None:
-                computed_at = computed_at.replace(tzinfo=dt.timezone.utc)
+            computed_at = _utc(row[-1])
         return ProfileFeatures(profile_id=profile_id, schema_version=S.FEATURE_SCHEMA_VERSION,
                                computed_at=computed_at, batch=batch, live=live)
 
     @post("/compute", status_code=202, summary="Recompute batch features now (admin, async)")
     async def start_compute(self, request: Request) -> ComputeStatus:
-        global _status
-        await authorize(request, "admin")
+        key = await authorize(request, "admin")
         state = app_state(request)
-        with _status_lock:
-            if _status.running:
-                raise ApiError(409, "busy", "a batch feature computation is already running")
-            _status = ComputeStatus(running=True, started_at=dt.datetime.now(dt.UTC),
-                                    last=_status.last)
-            started = _status
-        threading.Thread(target=_run_compute, name="adtier-features-compute", daemon=True,
-                         args=(state.settings.clickhouse_dsn, state.stores.redis)).start()
+        started = RUNNER.try_start(key.key_id)
+        if started is None:
+            raise ApiError(409, "busy", "a batch feature computation is already running")
+        RUNNER.start_thread(state.settings.clickhouse_dsn, state.stores.redis, key.key_id,
+                            key.role)
         return started
 
     @get("/compute", summary="State of the last batch feature computation")
     async def compute_status(self, request: Request) -> ComputeStatus:
         await authorize(request, *ROLES)
-        return _status
+        return RUNNER.status
 
     @get("/export", summary="Bulk export since a watermark (Arrow IPC stream or Parquet)")
     async def export(self, request: Request, since: FromQuery[int] = 0,
                      format: FromQuery[str] = "arrow",
                      columns: FromQuery[str | None] = None) -> Stream:
-        await authorize(request, *ROLES)
+        key = await authorize(request, *ROLES)
         if since < 0:
             raise ApiError(400, "invalid_request", "since must be a watermark >= 0")
         if format not in ("arrow", "parquet"):
@@ -177,13 +191,41 @@ class FeaturesController(Controller):
         headers = {WATERMARK_HEADER: str(plan.watermark), "X-Adtier-Rows": str(plan.rows),
                    "X-Adtier-Schema-Version": str(S.FEATURE_SCHEMA_VERSION),
                    "Cache-Control": "no-store"}
+        audit = _ExportAudit(state.settings.clickhouse_dsn, key, plan, format, columns)
         if format == "arrow":
-            return Stream(_arrow(client, plan), media_type="application/vnd.apache.arrow.stream",
-                          headers=headers)
+            return Stream(audit.wrap(_arrow(client, plan)),
+                          media_type="application/vnd.apache.arrow.stream", headers=headers)
         path = await anyio.to_thread.run_sync(_parquet_file, client, plan)
         headers["Content-Disposition"] = 'attachment; filename="features.parquet"'
-        return Stream(_file_chunks(path), media_type="application/vnd.apache.parquet",
+        return Stream(audit.wrap(_file_chunks(path)), media_type="application/vnd.apache.parquet",
                       headers=headers)
+
+
+class _ExportAudit:
+    """Writes the export's audit record once its body was sent (or abandoned): the hash of
+    the exact bytes sent, and the rows of the plan (499 and no rows if cut short)."""
+
+    def __init__(self, dsn: str, key: ApiKey, plan: ExportPlan, fmt: str,
+                 columns: str | None) -> None:
+        self.dsn, self.key, self.plan = dsn, key, plan
+        self.parameters = {"since": plan.since, "watermark": plan.watermark, "format": fmt,
+                           "columns": columns}
+
+    def wrap(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        return auditing.hashed(chunks, self._write)
+
+    def _write(self, sha256: str, completed: bool) -> None:
+        try:
+            client = connect(self.dsn)
+            try:
+                auditing.record(client, who=self.key.key_id, role=self.key.role,
+                                endpoint="features_export", parameters=self.parameters,
+                                row_count=self.plan.rows if completed else 0,
+                                answer_sha256=sha256, status=200 if completed else 499)
+            finally:
+                client.close()
+        except Exception as err:  # noqa: BLE001 - the body is already sent; log loudly
+            log.error("features_export_audit_failed", error=str(err)[:300])
 
 
 def _arrow(client, plan: ExportPlan) -> Iterator[bytes]:

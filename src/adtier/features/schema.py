@@ -16,17 +16,21 @@ __all__ = [
     "GENRE_HALF_LIFE_DAYS",
     "RATING_PRIOR_WEIGHT",
     "FATIGUE_SHRINK",
+    "ABANDON_WINDOW_S",
+    "MIN_SESSION_HOURS",
     "COLUMNS",
     "KEY_COLUMNS",
     "FEATURE_COLUMNS",
     "EXPORT_SCHEMA",
 ]
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2  # v2: ad_sessions, post_ad_abandons, ad_load, ad_tolerance
 WINDOW_DAYS = 30            # every batch feature covers the 30 days up to ``as_of``
 GENRE_HALF_LIFE_DAYS = 14.0  # genre minutes decay with a 14-day half-life inside the window
 RATING_PRIOR_WEIGHT = 2.0   # rating sentiment: 2 pseudo-ratings of value 0 (neutral)
 FATIGUE_SHRINK = 10.0       # fatigue slope shrunk by n / (n + 10) ad plays
+ABANDON_WINDOW_S = 60       # a session "abandoned after an ad" ends <= 60 s after an ad event
+MIN_SESSION_HOURS = 1 / 60  # ad load: a session counts at least 1 minute of watch time
 
 _SHARES = pa.map_(pa.string(), pa.float32())
 
@@ -58,6 +62,17 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("ad_fatigue", pa.float32(),
      "OLS slope of completed (0/1) on the play's ordinal within (campaign, day), shrunk by "
      "n / (n + 10); negative = completes less as the same ad repeats"),
+    ("ad_sessions", pa.uint32(), "sessions (session_id) with at least one ad impression"),
+    ("post_ad_abandons", pa.uint32(),
+     "ad sessions whose last event (ad or viewing, any type) is at most 60 s after the "
+     "session's last ad event: the viewer left during an ad break or within a minute of it"),
+    ("ad_load", pa.float32(),
+     "ad impressions per watch hour over the ad sessions: sum(impressions) / sum(hours), a "
+     "session's hours = its plays' largest watched_ms summed, at least 1 minute"),
+    ("ad_tolerance", pa.float32(),
+     "ads per watch hour before abandoning: ad_load over the abandoned ad sessions only; for a "
+     "profile that never abandoned after an ad, its ad_load (it sat through at least that); "
+     "0 without ad sessions"),
     ("computed_at", pa.timestamp("ms", tz="UTC"), "when the row was computed"),
     ("watermark", pa.uint64(), "monotonic write stamp (ns); export since= compares with it"),
 )

@@ -24,7 +24,7 @@ from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
 from adtier.logs import get_logger
 
-__all__ = ["Flusher", "FlushBlocks", "build_blocks"]
+__all__ = ["Flusher", "FlushBlocks", "build_blocks", "insert_settings"]
 
 log = get_logger("adtier.flusher")
 _json = msgspec.json.Encoder()
@@ -95,6 +95,17 @@ def token_for_ids(entry_ids: list[str]) -> str:
 
 def token_for(entries: list[Entry]) -> str:
     return token_for_ids([e.entry_id for e in entries])
+
+
+def insert_settings(dedup_token: str) -> dict[str, object]:
+    """Settings of every flush insert: a redone flush (same token) is dropped whole."""
+    return {
+        "insert_deduplication_token": dedup_token,
+        # ...and must not reach the rollups' materialized views twice either: servers have long
+        # defaulted this to 0 (chDB 26 to 1), so say it on every insert.
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+        "input_format_skip_unknown_fields": 0,
+    }
 
 
 class Flusher:
@@ -174,7 +185,7 @@ class Flusher:
         if self._failpoint == "after_insert":
             os._exit(137)  # fault injection for tests: die between insert and acknowledgement
         self.buffer.complete(entries, plan)
-        if self.on_stored is not None and blocks.ad_rows:
+        if self.on_stored is not None and (blocks.ad_rows or blocks.content_rows):
             try:
                 self.on_stored(entries, blocks)
             except Exception:  # noqa: BLE001 - a hook never fails a stored flush
@@ -195,10 +206,7 @@ class Flusher:
                     table,
                     insert_block=block,
                     fmt="JSONEachRow",
-                    settings={
-                        "insert_deduplication_token": f"{token}-{suffix}",
-                        "input_format_skip_unknown_fields": 0,
-                    },
+                    settings=insert_settings(f"{token}-{suffix}"),
                 )
 
     # ---- recovery --------------------------------------------------------------------------

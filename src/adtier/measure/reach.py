@@ -28,13 +28,15 @@ is the number of distinct profiles with any event in the row; see ``privacy.py``
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
-__all__ = ["DIMENSIONS", "COUNT_METRICS", "report", "frequency", "MIN_DATE", "MAX_DATE"]
+__all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "Source", "report", "frequency",
+           "MIN_DATE", "MAX_DATE"]
 
 MIN_DATE = dt.date(1970, 1, 1)
 MAX_DATE = dt.date(2149, 6, 6)
@@ -65,22 +67,63 @@ COUNT_METRICS: dict[str, str] = {
 # materialized in ad_events): a 64-bit key is ~3x cheaper to hash-set than the string, and two
 # of 10M profiles collide with probability ~3e-6. Per-cell sets are kept as uniqExact states so
 # the totals row merges them instead of scanning the events twice.
-_CELL = ", ".join(
-    ["uniqExactState(profile_hash) AS profiles_state",
-     "uniqExactStateIf(profile_hash, type = 'impression') AS reach_state"]
-    + [f"countIf(type = '{t}') AS {name}" for name, t in COUNT_METRICS.items()]
-)
+#
+# Two sources answer the same numbers. ``rollup`` (the default) reads ``ad_campaign_daily``
+# (sql/0007): one row per (campaign, day, device, country, creative, break position, profile)
+# with its counts by event type, filled by a materialized view — several times fewer rows than
+# the events and no ``type`` column to read. ``events`` reads ``ad_events`` directly (what the
+# endpoint did before the rollup; kept as the reference the bench and tests compare against).
+# Both leave out erased profiles by hash: the rollup cannot be cleaned by the erasure's
+# ``DELETE ... WHERE profile_id``, and late events of an erased profile stay out in both.
+_NOT_ERASED = "profile_hash NOT IN (SELECT profile_hash FROM erasures)"
+
+
+@dataclass(frozen=True)
+class Source:
+    table: str
+    day: str  # the UTC day of a row
+    dimensions: dict[str, str]
+    counts: dict[str, str]  # metric -> aggregate over the rows
+    impression: str  # a row with at least one impression
+    through: str  # the newest event time covered
+
+    def range(self) -> str:
+        return (f"campaign_id = {{campaign_id:String}} AND {self.day} "
+                f"BETWEEN {{date_from:Date}} AND {{date_to:Date}} AND {_NOT_ERASED}")
+
+    def cell(self) -> str:
+        return ", ".join(
+            ["uniqExactState(profile_hash) AS profiles_state",
+             f"uniqExactStateIf(profile_hash, {self.impression}) AS reach_state"]
+            + [f"{agg} AS n_{name}" for name, agg in self.counts.items()])
+
+    def aggregates(self) -> str:
+        """Coverage and metrics of a set of cells; counts are named ``n_<metric>`` (an alias
+        named like a rollup column would shadow the column inside the other aggregates)."""
+        return ", ".join(
+            ["uniqExact(profile_hash) AS profiles",
+             f"uniqExactIf(profile_hash, {self.impression}) AS reach"]
+            + [f"{agg} AS n_{name}" for name, agg in self.counts.items()])
+
+
+SOURCES: dict[str, Source] = {
+    "events": Source(
+        table="ad_events", day="toDate(ts)", dimensions=DIMENSIONS,
+        counts={name: f"countIf(type = '{t}')" for name, t in COUNT_METRICS.items()},
+        impression="type = 'impression'", through="max(ts)"),
+    "rollup": Source(
+        table="ad_campaign_daily", day="day",
+        dimensions={"day": "toString(day)", "device": "toString(device)",
+                    "country": "toString(country)", "creative": "toString(creative_id)",
+                    "break_position": "toString(break_position)"},
+        counts={name: f"sum({name})" for name in COUNT_METRICS},
+        impression="impressions > 0", through="max(max_ts)"),
+}
+
 _MERGED = ", ".join(
     ["uniqExactMerge(profiles_state) AS profiles", "uniqExactMerge(reach_state) AS reach"]
-    + [f"sum({name}) AS {name}" for name in COUNT_METRICS]
+    + [f"sum(n_{name}) AS {name}" for name in COUNT_METRICS]
 )
-_AGGREGATES = ", ".join(
-    ["uniqExact(profile_hash) AS profiles",
-     "uniqExactIf(profile_hash, type = 'impression') AS reach"]
-    + [f"countIf(type = '{t}') AS {name}" for name, t in COUNT_METRICS.items()]
-)
-_RANGE = ("campaign_id = {campaign_id:String} "
-          "AND toDate(ts) BETWEEN {date_from:Date} AND {date_to:Date}")
 _NAMES = ["profiles", "reach", *COUNT_METRICS]
 
 
@@ -124,15 +167,17 @@ def _utc_iso(value: Any) -> str | None:
 
 
 def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_to: dt.date,
-           k: int) -> dict[str, Any]:
+           k: int, source: str = "rollup") -> dict[str, Any]:
     """One campaign's report by ``by``: rows (each covering >= k profiles), the suppressed
     remainder (released only if it reaches k), totals (released only if they reach k)."""
-    dim = DIMENSIONS[by]
+    src = SOURCES[source]
+    dim = src.dimensions[by]
     params = {"campaign_id": campaign_id, "date_from": date_from, "date_to": date_to}
-    sql = (f"SELECT key, grouping(key) AS is_total, {_MERGED}, "
-           "(SELECT max(ts) FROM ad_events WHERE campaign_id = {campaign_id:String}) AS through "
-           f"FROM (SELECT {dim} AS key, {_CELL} FROM ad_events WHERE {_RANGE} GROUP BY key) "
-           "GROUP BY GROUPING SETS ((key), ()) ORDER BY is_total, key")
+    through_sql = (f"SELECT {src.through} FROM {src.table} "
+                   "WHERE campaign_id = {campaign_id:String}")
+    sql = (f"SELECT key, grouping(key) AS is_total, {_MERGED}, ({through_sql}) AS through "
+           f"FROM (SELECT {dim} AS key, {src.cell()} FROM {src.table} WHERE {src.range()} "
+           "GROUP BY key) GROUP BY GROUPING SETS ((key), ()) ORDER BY is_total, key")
     result = client.query(sql, parameters=params)
     cols = result.column_names
     rows = [dict(zip(cols, r)) for r in result.result_rows]
@@ -140,8 +185,7 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
         rows = []  # no events in range: the empty grand total is not a row
     through = rows[0]["through"] if rows else None
     if through is None:
-        through = client.query("SELECT max(ts) FROM ad_events WHERE campaign_id = {c:String}",
-                               parameters={"c": campaign_id}).result_rows[0][0]
+        through = client.query(through_sql, parameters=params).result_rows[0][0]
     totals_row = next((r for r in rows if r["is_total"]), None)
     cells = [r for r in rows if not r["is_total"]]
 
@@ -149,11 +193,12 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
 
     def coverage(keys: list) -> int:
         got = client.query(
-            f"SELECT {_AGGREGATES} FROM ad_events WHERE {_RANGE} "
+            f"SELECT {src.aggregates()} FROM {src.table} WHERE {src.range()} "
             f"AND {dim} IN {{keys:Array(String)}}",
             parameters={**params, "keys": list(keys)})
         remainder_values.clear()
-        remainder_values.update(zip(got.column_names, got.result_rows[0]))
+        remainder_values.update((name.removeprefix("n_"), value)
+                                for name, value in zip(got.column_names, got.result_rows[0]))
         return int(remainder_values["profiles"])
 
     folded: Folded = fold_small_rows(cells, k, "key")
@@ -180,7 +225,7 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
 
 
 def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.date,
-              k: int) -> dict[str, Any]:
+              k: int, source: str = "rollup") -> dict[str, Any]:
     """Profiles by impression count (1..9, 10+) and cumulative reach by day, from one query.
 
     Buckets are disjoint sets of profiles, so the folded remainder's size is their sum; the
@@ -188,10 +233,12 @@ def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.
     when it grew by at least ``k`` profiles since the previous released day (so no difference of
     two released points describes fewer than ``k`` profiles); the last point is the total.
     """
+    src = SOURCES[source]
     params = {"campaign_id": campaign_id, "date_from": date_from, "date_to": date_to}
+    count = "count()" if source == "events" else "sum(impressions)"
     sql = ("SELECT least(n, 10) AS bucket, first_day, count() AS profiles, sum(n) AS imps "
-           "FROM (SELECT profile_hash, count() AS n, min(toDate(ts)) AS first_day "
-           f"FROM ad_events WHERE {_RANGE} AND type = 'impression' GROUP BY profile_hash) "
+           f"FROM (SELECT profile_hash, {count} AS n, min({src.day}) AS first_day "
+           f"FROM {src.table} WHERE {src.range()} AND {src.impression} GROUP BY profile_hash) "
            "GROUP BY bucket, first_day ORDER BY bucket, first_day")
     rows = client.query(sql, parameters=params).result_rows
     by_bucket: dict[int, list[int]] = {}

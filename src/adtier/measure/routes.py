@@ -3,6 +3,7 @@
 - ``GET /v1/campaigns/{id}/report?from&to&by=day|device|country|creative|break_position``
 - ``GET /v1/campaigns/{id}/frequency?from&to``
 - ``GET /v1/campaigns/{id}/content-effects?days``
+- ``GET /v1/campaigns/{id}/log-level?date`` (Parquet; see ``adtier.measure.loglevel``)
 - ``POST /v1/forecast/reach``
 - ``GET /v1/audit`` (admin)
 
@@ -22,11 +23,12 @@ import msgspec
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
 
 from adtier.auth import ApiKey
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
-from adtier.measure import audit, forecast, lift, reach
+from adtier.measure import audit, forecast, lift, loglevel, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize
@@ -174,6 +176,69 @@ class MeasureController(Controller):
             return await run_query(request, lift.content_effects, info, days, privacy_k(request))
 
         return await audited(request, "campaign_content_effects", params, produce)
+
+    @get("/{campaign_id:str}/log-level", summary="Log-level verification feed (Parquet)",
+         description=loglevel.__doc__)
+    async def log_level(self, request: Request, campaign_id: FromPath[str],
+                        date: FromQuery[str | None] = None) -> Stream:
+        """Every ad event of the campaign on one UTC day (``date=YYYY-MM-DD``), one row per
+        event, as Parquet; the profile is ``hashed_profile_id``, a keyed hash per advertiser.
+        Owner's advertiser key or admin only. Headers: ``X-Adtier-Report-Id`` (the audit
+        record), ``X-Adtier-Rows``, ``X-Adtier-Answer-Sha256``."""
+        return await log_level_feed(request, campaign_id, date)
+
+
+def _feed_day(value: str | None) -> dt.date:
+    """The feed's day, parsed here (not by the framework) so a bad one is audited too."""
+    try:
+        return dt.date.fromisoformat(value or "")
+    except ValueError:
+        raise ApiError(400, "invalid_request", "date must be a day, YYYY-MM-DD") from None
+
+
+async def log_level_feed(request: Request, campaign_id: str, date: str | None) -> Stream:
+    """Authenticate, write the feed to a temporary file, audit it (rows and the SHA-256 of the
+    exact bytes), then stream the file. Refusals are audited as in ``audited``."""
+    key = await authorize(request, "advertiser")
+    report_id = audit.new_audit_id()
+    parameters = {"campaign_id": campaign_id, "date": date}
+
+    async def record(status: int, rows: int, digest: str) -> None:
+        await run_query(request, lambda client: audit.write_record(
+            client, audit_id=report_id, key_id=key.key_id, role=key.role,
+            advertiser_id=key.advertiser_id, endpoint="campaign_log_level",
+            method=request.method, parameters=parameters, status=status, row_count=rows,
+            answer_sha256=digest))
+
+    try:
+        day = _feed_day(date)
+        info = await campaign_for(request, key, campaign_id)  # 404 for another's campaign
+        if key.role != "admin":
+            # One row per event is below the k-profile rule, and ad_serving_id links a row to
+            # the advertiser's own ad-server logs: the platform releases the feed to the
+            # campaign's verifier (admin key, audited), never to an advertiser key directly.
+            raise ApiError(403, "forbidden", "the log-level feed is released by the platform "
+                           "(admin key) to the campaign's verifier, not to advertiser keys")
+        state = app_state(request)
+        secret = await loglevel.load_secret(state.settings.log_level_secret, state.redis)
+        # pseudonyms are the campaign owner's, whoever asks (an admin sees what the advertiser
+        # and its verifier see)
+        hmac_key = loglevel.advertiser_key(secret, info.advertiser_id)
+        feed = await run_query(request, loglevel.write_feed, campaign_id, day, hmac_key)
+    except ApiError as err:
+        await record(err.status, 0, "")
+        raise
+    try:
+        await record(200, feed.rows, feed.sha256)
+    except BaseException:
+        feed.path.unlink(missing_ok=True)
+        raise
+    headers = {"X-Adtier-Report-Id": report_id, "X-Adtier-Rows": str(feed.rows),
+               "X-Adtier-Answer-Sha256": feed.sha256, "Cache-Control": "no-store",
+               "Content-Disposition":
+                   f'attachment; filename="{campaign_id}-{day.isoformat()}.parquet"'}
+    return Stream(loglevel.file_chunks(feed.path), media_type="application/vnd.apache.parquet",
+                  headers=headers)
 
 
 class ForecastRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -10,7 +10,13 @@ foreground):
    excluded in every case;
 3. write them to ``segment_members`` under a new version, fill the version's Redis set;
 4. commit: the ``segments`` row naming the new version (ClickHouse readers switch), then the
-   Redis live pointer (look-ups switch); then drop versions older than the previous one.
+   Redis live pointer (look-ups switch); then drop versions older than the previous one;
+5. write the build to the audit log (who, what, when, member count, SHA-256 of the members),
+   ready or failed.
+
+``restore_redis`` rebuilds the Redis side (sets and live pointer) from ClickHouse, which is the
+record, when Redis was emptied or replaced: at start-up when the live hash is missing, and
+from ``adtier segments restore``.
 
 A failure anywhere before the commit removes what the build staged and records
 ``status = failed`` with the error, keeping the previous version, size and times: readers keep
@@ -34,6 +40,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog import excluded_profile_hashes_sql
 from adtier.logs import get_logger
+from adtier.measure import audit
 from adtier.segments import features as F
 from adtier.segments import kernels as K
 from adtier.segments import store
@@ -41,10 +48,12 @@ from adtier.segments.lookalike import lookalike_members
 from adtier.segments.rules import All, AnyOf, Node, Not, Predicate, parse_rule, predicates
 
 __all__ = ["BuildBusy", "BuildFailed", "acquire", "release", "evaluate", "rule_members",
-           "static_members", "build_segment", "LOCK_SECONDS"]
+           "static_members", "build_segment", "build_many", "restore_redis", "LOCK_SECONDS",
+           "AUDIT_ENDPOINT"]
 
 log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600
+AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (BRIEF §5)
 Progress = Callable[[int, int], None]
 
 
@@ -84,8 +93,8 @@ def evaluate(node: Node, chunk: F.Chunk) -> np.ndarray:
 
 
 def rule_members(client: Client, rule: Node, day: dt.date, chunk_profiles: int = 200_000,
-                 progress: Progress | None = None) -> np.ndarray:
-    plan = F.plan_for(predicates(rule))
+                 progress: Progress | None = None, source: str = "rollup") -> np.ndarray:
+    plan = F.plan_for(predicates(rule), source)
     found = []
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
         if chunk.size:
@@ -105,10 +114,11 @@ def static_members(client: Client, segment_id: str) -> np.ndarray:
 
 
 def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
-             progress: Progress | None) -> np.ndarray:
+             progress: Progress | None, source: str = "rollup") -> np.ndarray:
     definition = row.definition_json()
     if row.kind == "rule":
-        return rule_members(client, parse_rule(definition["rule"]), day, chunk_profiles, progress)
+        return rule_members(client, parse_rule(definition["rule"]), day, chunk_profiles,
+                            progress, source)
     if row.kind == "static":
         return static_members(client, row.segment_id)
     if row.kind == "lookalike":
@@ -117,16 +127,20 @@ def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles
             raise BuildFailed(f"the seed segment {definition['seed_segment_id']} has no built "
                               "version yet; build it first")
         return lookalike_members(client, seed.segment_id, seed.version,
-                                 float(definition["size_percent"]), day, chunk_profiles, progress)
+                                 float(definition["size_percent"]), day, chunk_profiles, progress,
+                                 source)
     raise BuildFailed(f"unknown segment kind {row.kind!r}")
 
 
 def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
-                        chunk_profiles: int = 200_000,
-                        progress: Progress | None = None) -> dict[str, np.ndarray]:
+                        chunk_profiles: int = 200_000, progress: Progress | None = None,
+                        source: str = "rollup") -> dict[str, np.ndarray]:
     """Members of several rule segments from one pass over the data: the union of their
-    features is pre-aggregated once per chunk, and every rule is evaluated on it."""
-    plan = F.plan_for(p for rule in rules.values() for p in predicates(rule))
+    features is pre-aggregated once per chunk, and every rule is evaluated on it.
+
+    ``source``: "rollup" (profile-first daily tables) or "events" (raw event tables, the
+    reference the rollup path is checked against)."""
+    plan = F.plan_for((p for rule in rules.values() for p in predicates(rule)), source)
     found: dict[str, list[np.ndarray]] = {sid: [] for sid in rules}
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
         if chunk.size:
@@ -141,13 +155,16 @@ def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
 def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str | None = None,
                   chunk_profiles: int = 200_000, progress: Progress | None = None,
                   by: str = "", precomputed: tuple[np.ndarray, dt.date, Any] | None = None,
-                  cleanup: list[tuple[str, int]] | None = None) -> store.SegmentRow:
+                  cleanup: list[tuple[str, int]] | None = None,
+                  source: str = "rollup", role: str = "") -> store.SegmentRow:
     """Build one segment now; answers its final row (ready, or failed with ``error``).
 
     ``token``: the build lock, when the caller took it already (the API does, to answer 409).
     ``precomputed``: (members, as-of day, data_through) from ``shared_rule_members``.
     ``cleanup``: if given, (segment, new version) is appended to it and the caller deletes the
     versions older than the previous one (``forget_old_versions``: one DELETE for many builds).
+    ``by`` / ``role``: who asked (key id and role, or "cli"), for the audit log: every build,
+    ready or failed, is written there with its row count and the hash of its members.
     """
     own_lock = token is None
     if own_lock:
@@ -165,7 +182,7 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
                 members, day, through = precomputed
             else:
                 day, through = F.as_of(client)
-                members = _members(client, row, day, chunk_profiles, progress)
+                members = _members(client, row, day, chunk_profiles, progress, source)
             ids = store.as_arrow_ids(members)
             if row.kind != "rule" and len(ids):  # rule members are distinct by construction
                 ids = pc.unique(ids)
@@ -181,8 +198,10 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
             if version:
                 _discard(client, r, segment_id, version)
             failed = store.get_segment(client, segment_id) or row
-            return store.write_state(client, failed, status="failed",
-                                     error=f"{type(err).__name__}: {err}"[:2000])
+            failed = store.write_state(client, failed, status="failed",
+                                       error=f"{type(err).__name__}: {err}"[:2000])
+            _audit(client, failed, by, role, version=0, size=0, digest=_digest(pa.array([])))
+            return failed
         if cleanup is None:
             _forget_old(client, segment_id, version)
         else:
@@ -192,9 +211,29 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
         log.info("segment_built", segment_id=segment_id, kind=row.kind, owner=row.owner, by=by,
                  version=version, size=row.size, members_sha256=digest,
                  data_through=str(row.data_through))
+        _audit(client, row, by, role, version=version, size=row.size, digest=digest)
         return row
     finally:
         release(r, segment_id, token)
+
+
+def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version: int,
+           size: int, digest: str) -> None:
+    """One audit row per build (BRIEF §5): who (key id and role; "cli" from the shell), what
+    (segment, kind, owner, the version built, or the error), when, the row count (members)
+    and the SHA-256 of the member ids (newline-joined, in the order written). Never the ids. An
+    audit write that fails is logged and does not undo the build (it is already served)."""
+    parameters = {"segment_id": row.segment_id, "kind": row.kind, "version": version,
+                  "data_through": row.data_through, "error": row.error or None,
+                  "definition_sha256": audit.sha256_hex(row.definition.encode())}
+    try:
+        audit.write_record(client, audit_id=audit.new_audit_id(), key_id=by or "unknown",
+                           role=role, advertiser_id=row.owner, endpoint=AUDIT_ENDPOINT,
+                           method="BUILD", parameters=parameters,
+                           status=200 if row.status == "ready" else 500, row_count=size,
+                           answer_sha256=digest)
+    except Exception as err:  # noqa: BLE001 - the build stands; the gap is logged loudly
+        log.error("segment_audit_failed", segment_id=row.segment_id, error=str(err)[:300])
 
 
 def _write_members(client: Client, r: redis.Redis, segment_id: str, version: int,
@@ -258,10 +297,41 @@ def _forget_old(client: Client, segment_id: str, version: int) -> None:
     forget_old_versions(client, [(segment_id, version)])
 
 
+def restore_redis(client: Client, r: redis.Redis, *, only_if_missing: bool = False,
+                  progress: Progress | None = None) -> dict[str, int]:
+    """Rebuild the Valkey look-up state from ClickHouse: for every segment with a served
+    version, its member set and its entry in the live hash. Answers {segment_id: members}.
+
+    ClickHouse is the record; Valkey holds a copy for fast look-ups, so when Valkey is replaced
+    or emptied (no AOF, a new node) the sets are reloaded from ``segment_members``.
+    ``only_if_missing`` (start-up): do nothing if the live hash exists. Each segment is
+    restored under its build lock (a build running now is skipped: it writes its own set), and
+    its row is re-read under the lock so the version restored is the one served."""
+    if only_if_missing and r.exists(store.LIVE):
+        return {}
+    rows = [row for row in store.list_segments(client) if row.version > 0]
+    done: dict[str, int] = {}
+    for i, listed in enumerate(rows):
+        token = acquire(r, listed.segment_id)
+        if token is None:
+            log.warning("segment_restore_skipped_busy", segment_id=listed.segment_id)
+            continue
+        try:
+            row = store.get_segment(client, listed.segment_id) or listed
+            done[row.segment_id] = store.restore_set(client, r, row.segment_id, row.version,
+                                                     row.owner)
+        finally:
+            release(r, listed.segment_id, token)
+        if progress:
+            progress(i + 1, len(rows))
+    log.info("segments_restored", segments=len(done), members=sum(done.values()))
+    return done
+
+
 def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                on_done: Callable[[store.SegmentRow], Any] | None = None,
                progress: Progress | None = None, chunk_profiles: int = 200_000,
-               by: str = "") -> list[store.SegmentRow]:
+               by: str = "", source: str = "rollup", role: str = "") -> list[store.SegmentRow]:
     """Build segments in dependency order (a lookalike after its seed)."""
     rows = {s: store.get_segment(client, s) for s in segment_ids}
     order: list[str] = []
@@ -289,7 +359,7 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                 rules[sid] = parse_rule(row.definition_json()["rule"])
             except Exception:  # noqa: BLE001
                 pass
-    shared = shared_rule_members(client, rules, day, chunk_profiles, progress) \
+    shared = shared_rule_members(client, rules, day, chunk_profiles, progress, source) \
         if len(rules) > 1 else {}
     done = []
     cleanup: list[tuple[str, int]] = []
@@ -297,7 +367,8 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
         for sid in order:
             pre = (shared.pop(sid), day, through) if sid in shared else None
             result = build_segment(client, r, sid, chunk_profiles=chunk_profiles,
-                                   progress=progress, by=by, precomputed=pre, cleanup=cleanup)
+                                   progress=progress, by=by, precomputed=pre, cleanup=cleanup,
+                                   source=source, role=role)
             done.append(result)
             if on_done:
                 on_done(result)

@@ -18,6 +18,15 @@ decay by day) keep one row per day. Each family is one scan: a row counts for ke
 Measured on 25M events / 1M profiles (2 cores): this cut the CPU of one 250k-profile chunk's
 queries from ~10 s to ~7 s; the ad query alone from 3.2 to 1.0 s.
 
+Where the rows come from (``Plan.source``): segment builds read the profile-first daily rollups
+of ``sql/0009_profile_rollups.sql`` (``profile_ad_daily``, ``profile_content_daily``,
+``profile_activity_daily``, filled by materialized views at insert time, sorted by
+``profile_hash`` then day), so a chunk reads only its own slice instead of every granule of
+both event tables, and reads per-(day, session, key) sums instead of events. The queries on the
+raw event tables stay (``source="events"``): the feature feed uses them, and they are the
+reference the rollup path is held to (tests/integration/test_segments_rollup.py: same universe,
+same value of every feature, same members).
+
 Profiles are processed in chunks: the 64-bit ``profile_hash`` space is cut into equal ranges so
 each chunk holds about ``chunk_profiles`` profiles; memory is bounded by one chunk's rows,
 however many profiles there are. Every query excludes kids', opted-out and erased profiles
@@ -87,13 +96,18 @@ class Plan:
     # by time decay, e.g. lookalike affinities and the feature feed).
     bounds: list[int] | None = None
     key_params: dict | None = None  # the id -> label-index maps, filled by ``key_params``
+    # Where the rows come from: "rollup" (the profile-first daily tables of
+    # sql/0009_profile_rollups.sql: a chunk reads only its slice) or "events" (the raw event
+    # tables: every chunk scans every granule; kept for the feature feed and as the reference
+    # the rollup path is checked against).
+    source: str = "events"
 
     def index(self, family: str, label: str) -> int:
         return self.labels[family].index(label)
 
 
-def plan_for(preds: Iterable[Predicate]) -> Plan:
-    plan = Plan()
+def plan_for(preds: Iterable[Predicate], source: str = "rollup") -> Plan:
+    plan = Plan(source=source)
     lookback = 1
     windows: set[int] = set()
     for p in preds:
@@ -186,8 +200,13 @@ def _range_sql(extra_where: str = "") -> str:
             f"AND profile_hash NOT IN ({excluded_profile_hashes_sql()}){extra}")
 
 
-def estimate_profiles(client: Client, day: dt.date, days: int) -> int:
+def estimate_profiles(client: Client, day: dt.date, days: int, source: str = "events") -> int:
     start = day - dt.timedelta(days=days - 1)
+    if source == "rollup":
+        return int(client.query(
+            "SELECT uniq(profile_hash) FROM profile_activity_daily "
+            "WHERE day BETWEEN {start:Date} AND {as_of:Date}",
+            parameters={"start": start, "as_of": day}).result_rows[0][0])
     row = client.query(
         "SELECT uniq(profile_hash) FROM (SELECT profile_hash FROM ad_events "
         "WHERE toDate(ts) BETWEEN {start:Date} AND {as_of:Date} UNION ALL "
@@ -305,7 +324,94 @@ GROUP BY profile_hash, day_off, key
 ORDER BY profile_hash"""
 
 
+# ---- the same families from the profile-first rollups (sql/0009_profile_rollups.sql) --------
+# Same rows as the event-table queries above (tests/integration/test_segments_rollup.py checks
+# members are identical): the rollups hold per (profile, day, raw key) what those queries
+# computed per event, and labels are mapped from the raw ids here, at build time. Rows of one
+# (profile, day, key) may not be merged yet, so every query sums / maxes again.
+
+def _rollup_range_sql(extra_where: str = "") -> str:
+    extra = f" AND {extra_where}" if extra_where else ""
+    return ("profile_hash BETWEEN {lo:UInt64} AND {hi:UInt64} "
+            "AND day BETWEEN {start:Date} AND {as_of:Date} "
+            f"AND profile_hash NOT IN ({excluded_profile_hashes_sql()}){extra}")
+
+
+_ROLLUP_DAY = "toInt32(dateDiff('day', day, {as_of:Date}))"
+
+
+def _rollup_universe_sql(extra: str = "") -> str:
+    """Every event of either table has its activity row, so this is the same universe."""
+    return ("SELECT profile_hash, any(profile_id) AS profile_id FROM profile_activity_daily "
+            f"WHERE {_rollup_range_sql(extra)} GROUP BY profile_hash ORDER BY profile_hash")
+
+
+def _rollup_ad_sql(plan: Plan, extra: str = "") -> str:
+    keys = "[toInt32(0)]"
+    if len(plan.labels.get("ad", [""])) > 1:
+        keys = _keys_sql("ad_keys", "ad_ids", "toString(campaign_id)")
+    return f"""
+SELECT profile_hash, {_bucket_sql(plan, _ROLLUP_DAY)} AS day_off, key,
+       toFloat64(sum(impressions)) AS impressions, toFloat64(sum(completes)) AS completes,
+       toFloat64(sum(skips)) AS skips, toFloat64(sum(clicks)) AS clicks
+FROM profile_ad_daily ARRAY JOIN {keys} AS key
+WHERE {_rollup_range_sql(extra)}
+GROUP BY profile_hash, day_off, key
+ORDER BY profile_hash"""
+
+
+def _rollup_content_sql(plan: Plan, extra: str = "") -> str:
+    """Plays: the rollup's (profile, day, session, title) rows, folded (max watched_ms) in the
+    table's own order, then counted for key 0 and the wanted titles' and genres' labels."""
+    keys = "[toInt32(0)]"
+    if len(plan.labels.get("content", [""])) > 1:
+        keys = _keys_sql("content_keys", "content_ids", "content_id")
+    return f"""
+SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, sum(ms) / 60000.0 AS minutes,
+       toFloat64(count()) AS plays
+FROM (
+    SELECT profile_hash, {_ROLLUP_DAY} AS d, content_id, toFloat64(max(watched_ms)) AS ms
+    FROM profile_content_daily WHERE {_rollup_range_sql(extra)}
+    GROUP BY profile_hash, day, session_hash, content_id
+) ARRAY JOIN {keys} AS key
+GROUP BY profile_hash, day_off, key
+ORDER BY profile_hash"""
+
+
+def _rollup_activity_sql(plan: Plan, extra: str = "") -> str:
+    """Key 0 from per-(profile, day) sums: events, distinct sessions of the day (summed: the
+    distinct (day, session) pairs), one row per active day (counted: active days) and the most
+    recent day; device / daypart labels, when wanted, from the rows whose device or daypart
+    is wanted (events only). No distinct-count state per (profile, bucket, key) group."""
+    labels = "{activity_labels:Array(String)}"
+    total = f"""
+SELECT profile_hash, {_bucket_sql(plan)} AS day_off, toInt32(0) AS key,
+       toFloat64(sum(ev)) AS events, toFloat64(sum(sess)) AS sessions,
+       toFloat64(count()) AS days, toFloat64(min(d)) AS recent
+FROM (
+    SELECT profile_hash, {_ROLLUP_DAY} AS d, sum(events) AS ev, uniqExact(session_hash) AS sess
+    FROM profile_activity_daily WHERE {_rollup_range_sql(extra)}
+    GROUP BY profile_hash, day
+)
+GROUP BY profile_hash, day_off"""
+    if len(plan.labels.get("activity", [""])) == 1:
+        return total + "\nORDER BY profile_hash"
+    keyed = f"""
+SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, toFloat64(sum(events)) AS events,
+       toFloat64(0) AS sessions, toFloat64(0) AS days, toFloat64(min(d)) AS recent
+FROM (
+    SELECT profile_hash, {_ROLLUP_DAY} AS d, events, arrayFilter(x -> x > 0, [
+               toInt32(indexOf({labels}, concat('dev:', toString(device))) - 1),
+               toInt32(indexOf({labels}, concat('dp:', toString(daypart))) - 1)]) AS ks
+    FROM profile_activity_daily WHERE {_rollup_range_sql(extra)}
+) ARRAY JOIN ks AS key
+GROUP BY profile_hash, day_off, key"""
+    return f"SELECT * FROM ({total}\nUNION ALL{keyed}\n) ORDER BY profile_hash"
+
+
 _SQL = {"ad": _ad_sql, "content": _content_sql, "activity": _activity_sql}
+_ROLLUP_SQL = {"ad": _rollup_ad_sql, "content": _rollup_content_sql,
+               "activity": _rollup_activity_sql}
 _METRICS = {"ad": ("impressions", "completes", "skips", "clicks"),
             "content": ("minutes", "plays"),
             "activity": ("events", "sessions", "days", "recent")}
@@ -350,8 +456,9 @@ def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
     ``extra_where`` (with its bound ``extra_params``) narrows every query further, e.g. to the
     members of a seed segment."""
     base = {"lo": lo, "hi": hi, "as_of": day, **(extra_params or {})}
+    rollup = plan.source == "rollup"
     universe = client.query_arrow(
-        _universe_sql(extra_where),
+        (_rollup_universe_sql if rollup else _universe_sql)(extra_where),
         parameters={**base, "start": day - dt.timedelta(days=max(universe_days,
                                                                  plan.lookback_days) - 1)},
     )
@@ -363,7 +470,7 @@ def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
     for family in _FAMILIES:
         if family not in plan.labels:
             continue
-        table = client.query_arrow(_SQL[family](plan, extra_where),
+        table = client.query_arrow((_ROLLUP_SQL if rollup else _SQL)[family](plan, extra_where),
                                    parameters={**base, **keys, "start": start})
         families[family] = _rows(table, hashes, _METRICS[family])
     return Chunk(hashes, ids, families, plan)
@@ -372,7 +479,8 @@ def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
 def iter_chunks(client: Client, plan: Plan, day: dt.date, chunk_profiles: int = 200_000,
                 universe_days: int = UNIVERSE_DAYS) -> Iterator[tuple[int, int, Chunk]]:
     """(chunk number, chunk count, chunk) over the whole profile-hash space."""
-    estimate = estimate_profiles(client, day, max(universe_days, plan.lookback_days))
+    estimate = estimate_profiles(client, day, max(universe_days, plan.lookback_days),
+                                 plan.source)
     n = max(1, math.ceil(estimate / max(1, chunk_profiles)))
     for i, (lo, hi) in enumerate(hash_ranges(n)):
         yield i, n, load_chunk(client, plan, day, lo, hi, universe_days)

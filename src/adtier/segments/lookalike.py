@@ -53,10 +53,10 @@ def vocabulary(client: Client) -> tuple[list[str], list[str]]:
     return cats, genres
 
 
-def _plan(cats: list[str], genres: list[str]) -> Plan:
+def _plan(cats: list[str], genres: list[str], source: str = "rollup") -> Plan:
     return Plan(labels={"ad": [""] + [f"cat:{c}" for c in cats],
                         "content": [""] + [f"genre:{g}" for g in genres]},
-                lookback_days=LOOKALIKE_DAYS)
+                lookback_days=LOOKALIKE_DAYS, source=source)
 
 
 def affinity(chunk: Chunk, n_cats: int, n_genres: int) -> np.ndarray:
@@ -71,7 +71,8 @@ def affinity(chunk: Chunk, n_cats: int, n_genres: int) -> np.ndarray:
 
 def lookalike_members(client: Client, seed_id: str, seed_version: int, size_percent: float,
                       day: dt.date, chunk_profiles: int = 200_000,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      progress: Callable[[int, int], None] | None = None,
+                      source: str = "rollup") -> np.ndarray:
     """The member profile ids of a lookalike of ``seed_id`` at ``seed_version``."""
     seed_hashes = np.sort(client.query_arrow(
         "SELECT DISTINCT cityHash64(profile_id) AS h FROM segment_members "
@@ -81,7 +82,7 @@ def lookalike_members(client: Client, seed_id: str, seed_version: int, size_perc
         raise LookalikeError(f"the seed segment {seed_id} has {seed_hashes.shape[0]} members; "
                              f"a lookalike needs at least {MIN_SEED}")
     cats, genres = vocabulary(client)
-    plan = _plan(cats, genres)
+    plan = _plan(cats, genres, source)
     # Pass 1: the seed centroid, reading only the seed's profiles.
     seed_where = ("profile_hash IN (SELECT cityHash64(profile_id) FROM segment_members "
                   "WHERE segment_id = {seed:String} AND version = {seed_version:UInt64})")

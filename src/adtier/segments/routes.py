@@ -172,11 +172,11 @@ def _builder_client(request: Request, state: AppState):
         return client
 
 
-def _spawn_build(client, r, segment_id: str, token: str, by: str) -> None:
+def _spawn_build(client, r, segment_id: str, token: str, by: str, role: str) -> None:
     def run() -> None:
         with _BUILD_MUTEX:
             try:
-                B.build_segment(client, r, segment_id, token=token, by=by)
+                B.build_segment(client, r, segment_id, token=token, by=by, role=role)
             except Exception as err:  # noqa: BLE001 - the thread must not die silently
                 log.error("segment_build_crashed", segment_id=segment_id, error=str(err)[:500])
                 try:
@@ -305,7 +305,7 @@ class SegmentsController(Controller):
         except BaseException:
             await anyio.to_thread.run_sync(lambda: B.release(r, segment_id, token))
             raise
-        _spawn_build(client, r, segment_id, token, key.key_id)
+        _spawn_build(client, r, segment_id, token, key.key_id, key.role)
         return BuildStarted(segment_id, "building", row.version)
 
 

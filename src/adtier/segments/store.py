@@ -50,6 +50,8 @@ __all__ = [
     "delete_versions",
     "member_ids",
     "stage_redis",
+    "fill_set",
+    "restore_set",
     "swap_redis",
     "drop_redis",
     "LOOKUP_LUA",
@@ -200,10 +202,14 @@ def stage_redis(r: redis.Redis, segment_id: str, version: int,
                 profile_ids: Iterable[str] | np.ndarray | pa.Array) -> None:
     """Fill the (not yet visible) set of a new version: variadic SADDs of ``_SADD_BATCH`` ids,
     encoded in bulk with Arrow and pipelined on one connection (all sent, then all answers)."""
-    key = member_key(segment_id, version)
-    ids = as_arrow_ids(profile_ids if isinstance(profile_ids, (np.ndarray, pa.Array,
-                                                               pa.ChunkedArray, list))
-                       else list(profile_ids))
+    fill_set(r, member_key(segment_id, version),
+             as_arrow_ids(profile_ids if isinstance(profile_ids, (np.ndarray, pa.Array,
+                                                                  pa.ChunkedArray, list))
+                          else list(profile_ids)))
+
+
+def fill_set(r: redis.Redis, key: str, ids: pa.Array) -> None:
+    """``key`` becomes the set of ``ids`` (emptied first; no key at all when there are none)."""
     r.unlink(key)
     if not len(ids):
         return
@@ -227,6 +233,26 @@ def stage_redis(r: redis.Redis, segment_id: str, version: int,
         raise
     finally:
         r.connection_pool.release(conn)
+
+
+def restore_set(client: Client, r: redis.Redis, segment_id: str, version: int,
+                owner: str) -> int:
+    """Reload one served version's set from ``segment_members`` and point the live hash at it
+    (Valkey replaced or emptied). Filled under a side key, then RENAMEd over the real one
+    (atomic), so a reader never sees it half-full. Answers the number of members."""
+    ids = client.query_arrow(
+        "SELECT profile_id FROM segment_members WHERE segment_id = {id:String} "
+        "AND version = {v:UInt64}", parameters={"id": segment_id, "v": version}
+    ).column("profile_id").combine_chunks()
+    key = member_key(segment_id, version)
+    side = key + ":restoring"
+    fill_set(r, side, as_arrow_ids(ids))
+    if len(ids):
+        r.rename(side, key)
+    else:
+        r.unlink(key)
+    r.hset(LIVE, segment_id, f"{version}|{owner}")
+    return len(ids)
 
 
 def swap_redis(r: redis.Redis, segment_id: str, version: int, owner: str,

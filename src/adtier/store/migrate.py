@@ -2,6 +2,11 @@
 
 The same files run on chdb and on a server. A migration whose file changed after it was applied
 is an error: fix forward with a new file instead.
+
+On a ClickHouse cluster (``ADTIER_CLICKHOUSE_CLUSTER`` or ``adtier migrate --cluster NAME``) each
+statement is rewritten by :mod:`adtier.store.cluster` before it runs (``ON CLUSTER``, Replicated
+engines; one shard, N replicas), the ledger itself is a replicated table, and the checksum is
+still the file's: the rewrite is a pure function of the text.
 """
 
 from __future__ import annotations
@@ -13,7 +18,17 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["Migration", "MigrationError", "discover", "apply_migrations", "sql_dir"]
+from adtier.store.cluster import ClusterRewriteError, cluster_statement, validate_cluster
+
+__all__ = [
+    "Migration",
+    "MigrationError",
+    "apply_migrations",
+    "discover",
+    "ledger_statement",
+    "planned_statements",
+    "sql_dir",
+]
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LEDGER = """
@@ -41,6 +56,15 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def cluster_statements(self, cluster: str) -> list[str]:
+        """The statements as they run ON CLUSTER ``cluster`` ('' = single node: unchanged)."""
+        if not cluster:
+            return self.statements()
+        try:
+            return [cluster_statement(s, cluster) for s in self.statements()]
+        except ClusterRewriteError as err:
+            raise MigrationError(f"{self.version:04d}_{self.name}: {err}") from None
 
     def statements(self) -> list[str]:
         """Statements end with ';' at the end of a line's code (a trailing comment may follow)."""
@@ -100,15 +124,81 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def apply_migrations(client: Client, directory: Path | None = None) -> list[Migration]:
-    """Apply what is new, in order; return what was applied."""
-    client.command(_LEDGER)
+def ledger_statement(cluster: str = "") -> str:
+    return cluster_statement(_LEDGER.strip(), cluster) if cluster else _LEDGER
+
+
+def planned_statements(directory: Path | None = None, cluster: str = "") -> list[tuple[Migration, list[str]]]:
+    """Every migration with the statements it would run (for ``adtier migrate --print``)."""
+    if cluster:
+        validate_cluster(cluster)
+    return [(m, m.cluster_statements(cluster)) for m in discover(directory)]
+
+
+def _check_cluster(client: Client, cluster: str) -> None:
+    """The cluster exists and has one shard (the layout the rewrite produces)."""
+    shards = client.query(
+        "SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = {c:String}",
+        parameters={"c": cluster}).result_rows[0]
+    if not shards[1]:
+        raise MigrationError(f"ClickHouse has no cluster named {cluster!r} (system.clusters); "
+                             "check ADTIER_CLICKHOUSE_CLUSTER and the server's remote_servers")
+    if shards[0] != 1:
+        raise MigrationError(
+            f"cluster {cluster!r} has {shards[0]} shards: adtier's cluster layout is one shard "
+            "with N replicas (Replicated tables under their own names). Sharding needs "
+            "Distributed tables over <name>_local tables, which the migrations do not create yet")
+    macros = {row[0] for row in client.query("SELECT macro FROM system.macros").result_rows}
+    missing = sorted({"shard", "replica"} - macros)
+    if missing:
+        raise MigrationError(
+            f"this server defines no {', '.join(missing)} macro (<macros> in its config): "
+            "Replicated tables name their Keeper path and replica with {shard} and {replica}")
+
+
+def _check_ledger_mode(client: Client, cluster: str) -> None:
+    """A ledger created in one mode is not silently continued in the other."""
+    rows = client.query(
+        "SELECT engine FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'schema_migrations'").result_rows
+    engine = rows[0][0] if rows else ""
+    if not engine:
+        return  # a fresh database
+    if cluster and not engine.startswith("Replicated"):
+        raise MigrationError(
+            "this database was migrated as a single node (schema_migrations is " + engine + "); "
+            "its tables are not replicated. Migrate a fresh database on the cluster and copy "
+            "the data, or unset ADTIER_CLICKHOUSE_CLUSTER")
+    if not cluster and engine.startswith("Replicated"):
+        raise MigrationError(
+            "this database was migrated ON CLUSTER (schema_migrations is " + engine + "); set "
+            "ADTIER_CLICKHOUSE_CLUSTER so new tables are replicated too")
+
+
+def apply_migrations(client: Client, directory: Path | None = None, cluster: str = "") -> list[Migration]:
+    """Apply what is new, in order; return what was applied.
+
+    ``cluster``: the name of a ClickHouse cluster (one shard, N replicas) to run every
+    statement ``ON CLUSTER`` with Replicated engines; '' for a single node or chdb."""
+    if cluster:
+        try:
+            validate_cluster(cluster)
+        except ClusterRewriteError as err:
+            raise MigrationError(str(err)) from None
+        _check_cluster(client, cluster)
+    migrations = discover(directory)
+    planned = [(m, m.cluster_statements(cluster)) for m in migrations]  # fail before any DDL
+    _check_ledger_mode(client, cluster)
+    client.command(ledger_statement(cluster))
+    if cluster:
+        # Another replica may have applied migrations a moment ago: catch up before reading.
+        client.command("SYSTEM SYNC REPLICA schema_migrations")
     applied = {
         row[0]: row[1]
         for row in client.query("SELECT version, checksum FROM schema_migrations").result_rows
     }
     done = []
-    for migration in discover(directory):
+    for migration, statements in planned:
         if migration.version in applied:
             if applied[migration.version] != migration.checksum:
                 raise MigrationError(
@@ -116,7 +206,7 @@ def apply_migrations(client: Client, directory: Path | None = None) -> list[Migr
                     "applied; add a new migration instead"
                 )
             continue
-        for statement in migration.statements():
+        for statement in statements:
             client.command(statement)
         client.insert(
             "schema_migrations",
