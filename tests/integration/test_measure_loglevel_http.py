@@ -19,6 +19,7 @@ from adtier.app import create_app
 from adtier.measure.loglevel import SECRET_KEY
 from tests.helpers import ad_event, batch
 from tests.integration.conftest import Api, count
+from tests.integration.test_measure_report_http import key, put
 
 DAY_MS = 86_400_000
 CAMPAIGNS = [
@@ -38,18 +39,6 @@ def _noon(days_ago: int) -> int:
 
 def _day(days_ago: int) -> str:
     return dt.datetime.fromtimestamp(_noon(days_ago) / 1000, dt.timezone.utc).date().isoformat()
-
-
-def put(api, path: str, items: list[dict]) -> None:
-    answer = api.client.put(path, json={"items": items}, headers=api.admin)
-    assert answer.status_code == 200, answer.text
-
-
-def key(api, advertiser_id: str) -> dict[str, str]:
-    made = api.client.post("/v1/keys", json={"role": "advertiser", "advertiser_id": advertiser_id},
-                           headers=api.admin)
-    assert made.status_code == 201, made.text
-    return {"Authorization": f"Bearer {made.json()['key']}"}
 
 
 def _events() -> list[dict]:

@@ -40,6 +40,7 @@ from adtier.features.live import LiveFeatures, read_live
 from adtier.features.scheduler import RUNNER, ComputeStatus
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
+from adtier.streams import file_chunks
 from adtier.store import connect
 
 __all__ = ["FEATURE_ROUTES", "ComputeStatus", "FeaturesController", "ProfileFeatures",
@@ -197,7 +198,7 @@ class FeaturesController(Controller):
                           media_type="application/vnd.apache.arrow.stream", headers=headers)
         path = await anyio.to_thread.run_sync(_parquet_file, client, plan)
         headers["Content-Disposition"] = 'attachment; filename="features.parquet"'
-        return Stream(audit.wrap(_file_chunks(path)), media_type="application/vnd.apache.parquet",
+        return Stream(audit.wrap(file_chunks(path)), media_type="application/vnd.apache.parquet",
                       headers=headers)
 
 
@@ -249,13 +250,6 @@ def _parquet_file(client, plan: ExportPlan) -> Path:
     return path
 
 
-def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(size):
-                yield chunk
-    finally:
-        path.unlink(missing_ok=True)
 
 
 FEATURE_ROUTES = [FeaturesController]

@@ -39,7 +39,6 @@ import hmac
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,7 +48,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
 
-__all__ = ["SCHEMA", "SECRET_KEY", "FeedFile", "advertiser_key", "file_chunks", "load_secret",
+__all__ = ["SCHEMA", "SECRET_KEY", "FeedFile", "advertiser_key", "load_secret",
            "pseudonymise", "write_feed"]
 
 SECRET_KEY = "adtier:measure:log_level_secret"
@@ -160,11 +159,3 @@ def write_feed(client: Client, campaign_id: str, day: dt.date, key: bytes) -> Fe
     return FeedFile(path, rows, digest.hexdigest())
 
 
-def file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    """The file's bytes, then the file is removed (also when the client goes away)."""
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(size):
-                yield chunk
-    finally:
-        path.unlink(missing_ok=True)

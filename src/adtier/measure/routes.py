@@ -32,6 +32,7 @@ from adtier.measure import audit, forecast, lift, loglevel, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize
+from adtier.streams import file_chunks
 
 __all__ = ["MeasureController", "AuditController", "MEASURE_ROUTES", "privacy_k",
            "campaign_for", "audited", "run_query"]
@@ -237,7 +238,7 @@ async def log_level_feed(request: Request, campaign_id: str, date: str | None) -
                "X-Adtier-Answer-Sha256": feed.sha256, "Cache-Control": "no-store",
                "Content-Disposition":
                    f'attachment; filename="{campaign_id}-{day.isoformat()}.parquet"'}
-    return Stream(loglevel.file_chunks(feed.path), media_type="application/vnd.apache.parquet",
+    return Stream(file_chunks(feed.path), media_type="application/vnd.apache.parquet",
                   headers=headers)
 
 
