@@ -97,6 +97,10 @@ def test_a_rebuild_never_replaces_a_newer_row(ch, rds):
     mirror.put_rows(rds, [("pf-1", older), ("pf-2", older)])
     assert rds.get(mirror.row_key("pf-1")) == newer
     assert rds.get(mirror.row_key("pf-2")) == older
+    # a compute whose snapshot predates an exclusion does not write the row back
+    mirror.exclude(rds, ["pf-1"])
+    mirror.put_rows(rds, [("pf-1", mirror.encode_row(30, None, [0] * len(mirror.BATCH_NAMES)))])
+    assert not rds.exists(mirror.row_key("pf-1"))
 
 
 def test_sync_excluded_follows_clickhouse_and_keeps_concurrent_additions(api, ch, rds):

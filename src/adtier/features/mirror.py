@@ -55,11 +55,15 @@ _dec = msgspec.msgpack.Decoder()
 
 # ARGV: key, blob, key, blob, ... A blob starts with its 20-digit watermark; equal-length digit
 # strings compare like the numbers (Lua numbers cannot hold ns stamps exactly).
+# ARGV: (row key, blob, profile SHA-256) triples; KEYS[1] the exclusion set. A profile excluded
+# while a compute ran (its snapshot predates an erasure) is not written back.
 _PUT = """
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('GETRANGE', ARGV[i], 0, 19)
-  if cur == '' or cur <= string.sub(ARGV[i + 1], 1, 20) then
-    redis.call('SET', ARGV[i], ARGV[i + 1])
+for i = 1, #ARGV, 3 do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 2]) == 0 then
+    local cur = redis.call('GETRANGE', ARGV[i], 0, 19)
+    if cur == '' or cur <= string.sub(ARGV[i + 1], 1, 20) then
+      redis.call('SET', ARGV[i], ARGV[i + 1])
+    end
   end
 end
 return 0
@@ -92,22 +96,23 @@ def decode_row(blob: bytes) -> tuple[object, dict[str, object]] | None:
 
 
 def put_rows(client: redis.Redis, rows: Iterable[tuple[str, bytes]]) -> int:
-    """Write (profile_id, blob) rows, newest wins; pipelined in bounded round trips."""
+    """Write (profile_id, blob) rows, newest wins, excluded profiles never; pipelined in
+    bounded round trips."""
     script = client.register_script(_PUT)
     pipe = client.pipeline(transaction=False)
     args: list = []
     calls = written = 0
     for profile_id, blob in rows:
-        args += (row_key(profile_id), blob)
+        args += (row_key(profile_id), blob, profile_sha256(profile_id))
         written += 1
-        if len(args) >= 2 * _PAIRS_PER_CALL:
-            script(keys=[], args=args, client=pipe)
+        if len(args) >= 3 * _PAIRS_PER_CALL:
+            script(keys=[EXCLUDED_KEY], args=args, client=pipe)
             args, calls = [], calls + 1
             if calls >= _CALLS_PER_TRIP:
                 pipe.execute()
                 calls = 0
     if args:
-        script(keys=[], args=args, client=pipe)
+        script(keys=[EXCLUDED_KEY], args=args, client=pipe)
     pipe.execute()
     return written
 
