@@ -110,6 +110,20 @@ def test_restore_skips_a_segment_being_built(ch, rds):
     assert B.restore_redis(ch, rds) == {"seg_static": 2}
 
 
+def test_restore_racing_an_erasure_does_not_serve_the_erased_profile(ch, rds):
+    _create(ch, "seg_static", "static", {"profile_count": 3})
+    store.insert_members(ch, "seg_static", 0, ["pf-1", "pf-2", "pf-3"])
+    assert B.build_many(ch, rds, ["seg_static"])[0].status == "ready"
+    rds.flushall()
+    # the erasure of pf-2 has recorded itself but not yet deleted its members (nor reached
+    # the served set) when the restore reads them
+    ch.command("INSERT INTO erasures (profile_hash, profile_sha256, erased_at) "
+               "SELECT cityHash64({p:String}), lower(hex(SHA256({p:String}))), now64(3)",
+               parameters={"p": "pf-2"})
+    assert B.restore_redis(ch, rds) == {"seg_static": 3}
+    assert _live_sets(rds)["seg_static"] == {"pf-1", "pf-3"}
+
+
 def test_cli_restore_on_an_empty_data_dir(tmp_path):
     done = run_cli(tmp_path / "data", "segments", "restore")
     assert done.returncode == 0, done.stderr

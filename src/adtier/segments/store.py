@@ -24,6 +24,7 @@ single Redis node (not Redis Cluster) — true of adtier's deployments.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -249,10 +250,27 @@ def restore_set(client: Client, r: redis.Redis, segment_id: str, version: int,
     fill_set(r, side, as_arrow_ids(ids))
     if len(ids):
         r.rename(side, key)
+        _forget_recent_erasures(client, r, key, ids)
     else:
         r.unlink(key)
     r.hset(LIVE, segment_id, f"{version}|{owner}")
     return len(ids)
+
+
+# An erasure records itself, deletes the profile's members, then SREMs it from the served sets.
+# One that ran while a set was being reloaded may have had its id read before the delete and
+# removed from the old set before the RENAME: take recent erasures out of the reloaded set.
+_RECENT_ERASURES = ("SELECT profile_sha256 FROM erasures "
+                    "WHERE erased_at >= now64(3) - INTERVAL 1 HOUR")
+
+
+def _forget_recent_erasures(client: Client, r: redis.Redis, key: str, ids: pa.Array) -> None:
+    erased = {row[0] for row in client.query(_RECENT_ERASURES).result_rows}
+    if not erased:
+        return
+    gone = [p for p in ids.to_pylist() if hashlib.sha256(p.encode()).hexdigest() in erased]
+    if gone:
+        r.srem(key, *gone)
 
 
 def swap_redis(r: redis.Redis, segment_id: str, version: int, owner: str,
