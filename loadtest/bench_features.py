@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -125,6 +124,7 @@ def over_http(data_dir: Path, redis_url: str, n: int, lookups: int) -> None:
     import httpx
 
     from adtier.features.mirror import READY_KEY
+    from loadtest.run import stop_server
 
     port = _free_port()
     admin_key = "adt_bench_" + uuid.uuid4().hex
@@ -182,13 +182,7 @@ def over_http(data_dir: Path, redis_url: str, n: int, lookups: int) -> None:
             print(f"export arrow    over HTTP {rows:,} profiles in {seconds:.2f} s = "
                   f"{rows / seconds:,.0f} profiles/s ({size / 1e6:.0f} MB)", flush=True)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_server(proc)
         log.close()
         rds.close()
 

@@ -233,6 +233,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         select_columns,
         write_parquet,
     )
+    from adtier.measure import audit
     from adtier.runtime import open_stores
 
     try:
@@ -269,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                         endpoint="features_export_cli",
                         parameters={"since": plan.since, "watermark": plan.watermark,
                                     "out": str(out), "columns": args.columns},
-                        row_count=rows, answer_sha256=auditing.file_sha256(out))
+                        row_count=rows, answer_sha256=audit.file_sha256(out))
         print(msgspec.json.encode({"out": str(out), "rows": rows, "since": plan.since,
                                    "watermark": plan.watermark}).decode())
     finally:

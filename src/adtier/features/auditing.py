@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.measure import audit
 
-__all__ = ["record", "record_compute", "hashed", "cli_who", "file_sha256"]
+__all__ = ["record", "record_compute", "hashed", "cli_who"]
 
 
 def record(client: Client, *, who: str, role: str, endpoint: str, parameters: dict[str, Any],
@@ -60,14 +60,6 @@ def hashed(chunks: Iterator[bytes], on_end: Callable[[str, bool], None]) -> Iter
         completed = True
     finally:
         on_end(digest.hexdigest(), completed)
-
-
-def file_sha256(path, size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cli_who() -> str:

@@ -22,7 +22,6 @@ end of each run, and the whole mirror rebuilt if it is missing (a new or replace
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -230,7 +229,7 @@ def _chunk_rows(client: Client, chunk, plan: Plan, day: dt.date) -> dict[str, li
     return {
         "profile_hash": chunk.hashes.tolist(),
         "profile_id": ids,
-        "profile_sha256": [hashlib.sha256(p.encode()).hexdigest() for p in ids],
+        "profile_sha256": [mirror.profile_sha256(p) for p in ids],
         "deleted": [0] * n,
         "schema_version": [S.FEATURE_SCHEMA_VERSION] * n,
         "as_of": [day] * n,

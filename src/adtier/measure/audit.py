@@ -10,11 +10,13 @@ import hashlib
 import json
 import secrets
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["AuditRecord", "new_audit_id", "sha256_hex", "write_record", "list_records"]
+__all__ = ["AuditRecord", "file_sha256", "new_audit_id", "sha256_hex", "write_record",
+           "list_records"]
 
 _COLUMNS = ["audit_id", "ts", "key_id", "role", "advertiser_id", "endpoint", "method",
             "parameters", "status", "row_count", "answer_sha256"]
@@ -26,6 +28,15 @@ def new_audit_id() -> str:
 
 def sha256_hex(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
+
+
+def file_sha256(path: Path, size: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (an answer written to a file before it is sent)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class AuditRecord(dict):

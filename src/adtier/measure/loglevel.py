@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.measure import audit
 
 __all__ = ["SCHEMA", "SECRET_KEY", "FeedFile", "advertiser_key", "load_secret",
            "pseudonymise", "write_feed"]
@@ -149,13 +150,10 @@ def write_feed(client: Client, campaign_id: str, day: dt.date, key: bytes) -> Fe
                 if batch.num_rows:
                     writer.write_batch(_pseudonymised(batch, key))
                     rows += batch.num_rows
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        digest = audit.file_sha256(path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return FeedFile(path, rows, digest.hexdigest())
+    return FeedFile(path, rows, digest)
 
 
