@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager
 
 import msgspec
 
@@ -32,7 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from adtier.store import connect
         from adtier.store.migrate import apply_migrations
 
-        apply_migrations(connect(settings.clickhouse_dsn), cluster=settings.clickhouse_cluster)
+        apply_migrations(connect(settings.clickhouse_dsn), cluster=settings.clickhouse_cluster,
+                         lock=_fleet_migration_lock(settings))
     # The worker process reads its settings from the environment.
     os.environ.update({
         "ADTIER_DATA_DIR": str(settings.data_dir.resolve()),
@@ -68,6 +70,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _fleet_migration_lock(settings: Settings) -> AbstractContextManager | None:
+    """The fleet's migration lease when nodes share a Valkey (``ADTIER_REDIS_URL``); an
+    embedded data dir has one owner (its directory lock), so nothing to share there."""
+    if not settings.redis_url:
+        return None
+    import redis
+
+    from adtier.store.migration_lock import migration_lock
+
+    return migration_lock(redis.Redis.from_url(settings.redis_url))
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from adtier.store import connect
     from adtier.store.cluster import ClusterRewriteError
@@ -77,6 +91,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         ledger_statement,
         planned_statements,
     )
+    from adtier.store.migration_lock import MigrationLockTimeout
 
     settings = _settings(args)
     cluster = settings.clickhouse_cluster if args.cluster is None else args.cluster
@@ -91,8 +106,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                     print(statement + ";\n")
             return 0
         client = connect(settings.clickhouse_dsn)
-        applied = apply_migrations(client, cluster=cluster)
-    except (MigrationError, ClusterRewriteError) as err:
+        applied = apply_migrations(client, cluster=cluster, lock=_fleet_migration_lock(settings))
+    except (MigrationError, ClusterRewriteError, MigrationLockTimeout) as err:
         print(f"adtier: {err}", file=sys.stderr)
         return 2
     for m in applied:

@@ -17,6 +17,7 @@ from adtier.logs import get_logger
 from adtier.settings import Settings
 from adtier.store import connect
 from adtier.store.migrate import apply_migrations
+from adtier.store.migration_lock import migration_lock
 
 __all__ = ["Stores", "DataDirBusy", "open_stores", "bootstrap_admin", "default_consumer_name"]
 
@@ -88,11 +89,12 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
         redis_url = valkey.start()
         log.info("embedded_valkey_started", url=redis_url)
     clickhouse = connect(settings.clickhouse_dsn)
+    valkey_client = redis.Redis.from_url(redis_url)
     if migrate:
-        for migration in apply_migrations(clickhouse, cluster=settings.clickhouse_cluster):
+        for migration in apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
+                                          lock=migration_lock(valkey_client)):
             log.info("migration_applied", version=migration.version, name=migration.name)
-    return Stores(settings, clickhouse, redis_url, redis.Redis.from_url(redis_url), valkey,
-                  lock_fd=lock_fd)
+    return Stores(settings, clickhouse, redis_url, valkey_client, valkey, lock_fd=lock_fd)
 
 
 def bootstrap_admin(stores: Stores) -> NewKey | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,11 +176,15 @@ def _check_ledger_mode(client: Client, cluster: str) -> None:
             "ADTIER_CLICKHOUSE_CLUSTER so new tables are replicated too")
 
 
-def apply_migrations(client: Client, directory: Path | None = None, cluster: str = "") -> list[Migration]:
+def apply_migrations(client: Client, directory: Path | None = None, cluster: str = "",
+                     lock: AbstractContextManager | None = None) -> list[Migration]:
     """Apply what is new, in order; return what was applied.
 
     ``cluster``: the name of a ClickHouse cluster (one shard, N replicas) to run every
-    statement ``ON CLUSTER`` with Replicated engines; '' for a single node or chdb."""
+    statement ``ON CLUSTER`` with Replicated engines; '' for a single node or chdb.
+    ``lock``: held from reading the ledger to the last statement, so that of several nodes
+    migrating one store at once only one runs each migration (``migration_lock.migration_lock``;
+    a backfill run twice would double its counts)."""
     if cluster:
         try:
             validate_cluster(cluster)
@@ -188,6 +193,12 @@ def apply_migrations(client: Client, directory: Path | None = None, cluster: str
         _check_cluster(client, cluster)
     migrations = discover(directory)
     planned = [(m, m.cluster_statements(cluster)) for m in migrations]  # fail before any DDL
+    with lock or nullcontext():
+        return _apply_new(client, planned, cluster)
+
+
+def _apply_new(client: Client, planned: list[tuple[Migration, list[str]]],
+               cluster: str) -> list[Migration]:
     _check_ledger_mode(client, cluster)
     client.command(ledger_statement(cluster))
     if cluster:
