@@ -18,7 +18,10 @@ Each query runs ``--repeat`` times (after one warm-up) and prints p50 / p99 in m
   (``reach.report(..., source="events")``: the query this endpoint ran before the rollup);
 - frequency: rollup against events;
 - forecast: the NBD/beta-binomial forecast over every eligible profile (its only path);
-- content effects of ``cmp-0`` promoting a genre (its only path).
+- abandonment after ``cmp-0``'s breaks: the break and session rollups (sql/0010) against the
+  same query over the raw ad and viewing events (``--content-repeat`` runs each);
+- content effects of ``cmp-0`` promoting a genre (its lift part has one path; its abandonment
+  part reads the rollups).
 
 Run (benches share the machine: one at a time)::
 
@@ -141,12 +144,18 @@ def load_content_events(client, sessions: int, profiles: int, days: int, start: 
         SETTINGS max_insert_threads = 2, max_block_size = 262144""")
 
 
+# the views whose tables this bench reads: measurement (sql/0007) and breaks (sql/0010)
+_VIEWS_READ = ("ad_campaign_daily_mv", "ad_breaks_daily_mv", "session_ends_ad_mv",
+               "session_ends_content_mv")
+
+
 def _detach_other_views(client) -> list[str]:
     """Detach the materialized views this bench does not read (other features' rollups), so
     loading costs what the measurement path costs; the data dir is throwaway."""
     views = [r[0] for r in client.query(
         "SELECT name FROM system.tables WHERE database = currentDatabase() "
-        "AND engine = 'MaterializedView' AND name != 'ad_campaign_daily_mv'").result_rows]
+        "AND engine = 'MaterializedView' AND name NOT IN {read:Array(String)}",
+        parameters={"read": list(_VIEWS_READ)}).result_rows]
     for name in views:
         client.command(f"DETACH TABLE {name}")
     return views
@@ -182,7 +191,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep (or reuse, if already loaded) the chDB data here; "
                         "without it the world is deleted at the end")
-    parser.add_argument("--skip", default="", help="comma list of: content,forecast")
+    parser.add_argument("--skip", default="",
+                        help="comma list of: abandonment,content,forecast")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="adtier-bench-measure-"))
@@ -216,10 +226,11 @@ def main() -> None:
     week = (today - dt.timedelta(days=7), today)
     results: list[tuple[str, dict | None, dict]] = []
 
-    def pair(label: str, fn: Callable[[str], Any]) -> None:
-        base = timed(lambda: fn("events"), args.repeat)
-        new = timed(lambda: fn("rollup"), args.repeat)
-        same = _same(base["answer"], new["answer"])
+    def pair(label: str, fn: Callable[[str], Any], repeat: int = args.repeat,
+             same_answer: Callable[[dict, dict], bool] = _same) -> None:
+        base = timed(lambda: fn("events"), repeat)
+        new = timed(lambda: fn("rollup"), repeat)
+        same = same_answer(base["answer"], new["answer"])
         print(f"  {label:36s} events p50 {base['p50']:8.1f}  rollup p50 {new['p50']:8.1f} ms"
               f"  same answer: {same}")
         results.append((label, base, new))
@@ -235,9 +246,13 @@ def main() -> None:
         got = timed(lambda: F.forecast(client, [], 1_000_000, 3, 7), args.repeat)
         print(f"  {'forecast (all eligible, cap 3, 7 d)':36s} p50 {got['p50']:8.1f} ms")
         results.append(("forecast, all eligible profiles", None, got))
+    info = CampaignInfo("cmp-0", "adv-bench", start, start + dt.timedelta(days=args.days),
+                        0, 10.0, None, "drama")
+    if "abandonment" not in skip:
+        pair("abandonment after breaks, flight",
+             lambda src: L.abandonment(client, info, k, source=src), args.content_repeat,
+             same_answer=lambda a, b: a == b)
     if "content" not in skip:
-        info = CampaignInfo("cmp-0", "adv-bench", start, start + dt.timedelta(days=args.days),
-                            0, 10.0, None, "drama")
         got = timed(lambda: L.content_effects(client, info, 7, k), args.content_repeat)
         print(f"  {'content effects (holdout, 7 d)':36s} p50 {got['p50']:8.1f} ms")
         results.append(("content effects, holdout", None, got))

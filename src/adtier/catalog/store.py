@@ -78,9 +78,11 @@ PROFILES = _kind("profiles", Profile, "profile_id")
 # sql/0009_profile_rollups.sql are the event tables' per-day sums: they go too).
 ERASE_TABLES: tuple[str, ...] = ("ad_events", "content_events", "profiles", "profile_ad_daily",
                                  "profile_content_daily", "profile_activity_daily",
-                                 "ad_campaign_daily")
+                                 "ad_campaign_daily", "ad_breaks_daily", "session_ends_daily")
 # Rollups that keep only the profile's hash are matched on it (same cityHash64 as everywhere).
-_PROFILE_MATCH = {"ad_campaign_daily": "profile_hash = cityHash64({p:String})"}
+_BY_HASH = "profile_hash = cityHash64({p:String})"
+_PROFILE_MATCH = {"ad_campaign_daily": _BY_HASH, "ad_breaks_daily": _BY_HASH,
+                  "session_ends_daily": _BY_HASH}
 
 
 def _utc(value: object) -> object:

@@ -114,13 +114,15 @@ ORDER BY arm
 """
 
 
-# Cost (bench_measure: every ad event of the flight is grouped by break): sessions and pods are
-# keyed by cityHash64 (several times cheaper than sipHash64 on short ids; a 64-bit key either
-# way), and a pod's size is only used as 1, 2, 3, 4+, so uniqUpTo(4) counts its distinct ads
-# exactly that far with a few inline values per pod instead of a hash set per pod.
-_ABANDON_SQL = """
-WITH
-pods AS (
+# Two sources answer the same abandonment numbers. ``rollup`` (the default) reads
+# ``ad_breaks_daily`` and ``session_ends_daily`` (sql/0010): one row per break per day and one
+# per session per day, filled by materialized views at insert time. ``events`` groups the raw
+# ad and viewing events of the flight (the query before the rollup, minutes at 50M
+# impressions; kept as the reference the tests and the bench compare against). Sessions and
+# pods are keyed by cityHash64 in both, and a pod's size is only used as 1, 2, 3, 4+, so
+# uniqUpTo(4) counts its distinct ads exactly that far with a few inline values per pod.
+_PODS = {
+    "events": """
     SELECT cityHash64(session_id) AS session, max(ts) AS break_end,
            uniqUpTo(4)(ad_serving_id) AS pod_size,
            countIf(campaign_id = {campaign_id:String}) > 0 AS has_campaign,
@@ -128,17 +130,33 @@ pods AS (
     FROM ad_events
     WHERE toDate(ts) BETWEEN {flight_start:Date} AND {flight_end:Date} AND pod_id != ''
       AND profile_hash NOT IN (__EXCLUDED__)
-    GROUP BY session, cityHash64(pod_id)
-),
-ends AS (
+    GROUP BY session, cityHash64(pod_id)""",
+    "rollup": """
+    SELECT session_hash AS session, max(break_end) AS break_end,
+           uniqUpToMerge(4)(ads) AS pod_size,
+           max(has(campaigns, {campaign_id:String})) AS has_campaign,
+           any(profile_hash) AS viewer
+    FROM ad_breaks_daily
+    WHERE day BETWEEN {flight_start:Date} AND {flight_end:Date}
+      AND profile_hash NOT IN (__EXCLUDED__)
+    GROUP BY session, pod_hash""",
+}
+_ENDS = {
+    "events": """
     SELECT session, max(ts) AS last_ts FROM (
         SELECT cityHash64(session_id) AS session, ts FROM content_events
         WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
         UNION ALL
         SELECT cityHash64(session_id) AS session, ts FROM ad_events
         WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
-    ) GROUP BY session
-)
+    ) GROUP BY session""",
+    "rollup": """
+    SELECT session_hash AS session, max(last_ts) AS last_ts FROM session_ends_daily
+    WHERE day BETWEEN {flight_start:Date} AND {window_end:Date}
+    GROUP BY session""",
+}
+_ABANDON_SQL = """
+WITH pods AS (__PODS__), ends AS (__ENDS__)
 SELECT has_campaign, least(pod_size, 4) AS size, grouping(size) AS all_sizes,
        grouping(has_campaign) AS all_breaks,
        count() AS breaks,
@@ -150,9 +168,15 @@ ORDER BY all_breaks, has_campaign, size
 """
 
 
-def abandonment(client: Client, campaign: CampaignInfo, k: int) -> dict[str, Any]:
+def _abandon_sql(source: str) -> str:
+    return (_ABANDON_SQL.replace("__PODS__", _PODS[source]).replace("__ENDS__", _ENDS[source])
+            .replace("__EXCLUDED__", excluded_profile_hashes_sql()))
+
+
+def abandonment(client: Client, campaign: CampaignInfo, k: int,
+                source: str = "rollup") -> dict[str, Any]:
     """Abandonment after the campaign's breaks vs other breaks, and by pod size."""
-    result = client.query(_ABANDON_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql()),
+    result = client.query(_abandon_sql(source),
                           parameters={"campaign_id": campaign.campaign_id,
                                       "flight_start": campaign.start_date,
                                       "flight_end": campaign.end_date,
