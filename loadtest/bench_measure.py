@@ -192,7 +192,7 @@ def main() -> None:
                         help="keep (or reuse, if already loaded) the chDB data here; "
                         "without it the world is deleted at the end")
     parser.add_argument("--skip", default="",
-                        help="comma list of: abandonment,content,forecast")
+                        help="comma list of: report (and frequency),abandonment,content,forecast")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="adtier-bench-measure-"))
@@ -236,12 +236,13 @@ def main() -> None:
         results.append((label, base, new))
 
     print(f"timing ({args.repeat} runs after a warm-up):")
-    for by in ("day", "device", "creative"):
-        pair(f"report by={by}, flight",
-             lambda src, by=by: R.report(client, "cmp-0", by, lo, hi, k, source=src))
-    pair("report by=day, last 7 days",
-         lambda src: R.report(client, "cmp-0", "day", *week, k, source=src))
-    pair("frequency, flight", lambda src: R.frequency(client, "cmp-0", lo, hi, k, source=src))
+    if "report" not in skip:
+        for by in ("day", "device", "creative"):
+            pair(f"report by={by}, flight",
+                 lambda src, by=by: R.report(client, "cmp-0", by, lo, hi, k, source=src))
+        pair("report by=day, last 7 days",
+             lambda src: R.report(client, "cmp-0", "day", *week, k, source=src))
+        pair("frequency, flight", lambda src: R.frequency(client, "cmp-0", lo, hi, k, source=src))
     if "forecast" not in skip:
         got = timed(lambda: F.forecast(client, [], 1_000_000, 3, 7), args.repeat)
         print(f"  {'forecast (all eligible, cap 3, 7 d)':36s} p50 {got['p50']:8.1f} ms")

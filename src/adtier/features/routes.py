@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import msgspec
+from clickhouse_connect.driver.client import Client
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
@@ -28,9 +29,11 @@ from adtier.features import auditing, mirror
 from adtier.features import schema as S
 from adtier.features.batch import TABLE
 from adtier.features.export import (
+    EXPORT_READERS,
     ColumnsError,
     ExportPlan,
-    arrow_ipc_chunks,
+    arrow_ipc_stream,
+    export_slices,
     iter_batches,
     plan_export,
     select_columns,
@@ -40,8 +43,8 @@ from adtier.features.live import LiveFeatures, read_live
 from adtier.features.scheduler import RUNNER, ComputeStatus
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
-from adtier.streams import file_chunks
 from adtier.store import connect
+from adtier.streams import file_chunks
 
 __all__ = ["FEATURE_ROUTES", "ComputeStatus", "FeaturesController", "ProfileFeatures",
            "WATERMARK_HEADER"]
@@ -182,21 +185,25 @@ class FeaturesController(Controller):
         except ColumnsError as err:
             raise ApiError(400, "invalid_request", str(err)) from err
         state = app_state(request)
-        client = await anyio.to_thread.run_sync(connect, state.settings.clickhouse_dsn)
+        dsn = state.settings.clickhouse_dsn
+        clients = [await anyio.to_thread.run_sync(connect, dsn)]
         try:
-            plan = await anyio.to_thread.run_sync(plan_export, client, since, names,
+            plan = await anyio.to_thread.run_sync(plan_export, clients[0], since, names,
                                                   state.stores.redis)
+            if len(export_slices(plan.rows)) > 1:  # read the next slice on another core
+                clients += [await anyio.to_thread.run_sync(connect, dsn)
+                            for _ in range(EXPORT_READERS - 1)]
         except Exception:
-            client.close()
+            _close(clients)
             raise
         headers = {WATERMARK_HEADER: str(plan.watermark), "X-Adtier-Rows": str(plan.rows),
                    "X-Adtier-Schema-Version": str(S.FEATURE_SCHEMA_VERSION),
                    "Cache-Control": "no-store"}
         audit = _ExportAudit(state.settings.clickhouse_dsn, key, plan, format, columns)
         if format == "arrow":
-            return Stream(audit.wrap(_arrow(client, plan)),
+            return Stream(audit.wrap(_arrow(clients, plan)),
                           media_type="application/vnd.apache.arrow.stream", headers=headers)
-        path = await anyio.to_thread.run_sync(_parquet_file, client, plan)
+        path = await anyio.to_thread.run_sync(_parquet_file, clients, plan)
         headers["Content-Disposition"] = 'attachment; filename="features.parquet"'
         return Stream(audit.wrap(file_chunks(path)), media_type="application/vnd.apache.parquet",
                       headers=headers)
@@ -229,27 +236,30 @@ class _ExportAudit:
             log.error("features_export_audit_failed", error=str(err)[:300])
 
 
-def _arrow(client, plan: ExportPlan) -> Iterator[bytes]:
-    try:
-        yield from arrow_ipc_chunks(iter_batches(client, plan), plan.schema)
-    finally:
+def _close(clients: list[Client]) -> None:
+    for client in clients:
         client.close()
 
 
-def _parquet_file(client, plan: ExportPlan) -> Path:
+def _arrow(clients: list[Client], plan: ExportPlan) -> Iterator[bytes]:
+    try:
+        yield from arrow_ipc_stream(clients[0], plan, clients[1:])
+    finally:
+        _close(clients)
+
+
+def _parquet_file(clients: list[Client], plan: ExportPlan) -> Path:
     fd, name = tempfile.mkstemp(prefix="adtier-features-", suffix=".parquet")
     os.close(fd)
     path = Path(name)
     try:
-        write_parquet(iter_batches(client, plan), plan.schema, path)
+        write_parquet(iter_batches(clients[0], plan, clients[1:]), plan.schema, path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     finally:
-        client.close()
+        _close(clients)
     return path
-
-
 
 
 FEATURE_ROUTES = [FeaturesController]
