@@ -9,10 +9,11 @@
    ClickHouse with ``INSERT ... SELECT FROM numbers()``; the rollup views fill as they would at
    ingest), ``--shape sessions`` (events grouped in sessions, as players send them) or
    ``uniform`` (every event independent: the rollups' worst case). Then 20 rule segments built
-   together (``build_many``: one shared ClickHouse pre-aggregation pass + kernels, then per
-   segment its member rows and Redis set and the swap) three times: on the new path (the
-   profile-first rollups of sql/0009), on the old path (the raw event tables), and on the new
-   path again; members of the two paths compared (must be 0 differing); seconds split into
+   together (``build_many``: one shared pass — ClickHouse reads + Numba fold and kernels on
+   the rollup path, ClickHouse label GROUP BYs + kernels on the event path — then the member
+   rows and Valkey sets of all segments, pipelined, and one swap) three times: on the new path
+   (the profile-first rollups of sql/0009), on the old path (the raw event tables), and on the
+   new path again; members of the two paths compared (must be 0 differing); seconds split into
    the two phases, CPU seconds, and peak RSS of this process (chdb runs in it, so ClickHouse's
    memory is included).
 3. look-up: ``--lookups`` profile look-ups (the Lua call the API makes) against 20 live

@@ -121,13 +121,13 @@ def test_rollup_path_equals_event_path(ch, world):
     new = B.shared_rule_members(ch, rules, day, chunk_profiles=500, source="rollup")
     sizes = {}
     for name in rules:
-        assert sorted(new[name]) == sorted(old[name]), name
+        assert sorted(new[name].to_pylist()) == sorted(old[name].to_pylist()), name
         sizes[name] = len(new[name])
     print("\nmembers per rule (identical both ways):", sizes)
     assert sum(1 for n in sizes.values() if 0 < n < PROFILES) >= len(rules) - 2  # they select
 
     # 3. a lookalike (decayed affinity vectors over daily rows) is the same too
-    seed = np.asarray(sorted(new["imp"]), dtype=object)
+    seed = np.asarray(sorted(new["imp"].to_pylist()), dtype=object)
     store.insert_members(ch, "seed", 1, seed)
     like_old = lookalike_members(ch, "seed", 1, 5, day, 700, source="events")
     like_new = lookalike_members(ch, "seed", 1, 5, day, 700, source="rollup")

@@ -183,3 +183,63 @@ def test_key_min_matches_numpy(shape, want) -> None:
     hit = key == want
     np.minimum.at(ref, idx[hit], values[hit])
     np.testing.assert_array_equal(out, ref)
+
+
+_SUM, _TOTAL, _MIN = 0, 1, 2
+
+
+def _fold_reference(idx, day, keys, metrics, modes, bucket_of, n_labels):
+    """fold_rows by dictionary: {(profile, bucket, key): [metrics]} (the label GROUP BY)."""
+    out: dict[tuple[int, int, int], list[float]] = {}
+    for r in range(idx.shape[0]):
+        for k in [0] + [int(x) for x in keys[r] if x > 0]:
+            cell = (int(idx[r]), int(bucket_of[day[r]]), k)
+            values = [0.0 if (mode == _TOTAL and k) else float(metrics[m, r])
+                      for m, mode in enumerate(modes)]
+            if cell not in out:
+                out[cell] = values
+                continue
+            for m, mode in enumerate(modes):
+                if mode == _MIN:
+                    out[cell][m] = min(out[cell][m], values[m])
+                else:
+                    out[cell][m] += values[m]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 3), st.integers(1, 5), st.booleans())
+def test_fold_rows_matches_a_group_by(shape, width, n_labels, daily) -> None:
+    """One row per (profile, day bucket, key) with at least one input row, sorted by (bucket,
+    key) within a profile; sums, total-only sums and minimums as a GROUP BY would give."""
+    seed, n, max_rows = shape
+    rng = np.random.default_rng(seed)
+    idx, offsets, day, _, _ = _csr(seed, n, max_rows, max_day=30)
+    m = idx.shape[0]
+    key_table = rng.integers(-1, n_labels, (7, width)).astype(np.int32)  # <= 0: no label
+    item = rng.integers(0, 7, m)
+    keys = key_table[item]
+    metrics = rng.integers(0, 9, (4, m)).astype(np.uint32)
+    modes = [_SUM, _TOTAL, _TOTAL, _MIN]
+    bucket_of = (np.arange(30, dtype=np.int32) if daily
+                 else np.where(np.arange(30) < 7, 0, 7).astype(np.int32))
+    got_off, got_day, got_key, got_m = K.fold_rows(offsets, day, item, key_table,
+                                                   tuple(metrics), 1, 2, bucket_of, n_labels)
+    ref = _fold_reference(idx, day, keys, metrics, modes, bucket_of, n_labels)
+    assert got_off.shape == (n + 1,) and got_off[-1] == len(ref) == got_day.shape[0]
+    got = {}
+    for p in range(n):
+        cells = [(int(got_day[r]), int(got_key[r])) for r in range(got_off[p], got_off[p + 1])]
+        assert cells == sorted(cells)  # sorted (bucket, key) within a profile
+        for r in range(got_off[p], got_off[p + 1]):
+            got[(p, int(got_day[r]), int(got_key[r]))] = list(got_m[:, r])
+    assert got == ref
+
+
+def test_fold_rows_empty() -> None:
+    off, day, key, values = K.fold_rows(np.zeros(4, np.int64), np.zeros(0, np.int32),
+                                        np.zeros(0, np.int64), np.zeros((1, 2), np.int32),
+                                        (np.zeros(0), np.zeros(0)), 1, 1,
+                                        np.arange(5, dtype=np.int32), 3)
+    assert list(off) == [0, 0, 0, 0] and day.shape == key.shape == (0,)
+    assert values.shape == (2, 0)

@@ -10,9 +10,17 @@ foreground):
    excluded in every case;
 3. write them to ``segment_members`` under a new version, fill the version's Redis set;
 4. commit: the ``segments`` row naming the new version (ClickHouse readers switch), then the
-   Redis live pointer (look-ups switch); then drop versions older than the previous one;
+   Redis live pointer (look-ups switch); then drop versions older than the previous one
+   (without waiting: no reader uses them);
 5. write the build to the audit log (who, what, when, member count, SHA-256 of the members),
    ready or failed.
+
+``build_many`` does the same for many segments with each step batched: the rule segments'
+members come from one shared pass, their locks and ``building`` rows are taken together, their
+ClickHouse rows are inserted one segment after another while one thread fills their Valkey
+sets (Valkey is single-threaded: one connection keeps it busy), and the staged ones commit
+with one ``segments`` insert and one ``HSET`` (all of them switch at once), then each is
+audited.
 
 ``restore_redis`` rebuilds the Redis side (sets and live pointer) from ClickHouse, which is the
 record, when Redis was emptied or replaced: at start-up when the live hash is missing, and
@@ -29,7 +37,8 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +64,7 @@ log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600
 AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (BRIEF §5)
 Progress = Callable[[int, int], None]
+Precomputed = tuple[np.ndarray | pa.Array, dt.date, Any]  # (members, as-of day, data through)
 
 
 class BuildBusy(RuntimeError):
@@ -93,15 +103,15 @@ def evaluate(node: Node, chunk: F.Chunk) -> np.ndarray:
 
 
 def rule_members(client: Client, rule: Node, day: dt.date, chunk_profiles: int = 200_000,
-                 progress: Progress | None = None, source: str = "rollup") -> np.ndarray:
+                 progress: Progress | None = None, source: str = "rollup") -> pa.Array:
     plan = F.plan_for(predicates(rule), source)
     found = []
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
         if chunk.size:
-            found.append(chunk.profile_ids[evaluate(rule, chunk)])
+            found.append(chunk.ids.filter(pa.array(evaluate(rule, chunk))))
         if progress:
             progress(i + 1, n)
-    return np.concatenate(found) if found else np.zeros(0, dtype=object)
+    return pa.concat_arrays(found) if found else pa.array([], pa.string())
 
 
 def static_members(client: Client, segment_id: str) -> np.ndarray:
@@ -114,7 +124,7 @@ def static_members(client: Client, segment_id: str) -> np.ndarray:
 
 
 def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
-             progress: Progress | None, source: str = "rollup") -> np.ndarray:
+             progress: Progress | None, source: str = "rollup") -> np.ndarray | pa.Array:
     definition = row.definition_json()
     if row.kind == "rule":
         return rule_members(client, parse_rule(definition["rule"]), day, chunk_profiles,
@@ -134,27 +144,144 @@ def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles
 
 def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
                         chunk_profiles: int = 200_000, progress: Progress | None = None,
-                        source: str = "rollup") -> dict[str, np.ndarray]:
-    """Members of several rule segments from one pass over the data: the union of their
-    features is pre-aggregated once per chunk, and every rule is evaluated on it.
+                        source: str = "rollup") -> dict[str, pa.Array]:
+    """Members (Arrow strings) of several rule segments from one pass over the data: the union
+    of their features is pre-aggregated once per chunk, and every rule is evaluated on it.
 
     ``source``: "rollup" (profile-first daily tables) or "events" (raw event tables, the
     reference the rollup path is checked against)."""
     plan = F.plan_for((p for rule in rules.values() for p in predicates(rule)), source)
-    found: dict[str, list[np.ndarray]] = {sid: [] for sid in rules}
+    found: dict[str, list[pa.Array]] = {sid: [] for sid in rules}
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
         if chunk.size:
             for sid, rule in rules.items():
-                found[sid].append(chunk.profile_ids[evaluate(rule, chunk)])
+                # filtered in Arrow: the members go to ClickHouse and Valkey as Arrow anyway
+                found[sid].append(chunk.ids.filter(pa.array(evaluate(rule, chunk))))
         if progress:
             progress(i + 1, n)
-    return {sid: np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+    return {sid: pa.concat_arrays(parts) if parts else pa.array([], pa.string())
             for sid, parts in found.items()}
+
+
+@dataclass
+class _Build:
+    """One build between its start (lock taken, ``building`` recorded) and its end."""
+
+    segment_id: str
+    token: str
+    row: store.SegmentRow
+    version: int = 0
+    ids: pa.Array | None = None
+    through: Any = None
+    redis: Future | None = None  # the Valkey set being filled (``_stage``)
+    error: BaseException | None = None
+
+
+def _begin(client: Client, r: redis.Redis, segment_id: str, token: str | None) -> _Build:
+    """Take the build lock (unless the caller holds it) and record ``building``."""
+    if token is None:
+        token = acquire(r, segment_id)
+        if token is None:
+            raise BuildBusy(f"segment {segment_id} is already being built")
+    try:
+        row = store.get_segment(client, segment_id)
+        if row is None:
+            raise KeyError(segment_id)
+        row = store.write_state(client, row, status="building", error="")
+    except BaseException:
+        release(r, segment_id, token)
+        raise
+    return _Build(segment_id, token, row)
+
+
+def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
+           progress: Progress | None, precomputed: Precomputed | None,
+           source: str, pool: ThreadPoolExecutor | None) -> None:
+    """Compute the members and write them under a new, not yet served version: the
+    ClickHouse rows here, the Valkey set on ``pool`` (or here) at the same time. A failure
+    is kept on ``b`` for ``_finish``."""
+    try:
+        if precomputed is not None:
+            members, _, b.through = precomputed
+        else:
+            day, b.through = F.as_of(client)
+            members = _members(client, b.row, day, chunk_profiles, progress, source)
+        ids = store.as_arrow_ids(members)
+        if b.row.kind != "rule" and len(ids):  # rule members are distinct by construction
+            ids = pc.unique(ids)
+        b.ids = ids
+        b.version = b.version or store.next_version(client, b.row)
+        b.redis = _submit_redis(r, b.segment_id, b.version, ids, pool)
+        store.insert_members(client, b.segment_id, b.version, ids)
+    except Exception as err:  # noqa: BLE001 - recorded on the segment by _finish
+        b.error = err
+
+
+def _submit_redis(r: redis.Redis, segment_id: str, version: int, ids: pa.Array,
+                  pool: ThreadPoolExecutor | None) -> Future:
+    """Fill the new version's set on ``pool`` (chdb and the socket both release the GIL, so
+    it runs while ClickHouse inserts), or right here for a small set or without a pool."""
+    if pool is not None and len(ids) >= 50_000:
+        return pool.submit(store.stage_redis, r, segment_id, version, ids)
+    done: Future = Future()
+    try:
+        store.stage_redis(r, segment_id, version, ids)
+        done.set_result(None)
+    except Exception as err:  # noqa: BLE001 - re-raised by _finish
+        done.set_exception(err)
+    return done
+
+
+def _finish(client: Client, r: redis.Redis, b: _Build, by: str, role: str,
+            cleanup: list[tuple[str, int]] | None) -> store.SegmentRow:
+    """Commit a staged build (the ``segments`` row naming the new version, then the Valkey
+    live pointer), or record it as failed and drop what it staged; audit it; release the
+    lock."""
+    try:
+        try:
+            if b.redis is not None:
+                b.redis.result()  # a failed fill of the set fails the build
+            if b.error is not None:
+                raise b.error
+            assert b.ids is not None
+            old = b.row.version
+            row = store.write_state(
+                client, b.row, status="ready", version=b.version, size=len(b.ids),
+                built_at=dt.datetime.now(dt.timezone.utc), data_through=b.through, error="")
+            store.swap_redis(r, b.segment_id, b.version, row.owner, old)
+        except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
+            log.warning("segment_build_failed", segment_id=b.segment_id, error=str(err)[:500])
+            if b.version:
+                _discard(client, r, b.segment_id, b.version)
+            failed = store.get_segment(client, b.segment_id) or b.row
+            failed = store.write_state(client, failed, status="failed",
+                                       error=f"{type(err).__name__}: {err}"[:2000])
+            _audit(client, failed, by, role, version=0, size=0, digest=_digest(pa.array([])))
+            return failed
+        if cleanup is None:
+            _forget_old(client, b.segment_id, b.version)
+        else:
+            cleanup.append((b.segment_id, b.version))
+        _audit_built(client, row, b, by, role)
+        return row
+    finally:
+        release(r, b.segment_id, b.token)
+
+
+def _audit_built(client: Client, row: store.SegmentRow, b: _Build, by: str, role: str) -> None:
+    """Log and audit a ready build: who, what, when, how many, and a hash of the answer
+    (never the ids)."""
+    assert b.ids is not None
+    digest = _digest(b.ids)
+    log.info("segment_built", segment_id=b.segment_id, kind=row.kind, owner=row.owner, by=by,
+             version=b.version, size=row.size, members_sha256=digest,
+             data_through=str(row.data_through))
+    _audit(client, row, by, role, version=b.version, size=row.size, digest=digest)
 
 
 def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str | None = None,
                   chunk_profiles: int = 200_000, progress: Progress | None = None,
-                  by: str = "", precomputed: tuple[np.ndarray, dt.date, Any] | None = None,
+                  by: str = "", precomputed: Precomputed | None = None,
                   cleanup: list[tuple[str, int]] | None = None,
                   source: str = "rollup", role: str = "") -> store.SegmentRow:
     """Build one segment now; answers its final row (ready, or failed with ``error``).
@@ -166,55 +293,14 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
     ``by`` / ``role``: who asked (key id and role, or "cli"), for the audit log: every build,
     ready or failed, is written there with its row count and the hash of its members.
     """
-    own_lock = token is None
-    if own_lock:
-        token = acquire(r, segment_id)
-        if token is None:
-            raise BuildBusy(f"segment {segment_id} is already being built")
+    b = _begin(client, r, segment_id, token)
     try:
-        row = store.get_segment(client, segment_id)
-        if row is None:
-            raise KeyError(segment_id)
-        row = store.write_state(client, row, status="building", error="")
-        version = 0
-        try:
-            if precomputed is not None:
-                members, day, through = precomputed
-            else:
-                day, through = F.as_of(client)
-                members = _members(client, row, day, chunk_profiles, progress, source)
-            ids = store.as_arrow_ids(members)
-            if row.kind != "rule" and len(ids):  # rule members are distinct by construction
-                ids = pc.unique(ids)
-            version = store.next_version(client, row)
-            _write_members(client, r, segment_id, version, ids)
-            old = row.version
-            row = store.write_state(
-                client, row, status="ready", version=version, size=len(ids),
-                built_at=dt.datetime.now(dt.timezone.utc), data_through=through, error="")
-            store.swap_redis(r, segment_id, version, row.owner, old)
-        except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
-            log.warning("segment_build_failed", segment_id=segment_id, error=str(err)[:500])
-            if version:
-                _discard(client, r, segment_id, version)
-            failed = store.get_segment(client, segment_id) or row
-            failed = store.write_state(client, failed, status="failed",
-                                       error=f"{type(err).__name__}: {err}"[:2000])
-            _audit(client, failed, by, role, version=0, size=0, digest=_digest(pa.array([])))
-            return failed
-        if cleanup is None:
-            _forget_old(client, segment_id, version)
-        else:
-            cleanup.append((segment_id, version))
-        digest = _digest(ids)
-        # audit: who, what, when, how many, and a hash of the answer (never the ids)
-        log.info("segment_built", segment_id=segment_id, kind=row.kind, owner=row.owner, by=by,
-                 version=version, size=row.size, members_sha256=digest,
-                 data_through=str(row.data_through))
-        _audit(client, row, by, role, version=version, size=row.size, digest=digest)
-        return row
-    finally:
-        release(r, segment_id, token)
+        with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
+            _stage(client, r, b, chunk_profiles, progress, precomputed, source, pool)
+    except BaseException:
+        release(r, segment_id, b.token)
+        raise
+    return _finish(client, r, b, by, role, cleanup)
 
 
 def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version: int,
@@ -234,23 +320,6 @@ def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version
                            answer_sha256=digest)
     except Exception as err:  # noqa: BLE001 - the build stands; the gap is logged loudly
         log.error("segment_audit_failed", segment_id=row.segment_id, error=str(err)[:300])
-
-
-def _write_members(client: Client, r: redis.Redis, segment_id: str, version: int,
-                   ids: pa.Array) -> None:
-    """ClickHouse rows and the Redis set of a new version, written at the same time (chdb and
-    the socket both release the GIL): Arrow blocks on one side, bulk-encoded SADDs on the
-    other."""
-    if len(ids) < 50_000:
-        store.insert_members(client, segment_id, version, ids)
-        store.stage_redis(r, segment_id, version, ids)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
-        staged = pool.submit(store.stage_redis, r, segment_id, version, ids)
-        try:
-            store.insert_members(client, segment_id, version, ids)
-        finally:
-            staged.result()
 
 
 def _digest(ids: pa.Array) -> str:
@@ -275,11 +344,13 @@ def forget_old_versions(client: Client, built: list[tuple[str, int]]) -> None:
     where = ("version > 0 AND version < arrayElement({keep:Array(UInt64)}, "
              "indexOf({ids:Array(String)}, segment_id)) AND segment_id IN {ids:Array(String)}")
     try:
-        stale = client.query(f"SELECT count() FROM segment_members WHERE {where}",
-                             parameters=params).result_rows[0][0]
+        # any row at all (a first build has none: no DELETE); the DELETE is not waited for
+        # (readers never see those versions; it took ~10 s of a 1M-profile rebuild)
+        stale = client.query(f"SELECT 1 FROM segment_members WHERE {where} LIMIT 1",
+                             parameters=params).result_rows
         if stale:
             client.command(f"DELETE FROM segment_members WHERE {where}", parameters=params,
-                           settings={"lightweight_deletes_sync": 2})
+                           settings={"lightweight_deletes_sync": 0})
     except Exception as err:  # noqa: BLE001 - old rows are invisible to readers anyway
         log.warning("segment_cleanup_failed", segments=len(built), error=str(err)[:300])
 
@@ -361,17 +432,108 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                 pass
     shared = shared_rule_members(client, rules, day, chunk_profiles, progress, source) \
         if len(rules) > 1 else {}
-    done = []
+    done: dict[str, store.SegmentRow] = {}
     cleanup: list[tuple[str, int]] = []
     try:
+        # the shared rule segments first, pipelined: their Valkey sets fill one after another
+        # on one thread while ClickHouse takes the member rows of the next ones
+        _build_precomputed(client, r, [sid for sid in order if sid in shared], shared, day,
+                           through, done, on_done, by, role, cleanup)
         for sid in order:
-            pre = (shared.pop(sid), day, through) if sid in shared else None
-            result = build_segment(client, r, sid, chunk_profiles=chunk_profiles,
-                                   progress=progress, by=by, precomputed=pre, cleanup=cleanup,
-                                   source=source, role=role)
-            done.append(result)
+            if sid in done:
+                continue
+            done[sid] = build_segment(client, r, sid, chunk_profiles=chunk_profiles,
+                                      progress=progress, by=by, cleanup=cleanup, source=source,
+                                      role=role)
             if on_done:
-                on_done(result)
+                on_done(done[sid])
     finally:
         forget_old_versions(client, cleanup)
-    return done
+    return [done[sid] for sid in order]
+
+
+def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
+                       shared: dict[str, pa.Array], day: dt.date, through: Any,
+                       done: dict[str, store.SegmentRow],
+                       on_done: Callable[[store.SegmentRow], Any] | None, by: str, role: str,
+                       cleanup: list[tuple[str, int]]) -> None:
+    """Build every segment whose members are known, each step batched over all of them:
+    take their locks, record ``building`` (one insert), stage their versions (the Valkey sets
+    fill one after another on one thread while ClickHouse takes the rows of the next ones),
+    then commit the staged ones together (one insert, one HSET) and audit each. A segment
+    another build holds raises ``BuildBusy`` once the ones before it are done, as one build
+    after another would."""
+    locked: list[tuple[str, str]] = []
+    busy: BuildBusy | None = None
+    for sid in ids:
+        token = acquire(r, sid)
+        if token is None:
+            busy = BuildBusy(f"segment {sid} is already being built")
+            break
+        locked.append((sid, token))
+    builds: list[_Build] = []
+    try:
+        rows = store.get_segments(client, [sid for sid, _ in locked])
+        present = [(sid, token) for sid, token in locked if sid in rows]
+        states = store.write_states(
+            client, [(rows[sid], {"status": "building", "error": ""}) for sid, _ in present])
+        versions = store.next_versions(client, states)
+        builds = [_Build(sid, token, row, version=versions[sid])
+                  for (sid, token), row in zip(present, states, strict=True)]
+        with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
+            for b in builds:
+                _stage(client, r, b, 0, None, (shared.pop(b.segment_id), day, through), "",
+                       pool)
+            _commit_many(client, r, builds, by, role, cleanup, done, on_done)
+    finally:
+        finished = {b.segment_id for b in builds}
+        for sid, token in locked:
+            if sid not in finished:
+                release(r, sid, token)
+    missing = [sid for sid, _ in locked if sid not in rows]
+    if missing:
+        raise KeyError(missing[0])
+    if busy is not None:
+        raise busy
+
+
+def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, role: str,
+                 cleanup: list[tuple[str, int]], done: dict[str, store.SegmentRow],
+                 on_done: Callable[[store.SegmentRow], Any] | None) -> None:
+    """Commit the staged builds: the ``segments`` rows naming the new versions (one insert),
+    then the Valkey live pointers (one HSET); audit each and release its lock. A build that
+    failed goes through ``_finish`` alone (recorded as failed, its staging dropped)."""
+    ok: list[_Build] = []
+    for b in builds:
+        try:
+            if b.redis is not None:
+                b.redis.result()
+        except Exception as err:  # noqa: BLE001 - _finish records it
+            b.error = b.error or err
+        if b.error is None and b.ids is not None:
+            ok.append(b)
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        ready = store.write_states(client, [
+            (b.row, {"status": "ready", "version": b.version, "size": len(b.ids),
+                     "built_at": now, "data_through": b.through, "error": ""}) for b in ok])
+        store.swap_many(r, [(b.segment_id, b.version, row.owner, b.row.version)
+                            for b, row in zip(ok, ready, strict=True)])
+    except Exception as err:  # noqa: BLE001 - each is then recorded as failed by _finish
+        for b in ok:
+            b.error = err
+        ok, ready = [], []
+    committed = {b.segment_id: row for b, row in zip(ok, ready, strict=True)}
+    for b in builds:
+        if b.segment_id in committed:
+            row = committed[b.segment_id]
+            try:
+                cleanup.append((b.segment_id, b.version))
+                _audit_built(client, row, b, by, role)
+            finally:
+                release(r, b.segment_id, b.token)
+        else:
+            row = _finish(client, r, b, by, role, cleanup)
+        done[b.segment_id] = row
+        if on_done:
+            on_done(row)

@@ -22,15 +22,22 @@ Where the rows come from (``Plan.source``): segment builds read the profile-firs
 of ``sql/0009_profile_rollups.sql`` (``profile_ad_daily``, ``profile_content_daily``,
 ``profile_activity_daily``, filled by materialized views at insert time, sorted by
 ``profile_hash`` then day), so a chunk reads only its own slice instead of every granule of
-both event tables, and reads per-(day, session, key) sums instead of events. The queries on the
-raw event tables stay (``source="events"``): the feature feed uses them, and they are the
-reference the rollup path is held to (tests/integration/test_segments_rollup.py: same universe,
-same value of every feature, same members).
+both event tables, and reads per-(day, session, key) sums instead of events. On that path
+ClickHouse does no GROUP BY at all: it hands over the chunk's slice of each rollup in the
+table's order (narrow types, LowCardinality ids as Arrow dictionaries), and ``kernels.fold_rows``
+(Numba) folds it into the same (profile, day bucket, key label) rows the event-table queries
+give, mapping campaign -> category and title -> genres with the small id -> labels table of
+``key_params`` (on 1M profiles the label GROUP BYs were most of the build's ClickHouse time).
+The queries on the raw event tables stay (``source="events"``): the feature feed uses them, and
+they are the reference the rollup path is held to (tests/integration/test_segments_rollup.py:
+same universe, same value of every feature, same members).
 
 Profiles are processed in chunks: the 64-bit ``profile_hash`` space is cut into equal ranges so
 each chunk holds about ``chunk_profiles`` profiles; memory is bounded by one chunk's rows,
-however many profiles there are. Every query excludes kids', opted-out and erased profiles
-(``excluded_profile_hashes_sql``), so they never reach a kernel, let alone a segment.
+however many profiles there are. Kids', opted-out and erased profiles
+(``excluded_profile_hashes_sql``) are left out of every chunk's universe, and every row of a
+profile outside the universe is dropped before the kernels (the event-table queries exclude
+them in SQL), so they never reach a kernel, let alone a segment.
 
 Label index 0 of every family is the total over all keys; other labels are ``cat:<IAB id>``,
 ``cmp:<campaign id>`` (ad), ``genre:<genre>``, ``title:<content id>`` (content), ``dev:<device>``,
@@ -45,6 +52,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from adtier.catalog import excluded_profile_hashes_sql
@@ -162,10 +170,19 @@ class Rows:
 @dataclass
 class Chunk:
     hashes: np.ndarray  # uint64, ascending
-    profile_ids: np.ndarray  # object (str), aligned with hashes
+    ids: pa.Array  # the profile ids (string), aligned with hashes
     families: dict[str, Rows]
     plan: Plan
     cache: dict = field(default_factory=dict)
+    _objects: np.ndarray | None = None
+
+    @property
+    def profile_ids(self) -> np.ndarray:
+        """The ids as a NumPy object array (made on first use: a build filters ``ids`` in
+        Arrow instead, with no Python object per member)."""
+        if self._objects is None:
+            self._objects = np.asarray(self.ids.to_pylist(), dtype=object)
+        return self._objects
 
     @property
     def size(self) -> int:
@@ -327,86 +344,76 @@ ORDER BY profile_hash"""
 # ---- the same families from the profile-first rollups (sql/0009_profile_rollups.sql) --------
 # Same rows as the event-table queries above (tests/integration/test_segments_rollup.py checks
 # members are identical): the rollups hold per (profile, day, raw key) what those queries
-# computed per event, and labels are mapped from the raw ids here, at build time. Rows of one
-# (profile, day, key) may not be merged yet, so every query sums / maxes again.
+# computed per event, and labels are mapped from the raw ids at build time.
 
-def _rollup_range_sql(extra_where: str = "") -> str:
+def _rollup_range_sql(extra_where: str = "", exclude: bool = True) -> str:
+    """A chunk's slice of a rollup. ``exclude=False`` (the family queries): kids', opted-out
+    and erased profiles are left out of the universe only, and ``_profile_index`` drops
+    every row of a profile outside it before any kernel sees it (the exclusion subquery cost
+    ~0.25 s per query)."""
     extra = f" AND {extra_where}" if extra_where else ""
+    excluded = (f" AND profile_hash NOT IN ({excluded_profile_hashes_sql()})" if exclude
+                else "")
     return ("profile_hash BETWEEN {lo:UInt64} AND {hi:UInt64} "
-            "AND day BETWEEN {start:Date} AND {as_of:Date} "
-            f"AND profile_hash NOT IN ({excluded_profile_hashes_sql()}){extra}")
+            f"AND day BETWEEN {{start:Date}} AND {{as_of:Date}}{excluded}{extra}")
 
 
-_ROLLUP_DAY = "toInt32(dateDiff('day', day, {as_of:Date}))"
+# days before the as-of day: lookbacks are at most 365 days (rules.MAX_WINDOW_DAYS)
+_ROLLUP_DAY = "toUInt16(dateDiff('day', day, {as_of:Date}))"
 
 
 def _rollup_universe_sql(extra: str = "") -> str:
-    """Every event of either table has its activity row, so this is the same universe."""
-    return ("SELECT profile_hash, any(profile_id) AS profile_id FROM profile_activity_daily "
-            f"WHERE {_rollup_range_sql(extra)} GROUP BY profile_hash ORDER BY profile_hash")
+    """Every event of either table has its activity row, so this is the same universe. A
+    profile_hash is the hash of its profile_id, so DISTINCT pairs are distinct profiles, and
+    in the table's order ClickHouse finds them per run of equal hashes (2.5x faster than
+    ``GROUP BY profile_hash`` with ``any(profile_id)`` on 100k profiles)."""
+    return ("SELECT DISTINCT profile_hash, profile_id FROM profile_activity_daily "
+            f"WHERE {_rollup_range_sql(extra)} ORDER BY profile_hash")
+
+
+# The rollup queries hand over the rollup rows as they are stored (no GROUP BY: a chunk's rows
+# are one contiguous, sorted slice of each table). In NumPy each campaign / title becomes its
+# row of the id -> labels table (``key_params``), device / daypart their label index; then
+# ``fold_rows`` (Numba) does in two passes over the sorted rows what a label GROUP BY over all
+# of them did in ClickHouse: count every row for key 0 and for its id's labels (a campaign's
+# own and its category's; a title's own and its genres'), per day bucket. Rows of one
+# (profile, day, key) that merges have not folded yet are summed / maxed there too.
+
+# Narrow types (UInt16 day, UInt32 counts: per-day counts of one profile) halve the bytes
+# ClickHouse hands over. Campaign, device and daypart are LowCardinality columns and come as
+# Arrow dictionaries (``_ARROW_DICT``), mapped to labels through their few distinct values in
+# NumPy (``_codes``): an ``indexOf`` per row in the query cost more than the rest of it. Titles
+# (a plain String column) are made LowCardinality per block for the same reason.
+_ARROW_DICT = {"output_format_arrow_low_cardinality_as_dictionary": 1}
 
 
 def _rollup_ad_sql(plan: Plan, extra: str = "") -> str:
-    keys = "[toInt32(0)]"
-    if len(plan.labels.get("ad", [""])) > 1:
-        keys = _keys_sql("ad_keys", "ad_ids", "toString(campaign_id)")
     return f"""
-SELECT profile_hash, {_bucket_sql(plan, _ROLLUP_DAY)} AS day_off, key,
-       toFloat64(sum(impressions)) AS impressions, toFloat64(sum(completes)) AS completes,
-       toFloat64(sum(skips)) AS skips, toFloat64(sum(clicks)) AS clicks
-FROM profile_ad_daily ARRAY JOIN {keys} AS key
-WHERE {_rollup_range_sql(extra)}
-GROUP BY profile_hash, day_off, key
+SELECT profile_hash, {_ROLLUP_DAY} AS d, campaign_id,
+       toUInt32(impressions) AS impressions, toUInt32(completes) AS completes,
+       toUInt32(skips) AS skips, toUInt32(clicks) AS clicks
+FROM profile_ad_daily WHERE {_rollup_range_sql(extra, exclude=False)}
 ORDER BY profile_hash"""
 
 
 def _rollup_content_sql(plan: Plan, extra: str = "") -> str:
-    """Plays: the rollup's (profile, day, session, title) rows, folded (max watched_ms) in the
-    table's own order, then counted for key 0 and the wanted titles' and genres' labels."""
-    keys = "[toInt32(0)]"
-    if len(plan.labels.get("content", [""])) > 1:
-        keys = _keys_sql("content_keys", "content_ids", "content_id")
+    """Rows in the table's order, so the rows of one play (profile, day, session, title) are
+    adjacent (folded with max(watched_ms) in ``_fold_content``)."""
     return f"""
-SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, sum(ms) / 60000.0 AS minutes,
-       toFloat64(count()) AS plays
-FROM (
-    SELECT profile_hash, {_ROLLUP_DAY} AS d, content_id, toFloat64(max(watched_ms)) AS ms
-    FROM profile_content_daily WHERE {_rollup_range_sql(extra)}
-    GROUP BY profile_hash, day, session_hash, content_id
-) ARRAY JOIN {keys} AS key
-GROUP BY profile_hash, day_off, key
-ORDER BY profile_hash"""
+SELECT profile_hash, {_ROLLUP_DAY} AS d, session_hash, toLowCardinality(content_id) AS title,
+       watched_ms
+FROM profile_content_daily WHERE {_rollup_range_sql(extra, exclude=False)}
+ORDER BY profile_hash, day, session_hash, content_id"""
 
 
 def _rollup_activity_sql(plan: Plan, extra: str = "") -> str:
-    """Key 0 from per-(profile, day) sums: events, distinct sessions of the day (summed: the
-    distinct (day, session) pairs), one row per active day (counted: active days) and the most
-    recent day; device / daypart labels, when wanted, from the rows whose device or daypart
-    is wanted (events only). No distinct-count state per (profile, bucket, key) group."""
-    labels = "{activity_labels:Array(String)}"
-    total = f"""
-SELECT profile_hash, {_bucket_sql(plan)} AS day_off, toInt32(0) AS key,
-       toFloat64(sum(ev)) AS events, toFloat64(sum(sess)) AS sessions,
-       toFloat64(count()) AS days, toFloat64(min(d)) AS recent
-FROM (
-    SELECT profile_hash, {_ROLLUP_DAY} AS d, sum(events) AS ev, uniqExact(session_hash) AS sess
-    FROM profile_activity_daily WHERE {_rollup_range_sql(extra)}
-    GROUP BY profile_hash, day
-)
-GROUP BY profile_hash, day_off"""
-    if len(plan.labels.get("activity", [""])) == 1:
-        return total + "\nORDER BY profile_hash"
-    keyed = f"""
-SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, toFloat64(sum(events)) AS events,
-       toFloat64(0) AS sessions, toFloat64(0) AS days, toFloat64(min(d)) AS recent
-FROM (
-    SELECT profile_hash, {_ROLLUP_DAY} AS d, events, arrayFilter(x -> x > 0, [
-               toInt32(indexOf({labels}, concat('dev:', toString(device))) - 1),
-               toInt32(indexOf({labels}, concat('dp:', toString(daypart))) - 1)]) AS ks
-    FROM profile_activity_daily WHERE {_rollup_range_sql(extra)}
-) ARRAY JOIN ks AS key
-GROUP BY profile_hash, day_off, key"""
-    return f"SELECT * FROM ({total}\nUNION ALL{keyed}\n) ORDER BY profile_hash"
+    """Rows in the table's order (profile, day, session): a new day / a new (day, session) is
+    a change from the previous row (``_fold_activity``)."""
+    keys = ", device, daypart" if len(plan.labels.get("activity", [""])) > 1 else ""
+    return f"""
+SELECT profile_hash, {_ROLLUP_DAY} AS d, session_hash, toUInt32(events) AS events{keys}
+FROM profile_activity_daily WHERE {_rollup_range_sql(extra, exclude=False)}
+ORDER BY profile_hash, day, session_hash"""
 
 
 _SQL = {"ad": _ad_sql, "content": _content_sql, "activity": _activity_sql}
@@ -448,6 +455,161 @@ def _rows(table, hashes: np.ndarray, metrics: tuple[str, ...]) -> Rows:
     )
 
 
+def _profile_index(row_hash: np.ndarray, hashes: np.ndarray
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(rows kept, or None for all of them; their profile index): the rows of profiles in the
+    universe (not kids', opted-out or erased: the universe left those out). Rows arrive
+    sorted by profile, so the indexes are ascending."""
+    n = hashes.shape[0]
+    if n == 0 or row_hash.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    idx = np.minimum(np.searchsorted(hashes, row_hash), n - 1)
+    keep = hashes[idx] == row_hash
+    if keep.all():
+        return None, idx
+    pick = np.flatnonzero(keep)
+    return pick, idx[pick]
+
+
+def _column(table, name: str, pick: np.ndarray | None, dtype=None) -> np.ndarray:
+    """A column of the kept rows (as its own dtype unless ``dtype`` is given)."""
+    values = table.column(name).to_numpy()
+    if pick is not None:
+        values = values[pick]
+    return values if dtype is None else values.astype(dtype, copy=False)
+
+
+def _key_table(ids_keys: list[list[int]]) -> np.ndarray:
+    """Row i + 1: the label indexes id i of the plan's id list counts for (0-padded); row 0
+    (an id no label wants) counts for none."""
+    width = max((len(k) for k in ids_keys), default=0)
+    table = np.zeros((len(ids_keys) + 1, width), np.int32)
+    for i, keys in enumerate(ids_keys):
+        table[i + 1, :len(keys)] = keys
+    return table
+
+
+def _codes(column, code_of: dict[str, int], pick: np.ndarray | None,
+           default: int | None = 0) -> np.ndarray:
+    """Per row, ``code_of[value]`` of a string column, looked up once per distinct value of
+    each Arrow chunk (dictionary-encoded, or encoded here). ``default=None``: a value not in
+    ``code_of`` gets the next free code (``code_of`` grows: a global id per value)."""
+    parts = []
+    for chunk in column.chunks:
+        if not isinstance(chunk.type, pa.DictionaryType):
+            chunk = chunk.dictionary_encode()
+        values = chunk.dictionary.to_pylist()
+        if default is None:
+            lut = [code_of.setdefault(v, len(code_of) + 1) for v in values]
+        else:
+            lut = [code_of.get(v, default) for v in values]
+        parts.append(np.asarray(lut, np.int64)[chunk.indices.to_numpy(zero_copy_only=False)])
+    out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return out if pick is None else out[pick]
+
+
+def _id_codes(plan: Plan, ids_param: str) -> dict[str, int]:
+    """id -> its position + 1 in the plan's id list (``key_params``): a row of the key table."""
+    return {v: i + 1 for i, v in enumerate((plan.key_params or {}).get(ids_param, []))}
+
+
+def _bucket_of(plan: Plan) -> np.ndarray:
+    """Per day before the as-of day, the first day of its bucket (``_bucket_sql`` in NumPy)."""
+    days = np.arange(plan.lookback_days, dtype=np.int32)
+    if not plan.bounds:
+        return days
+    lower = np.asarray([0] + [int(b) for b in plan.bounds[:-1]], np.int32)
+    return lower[np.searchsorted(lower, days, side="right") - 1]
+
+
+def _changes(*columns: np.ndarray) -> np.ndarray:
+    """Bool per row: the first row, or any of ``columns`` differs from the previous row."""
+    n = columns[0].shape[0]
+    out = np.zeros(n, bool)
+    if n:
+        out[0] = True
+        for col in columns:
+            out[1:] |= col[1:] != col[:-1]
+    return out
+
+
+def _folded(plan: Plan, family: str, n: int, idx: np.ndarray, day: np.ndarray,
+            item: np.ndarray, key_table: np.ndarray, metrics: list[np.ndarray], n_sum: int,
+            n_total: int = 0) -> Rows:
+    """``fold_rows`` over a family's rows; ``metrics`` in ``_METRICS[family]`` order (summed,
+    then summed for the total only, then folded with min), handed over as they are (no
+    float64 copy: on this VM touching fresh memory costs ~3 ms per MB)."""
+    dtype = np.result_type(*metrics)
+    columns = tuple(np.asarray(m, dtype) for m in metrics)
+    for column in columns:  # one Numba type for the tuple, whatever Arrow gave
+        column.setflags(write=False)
+    offsets, day_off, key, out = K.fold_rows(
+        K.csr_offsets(idx, n), day, item, key_table, columns, n_sum, n_total,
+        _bucket_of(plan), len(plan.labels[family]))
+    return Rows(offsets, day_off, key, dict(zip(_METRICS[family], out, strict=True)))
+
+
+def _fold_ad(table, hashes: np.ndarray, plan: Plan, key_table: np.ndarray) -> Rows:
+    pick, idx = _profile_index(table.column("profile_hash").to_numpy(), hashes)
+    item = _codes(table.column("campaign_id"), _id_codes(plan, "ad_ids"), pick)
+    return _folded(plan, "ad", hashes.shape[0], idx, _column(table, "d", pick), item,
+                   key_table, [_column(table, m, pick) for m in _METRICS["ad"]], n_sum=4)
+
+
+def _fold_content(table, hashes: np.ndarray, plan: Plan, key_table: np.ndarray) -> Rows:
+    """Plays first (a new play where profile, day, session or title changes; its watched
+    time is the largest of its rows), then minutes and plays per bucket and label."""
+    pick, idx = _profile_index(table.column("profile_hash").to_numpy(), hashes)
+    day = _column(table, "d", pick)
+    wanted = _id_codes(plan, "content_ids")
+    title = _codes(table.column("title"), dict(wanted), pick, default=None)  # a code per title
+    starts = np.flatnonzero(_changes(idx, day, _column(table, "session_hash", pick), title))
+    ms = _column(table, "watched_ms", pick)
+    ms = np.maximum.reduceat(ms, starts) if starts.shape[0] else ms[:0]
+    item = title[starts]
+    item[item > len(wanted)] = 0  # titles no label wants
+    rows = _folded(plan, "content", hashes.shape[0], idx[starts], day[starts], item,
+                   key_table, [ms, np.ones(starts.shape[0], ms.dtype)], n_sum=2)
+    rows.metrics["minutes"] = rows.metrics["minutes"] / 60000.0  # sum(ms) / 60000.0, as SQL did
+    return rows
+
+
+def _fold_activity(table, hashes: np.ndarray, plan: Plan) -> Rows:
+    """Events per bucket and label; for key 0 also sessions (rows that start a new (day,
+    session): distinct sessions per day, summed), active days (rows that start a new day) and
+    the most recent day. A row's device and daypart labels are one item (dev * labels + dp)
+    of a small table of every pair."""
+    pick, idx = _profile_index(table.column("profile_hash").to_numpy(), hashes)
+    day = _column(table, "d", pick)
+    new_day = _changes(idx, day)
+    new_session = new_day | _changes(_column(table, "session_hash", pick))
+    labels = plan.labels["activity"]
+    n_labels = len(labels)
+    if "device" in table.column_names:
+        dev, dp = (_codes(table.column(name), {label[len(prefix):]: i
+                                               for i, label in enumerate(labels)
+                                               if label.startswith(prefix)}, pick)
+                   for name, prefix in (("device", "dev:"), ("daypart", "dp:")))
+        item = dev * n_labels + dp
+        pairs = np.arange(n_labels * n_labels, dtype=np.int32)
+        key_table = np.column_stack([pairs // n_labels, pairs % n_labels]).astype(np.int32)
+    else:
+        item = np.zeros(idx.shape[0], np.int64)
+        key_table = np.zeros((1, 0), np.int32)
+    metrics = [_column(table, "events", pick), new_session, new_day, day]
+    return _folded(plan, "activity", hashes.shape[0], idx, day, item, key_table, metrics,
+                   n_sum=1, n_total=2)
+
+
+def _fold(family: str, table, hashes: np.ndarray, plan: Plan) -> Rows:
+    keys = plan.key_params or {}
+    if family == "ad":
+        return _fold_ad(table, hashes, plan, _key_table(keys.get("ad_keys", [])))
+    if family == "content":
+        return _fold_content(table, hashes, plan, _key_table(keys.get("content_keys", [])))
+    return _fold_activity(table, hashes, plan)
+
+
 def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
                universe_days: int = UNIVERSE_DAYS, extra_where: str = "",
                extra_params: dict | None = None) -> Chunk:
@@ -463,7 +625,11 @@ def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
                                                                  plan.lookback_days) - 1)},
     )
     hashes = universe.column("profile_hash").to_numpy()
-    ids = np.asarray(universe.column("profile_id").to_pylist(), dtype=object)
+    ids = universe.column("profile_id").combine_chunks()
+    if hashes.shape[0] > 1 and not np.all(hashes[1:] != hashes[:-1]):
+        # two ids with one 64-bit hash (not seen in practice): one of them, as any() kept
+        first = _changes(hashes)
+        hashes, ids = hashes[first], ids.filter(pa.array(first))
     families: dict[str, Rows] = {}
     start = day - dt.timedelta(days=plan.lookback_days - 1)
     keys = key_params(client, plan)
@@ -471,8 +637,10 @@ def load_chunk(client: Client, plan: Plan, day: dt.date, lo: int, hi: int,
         if family not in plan.labels:
             continue
         table = client.query_arrow((_ROLLUP_SQL if rollup else _SQL)[family](plan, extra_where),
-                                   parameters={**base, **keys, "start": start})
-        families[family] = _rows(table, hashes, _METRICS[family])
+                                   parameters={**base, **keys, "start": start},
+                                   settings=_ARROW_DICT if rollup else None)
+        families[family] = (_fold(family, table, hashes, plan) if rollup
+                            else _rows(table, hashes, _METRICS[family]))
     return Chunk(hashes, ids, families, plan)
 
 

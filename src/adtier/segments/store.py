@@ -45,6 +45,10 @@ __all__ = [
     "get_segment",
     "list_segments",
     "next_version",
+    "next_versions",
+    "get_segments",
+    "write_states",
+    "swap_many",
     "as_arrow_ids",
     "members_table",
     "insert_members",
@@ -106,9 +110,19 @@ def _utc(value: Any) -> Any:
 
 def write_state(client: Client, row: SegmentRow, **changes: Any) -> SegmentRow:
     """Write a new row (the whole segment) with ``changes`` applied; returns it."""
-    new = msgspec.structs.replace(row, **changes, updated_at=dt.datetime.now(dt.timezone.utc),
-                                  row_version=max(time.time_ns(), row.row_version + 1))
-    client.insert("segments", [[getattr(new, c) for c in _COLUMNS]], column_names=list(_COLUMNS))
+    return write_states(client, [(row, changes)])[0]
+
+
+def write_states(client: Client, updates: Sequence[tuple[SegmentRow, dict[str, Any]]]
+                 ) -> list[SegmentRow]:
+    """``write_state`` for several segments in one insert (a build of many segments)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    new = [msgspec.structs.replace(row, **changes, updated_at=now,
+                                   row_version=max(time.time_ns(), row.row_version + 1))
+           for row, changes in updates]
+    if new:
+        client.insert("segments", [[getattr(n, c) for c in _COLUMNS] for n in new],
+                      column_names=list(_COLUMNS))
     return new
 
 
@@ -121,6 +135,15 @@ def get_segment(client: Client, segment_id: str) -> SegmentRow | None:
         f"SELECT {', '.join(_COLUMNS)} FROM segments FINAL WHERE segment_id = {{id:String}}",
         parameters={"id": segment_id}).named_results())
     return _from(rows[0]) if rows else None
+
+
+def get_segments(client: Client, segment_ids: Sequence[str]) -> dict[str, SegmentRow]:
+    """``get_segment`` for several segments in one query (absent ones are left out)."""
+    rows = client.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM segments FINAL "
+        "WHERE segment_id IN {ids:Array(String)}", parameters={"ids": list(segment_ids)}
+    ).named_results()
+    return {r["segment_id"]: _from(r) for r in rows}
 
 
 def list_segments(client: Client, owners: Sequence[str] | None = None) -> list[SegmentRow]:
@@ -136,9 +159,17 @@ def list_segments(client: Client, owners: Sequence[str] | None = None) -> list[S
 
 def next_version(client: Client, row: SegmentRow) -> int:
     """A version no row of this segment has used (a failed build's rows may remain)."""
-    used = client.query("SELECT max(version) FROM segment_members WHERE segment_id = {id:String}",
-                        parameters={"id": row.segment_id}).result_rows[0][0]
-    return max(int(used or 0), row.version) + 1
+    return next_versions(client, [row])[row.segment_id]
+
+
+def next_versions(client: Client, rows: Sequence[SegmentRow]) -> dict[str, int]:
+    """``next_version`` of several segments in one query."""
+    used = dict(client.query(
+        "SELECT segment_id, max(version) FROM segment_members "
+        "WHERE segment_id IN {ids:Array(String)} GROUP BY segment_id",
+        parameters={"ids": [row.segment_id for row in rows]}).result_rows)
+    return {row.segment_id: max(int(used.get(row.segment_id) or 0), row.version) + 1
+            for row in rows}
 
 
 def as_arrow_ids(profile_ids: Sequence[str] | np.ndarray | pa.Array) -> pa.Array:
@@ -276,9 +307,18 @@ def _forget_recent_erasures(client: Client, r: redis.Redis, key: str, ids: pa.Ar
 def swap_redis(r: redis.Redis, segment_id: str, version: int, owner: str,
                old_version: int) -> None:
     """Serve ``version`` from now on (one HSET: atomic), then drop the old set."""
-    r.hset(LIVE, segment_id, f"{version}|{owner}")
-    if old_version and old_version != version:
-        r.unlink(member_key(segment_id, old_version))
+    swap_many(r, [(segment_id, version, owner, old_version)])
+
+
+def swap_many(r: redis.Redis, swaps: Sequence[tuple[str, int, str, int]]) -> None:
+    """``swap_redis`` for several (segment, version, owner, old version) at once: one HSET
+    switches readers to all the new versions together, then one UNLINK drops the old sets."""
+    if not swaps:
+        return
+    r.hset(LIVE, mapping={sid: f"{version}|{owner}" for sid, version, owner, _ in swaps})
+    old = [member_key(sid, o) for sid, v, _, o in swaps if o and o != v]
+    if old:
+        r.unlink(*old)
 
 
 def drop_redis(r: redis.Redis, segment_id: str, version: int) -> None:
