@@ -91,7 +91,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         ledger_statement,
         planned_statements,
     )
-    from adtier.store.migration_lock import MigrationLockTimeout
+    from adtier.store.migration_lock import MigrationLeaseLost, MigrationLockTimeout
 
     settings = _settings(args)
     cluster = settings.clickhouse_cluster if args.cluster is None else args.cluster
@@ -107,7 +107,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             return 0
         client = connect(settings.clickhouse_dsn)
         applied = apply_migrations(client, cluster=cluster, lock=_fleet_migration_lock(settings))
-    except (MigrationError, ClusterRewriteError, MigrationLockTimeout) as err:
+    except (MigrationError, ClusterRewriteError, MigrationLockTimeout, MigrationLeaseLost) as err:
         print(f"adtier: {err}", file=sys.stderr)
         return 2
     for m in applied:

@@ -104,6 +104,10 @@ def test_retried_flush_is_not_counted_twice_and_erasure_removes_rows(ch):
     hashes = dict(ch.query("SELECT cityHash64(p), p FROM (SELECT arrayJoin(['pf-0', 'pf-1', "
                            "'pf-2']) AS p)").result_rows)
     assert {hashes[h]: n for h, n in sizes.items()} == {"pf-0": 1, "pf-1": 2, "pf-2": 3}
+    # The rollups' aggregates are idempotent (max, uniqUpTo, groupUniqArray), so a block stored
+    # twice could not change an answer; the row counts show the views took the block once (a
+    # background merge could only fold rows, never make a doubled block look single).
+    assert count(ch, "ad_breaks_daily") == 3
     assert count(ch, "session_ends_daily") == 3
 
     from adtier.catalog.store import erase_profile

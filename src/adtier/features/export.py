@@ -180,7 +180,7 @@ def _slice_sources(clients: list[Client], plan: ExportPlan) -> Iterator[BinaryIO
         client = free.get()  # a client serves one query at a time
         try:
             with client.raw_stream(sql, parameters=params(lo, hi), fmt="ArrowStream") as src:
-                return src.read()  # chDB: the result it already holds, not a copy
+                return src.read()  # the whole slice: bounded by _SLICE_ROWS
         finally:
             free.put(client)
 

@@ -44,7 +44,7 @@ from adtier.features.scheduler import RUNNER, ComputeStatus
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 from adtier.store import connect
-from adtier.streams import file_chunks
+from adtier.streams import fail_loudly, file_chunks
 
 __all__ = ["FEATURE_ROUTES", "ComputeStatus", "FeaturesController", "ProfileFeatures",
            "WATERMARK_HEADER"]
@@ -243,7 +243,7 @@ def _close(clients: list[Client]) -> None:
 
 def _arrow(clients: list[Client], plan: ExportPlan) -> Iterator[bytes]:
     try:
-        yield from arrow_ipc_stream(clients[0], plan, clients[1:])
+        yield from fail_loudly(arrow_ipc_stream(clients[0], plan, clients[1:]))
     finally:
         _close(clients)
 

@@ -28,7 +28,11 @@ from ``adtier segments restore``.
 
 A failure anywhere before the commit removes what the build staged and records
 ``status = failed`` with the error, keeping the previous version, size and times: readers keep
-the previous membership.
+the previous membership. The commit point is the ``ready`` row in ClickHouse (the record): once
+it is written the build stands, and a failure of the Valkey swap after it is logged loudly
+(``segment_swap_failed``) and left for ``restore_redis`` to repair, never undone (undoing it
+would leave the row naming a deleted version). Whatever fails, each build's lock is released
+exactly once.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -244,28 +249,54 @@ def _finish(client: Client, r: redis.Redis, b: _Build, by: str, role: str,
             if b.error is not None:
                 raise b.error
             assert b.ids is not None
-            old = b.row.version
             row = store.write_state(
                 client, b.row, status="ready", version=b.version, size=len(b.ids),
                 built_at=dt.datetime.now(dt.timezone.utc), data_through=b.through, error="")
-            store.swap_redis(r, b.segment_id, b.version, row.owner, old)
         except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
-            log.warning("segment_build_failed", segment_id=b.segment_id, error=str(err)[:500])
-            if b.version:
-                _discard(client, r, b.segment_id, b.version)
-            failed = store.get_segment(client, b.segment_id) or b.row
-            failed = store.write_state(client, failed, status="failed",
-                                       error=f"{type(err).__name__}: {err}"[:2000])
-            _audit(client, failed, by, role, version=0, size=0, digest=_digest(pa.array([])))
-            return failed
+            return _record_failed(client, r, b, err, by, role)
+        # committed: the row names the new version; a failed swap is repaired, not undone
+        _swap(r, [(b.segment_id, b.version, row.owner, b.row.version)])
         if cleanup is None:
-            _forget_old(client, b.segment_id, b.version)
+            _forget_old(client, b.segment_id, b.row.version)
         else:
-            cleanup.append((b.segment_id, b.version))
+            cleanup.append((b.segment_id, b.row.version))
         _audit_built(client, row, b, by, role)
         return row
     finally:
         release(r, b.segment_id, b.token)
+
+
+def _record_failed(client: Client, r: redis.Redis, b: _Build, err: BaseException, by: str,
+                   role: str) -> store.SegmentRow:
+    """Drop what ``b`` staged and record it ``failed`` with the PREVIOUS version, size and
+    times (from ``b.row``: readers keep the previous membership). A store that fails here too
+    is logged; the failed row is then answered without being written (the caller still
+    releases the lock and goes on with the other builds)."""
+    log.warning("segment_build_failed", segment_id=b.segment_id, error=str(err)[:500])
+    if b.version:
+        _discard(client, r, b.segment_id, b.version)
+    keep = {"status": "failed", "error": f"{type(err).__name__}: {err}"[:2000],
+            "version": b.row.version, "size": b.row.size, "built_at": b.row.built_at,
+            "data_through": b.row.data_through}
+    try:
+        failed = store.write_state(client, store.get_segment(client, b.segment_id) or b.row,
+                                   **keep)
+    except Exception as store_err:  # noqa: BLE001 - ClickHouse is down: logged, lock released
+        log.error("segment_build_failed_unrecorded", segment_id=b.segment_id,
+                  error=str(store_err)[:300])
+        return msgspec.structs.replace(b.row, **keep)
+    _audit(client, failed, by, role, version=0, size=0, digest=_digest(pa.array([])))
+    return failed
+
+
+def _swap(r: redis.Redis, swaps: list[tuple[str, int, str, int]]) -> None:
+    """Switch Valkey to committed versions. The ``ready`` rows are the record, so a failure
+    here does not undo the builds: it is logged loudly and ``restore_redis`` repairs Valkey."""
+    try:
+        store.swap_many(r, swaps)
+    except Exception as err:  # noqa: BLE001 - committed in ClickHouse; Valkey is a copy
+        log.error("segment_swap_failed", segments=[s for s, *_ in swaps],
+                  error=str(err)[:300], hint="run `adtier segments restore`")
 
 
 def _audit_built(client: Client, row: store.SegmentRow, b: _Build, by: str, role: str) -> None:
@@ -288,8 +319,8 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
 
     ``token``: the build lock, when the caller took it already (the API does, to answer 409).
     ``precomputed``: (members, as-of day, data_through) from ``shared_rule_members``.
-    ``cleanup``: if given, (segment, new version) is appended to it and the caller deletes the
-    versions older than the previous one (``forget_old_versions``: one DELETE for many builds).
+    ``cleanup``: if given, (segment, previous version) is appended to it and the caller deletes
+    the versions older than the previous one (``forget_old_versions``: one DELETE for many builds).
     ``by`` / ``role``: who asked (key id and role, or "cli"), for the audit log: every build,
     ready or failed, is written there with its row count and the hash of its members.
     """
@@ -334,12 +365,13 @@ def _digest(ids: pa.Array) -> str:
 
 
 def forget_old_versions(client: Client, built: list[tuple[str, int]]) -> None:
-    """Delete, for each (segment, new version), the versions older than the previous one: one
+    """Delete, for each (segment, previous version) of a committed build, the versions older
+    than that previously served one (not ``new - 1``: versions can skip numbers): one
     lightweight DELETE for all of them, and none when there is nothing to delete."""
     if not built:
         return
     ids = [s for s, _ in built]
-    keep_from = [max(v - 1, 0) for _, v in built]
+    keep_from = [max(v, 0) for _, v in built]
     params = {"ids": ids, "keep": keep_from}
     where = ("version > 0 AND version < arrayElement({keep:Array(UInt64)}, "
              "indexOf({ids:Array(String)}, segment_id)) AND segment_id IN {ids:Array(String)}")
@@ -363,9 +395,9 @@ def _discard(client: Client, r: redis.Redis, segment_id: str, version: int) -> N
         log.warning("segment_discard_failed", segment_id=segment_id, error=str(err)[:300])
 
 
-def _forget_old(client: Client, segment_id: str, version: int) -> None:
+def _forget_old(client: Client, segment_id: str, previous: int) -> None:
     """Keep the new and the previous version (a reader may hold the previous number)."""
-    forget_old_versions(client, [(segment_id, version)])
+    forget_old_versions(client, [(segment_id, previous)])
 
 
 def restore_redis(client: Client, r: redis.Redis, *, only_if_missing: bool = False,
@@ -472,6 +504,7 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
             break
         locked.append((sid, token))
     builds: list[_Build] = []
+    released: set[str] = set()  # the locks _commit_many has released
     try:
         rows = store.get_segments(client, [sid for sid, _ in locked])
         present = [(sid, token) for sid, token in locked if sid in rows]
@@ -484,11 +517,10 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
             for b in builds:
                 _stage(client, r, b, 0, None, (shared.pop(b.segment_id), day, through), "",
                        pool)
-            _commit_many(client, r, builds, by, role, cleanup, done, on_done)
+            _commit_many(client, r, builds, by, role, cleanup, done, on_done, released)
     finally:
-        finished = {b.segment_id for b in builds}
-        for sid, token in locked:
-            if sid not in finished:
+        for sid, token in locked:  # whatever failed: every lock not released yet, once
+            if sid not in released:
                 release(r, sid, token)
     missing = [sid for sid, _ in locked if sid not in rows]
     if missing:
@@ -499,10 +531,14 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
 
 def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, role: str,
                  cleanup: list[tuple[str, int]], done: dict[str, store.SegmentRow],
-                 on_done: Callable[[store.SegmentRow], Any] | None) -> None:
-    """Commit the staged builds: the ``segments`` rows naming the new versions (one insert),
-    then the Valkey live pointers (one HSET); audit each and release its lock. A build that
-    failed goes through ``_finish`` alone (recorded as failed, its staging dropped)."""
+                 on_done: Callable[[store.SegmentRow], Any] | None,
+                 released: set[str]) -> None:
+    """Commit the staged builds: the ``segments`` rows naming the new versions (one insert:
+    the commit point), then the Valkey live pointers (one HSET; a failure there is logged and
+    left to ``restore_redis``, the builds stand); audit each and release its lock, adding it
+    to ``released`` (the caller releases the others if this raises). A build that failed goes
+    through ``_finish`` alone (recorded as failed with its previous version, staging
+    dropped)."""
     ok: list[_Build] = []
     for b in builds:
         try:
@@ -517,23 +553,26 @@ def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, 
         ready = store.write_states(client, [
             (b.row, {"status": "ready", "version": b.version, "size": len(b.ids),
                      "built_at": now, "data_through": b.through, "error": ""}) for b in ok])
-        store.swap_many(r, [(b.segment_id, b.version, row.owner, b.row.version)
-                            for b, row in zip(ok, ready, strict=True)])
     except Exception as err:  # noqa: BLE001 - each is then recorded as failed by _finish
         for b in ok:
             b.error = err
         ok, ready = [], []
     committed = {b.segment_id: row for b, row in zip(ok, ready, strict=True)}
+    _swap(r, [(b.segment_id, b.version, row.owner, b.row.version)
+              for b, row in zip(ok, ready, strict=True)])
     for b in builds:
-        if b.segment_id in committed:
-            row = committed[b.segment_id]
-            try:
-                cleanup.append((b.segment_id, b.version))
+        try:
+            if b.segment_id in committed:
+                row = committed[b.segment_id]
+                cleanup.append((b.segment_id, b.row.version))
                 _audit_built(client, row, b, by, role)
-            finally:
+            else:
+                released.add(b.segment_id)  # _finish releases the lock, whatever fails
+                row = _finish(client, r, b, by, role, cleanup)
+        finally:
+            if b.segment_id not in released:
+                released.add(b.segment_id)
                 release(r, b.segment_id, b.token)
-        else:
-            row = _finish(client, r, b, by, role, cleanup)
         done[b.segment_id] = row
         if on_done:
             on_done(row)

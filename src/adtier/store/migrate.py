@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,12 +194,12 @@ def apply_migrations(client: Client, directory: Path | None = None, cluster: str
         _check_cluster(client, cluster)
     migrations = discover(directory)
     planned = [(m, m.cluster_statements(cluster)) for m in migrations]  # fail before any DDL
-    with lock or nullcontext():
-        return _apply_new(client, planned, cluster)
+    with lock or nullcontext() as lease:
+        return _apply_new(client, planned, cluster, getattr(lease, "check", lambda: None))
 
 
-def _apply_new(client: Client, planned: list[tuple[Migration, list[str]]],
-               cluster: str) -> list[Migration]:
+def _apply_new(client: Client, planned: list[tuple[Migration, list[str]]], cluster: str,
+               still_held: Callable[[], None]) -> list[Migration]:
     _check_ledger_mode(client, cluster)
     client.command(ledger_statement(cluster))
     if cluster:
@@ -218,7 +219,9 @@ def _apply_new(client: Client, planned: list[tuple[Migration, list[str]]],
                 )
             continue
         for statement in statements:
+            still_held()
             client.command(statement)
+        still_held()
         client.insert(
             "schema_migrations",
             [[migration.version, migration.name, migration.checksum]],
