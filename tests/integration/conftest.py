@@ -51,3 +51,19 @@ def flush(settings: Settings, ch, rds: redis.Redis):
 
 def count(ch, table: str, where: str = "1", parameters: dict | None = None) -> int:
     return ch.query(f"SELECT count() FROM {table} WHERE {where}", parameters=parameters or {}).result_rows[0][0]
+
+
+def load_world(ch, seed: int, profiles: int, days: int):
+    """A simulated world of ``days`` days ending yesterday, its catalog and events stored
+    straight into ClickHouse (the rollup views fill as in production)."""
+    import datetime as dt
+    import uuid
+
+    from adtier.simulate.direct import load_catalog_direct, run_direct
+    from adtier.simulate.world import build_world
+
+    start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days + 1)
+    world = build_world(seed, profiles, days, start)
+    load_catalog_direct(ch, world)
+    run_direct(world, ch, tag=uuid.uuid4().hex[:8])
+    return world

@@ -18,10 +18,8 @@ import pytest
 from adtier.ingest.flusher import insert_settings
 from adtier.measure import lift as L
 from adtier.measure.privacy import CampaignInfo
-from adtier.simulate.direct import load_catalog_direct, run_direct
-from adtier.simulate.world import build_world
 from adtier.store.migrate import discover
-from tests.integration.conftest import count
+from tests.integration.conftest import count, load_world
 
 PROFILES = 1_200
 DAYS = 6
@@ -29,11 +27,7 @@ DAYS = 6
 
 @pytest.fixture
 def world(ch):
-    start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=DAYS + 1)
-    w = build_world(7, PROFILES, DAYS, start)
-    load_catalog_direct(ch, w)
-    run_direct(w, ch, tag=uuid.uuid4().hex[:8])
-    return w
+    return load_world(ch, 7, PROFILES, DAYS)
 
 
 def _flight(campaign_id: str, start: dt.date, end: dt.date) -> CampaignInfo:

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 
 import pytest
 
 from adtier.ingest.flusher import insert_settings
 from adtier.measure import reach as R
-from adtier.simulate.direct import load_catalog_direct, run_direct
-from adtier.simulate.world import build_world
 from adtier.store.migrate import discover
 from tests.helpers import ad_event, batch
-from tests.integration.conftest import count
+from tests.integration.conftest import count, load_world
 
 PROFILES = 1_200
 DAYS = 6
@@ -30,11 +27,7 @@ DAYS = 6
 
 @pytest.fixture
 def world(ch):
-    start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=DAYS + 1)
-    w = build_world(5, PROFILES, DAYS, start)
-    load_catalog_direct(ch, w)
-    run_direct(w, ch, tag=uuid.uuid4().hex[:8])
-    return w
+    return load_world(ch, 5, PROFILES, DAYS)
 
 
 def _campaigns(ch) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 
 import numpy as np
 import pytest
@@ -25,11 +24,9 @@ from adtier.segments import features as F
 from adtier.segments import store
 from adtier.segments.lookalike import lookalike_members
 from adtier.segments.rules import parse_rule, predicates
-from adtier.simulate.direct import load_catalog_direct, run_direct
-from adtier.simulate.world import build_world
 from adtier.store.migrate import discover
 from tests.helpers import ad_event, batch
-from tests.integration.conftest import count
+from tests.integration.conftest import count, load_world
 
 PROFILES = 1_500
 DAYS = 9
@@ -38,11 +35,7 @@ ROLLUPS = ("profile_ad_daily", "profile_content_daily", "profile_activity_daily"
 
 @pytest.fixture
 def world(ch):
-    start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=DAYS + 1)
-    w = build_world(11, PROFILES, DAYS, start)
-    load_catalog_direct(ch, w)
-    run_direct(w, ch, tag=uuid.uuid4().hex[:8])
-    return w
+    return load_world(ch, 11, PROFILES, DAYS)
 
 
 def _keys(ch) -> dict[str, list[str]]:
