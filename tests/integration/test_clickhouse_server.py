@@ -21,12 +21,8 @@ needs_server = pytest.mark.skipif(
 )
 
 
-@needs_server
-def test_migrations_and_dedup_token_on_a_server():
-    client = connect(SERVER)
-    apply_migrations(client)
-    assert apply_migrations(client) == []  # idempotent
-    batch_id = "srv-" + uuid.uuid4().hex
+def _insert_twice(client, batch_id: str) -> None:
+    """One impression sent twice under the same token, as a flusher retries a flush."""
     row = (
         '{"event_id":"%s","type":"impression","ts":1764285855.123,"client_ts":1764285855.123,'
         '"received_at":1764285855.2,"account_id":"a","profile_id":"p","device":"tv",'
@@ -36,6 +32,15 @@ def test_migrations_and_dedup_token_on_a_server():
     for _ in range(2):
         client.raw_insert("ad_events", insert_block=row, fmt="JSONEachRow",
                           settings={"insert_deduplication_token": batch_id})
+
+
+@needs_server
+def test_migrations_and_dedup_token_on_a_server():
+    client = connect(SERVER)
+    apply_migrations(client)
+    assert apply_migrations(client) == []  # idempotent
+    batch_id = "srv-" + uuid.uuid4().hex
+    _insert_twice(client, batch_id)
     got = client.query("SELECT count() FROM ad_events WHERE batch_id = {b:String}",
                        parameters={"b": batch_id}).result_rows
     assert got == [(1,)]
@@ -100,15 +105,7 @@ def test_migrations_on_a_cluster_replicate_every_table_and_keep_the_dedup_token(
     assert len(ledgers) == replicas and {n for _, n in ledgers} == {len(discover())}
     # the flusher's retried insert (same token) is dropped on a Replicated table
     batch_id = "cl-" + uuid.uuid4().hex
-    row = (
-        '{"event_id":"%s","type":"impression","ts":1764285855.123,"client_ts":1764285855.123,'
-        '"received_at":1764285855.2,"account_id":"a","profile_id":"p","device":"tv",'
-        '"country":"US","campaign_id":"c","creative_id":"cr","ad_serving_id":"as",'
-        '"source":"batch","batch_id":"%s","key_id":"k"}\n' % (uuid.uuid4(), batch_id)
-    ).encode()
-    for _ in range(2):
-        client.raw_insert("ad_events", insert_block=row, fmt="JSONEachRow",
-                          settings={"insert_deduplication_token": batch_id})
+    _insert_twice(client, batch_id)
     client.command(f"SYSTEM SYNC REPLICA ON CLUSTER {CLUSTER} {name}.ad_events")
     counts = client.query(
         f"SELECT hostName(), count() FROM clusterAllReplicas({CLUSTER}, {name}.ad_events) "

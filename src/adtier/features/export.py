@@ -237,9 +237,13 @@ _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # IPC stream end: continuation marke
 
 @dataclass(frozen=True, slots=True)
 class _Message:
-    kind: str             # pyarrow's message type: 'schema', 'record batch', ...
     rows: int             # a record batch's length
     message: pa.ipc.Message
+
+    @property
+    def kind(self) -> str:
+        """pyarrow's message type: 'schema', 'record batch', ..."""
+        return self.message.type
 
     def data(self) -> bytes:
         """The encapsulated message as it was framed (metadata and body, padded)."""
@@ -262,7 +266,7 @@ def _messages(src: BinaryIO) -> Iterator[_Message]:
             schema = pa.ipc.read_schema(message)
         elif message.type == "record batch" and schema is not None:
             rows = pa.ipc.read_record_batch(message, schema).num_rows
-        yield _Message(message.type, rows, message)
+        yield _Message(rows, message)
 
 
 class _FullReads(io.RawIOBase):

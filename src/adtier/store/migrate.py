@@ -21,6 +21,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from adtier.store.cluster import ClusterRewriteError, cluster_statement, validate_cluster
+from adtier.store.migration_lock import Lease
 
 __all__ = [
     "Migration",
@@ -178,7 +179,7 @@ def _check_ledger_mode(client: Client, cluster: str) -> None:
 
 
 def apply_migrations(client: Client, directory: Path | None = None, cluster: str = "",
-                     lock: AbstractContextManager | None = None) -> list[Migration]:
+                     lock: AbstractContextManager[Lease] | None = None) -> list[Migration]:
     """Apply what is new, in order; return what was applied.
 
     ``cluster``: the name of a ClickHouse cluster (one shard, N replicas) to run every
@@ -195,7 +196,12 @@ def apply_migrations(client: Client, directory: Path | None = None, cluster: str
     migrations = discover(directory)
     planned = [(m, m.cluster_statements(cluster)) for m in migrations]  # fail before any DDL
     with lock or nullcontext() as lease:
-        return _apply_new(client, planned, cluster, getattr(lease, "check", lambda: None))
+        still_held = lease.check if isinstance(lease, Lease) else _always_held
+        return _apply_new(client, planned, cluster, still_held)
+
+
+def _always_held() -> None:
+    """No lease (one owner of an embedded store, or tests): nothing to lose."""
 
 
 def _apply_new(client: Client, planned: list[tuple[Migration, list[str]]], cluster: str,
