@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import time
 
-import pyarrow as pa
 import pytest
 
 from adtier.segments import build as B
@@ -87,7 +86,7 @@ def test_clickhouse_failing_at_commit_releases_every_lock(ch, rds) -> None:
     for sid in sids:
         b = B._begin(ch, rds, sid, None)
         b.version = store.next_version(ch, b.row)
-        B._stage(ch, rds, b, 0, None, (pa.array(["pf-1", "pf-2"]), None, None), "", None)
+        B._stage(ch, rds, b, 0, None, (B.static_members(ch, sid), None, None), "", None)
         assert b.error is None
         builds.append(b)
     assert _locks(rds, sids) == sids

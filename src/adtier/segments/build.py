@@ -9,10 +9,14 @@ foreground):
    (``lookalike``) or static (the uploaded list); kids', opted-out and erased profiles are
    excluded in every case;
 3. write them to ``segment_members`` under a new version, fill the version's Redis set;
-4. commit: the ``segments`` row naming the new version (ClickHouse readers switch), then the
-   Redis live pointer (look-ups switch); then drop versions older than the previous one
-   (without waiting: no reader uses them);
-5. write the build to the audit log (who, what, when, member count, SHA-256 of the members),
+4. re-check the exclusions recorded since the members were computed (an erasure, opt-out or
+   kids' profile recorded while the build ran) and drop those profiles from the new version in
+   ClickHouse and Valkey (``drop_excluded``);
+5. commit: the ``segments`` row naming the new version (ClickHouse readers switch), then the
+   Redis live pointer (look-ups switch); re-check once more (an erasure recorded between the
+   re-check and the swap removed the profile from the old set only); then drop versions older
+   than the previous one (without waiting: no reader uses them);
+6. write the build to the audit log (who, what, when, member count, SHA-256 of the members),
    ready or failed.
 
 ``build_many`` does the same for many segments with each step batched: the rule segments'
@@ -42,7 +46,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -58,18 +62,41 @@ from adtier.measure import audit
 from adtier.segments import features as F
 from adtier.segments import kernels as K
 from adtier.segments import store
-from adtier.segments.lookalike import lookalike_members
+from adtier.segments.lookalike import lookalike_members_hashed
 from adtier.segments.rules import All, AnyOf, Node, Not, Predicate, parse_rule, predicates
 
-__all__ = ["BuildBusy", "BuildFailed", "acquire", "release", "evaluate", "rule_members",
-           "static_members", "build_segment", "build_many", "restore_redis", "LOCK_SECONDS",
-           "AUDIT_ENDPOINT"]
+__all__ = ["BuildBusy", "BuildFailed", "Members", "acquire", "release", "evaluate",
+           "rule_members", "static_members", "excluded_since", "drop_excluded", "build_segment",
+           "build_many", "restore_redis", "LOCK_SECONDS", "AUDIT_ENDPOINT", "CLOCK_MARGIN"]
 
 log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600
 AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (BRIEF §5)
+# Exclusions are re-checked from a little before the build started: opt-outs and profiles
+# carry the writer's clock, erasures ClickHouse's; re-checking a few extra is harmless.
+CLOCK_MARGIN = dt.timedelta(seconds=60)
 Progress = Callable[[int, int], None]
-Precomputed = tuple[np.ndarray | pa.Array, dt.date, Any]  # (members, as-of day, data through)
+Hook = Callable[[], Any]
+
+
+@dataclass
+class Members:
+    """A build's members: ids (Arrow strings) and their ``profile_hash`` (cityHash64, uint64,
+    aligned). The hashes let a build drop exclusions recorded while it ran: an erasure keeps
+    only the hash."""
+
+    ids: pa.Array
+    hashes: np.ndarray
+
+    def keep(self, mask: np.ndarray) -> Members:
+        return Members(self.ids.filter(pa.array(mask)), self.hashes[mask])
+
+    @staticmethod
+    def empty() -> Members:
+        return Members(pa.array([], pa.string()), np.zeros(0, np.uint64))
+
+
+Precomputed = tuple[Members, dt.date, Any]  # (members, as-of day, data through)
 
 
 class BuildBusy(RuntimeError):
@@ -109,31 +136,26 @@ def evaluate(node: Node, chunk: F.Chunk) -> np.ndarray:
 
 def rule_members(client: Client, rule: Node, day: dt.date, chunk_profiles: int = 200_000,
                  progress: Progress | None = None, source: str = "rollup") -> pa.Array:
-    plan = F.plan_for(predicates(rule), source)
-    found = []
-    for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
-        if chunk.size:
-            found.append(chunk.ids.filter(pa.array(evaluate(rule, chunk))))
-        if progress:
-            progress(i + 1, n)
-    return pa.concat_arrays(found) if found else pa.array([], pa.string())
+    return _rule_members(client, {"": rule}, day, chunk_profiles, progress, source)[""].ids
 
 
-def static_members(client: Client, segment_id: str) -> np.ndarray:
+def static_members(client: Client, segment_id: str) -> Members:
     """The uploaded list (version 0) minus excluded profiles."""
     rows = client.query_arrow(
-        "SELECT DISTINCT profile_id FROM segment_members WHERE segment_id = {id:String} "
-        f"AND version = 0 AND profile_hash NOT IN ({excluded_profile_hashes_sql()})",
+        "SELECT profile_id, any(profile_hash) AS h FROM segment_members "
+        "WHERE segment_id = {id:String} AND version = 0 "
+        f"AND profile_hash NOT IN ({excluded_profile_hashes_sql()}) GROUP BY profile_id",
         parameters={"id": segment_id})
-    return np.asarray(rows.column("profile_id").to_pylist(), dtype=object)
+    return Members(store.as_arrow_ids(rows.column("profile_id")),
+                   rows.column("h").to_numpy().astype(np.uint64))
 
 
 def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
-             progress: Progress | None, source: str = "rollup") -> np.ndarray | pa.Array:
+             progress: Progress | None, source: str = "rollup") -> Members:
     definition = row.definition_json()
     if row.kind == "rule":
-        return rule_members(client, parse_rule(definition["rule"]), day, chunk_profiles,
-                            progress, source)
+        return _rule_members(client, {"": parse_rule(definition["rule"])}, day, chunk_profiles,
+                             progress, source)[""]
     if row.kind == "static":
         return static_members(client, row.segment_id)
     if row.kind == "lookalike":
@@ -141,9 +163,10 @@ def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles
         if seed is None or seed.version == 0:
             raise BuildFailed(f"the seed segment {definition['seed_segment_id']} has no built "
                               "version yet; build it first")
-        return lookalike_members(client, seed.segment_id, seed.version,
-                                 float(definition["size_percent"]), day, chunk_profiles, progress,
-                                 source)
+        ids, hashes = lookalike_members_hashed(
+            client, seed.segment_id, seed.version, float(definition["size_percent"]), day,
+            chunk_profiles, progress, source)
+        return Members(store.as_arrow_ids(ids), hashes)
     raise BuildFailed(f"unknown segment kind {row.kind!r}")
 
 
@@ -155,17 +178,77 @@ def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
 
     ``source``: "rollup" (profile-first daily tables) or "events" (raw event tables, the
     reference the rollup path is checked against)."""
+    shared = _rule_members(client, rules, day, chunk_profiles, progress, source)
+    return {sid: members.ids for sid, members in shared.items()}
+
+
+def _rule_members(client: Client, rules: dict[str, Node], day: dt.date,
+                  chunk_profiles: int = 200_000, progress: Progress | None = None,
+                  source: str = "rollup") -> dict[str, Members]:
+    """``shared_rule_members`` with each member's profile_hash (members come in hash order)."""
     plan = F.plan_for((p for rule in rules.values() for p in predicates(rule)), source)
-    found: dict[str, list[pa.Array]] = {sid: [] for sid in rules}
+    found: dict[str, list[Members]] = {sid: [] for sid in rules}
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
         if chunk.size:
+            whole = Members(chunk.ids, chunk.hashes)
             for sid, rule in rules.items():
                 # filtered in Arrow: the members go to ClickHouse and Valkey as Arrow anyway
-                found[sid].append(chunk.ids.filter(pa.array(evaluate(rule, chunk))))
+                found[sid].append(whole.keep(evaluate(rule, chunk)))
         if progress:
             progress(i + 1, n)
-    return {sid: pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-            for sid, parts in found.items()}
+    return {sid: Members(pa.concat_arrays([m.ids for m in parts]),
+                         np.concatenate([m.hashes for m in parts]))
+            if parts else Members.empty() for sid, parts in found.items()}
+
+
+def _distinct(members: Members) -> Members:
+    """Each id once (a static list may repeat one)."""
+    if not len(members.ids):
+        return members
+    table = pa.table({"id": members.ids, "h": members.hashes}).group_by(["id", "h"]).aggregate([])
+    return Members(table.column("id").combine_chunks(), table.column("h").to_numpy())
+
+
+# Exclusions recorded since a moment: erasures (by hash), opt-outs, and profiles written as
+# kids' (any version: one made adult again right after is only left out of this build).
+_EXCLUDED_SINCE = """SELECT DISTINCT h FROM (
+    SELECT profile_hash AS h FROM erasures WHERE erased_at >= {since:DateTime64(3, 'UTC')}
+    UNION ALL SELECT cityHash64(profile_id) AS h FROM privacy_optouts
+    WHERE opted_out_at >= {since:DateTime64(3, 'UTC')}
+    UNION ALL SELECT cityHash64(profile_id) AS h FROM profiles
+    WHERE kind = 'kids' AND updated_at >= {since:DateTime64(3, 'UTC')})"""
+
+
+def excluded_since(client: Client, since: dt.datetime) -> np.ndarray:
+    """profile_hash (uint64) of every profile excluded since ``since``."""
+    got = client.query_arrow(_EXCLUDED_SINCE, parameters={"since": since})
+    return got.column("h").to_numpy().astype(np.uint64)
+
+
+def drop_excluded(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
+    """Take the profiles excluded since each build computed its members out of its staged
+    version, in ClickHouse and in Valkey, and out of ``b.members`` (size and audit hash
+    follow).
+
+    The members were computed against the exclusions of that moment; an erasure, opt-out or
+    kids' profile recorded during the build would otherwise go live with the new version (an
+    erasure's own clean-up removes the profile from the versions served, not from one being
+    built)."""
+    staged = [b for b in builds if b.members is not None and b.version]
+    if not staged:
+        return
+    excluded = excluded_since(client, min(b.since for b in staged) - CLOCK_MARGIN)
+    if not excluded.shape[0]:
+        return
+    for b in staged:
+        assert b.members is not None
+        hit = np.isin(b.members.hashes, excluded)
+        if hit.any():
+            gone = b.members.ids.filter(pa.array(hit)).to_pylist()
+            store.drop_members(client, r, b.segment_id, b.version, gone)
+            b.members = b.members.keep(~hit)
+            log.info("segment_build_dropped_exclusions", segment_id=b.segment_id,
+                     version=b.version, profiles=len(gone))
 
 
 @dataclass
@@ -175,8 +258,10 @@ class _Build:
     segment_id: str
     token: str
     row: store.SegmentRow
+    # when the members were (about to be) computed: exclusions recorded since are re-checked
+    since: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     version: int = 0
-    ids: pa.Array | None = None
+    members: Members | None = None
     through: Any = None
     redis: Future | None = None  # the Valkey set being filled (``_stage``)
     error: BaseException | None = None
@@ -211,13 +296,12 @@ def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
         else:
             day, b.through = F.as_of(client)
             members = _members(client, b.row, day, chunk_profiles, progress, source)
-        ids = store.as_arrow_ids(members)
-        if b.row.kind != "rule" and len(ids):  # rule members are distinct by construction
-            ids = pc.unique(ids)
-        b.ids = ids
+        if b.row.kind != "rule":  # rule members are distinct by construction
+            members = _distinct(members)
+        b.members = members
         b.version = b.version or store.next_version(client, b.row)
-        b.redis = _submit_redis(r, b.segment_id, b.version, ids, pool)
-        store.insert_members(client, b.segment_id, b.version, ids)
+        b.redis = _submit_redis(r, b.segment_id, b.version, members.ids, pool)
+        store.insert_members(client, b.segment_id, b.version, members.ids)
     except Exception as err:  # noqa: BLE001 - recorded on the segment by _finish
         b.error = err
 
@@ -238,24 +322,29 @@ def _submit_redis(r: redis.Redis, segment_id: str, version: int, ids: pa.Array,
 
 
 def _finish(client: Client, r: redis.Redis, b: _Build, by: str, role: str,
-            cleanup: list[tuple[str, int]] | None) -> store.SegmentRow:
-    """Commit a staged build (the ``segments`` row naming the new version, then the Valkey
-    live pointer), or record it as failed and drop what it staged; audit it; release the
-    lock."""
+            cleanup: list[tuple[str, int]] | None,
+            before_commit: Hook | None = None) -> store.SegmentRow:
+    """Commit a staged build (exclusions recorded meanwhile dropped, the ``segments`` row
+    naming the new version, then the Valkey live pointer), or record it as failed and drop
+    what it staged; audit it; release the lock."""
     try:
         try:
             if b.redis is not None:
                 b.redis.result()  # a failed fill of the set fails the build
             if b.error is not None:
                 raise b.error
-            assert b.ids is not None
+            if before_commit is not None:
+                before_commit()
+            drop_excluded(client, r, [b])  # a failure fails the build: never serve them
+            assert b.members is not None
             row = store.write_state(
-                client, b.row, status="ready", version=b.version, size=len(b.ids),
+                client, b.row, status="ready", version=b.version, size=len(b.members.ids),
                 built_at=dt.datetime.now(dt.timezone.utc), data_through=b.through, error="")
         except Exception as err:  # noqa: BLE001 - recorded on the segment, then re-checked
             return _record_failed(client, r, b, err, by, role)
         # committed: the row names the new version; a failed swap is repaired, not undone
         _swap(r, [(b.segment_id, b.version, row.owner, b.row.version)])
+        _drop_late_exclusions(client, r, [b])
         if cleanup is None:
             _forget_old(client, b.segment_id, b.row.version)
         else:
@@ -299,11 +388,23 @@ def _swap(r: redis.Redis, swaps: list[tuple[str, int, str, int]]) -> None:
                   error=str(err)[:300], hint="run `adtier segments restore`")
 
 
+def _drop_late_exclusions(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
+    """After the swap, ``drop_excluded`` once more: an erasure recorded between the re-check
+    and the swap removed the profile from the versions served then (the old ones), not from
+    the new one. Committed builds stand, so a failure here is logged loudly (the sizes
+    recorded may count a profile dropped here)."""
+    try:
+        drop_excluded(client, r, builds)
+    except Exception as err:  # noqa: BLE001 - committed; the next build leaves them out
+        log.error("segment_late_exclusions_failed", segments=[b.segment_id for b in builds],
+                  error=str(err)[:300])
+
+
 def _audit_built(client: Client, row: store.SegmentRow, b: _Build, by: str, role: str) -> None:
     """Log and audit a ready build: who, what, when, how many, and a hash of the answer
     (never the ids)."""
-    assert b.ids is not None
-    digest = _digest(b.ids)
+    assert b.members is not None
+    digest = _digest(b.members.ids)
     log.info("segment_built", segment_id=b.segment_id, kind=row.kind, owner=row.owner, by=by,
              version=b.version, size=row.size, members_sha256=digest,
              data_through=str(row.data_through))
@@ -314,7 +415,9 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
                   chunk_profiles: int = 200_000, progress: Progress | None = None,
                   by: str = "", precomputed: Precomputed | None = None,
                   cleanup: list[tuple[str, int]] | None = None,
-                  source: str = "rollup", role: str = "") -> store.SegmentRow:
+                  source: str = "rollup", role: str = "",
+                  since: dt.datetime | None = None,
+                  before_commit: Hook | None = None) -> store.SegmentRow:
     """Build one segment now; answers its final row (ready, or failed with ``error``).
 
     ``token``: the build lock, when the caller took it already (the API does, to answer 409).
@@ -323,15 +426,21 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
     the versions older than the previous one (``forget_old_versions``: one DELETE for many builds).
     ``by`` / ``role``: who asked (key id and role, or "cli"), for the audit log: every build,
     ready or failed, is written there with its row count and the hash of its members.
+    ``since``: when ``precomputed`` members were computed (exclusions recorded after it are
+    re-checked before the commit; default: now, before computing them).
+    ``before_commit``: called once the members are staged, before that re-check (tests record
+    an exclusion there: the race the re-check closes).
     """
     b = _begin(client, r, segment_id, token)
+    if since is not None:
+        b.since = since
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
             _stage(client, r, b, chunk_profiles, progress, precomputed, source, pool)
     except BaseException:
         release(r, segment_id, b.token)
         raise
-    return _finish(client, r, b, by, role, cleanup)
+    return _finish(client, r, b, by, role, cleanup, before_commit)
 
 
 def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version: int,
@@ -434,8 +543,11 @@ def restore_redis(client: Client, r: redis.Redis, *, only_if_missing: bool = Fal
 def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                on_done: Callable[[store.SegmentRow], Any] | None = None,
                progress: Progress | None = None, chunk_profiles: int = 200_000,
-               by: str = "", source: str = "rollup", role: str = "") -> list[store.SegmentRow]:
-    """Build segments in dependency order (a lookalike after its seed)."""
+               by: str = "", source: str = "rollup", role: str = "",
+               before_commit: Hook | None = None) -> list[store.SegmentRow]:
+    """Build segments in dependency order (a lookalike after its seed).
+
+    ``before_commit``: called before each commit's exclusion re-check (``build_segment``)."""
     rows = {s: store.get_segment(client, s) for s in segment_ids}
     order: list[str] = []
 
@@ -453,6 +565,7 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
         visit(sid)
     # Rule segments share one pass over the data (a rule that does not parse is left to its own
     # build, which records the error).
+    since = dt.datetime.now(dt.timezone.utc)  # before the shared pass reads the exclusions
     day, through = F.as_of(client)
     rules: dict[str, Node] = {}
     for sid in order:
@@ -462,21 +575,22 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                 rules[sid] = parse_rule(row.definition_json()["rule"])
             except Exception:  # noqa: BLE001
                 pass
-    shared = shared_rule_members(client, rules, day, chunk_profiles, progress, source) \
+    shared = _rule_members(client, rules, day, chunk_profiles, progress, source) \
         if len(rules) > 1 else {}
     done: dict[str, store.SegmentRow] = {}
     cleanup: list[tuple[str, int]] = []
     try:
         # the shared rule segments first, pipelined: their Valkey sets fill one after another
         # on one thread while ClickHouse takes the member rows of the next ones
-        _build_precomputed(client, r, [sid for sid in order if sid in shared], shared, day,
-                           through, done, on_done, by, role, cleanup)
+        _build_precomputed(client, r, [sid for sid in order if sid in shared], shared,
+                           (day, through, since), done, on_done, by, role, cleanup,
+                           before_commit)
         for sid in order:
             if sid in done:
                 continue
             done[sid] = build_segment(client, r, sid, chunk_profiles=chunk_profiles,
                                       progress=progress, by=by, cleanup=cleanup, source=source,
-                                      role=role)
+                                      role=role, before_commit=before_commit)
             if on_done:
                 on_done(done[sid])
     finally:
@@ -485,14 +599,15 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
 
 
 def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
-                       shared: dict[str, pa.Array], day: dt.date, through: Any,
+                       shared: dict[str, Members], when: tuple[dt.date, Any, dt.datetime],
                        done: dict[str, store.SegmentRow],
                        on_done: Callable[[store.SegmentRow], Any] | None, by: str, role: str,
-                       cleanup: list[tuple[str, int]]) -> None:
+                       cleanup: list[tuple[str, int]], before_commit: Hook | None) -> None:
     """Build every segment whose members are known, each step batched over all of them:
     take their locks, record ``building`` (one insert), stage their versions (the Valkey sets
     fill one after another on one thread while ClickHouse takes the rows of the next ones),
-    then commit the staged ones together (one insert, one HSET) and audit each. A segment
+    then commit the staged ones together (one insert, one HSET) and audit each. ``when``:
+    (as-of day, data through, the moment before the members were computed). A segment
     another build holds raises ``BuildBusy`` once the ones before it are done, as one build
     after another would."""
     locked: list[tuple[str, str]] = []
@@ -511,13 +626,15 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
         states = store.write_states(
             client, [(rows[sid], {"status": "building", "error": ""}) for sid, _ in present])
         versions = store.next_versions(client, states)
-        builds = [_Build(sid, token, row, version=versions[sid])
+        day, through, since = when
+        builds = [_Build(sid, token, row, since=since, version=versions[sid])
                   for (sid, token), row in zip(present, states, strict=True)]
         with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
             for b in builds:
                 _stage(client, r, b, 0, None, (shared.pop(b.segment_id), day, through), "",
                        pool)
-            _commit_many(client, r, builds, by, role, cleanup, done, on_done, released)
+            _commit_many(client, r, builds, by, role, cleanup, done, on_done, released,
+                         before_commit)
     finally:
         for sid, token in locked:  # whatever failed: every lock not released yet, once
             if sid not in released:
@@ -532,10 +649,12 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
 def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, role: str,
                  cleanup: list[tuple[str, int]], done: dict[str, store.SegmentRow],
                  on_done: Callable[[store.SegmentRow], Any] | None,
-                 released: set[str]) -> None:
-    """Commit the staged builds: the ``segments`` rows naming the new versions (one insert:
+                 released: set[str], before_commit: Hook | None = None) -> None:
+    """Commit the staged builds: drop the exclusions recorded since their members were
+    computed (``drop_excluded``), the ``segments`` rows naming the new versions (one insert:
     the commit point), then the Valkey live pointers (one HSET; a failure there is logged and
-    left to ``restore_redis``, the builds stand); audit each and release its lock, adding it
+    left to ``restore_redis``, the builds stand; then ``drop_excluded`` again for an erasure
+    recorded in between); audit each and release its lock, adding it
     to ``released`` (the caller releases the others if this raises). A build that failed goes
     through ``_finish`` alone (recorded as failed with its previous version, staging
     dropped)."""
@@ -546,12 +665,15 @@ def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, 
                 b.redis.result()
         except Exception as err:  # noqa: BLE001 - _finish records it
             b.error = b.error or err
-        if b.error is None and b.ids is not None:
+        if b.error is None and b.members is not None:
             ok.append(b)
     try:
+        if before_commit is not None:
+            before_commit()
+        drop_excluded(client, r, ok)  # a failure fails the builds: never serve them
         now = dt.datetime.now(dt.timezone.utc)
         ready = store.write_states(client, [
-            (b.row, {"status": "ready", "version": b.version, "size": len(b.ids),
+            (b.row, {"status": "ready", "version": b.version, "size": len(b.members.ids),
                      "built_at": now, "data_through": b.through, "error": ""}) for b in ok])
     except Exception as err:  # noqa: BLE001 - each is then recorded as failed by _finish
         for b in ok:
@@ -560,6 +682,7 @@ def _commit_many(client: Client, r: redis.Redis, builds: list[_Build], by: str, 
     committed = {b.segment_id: row for b, row in zip(ok, ready, strict=True)}
     _swap(r, [(b.segment_id, b.version, row.owner, b.row.version)
               for b, row in zip(ok, ready, strict=True)])
+    _drop_late_exclusions(client, r, [b for b in ok if b.segment_id in committed])
     for b in builds:
         try:
             if b.segment_id in committed:

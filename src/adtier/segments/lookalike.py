@@ -33,7 +33,7 @@ from adtier.segments import kernels as K
 from adtier.segments.features import Chunk, Plan, iter_chunks, load_chunk, hash_ranges
 
 __all__ = ["MIN_SEED", "LOOKALIKE_DAYS", "HALF_LIFE_DAYS", "LookalikeError", "vocabulary",
-           "affinity", "lookalike_members"]
+           "affinity", "lookalike_members", "lookalike_members_hashed"]
 
 MIN_SEED = 100
 LOOKALIKE_DAYS = 90
@@ -74,6 +74,16 @@ def lookalike_members(client: Client, seed_id: str, seed_version: int, size_perc
                       progress: Callable[[int, int], None] | None = None,
                       source: str = "rollup") -> np.ndarray:
     """The member profile ids of a lookalike of ``seed_id`` at ``seed_version``."""
+    return lookalike_members_hashed(client, seed_id, seed_version, size_percent, day,
+                                    chunk_profiles, progress, source)[0]
+
+
+def lookalike_members_hashed(client: Client, seed_id: str, seed_version: int,
+                             size_percent: float, day: dt.date, chunk_profiles: int = 200_000,
+                             progress: Callable[[int, int], None] | None = None,
+                             source: str = "rollup") -> tuple[np.ndarray, np.ndarray]:
+    """``lookalike_members`` and their ``profile_hash`` (uint64, aligned): the build matches
+    exclusions recorded while it ran by hash (erasures keep only the hash)."""
     seed_hashes = np.sort(client.query_arrow(
         "SELECT DISTINCT cityHash64(profile_id) AS h FROM segment_members "
         "WHERE segment_id = {s:String} AND version = {v:UInt64}",
@@ -107,13 +117,14 @@ def lookalike_members(client: Client, seed_id: str, seed_version: int, size_perc
         ids.append(chunk.profile_ids[keep].astype(str))  # fixed-width: compact, no objects
         if progress:
             progress(i + 1, n)
+    none = (np.zeros(0, dtype=object), np.zeros(0, np.uint64))
     if not sims:
-        return np.zeros(0, dtype=object)
+        return none
     sim = np.concatenate(sims)
     hsh = np.concatenate(hashes)
     want = int(round(size_percent / 100.0 * sim.shape[0]))
     if want == 0:
-        return np.zeros(0, dtype=object)
+        return none
     order = np.lexsort((hsh, -sim))[:want]  # highest similarity first, then hash
     all_ids = np.concatenate(ids)
-    return all_ids[order].astype(object)
+    return all_ids[order].astype(object), hsh[order]

@@ -53,6 +53,7 @@ __all__ = [
     "members_table",
     "insert_members",
     "delete_versions",
+    "drop_members",
     "member_ids",
     "stage_redis",
     "fill_set",
@@ -211,6 +212,20 @@ def delete_versions(client: Client, segment_id: str, where: str, **params: Any) 
     client.command(
         f"DELETE FROM segment_members WHERE segment_id = {{id:String}} AND ({where})",
         parameters={"id": segment_id, **params}, settings={"lightweight_deletes_sync": 2})
+
+
+def drop_members(client: Client, r: redis.Redis, segment_id: str, version: int,
+                 profile_ids: Sequence[str]) -> None:
+    """Remove some profiles from one version, in ClickHouse and its Valkey set (a build drops
+    the profiles excluded while it ran)."""
+    if not profile_ids:
+        return
+    client.command(
+        "DELETE FROM segment_members WHERE segment_id = {id:String} AND version = {v:UInt64} "
+        "AND profile_id IN {p:Array(String)}",
+        parameters={"id": segment_id, "v": version, "p": list(profile_ids)},
+        settings={"lightweight_deletes_sync": 2})
+    r.srem(member_key(segment_id, version), *profile_ids)
 
 
 def member_ids(client: Client, segment_id: str, version: int) -> list[str]:
