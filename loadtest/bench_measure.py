@@ -2,7 +2,9 @@
 simulated world, each next to its naive baseline computed in the same run.
 
 World (``--impressions``, default 50M, written straight into chDB with ``INSERT ... SELECT FROM
-numbers()``; the rollup views of ``sql/0007`` fill as in production): ``--profiles`` profiles
+numbers()``; the rollup views of ``sql/0007`` and the bitmap cells of ``sql/0011`` fill as in
+production; the profiles take their ordinals from an embedded Valkey first, as the flusher's
+do): ``--profiles`` profiles
 (default 2M, heavy-tailed: a few watch a lot), ``--days`` days (30), 10 campaigns of one
 advertiser — ``cmp-0``, the one measured, carries 20 % of the impressions — 3 creatives each,
 pre/mid/post breaks, 5 devices, 8 countries. Each impression is followed by its VAST funnel
@@ -13,10 +15,11 @@ during the load (this bench reads none of their tables). Viewing: ``--sessions``
 
 Each query runs ``--repeat`` times (after one warm-up) and prints p50 / p99 in ms:
 
-- report ``by=day|device|creative`` over the whole flight and ``by=day`` over 7 days: the
-  rollup (``reach.report``) against the same report read from ``ad_events``
-  (``reach.report(..., source="events")``: the query this endpoint ran before the rollup);
-- frequency: rollup against events;
+- report ``by=day|device|creative`` over the whole flight and ``by=day`` over 7 days, from
+  each source of ``reach.report``: ``events`` (the raw table: what the endpoint ran first),
+  ``rollup`` (per-profile rows, sql/0007) and ``cells`` (profile bitmaps, sql/0011: the
+  endpoint's path), answers compared;
+- frequency: events against rollup (its path);
 - forecast: the NBD/beta-binomial forecast over every eligible profile (its only path);
 - abandonment after ``cmp-0``'s breaks: the break and session rollups (sql/0010) against the
   same query over the raw ad and viewing events (``--content-repeat`` runs each);
@@ -42,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adtier.embedded_valkey import EmbeddedValkey
+from adtier.ingest.ordinals import Ordinals
 from adtier.measure import forecast as F
 from adtier.measure import lift as L
 from adtier.measure import reach as R
@@ -97,7 +102,7 @@ def load_ad_events(client, impressions: int, profiles: int, days: int, start: dt
         INSERT INTO ad_events (event_id, type, ts, client_ts, received_at, clock_skew_ms,
             account_id, profile_id, session_id, device, country, campaign_id, creative_id,
             ad_serving_id, pod_id, pod_position, break_position, ad_duration_ms, content_id,
-            source, batch_id, key_id)
+            source, batch_id, key_id, profile_ord)
         SELECT generateUUIDv4(), ev.1, t, t, t, 0, concat('acc-', toString(intDiv(p, 3))),
             concat('pf-', toString(p)), concat('s-', toString(p), '-', toString(d)),
             {DEVICES}[1 + if(cityHash64(n, 11) % 10 < 8, cityHash64(p, 12), cityHash64(n, 13))
@@ -106,7 +111,8 @@ def load_ad_events(client, impressions: int, profiles: int, days: int, start: dt
             concat('cmp-', toString(c)), concat('cr-', toString(c), '-', toString(n % 3)),
             concat('as-', toString(n)), concat('pod-', toString(intDiv(n, 3))),
             toUInt8(1 + n % 3), ['pre', 'mid', 'post'][1 + cityHash64(n, 16) % 3], 15000,
-            concat('t-', toString(cityHash64(n, 17) % 200)), 'bench', 'bench', 'bench'
+            concat('t-', toString(cityHash64(n, 17) % 200)), 'bench', 'bench', 'bench',
+            toUInt32(p + 1)
         FROM (
             SELECT number AS n,
                    toUInt64(floor({profiles} * pow((cityHash64(n, 1) % 1000000) / 1e6, 2))) AS p,
@@ -146,7 +152,22 @@ def load_content_events(client, sessions: int, profiles: int, days: int, start: 
 
 # the views whose tables this bench reads: measurement (sql/0007) and breaks (sql/0010)
 _VIEWS_READ = ("ad_campaign_daily_mv", "ad_breaks_daily_mv", "session_ends_ad_mv",
-               "session_ends_content_mv")
+               "session_ends_content_mv", "ad_campaign_cells_mv", "ad_erased_events_mv")
+
+
+def assign_ordinals(client, valkey_url: str, profiles: int) -> None:
+    """Profiles pf-0 .. pf-(P-1) take their ordinals from a fresh allocator, in order, so the
+    events' ``profile_ord`` is p + 1 (checked: the allocator's answer is compared)."""
+    import redis
+
+    ordinals = Ordinals(redis.Redis.from_url(valkey_url), client)
+    step = 500_000
+    for first in range(0, profiles, step):
+        ids = [f"pf-{p}" for p in range(first, min(profiles, first + step))]
+        got = ordinals.assign(ids)
+        if list(got.values()) != list(range(first + 1, first + len(ids) + 1)):
+            raise SystemExit("the ordinal allocator was not fresh: use a new --data-dir")
+        ordinals.record(got)
 
 
 def _detach_other_views(client) -> list[str]:
@@ -198,6 +219,8 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="adtier-bench-measure-"))
     client = connect(f"chdb://{data_dir / 'clickhouse'}")
     apply_migrations(client)
+    valkey = EmbeddedValkey(data_dir / "valkey", fsync="no")
+    valkey_url = valkey.start()
     today = dt.datetime.now(dt.timezone.utc).date()
     start = today - dt.timedelta(days=args.days)
     loaded = client.query("SELECT count() FROM ad_events").result_rows[0][0]
@@ -205,6 +228,7 @@ def main() -> None:
         others = _detach_other_views(client)
         t = time.perf_counter()
         load_catalog(client, args.profiles, args.days, start)
+        assign_ordinals(client, valkey_url, args.profiles)
         load_ad_events(client, args.impressions, args.profiles, args.days, start)
         t_ad = time.perf_counter() - t
         load_content_events(client, args.sessions, args.profiles, args.days, start)
@@ -217,36 +241,45 @@ def main() -> None:
         countIf(campaign_id = 'cmp-0') FROM ad_events""").result_rows[0]
     rollup_rows = client.query(
         "SELECT count(), countIf(campaign_id = 'cmp-0') FROM ad_campaign_daily").result_rows[0]
+    cells = client.query(
+        "SELECT count(), countIf(campaign_id = 'cmp-0'), (SELECT sum(bytes_on_disk) FROM "
+        "system.parts WHERE active AND table = 'ad_campaign_cells') FROM ad_campaign_cells"
+    ).result_rows[0]
     print(f"world: {facts[0]:,} impressions in {facts[1]:,} ad events; cmp-0: {facts[2]:,} "
           f"impressions in {facts[3]:,} events; rollup: {rollup_rows[0]:,} rows "
-          f"({rollup_rows[1]:,} for cmp-0); data in {data_dir}")
+          f"({rollup_rows[1]:,} for cmp-0); bitmap cells: {cells[0]:,} rows ({cells[1]:,} for "
+          f"cmp-0), {cells[2] / 2**20:,.0f} MiB on disk; "
+          f"data in {data_dir}")
 
     k, hi = 50, R.MAX_DATE
     lo = R.MIN_DATE
     week = (today - dt.timedelta(days=7), today)
-    results: list[tuple[str, dict | None, dict]] = []
+    # (label, naive baseline, per-profile rollup, the endpoint's path)
+    results: list[tuple[str, dict | None, dict | None, dict]] = []
 
     def pair(label: str, fn: Callable[[str], Any], repeat: int = args.repeat,
-             same_answer: Callable[[dict, dict], bool] = _same) -> None:
-        base = timed(lambda: fn("events"), repeat)
-        new = timed(lambda: fn("rollup"), repeat)
-        same = same_answer(base["answer"], new["answer"])
-        print(f"  {label:36s} events p50 {base['p50']:8.1f}  rollup p50 {new['p50']:8.1f} ms"
-              f"  same answer: {same}")
-        results.append((label, base, new))
+             same_answer: Callable[[dict, dict], bool] = _same,
+             sources: tuple[str, ...] = ("events", "rollup")) -> None:
+        got = [timed(lambda src=src: fn(src), repeat) for src in sources]
+        same = all(same_answer(got[0]["answer"], g["answer"]) for g in got[1:])
+        times = "  ".join(f"{src} p50 {g['p50']:8.1f}" for src, g in zip(sources, got))
+        print(f"  {label:36s} {times} ms  same answer: {same}")
+        results.append((label, got[0], got[1] if len(got) == 3 else None, got[-1]))
 
     print(f"timing ({args.repeat} runs after a warm-up):")
     if "report" not in skip:
         for by in ("day", "device", "creative"):
             pair(f"report by={by}, flight",
-                 lambda src, by=by: R.report(client, "cmp-0", by, lo, hi, k, source=src))
+                 lambda src, by=by: R.report(client, "cmp-0", by, lo, hi, k, source=src),
+                 sources=("events", "rollup", "cells"))
         pair("report by=day, last 7 days",
-             lambda src: R.report(client, "cmp-0", "day", *week, k, source=src))
+             lambda src: R.report(client, "cmp-0", "day", *week, k, source=src),
+             sources=("events", "rollup", "cells"))
         pair("frequency, flight", lambda src: R.frequency(client, "cmp-0", lo, hi, k, source=src))
     if "forecast" not in skip:
         got = timed(lambda: F.forecast(client, [], 1_000_000, 3, 7), args.repeat)
         print(f"  {'forecast (all eligible, cap 3, 7 d)':36s} p50 {got['p50']:8.1f} ms")
-        results.append(("forecast, all eligible profiles", None, got))
+        results.append(("forecast, all eligible profiles", None, None, got))
     info = CampaignInfo("cmp-0", "adv-bench", start, start + dt.timedelta(days=args.days),
                         0, 10.0, None, "drama")
     if "abandonment" not in skip:
@@ -256,19 +289,20 @@ def main() -> None:
     if "content" not in skip:
         got = timed(lambda: L.content_effects(client, info, 7, k), args.content_repeat)
         print(f"  {'content effects (holdout, 7 d)':36s} p50 {got['p50']:8.1f} ms")
-        results.append(("content effects, holdout", None, got))
+        results.append(("content effects, holdout", None, None, got))
 
     print()
-    print(f"{'':38s}{'events (naive)':>22s}{'rollup / only path':>22s}")
-    print(f"{'ms, p50 / p99':38s}{'':>22s}{'':>22s}")
-    print("-" * 82)
-    for label, base, new in results:
-        b = f"{base['p50']:,.1f} / {base['p99']:,.1f}" if base else "-"
-        n = f"{new['p50']:,.1f} / {new['p99']:,.1f}"
-        print(f"{label:38s}{b:>22s}{n:>22s}")
-    print(f"{'peak RSS MiB (chdb included)':38s}{'':>22s}{_rss_mib():>22,.0f}")
+    path = "endpoint's path"
+    print(f"{'':38s}{'events (naive)':>20s}{'rollup':>20s}{path:>20s}")
+    print(f"{'ms, p50 / p99':38s}")
+    print("-" * 98)
+    cell = lambda g: f"{g['p50']:,.1f} / {g['p99']:,.1f}" if g else "-"  # noqa: E731
+    for label, base, middle, new in results:
+        print(f"{label:38s}{cell(base):>20s}{cell(middle):>20s}{cell(new):>20s}")
+    print(f"{'peak RSS MiB (chdb included)':38s}{'':>40s}{_rss_mib():>20,.0f}")
     print("target (issue 5): report p50 <= 250 ms at >= 50M impressions")
     client.close()
+    valkey.stop()
     if args.data_dir is None:
         shutil.rmtree(data_dir, ignore_errors=True)  # a throwaway world: tens of GB at 50M
 

@@ -24,7 +24,8 @@ TABLES = ("ad_events", "content_events", "rejected_events", "ingest_batches", "a
           "advertisers", "campaigns", "creatives", "titles", "profiles", "privacy_optouts",
           "erasures", "segments", "segment_members", "audit_log", "profile_features",
           "profile_ad_daily", "profile_content_daily", "profile_activity_daily",
-          "ad_campaign_daily", "ad_breaks_daily", "session_ends_daily")
+          "ad_campaign_daily", "ad_breaks_daily", "session_ends_daily", "profile_ordinals",
+          "ad_campaign_cells", "ad_erased_events")
 
 
 @pytest.fixture(scope="session")

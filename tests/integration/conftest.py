@@ -53,9 +53,10 @@ def count(ch, table: str, where: str = "1", parameters: dict | None = None) -> i
     return ch.query(f"SELECT count() FROM {table} WHERE {where}", parameters=parameters or {}).result_rows[0][0]
 
 
-def load_world(ch, seed: int, profiles: int, days: int):
+def load_world(ch, seed: int, profiles: int, days: int, rds=None):
     """A simulated world of ``days`` days ending yesterday, its catalog and events stored
-    straight into ClickHouse (the rollup views fill as in production)."""
+    straight into ClickHouse (the rollup views fill as in production). With a Valkey client
+    the events take profile ordinals as the flusher's do (the report's bitmap cells)."""
     import datetime as dt
     import uuid
 
@@ -65,5 +66,8 @@ def load_world(ch, seed: int, profiles: int, days: int):
     start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days + 1)
     world = build_world(seed, profiles, days, start)
     load_catalog_direct(ch, world)
-    run_direct(world, ch, tag=uuid.uuid4().hex[:8])
+    from adtier.ingest.ordinals import Ordinals
+
+    ordinals = Ordinals(rds, ch) if rds is not None else None
+    run_direct(world, ch, tag=uuid.uuid4().hex[:8], ordinals=ordinals)
     return world

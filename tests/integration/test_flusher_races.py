@@ -22,6 +22,9 @@ class GatedClickHouse:
         self.gate.set()
         self.waiting = threading.Event()
 
+    def __getattr__(self, name):  # reads (e.g. loading profile ordinals) are not gated
+        return getattr(self.real, name)
+
     def raw_insert(self, *args, **kwargs):
         self.waiting.set()
         self.gate.wait(30)

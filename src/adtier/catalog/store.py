@@ -194,7 +194,17 @@ def erase_profile(client: Client, profile_id: str) -> dict[str, str]:
         "SELECT cityHash64({p:String}), lower(hex(SHA256({p:String}))), now64(3)",
         parameters={"p": profile_id},
     )
+    # Campaign report cells keep counters, not profiles: the events they counted are copied
+    # (without the profile) so readers subtract them; events arriving from now on are copied
+    # by a view (sql/0011). Copying twice is harmless: the table replaces by event.
+    client.command(_COPY_ERASED_EVENTS, parameters={"p": profile_id})
     return {table: delete_profile_rows(client, table, profile_id) for table in ERASE_TABLES}
+
+
+_COPY_ERASED_EVENTS = """INSERT INTO ad_erased_events
+SELECT campaign_id, toDate(ts), event_id, type, device, country, creative_id,
+       ifNull(toString(break_position), 'unknown')
+FROM ad_events WHERE profile_id = {p:String}"""
 
 
 def privacy_status(client: Client, profile_id: str) -> PrivacyStatus:

@@ -22,12 +22,20 @@ from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
+from adtier.ingest.ordinals import Ordinals
 from adtier.logs import get_logger
 
-__all__ = ["Flusher", "FlushBlocks", "build_blocks", "insert_settings"]
+__all__ = ["Flusher", "FlushBlocks", "build_blocks", "insert_settings", "with_ordinals"]
 
 log = get_logger("adtier.flusher")
 _json = msgspec.json.Encoder()
+
+
+class _Profile(msgspec.Struct):
+    profile_id: str
+
+
+_profile_lines = msgspec.json.Decoder(_Profile)
 
 
 class FlushBlocks(msgspec.Struct):
@@ -84,6 +92,18 @@ def build_blocks(entries: list[Entry]) -> FlushBlocks:
                        ad_rows, content_rows)
 
 
+def with_ordinals(rows: bytes, ordinals: Ordinals, token: str) -> bytes:
+    """The ad rows, each with its profile's ``profile_ord`` (assigned and recorded first)."""
+    if not rows:
+        return rows
+    ids = [p.profile_id for p in _profile_lines.decode_lines(rows)]
+    ords = ordinals.assign(ids)
+    ordinals.record(ords, token)
+    # Every row is one JSON object ending in '}' (normalise.py writes them): add one field.
+    return b"".join(line.rstrip()[:-1] + b',"profile_ord":%d}\n' % ords[pid]
+                    for line, pid in zip(rows.splitlines(), ids))
+
+
 def _sort_key(entry: Entry) -> tuple[int, int]:
     ms, seq = entry.entry_id.split("-")
     return int(ms), int(seq)
@@ -138,6 +158,7 @@ class Flusher:
 
             on_stored = LiveCounters(redis_client, clickhouse).on_stored
         self.on_stored = on_stored
+        self.ordinals = Ordinals(redis_client, clickhouse)
 
     # ---- one flush -------------------------------------------------------------------------
     def flush(self, entries: list[Entry]) -> None:
@@ -194,8 +215,10 @@ class Flusher:
         metrics.FLUSH_ROWS.labels("content_events").inc(blocks.content_rows)
 
     def _insert(self, blocks: FlushBlocks, token: str) -> None:
+        # Ordinals first: stored (under this flush's token) before any event carries them.
+        ad = with_ordinals(blocks.ad, self.ordinals, f"{token}-o")
         for table, block, suffix in (
-            ("ad_events", blocks.ad, "a"),
+            ("ad_events", ad, "a"),
             ("content_events", blocks.content, "c"),
             ("rejected_events", blocks.rejected, "r"),
             # Last: a provenance row means the batch's events are already stored.

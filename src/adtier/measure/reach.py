@@ -33,9 +33,11 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from adtier.measure.cells import CellRows, cell_rows
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
-__all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "Source", "report", "frequency",
+__all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "REPORT_SOURCES", "Source", "report",
+           "frequency",
            "MIN_DATE", "MAX_DATE"]
 
 MIN_DATE = dt.date(1970, 1, 1)
@@ -68,8 +70,10 @@ COUNT_METRICS: dict[str, str] = {
 # of 10M profiles collide with probability ~3e-6. Per-cell sets are kept as uniqExact states so
 # the totals row merges them instead of scanning the events twice.
 #
-# Two sources answer the same numbers. ``rollup`` (the default) reads ``ad_campaign_daily``
-# (sql/0007): one row per (campaign, day, device, country, creative, break position, profile)
+# Three sources answer the same report. ``cells`` (the default, ``cells.py``) reads bitmaps of
+# profile ordinals per cell (sql/0011) and is the only one that is fast at 10M+ impressions a
+# campaign; the two below count distinct profile hashes. ``rollup`` (frequency's default)
+# reads ``ad_campaign_daily`` (sql/0007): one row per (campaign, day, device, country, creative, break position, profile)
 # with its counts by event type, filled by a materialized view — several times fewer rows than
 # the events and no ``type`` column to read. ``events`` reads ``ad_events`` directly (what the
 # endpoint did before the rollup; kept as the reference the bench and tests compare against).
@@ -120,6 +124,9 @@ SOURCES: dict[str, Source] = {
         impression="impressions > 0", through="max(max_ts)"),
 }
 
+# What ``report`` can read: the bitmaps (default), or one of the per-profile SOURCES.
+REPORT_SOURCES = ("cells", *SOURCES)
+
 _MERGED = ", ".join(
     ["uniqExactMerge(profiles_state) AS profiles", "uniqExactMerge(reach_state) AS reach"]
     + [f"sum(n_{name}) AS {name}" for name in COUNT_METRICS]
@@ -167,10 +174,24 @@ def _utc_iso(value: Any) -> str | None:
 
 
 def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_to: dt.date,
-           k: int, source: str = "rollup") -> dict[str, Any]:
+           k: int, source: str = "cells") -> dict[str, Any]:
     """One campaign's report by ``by``: rows (each covering >= k profiles), the suppressed
-    remainder (released only if it reaches k), totals (released only if they reach k)."""
-    src = SOURCES[source]
+    remainder (released only if it reaches k), totals (released only if they reach k).
+
+    ``cells`` (the default) answers from the profile bitmaps (``cells.py``) and falls back to
+    ``rollup`` for a range with events that carry no profile ordinal."""
+    got = None
+    if source == "cells":
+        got = cell_rows(client, campaign_id, by, date_from, date_to)
+        source = "rollup"
+    if got is None:
+        got = _profile_rows(client, SOURCES[source], campaign_id, by, date_from, date_to)
+    return _release(got, campaign_id, by, date_from, date_to, k)
+
+
+def _profile_rows(client: Client, src: Source, campaign_id: str, by: str, date_from: dt.date,
+                  date_to: dt.date) -> CellRows:
+    """The report's cells from per-profile rows (the rollup or the events)."""
     dim = src.dimensions[by]
     params = {"campaign_id": campaign_id, "date_from": date_from, "date_to": date_to}
     through_sql = (f"SELECT {src.through} FROM {src.table} "
@@ -179,26 +200,33 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
            f"FROM (SELECT {dim} AS key, {src.cell()} FROM {src.table} WHERE {src.range()} "
            "GROUP BY key) GROUP BY GROUPING SETS ((key), ()) ORDER BY is_total, key")
     result = client.query(sql, parameters=params)
-    cols = result.column_names
-    rows = [dict(zip(cols, r)) for r in result.result_rows]
-    if len(rows) == 1 and rows[0]["is_total"] and not rows[0]["profiles"]:
-        rows = []  # no events in range: the empty grand total is not a row
-    through = rows[0]["through"] if rows else None
-    if through is None:
-        through = client.query(through_sql, parameters=params).result_rows[0][0]
-    totals_row = next((r for r in rows if r["is_total"]), None)
-    cells = [r for r in rows if not r["is_total"]]
+    rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
 
-    remainder_values: dict[str, int] = {}
-
-    def coverage(keys: list) -> int:
+    def merge(keys: list[str]) -> dict[str, int]:
         got = client.query(
             f"SELECT {src.aggregates()} FROM {src.table} WHERE {src.range()} "
             f"AND {dim} IN {{keys:Array(String)}}",
             parameters={**params, "keys": list(keys)})
+        return {name.removeprefix("n_"): value
+                for name, value in zip(got.column_names, got.result_rows[0])}
+
+    totals = next((r for r in rows if r["is_total"]), None)
+    through = totals["through"] if totals is not None else None
+    if through is None:
+        through = client.query(through_sql, parameters=params).result_rows[0][0]
+    return CellRows([r for r in rows if not r["is_total"]], totals, through, merge)
+
+
+def _release(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to: dt.date,
+             k: int) -> dict[str, Any]:
+    """Fold rows under k into the remainder and release what reaches k."""
+    # A cell whose every profile is erased is no row (the per-profile sources never see it).
+    cells = [r for r in got.cells if r["profiles"]]
+    remainder_values: dict[str, int] = {}
+
+    def coverage(keys: list) -> int:
         remainder_values.clear()
-        remainder_values.update((name.removeprefix("n_"), value)
-                                for name, value in zip(got.column_names, got.result_rows[0]))
+        remainder_values.update(got.merge(list(keys)))
         return int(remainder_values["profiles"])
 
     folded: Folded = fold_small_rows(cells, k, "key")
@@ -208,8 +236,8 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
     if folded.folded_keys and rest >= k:
         suppressed = _metrics(remainder_values)
     totals = None
-    if totals_row is not None and totals_row["profiles"] >= k:
-        totals = _metrics(totals_row)
+    if got.totals is not None and got.totals["profiles"] >= k:
+        totals = _metrics(got.totals)
     return {
         "campaign_id": campaign_id,
         "by": by,
@@ -220,7 +248,7 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
         "totals": totals,
         "suppressed_rows": len(folded.folded_keys),
         "suppressed": suppressed,
-        "data_through": _utc_iso(through),
+        "data_through": _utc_iso(got.through),
     }
 
 

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
 def _direct(args, world: World, recorder: TruthRecorder, progress: Progress):
     from adtier.runtime import DataDirBusy, open_stores
     from adtier.settings import load_settings
+    from adtier.ingest.ordinals import Ordinals
     from adtier.simulate.direct import load_catalog_direct, run_direct
 
     settings = load_settings(data_dir=getattr(args, "data_dir", None))
@@ -138,7 +139,8 @@ def _direct(args, world: World, recorder: TruthRecorder, progress: Progress):
         if not args.no_catalog:
             loaded = load_catalog_direct(stores.clickhouse, world)
             extra.append("catalog loaded: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
-        result = run_direct(world, stores.clickhouse, recorder, progress)
+        result = run_direct(world, stores.clickhouse, recorder, progress,
+                            ordinals=Ordinals(stores.redis, stores.clickhouse))
         extra.append(f"inserted: {result.ad_rows:,} rows into ad_events, {result.content_rows:,} "
                      f"into content_events ({result.blocks} blocks) in "
                      + settings.clickhouse_dsn.split("?")[0])

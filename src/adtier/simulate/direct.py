@@ -5,6 +5,9 @@ Arrow insert. Events are built per (chunk, day) block as Arrow tables and insert
 ``insert_arrow`` by a writer thread while the next block is generated (chdb and NumPy release
 the GIL, so the two overlap on two cores). Every block carries a deduplication token made from
 the run's parameters, so running the same simulation twice stores its events once.
+Given an ``Ordinals`` allocator, each ad block first takes its profiles' ordinals, as the
+flusher does (``ingest/ordinals.py``); without one the events carry none and campaign reports
+answer from the per-profile rollup instead of the bitmaps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from adtier.ingest.ordinals import Ordinals
 from adtier.simulate import emit
 from adtier.simulate.ids import arrow_strings
 from adtier.simulate.sessions import DayBlock, iterate_days
@@ -91,7 +95,7 @@ def _batch_row(batch_id: str, block: DayBlock, received_ms: int) -> bytes:
 
 def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
                progress: Progress | None = None, queue_depth: int = 2,
-               tag: str = "") -> DirectResult:
+               tag: str = "", ordinals: Ordinals | None = None) -> DirectResult:
     """Generate every block and insert it; returns the rows inserted. ``progress`` is called
     (from the writer thread) after each block is stored. ``tag`` (if any) makes this run's
     batch ids and deduplication tokens distinct from another run of the same simulation."""
@@ -113,6 +117,9 @@ def run_direct(world: World, client: Client, truth: TruthRecorder | None = None,
                 continue  # drain: the producer stops at its next put
             token, ad, content, batch, block = item
             try:
+                if ordinals is not None and ad.num_rows:
+                    ad = ad.append_column("profile_ord", ordinals.column(
+                        ad.column("profile_id"), token=f"{token}-o"))
                 for table_name, table, suffix in (("ad_events", ad, "a"),
                                                   ("content_events", content, "c")):
                     if table.num_rows:

@@ -1,0 +1,149 @@
+"""Dense profile ordinals: 1, 2, 3 ... for every profile that sends an ad event.
+
+Campaign reports count distinct profiles as roaring bitmaps (sql/0011), which are only small
+and fast over dense integers. Valkey hands the ordinals out (one counter and one hash, a Lua
+script per chunk of keys, atomic across flushers and nodes); ClickHouse's ``profile_ordinals``
+keeps them durably. Every writer of ``ad_events`` does, in this order:
+
+1. ``assign`` the ordinals of the block's profiles (Valkey);
+2. ``record`` the pairs in ClickHouse (idempotent: ReplacingMergeTree, and the caller's token);
+3. insert the events, each carrying its ``profile_ord``.
+
+So an ordinal is durable before any stored event carries it, and a Valkey that lost its map (a
+new or emptied server) is reloaded from ClickHouse before it hands out another one: the script
+answers NOTLOADED while the counter is missing. Profiles are keyed by the first 16 bytes of
+SHA-256(profile_id), which is what ClickHouse's ``erasures`` already keeps (hex): an erased
+profile's ordinal is found without its id.
+
+Assumes the Valkey belongs to one store (as the ingest buffer does): a Valkey whose map came
+from another store's ClickHouse would hand out that store's ordinals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+from importlib import resources
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from clickhouse_connect.driver.client import Client
+
+from adtier.logs import get_logger
+
+__all__ = ["Ordinals", "OrdinalsNotLoaded", "profile_key", "MAP_KEY", "NEXT_KEY"]
+
+log = get_logger("adtier.ordinals")
+
+MAP_KEY = "adtier:ord:map"  # hash: profile key (16 bytes) -> ordinal
+NEXT_KEY = "adtier:ord:next"  # the last ordinal given; missing = not loaded
+LOAD_LOCK = "adtier:ord:load"
+_CHUNK = 5_000  # keys per script call: keeps one call to a few ms of Valkey time
+_LOAD_CHUNK = 20_000  # HSET fields per pipelined command while loading
+_UINT32 = struct.Struct("<I")
+
+
+class OrdinalsNotLoaded(RuntimeError):
+    """Another process is loading the map and did not finish in time."""
+
+
+def profile_key(profile_id: str) -> bytes:
+    return hashlib.sha256(profile_id.encode()).digest()[:16]
+
+
+def _script_text() -> str:
+    return resources.files("adtier.ingest.lua").joinpath("ordinals.lua").read_text()
+
+
+class Ordinals:
+    def __init__(self, redis_client: redis.Redis, clickhouse: Client,
+                 load_wait_s: float = 600.0):
+        self.redis = redis_client
+        self.ch = clickhouse
+        self.load_wait_s = load_wait_s
+        self._script = redis_client.register_script(_script_text())
+
+    # ---- the three steps -------------------------------------------------------------------
+    def assign(self, profile_ids: Sequence[str]) -> dict[str, int]:
+        """The ordinal of every distinct id (new ids get the next ones)."""
+        unique = list(dict.fromkeys(profile_ids))
+        keys = [profile_key(p) for p in unique]
+        ords: list[int] = []
+        for start in range(0, len(keys), _CHUNK):
+            ords.extend(self._call(keys[start:start + _CHUNK]))
+        return dict(zip(unique, ords))
+
+    def record(self, pairs: dict[str, int], token: str | None = None) -> None:
+        """Store the pairs in ClickHouse; a retried call with the same token is dropped."""
+        if not pairs:
+            return
+        # RowBinary: FixedString(16) is the 16 bytes, UInt32 is 4 little-endian bytes.
+        block = b"".join(profile_key(p) + _UINT32.pack(o) for p, o in pairs.items())
+        settings = {"insert_deduplication_token": token} if token else {}
+        self.ch.raw_insert("profile_ordinals", column_names=["profile_key", "ord"],
+                           insert_block=block, settings=settings, fmt="RowBinary")
+
+    def column(self, profile_ids: pa.Array | pa.ChunkedArray, token: str | None = None
+               ) -> pa.Array:
+        """Steps 1 and 2 for an Arrow column of ids: the matching ``profile_ord`` column."""
+        if pa.types.is_dictionary(profile_ids.type):
+            profile_ids = profile_ids.cast(profile_ids.type.value_type)
+        unique = pc.unique(profile_ids)
+        pairs = self.assign(unique.to_pylist())
+        self.record(pairs, token)
+        ords = np.fromiter(pairs.values(), dtype=np.uint32, count=len(pairs))
+        return pa.array(ords[pc.index_in(profile_ids, value_set=unique).to_numpy()])
+
+    # ---- Valkey ----------------------------------------------------------------------------
+    def _call(self, keys: list[bytes]) -> list[int]:
+        deadline = time.monotonic() + self.load_wait_s
+        while True:
+            try:
+                return self._script(keys=[MAP_KEY, NEXT_KEY], args=keys)
+            except redis.ResponseError as err:
+                if not str(err).startswith("NOTLOADED"):
+                    raise
+            self.load(deadline)
+
+    def load(self, deadline: float | None = None) -> None:
+        """Copy ClickHouse's pairs into Valkey, then set the counter (which marks it loaded).
+        One process loads; the others wait for the counter."""
+        deadline = deadline or time.monotonic() + self.load_wait_s
+        token = uuid.uuid4().hex
+        while not self.redis.exists(NEXT_KEY):
+            if self.redis.set(LOAD_LOCK, token, nx=True, px=120_000):
+                try:
+                    self._copy_from_clickhouse(token)
+                finally:
+                    self._release(token)
+                return
+            if time.monotonic() > deadline:
+                raise OrdinalsNotLoaded("profile ordinals are being loaded by another process")
+            time.sleep(0.05)
+
+    def _copy_from_clickhouse(self, token: str) -> None:
+        started = time.perf_counter()
+        table = self.ch.query_arrow("SELECT profile_key, ord FROM profile_ordinals FINAL")
+        keys = table.column("profile_key").to_pylist()
+        ords = table.column("ord").to_numpy()
+        for start in range(0, len(keys), _LOAD_CHUNK):
+            mapping = dict(zip(keys[start:start + _LOAD_CHUNK],
+                               ords[start:start + _LOAD_CHUNK].tolist()))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(MAP_KEY, mapping=mapping)
+            pipe.pexpire(LOAD_LOCK, 120_000)  # still loading: keep the others waiting
+            pipe.execute()
+        last = int(ords.max()) if len(ords) else 0
+        # Only if nobody set it meanwhile (a lock that expired under a very slow load).
+        self.redis.set(NEXT_KEY, last, nx=True)
+        log.info("ordinals_loaded", profiles=len(keys), last=last,
+                 seconds=round(time.perf_counter() - started, 2))
+
+    def _release(self, token: str) -> None:
+        if self.redis.get(LOAD_LOCK) == token.encode():
+            self.redis.delete(LOAD_LOCK)

@@ -1,0 +1,133 @@
+"""Campaign report cells from profile bitmaps (sql/0011): the fast source of ``reach.report``.
+
+``ad_campaign_cells`` holds, per (campaign, dimension, day, value), roaring bitmaps of the dense
+ordinals of the profiles seen and reached, and the VAST counters. A report row is an OR of its
+days' bitmaps and a sum of their counters; the totals row is an OR of the rows. Erased profiles
+leave the bitmaps by ``bitmapAndnot`` with their ordinals and the counters by subtracting their
+events, which the erasure copied to ``ad_erased_events`` (no profile in that table).
+
+The answer is the per-profile rollup's, number for number (tests/integration/
+test_measure_cells.py). A range with events that came without an ordinal (``unassigned``: a
+loader that bypassed the allocator) is not answered here: ``cell_rows`` returns None and the
+report reads the rollup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["CellRows", "cell_rows", "COUNTERS"]
+
+COUNTERS = ("impressions", "starts", "first_quartile", "midpoint", "third_quartile", "completes",
+            "skips", "clicks", "viewable_impressions", "errors")
+_TYPES = dict(zip(COUNTERS, ("impression", "start", "first_quartile", "midpoint",
+                             "third_quartile", "complete", "skip", "click",
+                             "viewable_impression", "error")))
+
+# The report's `by` -> (the cells' dimension, its key; the erased events' key)
+_KEYS: dict[str, tuple[str, str, str]] = {
+    "day": ("day", "toString(day)", "toString(day)"),
+    "device": ("device", "value", "toString(device)"),
+    "country": ("country", "value", "toString(country)"),
+    "creative": ("creative", "value", "toString(creative_id)"),
+    "break_position": ("break_position", "value", "toString(break_position)"),
+}
+
+# Ordinals of erased profiles: erasures keep the hex SHA-256, profile_ordinals its first 16 bytes.
+_ERASED = """(SELECT groupBitmapState(ord) FROM profile_ordinals
+    WHERE profile_key IN (SELECT toFixedString(unhex(substring(profile_sha256, 1, 32)), 16)
+                          FROM erasures))"""
+_RANGE = ("campaign_id = {campaign_id:String} AND dim = {dim:String} "
+          "AND day BETWEEN {date_from:Date} AND {date_to:Date}")
+
+
+def _merged(prefix: str) -> str:
+    """Released values over rows of ``_PER_KEY`` (named apart: an alias named like the column
+    it aggregates would shadow that column)."""
+    return ", ".join(
+        [f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}profiles), erased)) "
+         "AS profiles",
+         f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}reach), erased)) "
+         "AS reach",
+         f"sum({prefix}unassigned) AS unassigned"]
+        + [f"sum({prefix}{name}) AS {name}" for name in COUNTERS])
+
+
+_PER_KEY = ", ".join(["groupBitmapMergeState(profiles) AS c_profiles",
+                      "groupBitmapMergeState(reach) AS c_reach",
+                      "sum(unassigned) AS c_unassigned"]
+                     + [f"sum({name}) AS c_{name}" for name in COUNTERS])
+
+
+@dataclass
+class CellRows:
+    """One report's cells (``key`` and values each), its totals, and how to merge a subset."""
+
+    cells: list[dict[str, Any]]
+    totals: dict[str, Any] | None
+    through: Any
+    merge: Callable[[list[str]], dict[str, int]]
+
+
+def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    result = client.query(sql, parameters=params)
+    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+
+
+def _erased_counts(client: Client, key: str, params: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Events of erased profiles per key (to subtract from the counters)."""
+    counts = ", ".join(f"countIf(type = '{t}') AS {name}" for name, t in _TYPES.items())
+    rows = _rows(client, f"""
+        SELECT {key} AS key, {counts} FROM ad_erased_events FINAL
+        WHERE campaign_id = {{campaign_id:String}}
+          AND day BETWEEN {{date_from:Date}} AND {{date_to:Date}}
+        GROUP BY key""", params)
+    return {r.pop("key"): r for r in rows}
+
+
+def _subtract(values: dict[str, Any], erased: list[dict[str, int]]) -> dict[str, Any]:
+    out = dict(values)
+    for name in COUNTERS:
+        out[name] = int(values[name]) - sum(e[name] for e in erased)
+    return out
+
+
+def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
+              date_to: dt.date) -> CellRows | None:
+    """The report's cells from the bitmaps, or None if the range has unassigned events."""
+    dim, key, erased_key = _KEYS[by]
+    params = {"campaign_id": campaign_id, "dim": dim, "date_from": date_from,
+              "date_to": date_to}
+    rows = _rows(client, f"""
+        WITH {_ERASED} AS erased
+        SELECT key, grouping(key) AS is_total, {_merged("c_")},
+               (SELECT max(max_ts) FROM ad_campaign_cells
+                WHERE campaign_id = {{campaign_id:String}} AND dim = 'day') AS through
+        FROM (SELECT {key} AS key, {_PER_KEY} FROM ad_campaign_cells WHERE {_RANGE}
+              GROUP BY key)
+        GROUP BY GROUPING SETS ((key), ())
+        ORDER BY is_total, key""", params)
+    total = next((r for r in rows if r["is_total"]), None)
+    if total is not None and total["unassigned"]:
+        return None
+    erased = _erased_counts(client, erased_key, params)
+    cells = [_subtract(r, [erased[r["key"]]] if r["key"] in erased else [])
+             for r in rows if not r["is_total"]]
+    totals = _subtract(total, list(erased.values())) if total is not None else None
+    through = rows[0]["through"] if rows else None
+
+    def merge(keys: list[str]) -> dict[str, int]:
+        got = _rows(client, f"""
+            WITH {_ERASED} AS erased
+            SELECT {_merged("c_")} FROM (
+                SELECT {_PER_KEY} FROM ad_campaign_cells
+                WHERE {_RANGE} AND {key} IN {{keys:Array(String)}})""",
+                    {**params, "keys": keys})[0]
+        return _subtract(got, [erased[k] for k in keys if k in erased])
+
+    return CellRows(cells, totals, through, merge)
