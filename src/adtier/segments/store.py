@@ -1,7 +1,9 @@
 """Segment definitions, membership versions and the Redis look-up sets (sync; off the loop).
 
 ClickHouse (``sql/0004_segments.sql``) is the record: ``segments`` holds one row per state
-change (readers use FINAL), ``segment_members`` one row per (segment, version, profile).
+change (readers use FINAL), ``segment_members`` one row per (segment, version, profile),
+sorted by (segment, version, profile_hash) since ``sql/0012``: a build's members come in hash
+order, so ClickHouse does not sort the rows it inserts.
 
 Redis holds what ad decisioning reads, without touching ClickHouse:
 
