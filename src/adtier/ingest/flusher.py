@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from itertools import chain
 
 import msgspec
 import redis
@@ -99,9 +100,10 @@ def with_ordinals(rows: bytes, ordinals: Ordinals, token: str) -> bytes:
     ids = [p.profile_id for p in _profile_lines.decode_lines(rows)]
     ords = ordinals.assign(ids)
     ordinals.record(ords, token)
-    # Every row is one JSON object ending in '}' (normalise.py writes them): add one field.
-    return b"".join(line.rstrip()[:-1] + b',"profile_ord":%d}\n' % ords[pid]
-                    for line, pid in zip(rows.splitlines(), ids))
+    # Every row is one JSON object on one line ending in '}' (normalise.py writes them, and
+    # JSON strings escape newlines): add one field before each '}\n'.
+    ends = [b',"profile_ord":%d}\n' % ords[pid] for pid in ids]
+    return b"".join(chain.from_iterable(zip(rows.split(b"}\n"), ends)))
 
 
 def _sort_key(entry: Entry) -> tuple[int, int]:

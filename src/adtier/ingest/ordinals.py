@@ -73,9 +73,13 @@ class Ordinals:
         """The ordinal of every distinct id (new ids get the next ones)."""
         unique = list(dict.fromkeys(profile_ids))
         keys = [profile_key(p) for p in unique]
-        ords: list[int] = []
-        for start in range(0, len(keys), _CHUNK):
-            ords.extend(self._call(keys[start:start + _CHUNK]))
+        ords = self._known(keys)
+        # Only keys not in the map go through the script (several times dearer than HMGET).
+        new = [i for i, o in enumerate(ords) if o is None]
+        for start in range(0, len(new), _CHUNK):
+            part = new[start:start + _CHUNK]
+            for i, o in zip(part, self._call([keys[i] for i in part])):
+                ords[i] = o
         return dict(zip(unique, ords))
 
     def record(self, pairs: dict[str, int], token: str | None = None) -> None:
@@ -100,6 +104,13 @@ class Ordinals:
         return pa.array(ords[pc.index_in(profile_ids, value_set=unique).to_numpy()])
 
     # ---- Valkey ----------------------------------------------------------------------------
+    def _known(self, keys: list[bytes]) -> list[int | None]:
+        """The ordinals already in the map (one pipelined round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(keys), _CHUNK):
+            pipe.hmget(MAP_KEY, keys[start:start + _CHUNK])
+        return [None if o is None else int(o) for part in pipe.execute() for o in part]
+
     def _call(self, keys: list[bytes]) -> list[int]:
         deadline = time.monotonic() + self.load_wait_s
         while True:
