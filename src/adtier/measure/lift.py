@@ -121,8 +121,8 @@ ORDER BY arm
 # impressions; kept as the reference the tests and the bench compare against). Sessions and
 # pods are keyed by cityHash64 in both, and a pod's size is only used as 1, 2, 3, 4+, so
 # uniqUpTo(4) counts its distinct ads exactly that far with a few inline values per pod.
-_PODS = {
-    "events": """
+_EVENTS_SQL = """
+WITH pods AS (
     SELECT cityHash64(session_id) AS session, max(ts) AS break_end,
            uniqUpTo(4)(ad_serving_id) AS pod_size,
            countIf(campaign_id = {campaign_id:String}) > 0 AS has_campaign,
@@ -130,33 +130,15 @@ _PODS = {
     FROM ad_events
     WHERE toDate(ts) BETWEEN {flight_start:Date} AND {flight_end:Date} AND pod_id != ''
       AND profile_hash NOT IN (__EXCLUDED__)
-    GROUP BY session, cityHash64(pod_id)""",
-    "rollup": """
-    SELECT session_hash AS session, max(break_end) AS break_end,
-           uniqUpToMerge(4)(ads) AS pod_size,
-           max(has(campaigns, {campaign_id:String})) AS has_campaign,
-           any(profile_hash) AS viewer
-    FROM ad_breaks_daily
-    WHERE day BETWEEN {flight_start:Date} AND {flight_end:Date}
-      AND profile_hash NOT IN (__EXCLUDED__)
-    GROUP BY session, pod_hash""",
-}
-_ENDS = {
-    "events": """
+    GROUP BY session, cityHash64(pod_id)),
+ends AS (
     SELECT session, max(ts) AS last_ts FROM (
         SELECT cityHash64(session_id) AS session, ts FROM content_events
         WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
         UNION ALL
         SELECT cityHash64(session_id) AS session, ts FROM ad_events
         WHERE toDate(ts) BETWEEN {flight_start:Date} AND {window_end:Date}
-    ) GROUP BY session""",
-    "rollup": """
-    SELECT session_hash AS session, max(last_ts) AS last_ts FROM session_ends_daily
-    WHERE day BETWEEN {flight_start:Date} AND {window_end:Date}
-    GROUP BY session""",
-}
-_ABANDON_SQL = """
-WITH pods AS (__PODS__), ends AS (__ENDS__)
+    ) GROUP BY session)
 SELECT has_campaign, least(pod_size, 4) AS size, grouping(size) AS all_sizes,
        grouping(has_campaign) AS all_breaks,
        count() AS breaks,
@@ -166,22 +148,89 @@ FROM pods AS p INNER JOIN ends AS e ON e.session = p.session
 GROUP BY GROUPING SETS ((has_campaign), (size))
 ORDER BY all_breaks, has_campaign, size
 """
+# The rollup query runs once per range of session hashes (``lo``..``hi``): a session's breaks
+# and ends are in one range, so the ranges' counts add up, and each range's hash tables (its
+# breaks, its sessions, the join) hold only its share of the flight. (day, session_hash) is
+# the tables' key prefix, so a range reads only its granules of each day. The profiles of a
+# cell are only compared with k, so each range returns at most k of them (groupUniqArray(k)
+# keeps the first k it sees) and the caller unions them: the union reaches k exactly when the
+# distinct profiles over all ranges do, and is their exact count below k. That also spares the
+# uniqExact hash sets (hundreds of thousands of profiles per cell at 5M impressions).
+_ROLLUP_SQL = """
+WITH pods AS (
+    SELECT session_hash AS session, max(break_end) AS break_end,
+           uniqUpToMerge(4)(ads) AS pod_size,
+           max(has(campaigns, {campaign_id:String})) AS has_campaign,
+           any(profile_hash) AS viewer
+    FROM ad_breaks_daily
+    WHERE day BETWEEN {flight_start:Date} AND {flight_end:Date}
+      AND session_hash BETWEEN {lo:UInt64} AND {hi:UInt64}
+      AND profile_hash NOT IN (__EXCLUDED__)
+    GROUP BY session, pod_hash),
+ends AS (
+    SELECT session_hash AS session, max(last_ts) AS last_ts FROM session_ends_daily
+    WHERE day BETWEEN {flight_start:Date} AND {window_end:Date}
+      AND session_hash BETWEEN {lo:UInt64} AND {hi:UInt64}
+    GROUP BY session)
+SELECT has_campaign, least(pod_size, 4) AS size, grouping(size) AS all_sizes,
+       grouping(has_campaign) AS all_breaks,
+       count() AS breaks,
+       countIf(dateDiff('millisecond', p.break_end, e.last_ts) <= 60000) AS abandoned,
+       groupUniqArray({k:UInt32})(p.viewer) AS viewers
+FROM pods AS p INNER JOIN ends AS e ON e.session = p.session
+GROUP BY GROUPING SETS ((has_campaign), (size))
+"""
+# Break rows per session range: the 5M-impression bench world (5M break rows) is one range;
+# each range's query peaks near 1.5 GB of memory there, so larger flights split.
+RANGE_BREAK_ROWS = 8_000_000
+_MAX_HASH = 2**64 - 1
 
 
-def _abandon_sql(source: str) -> str:
-    return (_ABANDON_SQL.replace("__PODS__", _PODS[source]).replace("__ENDS__", _ENDS[source])
-            .replace("__EXCLUDED__", excluded_profile_hashes_sql()))
+def _session_ranges(n: int) -> list[tuple[int, int]]:
+    """``n`` contiguous ranges of UInt64 session hashes covering all of them."""
+    step = (_MAX_HASH + 1) // n
+    return [(i * step, _MAX_HASH if i == n - 1 else (i + 1) * step - 1) for i in range(n)]
 
 
-def abandonment(client: Client, campaign: CampaignInfo, k: int,
-                source: str = "rollup") -> dict[str, Any]:
+def _flight_params(campaign: CampaignInfo) -> dict[str, Any]:
+    return {"campaign_id": campaign.campaign_id, "flight_start": campaign.start_date,
+            "flight_end": campaign.end_date,
+            "window_end": campaign.end_date + dt.timedelta(days=1)}
+
+
+def _events_rows(client: Client, params: dict[str, Any]) -> list[dict[str, Any]]:
+    sql = _EVENTS_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql())
+    result = client.query(sql, parameters=params)
+    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+
+
+def _rollup_rows(client: Client, params: dict[str, Any], k: int,
+                 range_rows: int) -> list[dict[str, Any]]:
+    """The events query's rows (``profiles`` counted up to k), summed over session ranges."""
+    rows = client.query("SELECT count() FROM ad_breaks_daily WHERE day BETWEEN "
+                        "{flight_start:Date} AND {flight_end:Date}",
+                        parameters=params).result_rows[0][0]
+    sql = _ROLLUP_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql())
+    cells: dict[tuple[int, int, int, int], dict[str, Any]] = {}
+    for lo, hi in _session_ranges(max(1, -(-rows // range_rows))):
+        result = client.query(sql, parameters={**params, "lo": lo, "hi": hi, "k": max(k, 1)})
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values))
+            key = (row["all_breaks"], row["has_campaign"], row["size"], row["all_sizes"])
+            cell = cells.setdefault(key, {**row, "breaks": 0, "abandoned": 0, "viewers": set()})
+            cell["breaks"] += row["breaks"]
+            cell["abandoned"] += row["abandoned"]
+            cell["viewers"].update(row["viewers"])
+    return [{**{n: v for n, v in cell.items() if n != "viewers"},
+             "profiles": len(cell["viewers"])} for _, cell in sorted(cells.items())]
+
+
+def abandonment(client: Client, campaign: CampaignInfo, k: int, source: str = "rollup",
+                range_rows: int = RANGE_BREAK_ROWS) -> dict[str, Any]:
     """Abandonment after the campaign's breaks vs other breaks, and by pod size."""
-    result = client.query(_abandon_sql(source),
-                          parameters={"campaign_id": campaign.campaign_id,
-                                      "flight_start": campaign.start_date,
-                                      "flight_end": campaign.end_date,
-                                      "window_end": campaign.end_date + dt.timedelta(days=1)})
-    rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
+    params = _flight_params(campaign)
+    rows = (_events_rows(client, params) if source == "events"
+            else _rollup_rows(client, params, k, range_rows))
     whole = {int(r["has_campaign"]): r for r in rows if r["all_sizes"]}
     per_size = [r for r in rows if r["all_breaks"]]
     out: dict[str, Any] = {"window_seconds": 60, "kind": "observational"}
