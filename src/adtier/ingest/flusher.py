@@ -98,8 +98,7 @@ def with_ordinals(rows: bytes, ordinals: Ordinals, token: str) -> bytes:
     if not rows:
         return rows
     ids = [p.profile_id for p in _profile_lines.decode_lines(rows)]
-    ords = ordinals.assign(ids)
-    ordinals.record(ords, token)
+    ords = ordinals.take(ids, token)
     # Every row is one JSON object on one line ending in '}' (normalise.py writes them, and
     # JSON strings escape newlines): add one field before each '}\n'.
     ends = [b',"profile_ord":%d}\n' % ords[pid] for pid in ids]

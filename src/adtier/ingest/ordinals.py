@@ -5,9 +5,11 @@ and fast over dense integers. Valkey hands the ordinals out (one counter and one
 script per chunk of keys, atomic across flushers and nodes); ClickHouse's ``profile_ordinals``
 keeps them durably. Every writer of ``ad_events`` does, in this order:
 
-1. ``assign`` the ordinals of the block's profiles (Valkey);
-2. ``record`` the pairs in ClickHouse (idempotent: ReplacingMergeTree, and the caller's token);
+1. assign the ordinals of the block's profiles (Valkey);
+2. store the pairs in ClickHouse (idempotent: ReplacingMergeTree, and the caller's token);
 3. insert the events, each carrying its ``profile_ord``.
+
+``take`` does 1 and 2 (``column`` for an Arrow column of ids).
 
 So an ordinal is durable before any stored event carries it, and a Valkey that lost its map (a
 new or emptied server) is reloaded from ClickHouse before it hands out another one: the script
@@ -70,27 +72,23 @@ class Ordinals:
 
     # ---- the three steps -------------------------------------------------------------------
     def assign(self, profile_ids: Sequence[str]) -> dict[str, int]:
-        """The ordinal of every distinct id (new ids get the next ones)."""
+        """Step 1: the ordinal of every distinct id (new ids get the next ones)."""
+        unique = list(dict.fromkeys(profile_ids))
+        return dict(zip(unique, self._ordinals([profile_key(p) for p in unique])))
+
+    def take(self, profile_ids: Sequence[str], token: str | None = None) -> dict[str, int]:
+        """Steps 1 and 2: assign, then store the pairs in ClickHouse before returning them (a
+        retried call with the same token is dropped there)."""
         unique = list(dict.fromkeys(profile_ids))
         keys = [profile_key(p) for p in unique]
-        ords = self._known(keys)
-        # Only keys not in the map go through the script (several times dearer than HMGET).
-        new = [i for i, o in enumerate(ords) if o is None]
-        for start in range(0, len(new), _CHUNK):
-            part = new[start:start + _CHUNK]
-            for i, o in zip(part, self._call([keys[i] for i in part])):
-                ords[i] = o
+        ords = self._ordinals(keys)
+        if keys:
+            # RowBinary: FixedString(16) is the 16 bytes, UInt32 is 4 little-endian bytes.
+            block = b"".join(k + _UINT32.pack(o) for k, o in zip(keys, ords))
+            self.ch.raw_insert("profile_ordinals", column_names=["profile_key", "ord"],
+                               insert_block=block, fmt="RowBinary",
+                               settings={"insert_deduplication_token": token} if token else {})
         return dict(zip(unique, ords))
-
-    def record(self, pairs: dict[str, int], token: str | None = None) -> None:
-        """Store the pairs in ClickHouse; a retried call with the same token is dropped."""
-        if not pairs:
-            return
-        # RowBinary: FixedString(16) is the 16 bytes, UInt32 is 4 little-endian bytes.
-        block = b"".join(profile_key(p) + _UINT32.pack(o) for p, o in pairs.items())
-        settings = {"insert_deduplication_token": token} if token else {}
-        self.ch.raw_insert("profile_ordinals", column_names=["profile_key", "ord"],
-                           insert_block=block, settings=settings, fmt="RowBinary")
 
     def column(self, profile_ids: pa.Array | pa.ChunkedArray, token: str | None = None
                ) -> pa.Array:
@@ -98,12 +96,21 @@ class Ordinals:
         if pa.types.is_dictionary(profile_ids.type):
             profile_ids = profile_ids.cast(profile_ids.type.value_type)
         unique = pc.unique(profile_ids)
-        pairs = self.assign(unique.to_pylist())
-        self.record(pairs, token)
+        pairs = self.take(unique.to_pylist(), token)
         ords = np.fromiter(pairs.values(), dtype=np.uint32, count=len(pairs))
         return pa.array(ords[pc.index_in(profile_ids, value_set=unique).to_numpy()])
 
     # ---- Valkey ----------------------------------------------------------------------------
+    def _ordinals(self, keys: list[bytes]) -> list[int]:
+        ords = self._known(keys)
+        # Only keys not in the map go through the script (several times dearer than HMGET).
+        new = [i for i, o in enumerate(ords) if o is None]
+        for start in range(0, len(new), _CHUNK):
+            part = new[start:start + _CHUNK]
+            for i, o in zip(part, self._call([keys[i] for i in part])):
+                ords[i] = o
+        return ords  # type: ignore[return-value]  # every None was filled
+
     def _known(self, keys: list[bytes]) -> list[int | None]:
         """The ordinals already in the map (one pipelined round trip)."""
         pipe = self.redis.pipeline(transaction=False)
