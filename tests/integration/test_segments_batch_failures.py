@@ -148,3 +148,26 @@ def test_cleanup_keeps_the_previous_version_when_numbers_skip(api, flush, ch, rd
     for sid in sids:
         assert _versions(ch, sid) & {1, 2} == set(), sid  # older than the previous: gone
         assert {3, 4} <= _versions(ch, sid), sid
+
+
+def test_sets_filled_during_the_shared_pass_end_as_versions_or_are_unlinked(api, flush, ch,
+                                                                            rds) -> None:
+    """The shared pass fills the new Valkey sets under private keys as it goes: a built
+    segment's set is its version's (no time to live left), and a segment another build holds
+    leaves no key behind."""
+    _rules(api, flush, ch)
+    token = B.acquire(rds, "seg_r3")  # another build holds seg_r3
+    assert token is not None
+    with pytest.raises(B.BuildBusy):
+        B.build_many(ch, rds, ["seg_r2", "seg_r3"])
+    B.release(rds, "seg_r3", token)
+    assert list(rds.scan_iter("adtier:seg:fill:*")) == []
+    built = B.build_many(ch, rds, ["seg_r2", "seg_r3"])
+    assert [r.status for r in built] == ["ready", "ready"]
+    assert list(rds.scan_iter("adtier:seg:fill:*")) == []
+    for row in built:
+        key = store.member_key(row.segment_id, row.version)
+        assert rds.ttl(key) == -1  # a set that does not expire
+        assert {m.decode() for m in rds.smembers(key)} == set(
+            store.member_ids(ch, row.segment_id, row.version))
+        assert rds.scard(key) == row.size == (10 if row.segment_id == "seg_r2" else 5)

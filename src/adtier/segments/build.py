@@ -184,8 +184,10 @@ def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
 
 def _rule_members(client: Client, rules: dict[str, Node], day: dt.date,
                   chunk_profiles: int = 200_000, progress: Progress | None = None,
-                  source: str = "rollup") -> dict[str, Members]:
-    """``shared_rule_members`` with each member's profile_hash (members come in hash order)."""
+                  source: str = "rollup",
+                  sink: Callable[[str, pa.Array], Any] | None = None) -> dict[str, Members]:
+    """``shared_rule_members`` with each member's profile_hash (members come in hash order).
+    ``sink(segment_id, ids)`` is handed each chunk's members of each rule as they are found."""
     plan = F.plan_for((p for rule in rules.values() for p in predicates(rule)), source)
     found: dict[str, list[Members]] = {sid: [] for sid in rules}
     for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
@@ -194,6 +196,8 @@ def _rule_members(client: Client, rules: dict[str, Node], day: dt.date,
             for sid, rule in rules.items():
                 # filtered in Arrow: the members go to ClickHouse and Valkey as Arrow anyway
                 found[sid].append(whole.keep(evaluate(rule, chunk)))
+                if sink is not None:
+                    sink(sid, found[sid][-1].ids)
         if progress:
             progress(i + 1, n)
     return {sid: Members(pa.concat_arrays([m.ids for m in parts]),
@@ -251,6 +255,49 @@ def drop_excluded(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
                      version=b.version, profiles=len(gone))
 
 
+class _Prefill:
+    """The new Valkey sets of a shared pass's rule segments, filled while the pass runs.
+
+    Valkey spends ~1 µs of its one thread per member added (6.1M members: 6-8 CPU s), which
+    took most of a build's write phase; filled chunk by chunk it overlaps ClickHouse's reads
+    and the kernels. Each set is filled under a private key (no version is known before the
+    segment's lock is taken), which expires in case the build dies; once the build has its
+    version the key is renamed to it (O(1), time to live removed) on the same thread, after
+    every fill. Keys never renamed (a failed or busy build) are unlinked by ``discard``."""
+
+    def __init__(self, r: redis.Redis, pool: ThreadPoolExecutor, segment_ids: list[str]):
+        token = secrets.token_hex(8)
+        self.r, self.pool = r, pool
+        self.keys = {sid: f"adtier:seg:fill:{sid}:{token}" for sid in segment_ids}
+        self.jobs: dict[str, list[Future]] = {sid: [] for sid in segment_ids}
+
+    def add(self, segment_id: str, ids: pa.Array) -> None:
+        if len(ids):
+            self.jobs[segment_id].append(self.pool.submit(
+                store.add_to_set, self.r, self.keys[segment_id], ids, LOCK_SECONDS))
+
+    def filling(self, segment_id: str) -> bool:
+        return segment_id in self.jobs
+
+    def move(self, segment_id: str, version: int) -> Future:
+        """The set becomes ``version``'s, once every fill is done; a failed fill fails it."""
+        jobs = self.jobs.pop(segment_id)
+        return self.pool.submit(self._move, jobs, self.keys[segment_id],
+                                store.member_key(segment_id, version))
+
+    def _move(self, jobs: list[Future], source: str, key: str) -> None:
+        for job in jobs:  # done already: one thread, in order
+            job.result()
+        store.move_set(self.r, source, key)
+
+    def discard(self) -> None:
+        """Unlink the keys not renamed (call once the pool is done)."""
+        try:
+            self.r.unlink(*self.keys.values())
+        except Exception as err:  # noqa: BLE001 - they expire anyway
+            log.warning("segment_fill_discard_failed", error=str(err)[:300])
+
+
 @dataclass
 class _Build:
     """One build between its start (lock taken, ``building`` recorded) and its end."""
@@ -286,7 +333,8 @@ def _begin(client: Client, r: redis.Redis, segment_id: str, token: str | None) -
 
 def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
            progress: Progress | None, precomputed: Precomputed | None,
-           source: str, pool: ThreadPoolExecutor | None) -> None:
+           source: str, pool: ThreadPoolExecutor | None,
+           fill: _Prefill | None = None) -> None:
     """Compute the members and write them under a new, not yet served version: the
     ClickHouse rows here, the Valkey set on ``pool`` (or here) at the same time. A failure
     is kept on ``b`` for ``_finish``."""
@@ -300,7 +348,10 @@ def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
             members = _distinct(members)
         b.members = members
         b.version = b.version or store.next_version(client, b.row)
-        b.redis = _submit_redis(r, b.segment_id, b.version, members.ids, pool)
+        if fill is not None and fill.filling(b.segment_id):
+            b.redis = fill.move(b.segment_id, b.version)
+        else:
+            b.redis = _submit_redis(r, b.segment_id, b.version, members.ids, pool)
         store.insert_members(client, b.segment_id, b.version, members.ids)
     except Exception as err:  # noqa: BLE001 - recorded on the segment by _finish
         b.error = err
@@ -575,16 +626,21 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                 rules[sid] = parse_rule(row.definition_json()["rule"])
             except Exception:  # noqa: BLE001
                 pass
-    shared = _rule_members(client, rules, day, chunk_profiles, progress, source) \
-        if len(rules) > 1 else {}
     done: dict[str, store.SegmentRow] = {}
     cleanup: list[tuple[str, int]] = []
+    fill: _Prefill | None = None
     try:
-        # the shared rule segments first, pipelined: their Valkey sets fill one after another
-        # on one thread while ClickHouse takes the member rows of the next ones
-        _build_precomputed(client, r, [sid for sid in order if sid in shared], shared,
-                           (day, through, since), done, on_done, by, role, cleanup,
-                           before_commit)
+        # Valkey is filled on one thread: the shared rule segments' new sets while the pass
+        # runs (chunk by chunk), then renamed to their versions while ClickHouse takes the rows
+        with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
+            shared: dict[str, Members] = {}
+            if len(rules) > 1:
+                fill = _Prefill(r, pool, list(rules))
+                shared = _rule_members(client, rules, day, chunk_profiles, progress, source,
+                                       fill.add)
+            _build_precomputed(client, r, [sid for sid in order if sid in shared], shared,
+                               (day, through, since), done, on_done, by, role, cleanup,
+                               before_commit, pool, fill)
         for sid in order:
             if sid in done:
                 continue
@@ -594,6 +650,8 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
             if on_done:
                 on_done(done[sid])
     finally:
+        if fill is not None:
+            fill.discard()
         forget_old_versions(client, cleanup)
     return [done[sid] for sid in order]
 
@@ -602,7 +660,8 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
                        shared: dict[str, Members], when: tuple[dt.date, Any, dt.datetime],
                        done: dict[str, store.SegmentRow],
                        on_done: Callable[[store.SegmentRow], Any] | None, by: str, role: str,
-                       cleanup: list[tuple[str, int]], before_commit: Hook | None) -> None:
+                       cleanup: list[tuple[str, int]], before_commit: Hook | None,
+                       pool: ThreadPoolExecutor, fill: _Prefill | None) -> None:
     """Build every segment whose members are known, each step batched over all of them:
     take their locks, record ``building`` (one insert), stage their versions (the Valkey sets
     fill one after another on one thread while ClickHouse takes the rows of the next ones),
@@ -629,12 +688,11 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
         day, through, since = when
         builds = [_Build(sid, token, row, since=since, version=versions[sid])
                   for (sid, token), row in zip(present, states, strict=True)]
-        with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
-            for b in builds:
-                _stage(client, r, b, 0, None, (shared.pop(b.segment_id), day, through), "",
-                       pool)
-            _commit_many(client, r, builds, by, role, cleanup, done, on_done, released,
-                         before_commit)
+        for b in builds:
+            _stage(client, r, b, 0, None, (shared.pop(b.segment_id), day, through), "", pool,
+                   fill)
+        _commit_many(client, r, builds, by, role, cleanup, done, on_done, released,
+                     before_commit)
     finally:
         for sid, token in locked:  # whatever failed: every lock not released yet, once
             if sid not in released:

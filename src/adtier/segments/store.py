@@ -59,6 +59,8 @@ __all__ = [
     "member_ids",
     "stage_redis",
     "fill_set",
+    "add_to_set",
+    "move_set",
     "restore_set",
     "swap_redis",
     "drop_redis",
@@ -260,6 +262,12 @@ def stage_redis(r: redis.Redis, segment_id: str, version: int,
 def fill_set(r: redis.Redis, key: str, ids: pa.Array) -> None:
     """``key`` becomes the set of ``ids`` (emptied first; no key at all when there are none)."""
     r.unlink(key)
+    add_to_set(r, key, ids)
+
+
+def add_to_set(r: redis.Redis, key: str, ids: pa.Array, expire: int = 0) -> None:
+    """SADD ``ids`` to ``key`` (pipelined variadic SADDs); ``expire`` > 0 also (re)sets its
+    time to live (a set being filled that nobody may ever rename: see ``move_set``)."""
     if not len(ids):
         return
     conn = r.connection_pool.get_connection()
@@ -268,6 +276,9 @@ def fill_set(r: redis.Redis, key: str, ids: pa.Array) -> None:
         for start in range(0, len(ids), _SADD_BATCH):
             conn.send_packed_command(_resp_sadd(key.encode(), ids.slice(start, _SADD_BATCH)),
                                      check_health=False)
+            sent += 1
+        if expire > 0:
+            conn.send_command("EXPIRE", key, expire, check_health=False)
             sent += 1
         errors = []
         for _ in range(sent):
@@ -282,6 +293,23 @@ def fill_set(r: redis.Redis, key: str, ids: pa.Array) -> None:
         raise
     finally:
         r.connection_pool.release(conn)
+
+
+_MOVE_SET = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('UNLINK', KEYS[2])
+end
+return 1
+"""
+
+
+def move_set(r: redis.Redis, source: str, key: str) -> None:
+    """``key`` becomes the set filled under ``source`` (RENAME: O(1)), without the time to
+    live the fill put on it; no key at all when nothing was added (an empty set)."""
+    r.eval(_MOVE_SET, 2, source, key)
 
 
 def restore_set(client: Client, r: redis.Redis, segment_id: str, version: int,
