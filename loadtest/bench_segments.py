@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import resource
 import shutil
 import statistics
@@ -278,6 +279,17 @@ def _differing(client, ids: list[str]) -> int:
         parameters={"ids": ids}).result_rows[0][0]
 
 
+def _valkey_cpu(r: redis.Redis) -> float:
+    """CPU seconds of the Valkey process so far (its own process: not in ``_cpu``)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: 2 shared cores, so every figure carries them."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -328,21 +340,24 @@ def bench_build(profiles: int, lookups: int, chunk_profiles: int, keep: bool,
                 if i == n and not marks:
                     marks.append(time.perf_counter())  # the shared pass is over
 
+            valkey0 = _valkey_cpu(r)
             B.build_many(client, r, ids, on_done=done, progress=progress,
                          chunk_profiles=chunk_profiles, source=source)
             total = time.perf_counter() - t
+            valkey_cpu = _valkey_cpu(r) - valkey0
             features = (marks[0] - t) if marks else float("nan")
             failed = [p for p in per if p[1] != "ready"]
             sizes = [p[2] for p in per]
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             out[run] = {"total_s": total, "features_s": features, "writes_s": total - features,
                         "cpu_s": _cpu() - cpu0, "members": sum(sizes), "failed": len(failed),
-                        "rss_mib": rss}
+                        "rss_mib": rss, "valkey_cpu_s": valkey_cpu, "load": os.getloadavg()}
             print(f"  {run} ({source} path): {len(ids)} segments built in {total:.1f} s (CPU "
                   f"{out[run]['cpu_s']:.1f} s): pre-aggregation + kernels {features:.1f} s, "
                   f"members ({sum(sizes):,} rows into ClickHouse and Redis) + swaps "
                   f"{total - features:.1f} s; chunk {chunk_profiles:,} profiles; failed: "
-                  f"{len(failed)}; peak RSS so far {rss:,.0f} MiB")
+                  f"{len(failed)}; peak RSS so far {rss:,.0f} MiB; Valkey CPU {valkey_cpu:.1f} s; "
+                  f"load average {_load()}")
             if run == "events":  # versions 1 (rollup path) and 2 (event path) are both kept
                 out["differing_members"] = _differing(client, ids)
                 print(f"  members differing between the two paths: {out['differing_members']}")
@@ -390,10 +405,12 @@ def main() -> None:
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--keep-data", action="store_true")
     args = parser.parse_args()
+    print(f"load average at start: {_load()}")
     k = bench_kernels(args.rows, args.kernel_profiles)
     b = None if args.skip_build else bench_build(args.profiles, args.lookups,
                                                  args.chunk_profiles, args.keep_data, args.shape)
     print()
+    print(f"load average at the end: {_load()}")
     print(f"{'':44s}{'measured':>16s}{'target (issue 4)':>20s}")
     print("-" * 80)
     pl_ms = k.get("polars")
@@ -414,6 +431,13 @@ def main() -> None:
             ("    members into ClickHouse + Redis s", f"{new['writes_s']:.1f}", ""),
             ("  new path, rebuild (swap, drop old) s", f"{again['total_s']:.1f}", ""),
             ("    pre-aggregation + kernels s", f"{again['features_s']:.1f}", ""),
+            ("  CPU s (this process): old / new / rebuild",
+             f"{old['cpu_s']:.1f} / {new['cpu_s']:.1f} / {again['cpu_s']:.1f}", ""),
+            ("  Valkey CPU s: old / new / rebuild",
+             f"{old['valkey_cpu_s']:.1f} / {new['valkey_cpu_s']:.1f} / "
+             f"{again['valkey_cpu_s']:.1f}", ""),
+            ("  load average at the end: old / new / rebuild",
+             f"{old['load'][0]:.1f} / {new['load'][0]:.1f} / {again['load'][0]:.1f}", ""),
             ("  members written per build", f"{new['members']:,}", ""),
             ("  members differing, old vs new path", f"{b['differing_members']:,}", "0"),
             ("  load incl. views (25 events/profile) s", f"{b['load_s']:.1f}", ""),
