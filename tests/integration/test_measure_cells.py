@@ -161,3 +161,18 @@ def test_concurrent_assignment_gives_each_profile_one_ordinal(ch, rds):
         for profile_id, ordinal in part.items():
             assert merged.setdefault(profile_id, ordinal) == ordinal
     assert len(merged) == len(ids) and len(set(merged.values())) == len(ids)
+
+
+def test_the_flusher_adds_the_ordinal_to_rows_with_awkward_strings(api, flush, ch):
+    """The flusher edits buffered JSON rows: ids with braces, quotes, newlines and non-ASCII
+    keep their values, and every row gets its profile's ordinal."""
+    odd = ['pf-}\n', 'pf-"}', "pf-ü-✓", "pf-\\}\\n", "pf-plain"]
+    events = [ad_event("impression", profile_id=p, campaign_id="cmp-x", content_id=p + "}\n")
+              for p in odd for _ in range(2)]
+    assert api.post_events(batch(events)).json()["accepted"] == len(events)
+    flush()
+    stored = ch.query("SELECT profile_id, content_id, uniqExact(profile_ord), min(profile_ord) "
+                      "FROM ad_events GROUP BY profile_id, content_id").result_rows
+    assert sorted((p, c) for p, c, _, _ in stored) == sorted((p, p + "}\n") for p in odd)
+    assert all(n == 1 and o > 0 for _, _, n, o in stored)
+    assert len({o for _, _, _, o in stored}) == len(odd)
