@@ -20,11 +20,12 @@ foreground):
    ready or failed.
 
 ``build_many`` does the same for many segments with each step batched: the rule segments'
-members come from one shared pass, their locks and ``building`` rows are taken together, their
-ClickHouse rows are inserted one segment after another while one thread fills their Valkey
-sets (Valkey is single-threaded: one connection keeps it busy), and the staged ones commit
-with one ``segments`` insert and one ``HSET`` (all of them switch at once), then each is
-audited.
+members come from one shared pass, during which one thread fills their new Valkey sets chunk
+by chunk under private keys (``_Prefill``: Valkey is single-threaded and one connection keeps
+it busy, so this overlaps ClickHouse's reads and the kernels); their locks and ``building``
+rows are then taken together, the sets renamed to their versions, their ClickHouse rows
+inserted one segment after another, and the staged ones commit with one ``segments`` insert
+and one ``HSET`` (all of them switch at once), then each is audited.
 
 ``restore_redis`` rebuilds the Redis side (sets and live pointer) from ClickHouse, which is the
 record, when Redis was emptied or replaced: at start-up when the live hash is missing, and
