@@ -16,8 +16,9 @@ live hash switches every reader to it at once, then the old set is unlinked.
 Bulk writes (a build of 20 segments over 1M profiles writes ~6.4M members): member rows go to
 ClickHouse as Arrow blocks of up to 1M rows (``insert_arrow``), and the Redis set is filled with
 variadic ``SADD``s of 50k ids whose RESP encoding is built by Arrow compute kernels and
-pipelined on one connection (no per-id Python work); the build writes both at once. The look-up is one
-Lua call: for each live segment, ``SISMEMBER`` on its current set, so a reader sees either the
+pipelined on one connection (no per-id Python work); a shared build fills the sets during its
+pass under private keys (``add_to_set``) and renames them to their versions (``move_set``).
+The look-up is one Lua call: for each live segment, ``SISMEMBER`` on its current set, so a reader sees either the
 old or the new membership of a segment, never a mix. Cost per look-up grows with the number of
 live segments (~0.2 µs each inside Valkey); keys are not declared to the script, so this needs a
 single Redis node (not Redis Cluster) — true of adtier's deployments.
