@@ -20,8 +20,9 @@ pipelined on one connection (no per-id Python work); a shared build fills the se
 pass under private keys (``add_to_set``) and renames them to their versions (``move_set``).
 The look-up is one Lua call: for each live segment, ``SISMEMBER`` on its current set, so a
 reader sees either the old or the new membership of a segment, never a mix. Cost per look-up
-grows with the number of live segments (~0.2 µs each inside Valkey); keys are not declared to the script, so this needs a
-single Redis node (not Redis Cluster) — true of adtier's deployments.
+grows with the number of live segments (~0.2 µs each inside Valkey); keys are not declared to
+the script, so this needs a single Redis node (not Redis Cluster) — true of adtier's
+deployments.
 """
 
 from __future__ import annotations
