@@ -295,7 +295,9 @@ def main() -> None:
     print(f"{'':38s}{'events (naive)':>20s}{'rollup':>20s}{path:>20s}")
     print(f"{'ms, p50 / p99':38s}")
     print("-" * 98)
-    cell = lambda g: f"{g['p50']:,.1f} / {g['p99']:,.1f}" if g else "-"  # noqa: E731
+    def cell(g: dict | None) -> str:
+        return f"{g['p50']:,.1f} / {g['p99']:,.1f}" if g else "-"
+
     for label, base, middle, new in results:
         print(f"{label:38s}{cell(base):>20s}{cell(middle):>20s}{cell(new):>20s}")
     print(f"{'peak RSS MiB (chdb included)':38s}{'':>40s}{_rss_mib():>20,.0f}")

@@ -38,7 +38,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.logs import get_logger
 
-__all__ = ["Ordinals", "OrdinalsNotLoaded", "profile_key", "MAP_KEY", "NEXT_KEY"]
+__all__ = ["MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "profile_key"]
 
 log = get_logger("adtier.ordinals")
 

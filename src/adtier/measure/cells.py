@@ -21,7 +21,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["CellRows", "cell_rows", "COUNTERS"]
+__all__ = ["COUNTERS", "CellRows", "cell_rows"]
 
 COUNTERS = ("impressions", "starts", "first_quartile", "midpoint", "third_quartile", "completes",
             "skips", "clicks", "viewable_impressions", "errors")
@@ -50,10 +50,10 @@ def _merged(prefix: str) -> str:
     """Released values over rows of ``_PER_KEY`` (named apart: an alias named like the column
     it aggregates would shadow that column)."""
     return ", ".join(
-        [f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}profiles), erased)) "
-         "AS profiles",
-         f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}reach), erased)) "
-         "AS reach",
+        [(f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}profiles), erased)) "
+          "AS profiles"),
+         (f"bitmapCardinality(bitmapAndnot(groupBitmapMergeState({prefix}reach), erased)) "
+          "AS reach"),
          f"sum({prefix}unassigned) AS unassigned"]
         + [f"sum({prefix}{name}) AS {name}" for name in COUNTERS])
 
@@ -107,7 +107,10 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
         WITH {_ERASED} AS erased
         SELECT key, grouping(key) AS is_total, {_merged("c_")},
                (SELECT max(max_ts) FROM ad_campaign_cells
-                WHERE campaign_id = {{campaign_id:String}} AND dim = 'day') AS through
+                WHERE campaign_id = {{campaign_id:String}} AND dim = 'day') AS through,
+               (SELECT count() FROM ad_erased_events
+                WHERE campaign_id = {{campaign_id:String}}
+                  AND day BETWEEN {{date_from:Date}} AND {{date_to:Date}}) AS erased_events
         FROM (SELECT {key} AS key, {_PER_KEY} FROM ad_campaign_cells WHERE {_RANGE}
               GROUP BY key)
         GROUP BY GROUPING SETS ((key), ())
@@ -115,7 +118,8 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
     total = next((r for r in rows if r["is_total"]), None)
     if total is not None and total["unassigned"]:
         return None
-    erased = _erased_counts(client, erased_key, params)
+    # Most ranges have no erased events: then the second query is not needed.
+    erased = _erased_counts(client, erased_key, params) if total and total["erased_events"] else {}
     cells = [_subtract(r, [erased[r["key"]]] if r["key"] in erased else [])
              for r in rows if not r["is_total"]]
     totals = _subtract(total, list(erased.values())) if total is not None else None

@@ -73,9 +73,9 @@ COUNT_METRICS: dict[str, str] = {
 # Three sources answer the same report. ``cells`` (the default, ``cells.py``) reads bitmaps of
 # profile ordinals per cell (sql/0011) and is the only one that is fast at 10M+ impressions a
 # campaign; the two below count distinct profile hashes. ``rollup`` (frequency's default)
-# reads ``ad_campaign_daily`` (sql/0007): one row per (campaign, day, device, country, creative, break position, profile)
-# with its counts by event type, filled by a materialized view — several times fewer rows than
-# the events and no ``type`` column to read. ``events`` reads ``ad_events`` directly (what the
+# reads ``ad_campaign_daily`` (sql/0007): one row per (campaign, day, device, country,
+# creative, break position, profile) with its counts by event type, filled by a materialized
+# view — several times fewer rows than the events and no ``type`` column to read. ``events`` reads ``ad_events`` directly (what the
 # endpoint did before the rollup; kept as the reference the bench and tests compare against).
 # Both leave out erased profiles by hash: the rollup cannot be cleaned by the erasure's
 # ``DELETE ... WHERE profile_id``, and late events of an erased profile stay out in both.
