@@ -215,14 +215,20 @@ def _rollup_rows(client: Client, params: dict[str, Any], k: int,
     for lo, hi in _session_ranges(max(1, -(-rows // range_rows))):
         result = client.query(sql, parameters={**params, "lo": lo, "hi": hi, "k": max(k, 1)})
         for values in result.result_rows:
-            row = dict(zip(result.column_names, values))
-            key = (row["all_breaks"], row["has_campaign"], row["size"], row["all_sizes"])
-            cell = cells.setdefault(key, {**row, "breaks": 0, "abandoned": 0, "viewers": set()})
-            cell["breaks"] += row["breaks"]
-            cell["abandoned"] += row["abandoned"]
-            cell["viewers"].update(row["viewers"])
+            _add_cell(cells, dict(zip(result.column_names, values)))
     return [{**{n: v for n, v in cell.items() if n != "viewers"},
              "profiles": len(cell["viewers"])} for _, cell in sorted(cells.items())]
+
+
+def _add_cell(cells: dict[tuple[int, int, int, int], dict[str, Any]],
+              row: dict[str, Any]) -> None:
+    """Add one range's row to its cell: counts add, profiles union (a profile's sessions can
+    fall in several ranges)."""
+    key = (row["all_breaks"], row["has_campaign"], row["size"], row["all_sizes"])
+    cell = cells.setdefault(key, {**row, "breaks": 0, "abandoned": 0, "viewers": set()})
+    cell["breaks"] += row["breaks"]
+    cell["abandoned"] += row["abandoned"]
+    cell["viewers"].update(row["viewers"])
 
 
 def abandonment(client: Client, campaign: CampaignInfo, k: int, source: str = "rollup",
