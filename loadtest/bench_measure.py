@@ -86,7 +86,8 @@ def load_catalog(client, profiles: int, days: int, start: dt.date) -> None:
         FROM numbers({profiles})""")
 
 
-def load_ad_events(client, impressions: int, profiles: int, days: int, start: dt.date) -> None:
+def load_ad_events(client, impressions: int, profiles: int, days: int, start: dt.date,
+                   ord_base: int) -> None:
     """One row per ad event: each impression n gets a profile (heavy-tailed: p = P * u^2), a
     campaign (cmp-0: 20 %), a day and time, a device (the profile's own 80 % of the time), the
     profile's country, a creative, a break position, then its funnel through arrayJoin."""
@@ -112,7 +113,7 @@ def load_ad_events(client, impressions: int, profiles: int, days: int, start: dt
             concat('as-', toString(n)), concat('pod-', toString(intDiv(n, 3))),
             toUInt8(1 + n % 3), ['pre', 'mid', 'post'][1 + cityHash64(n, 16) % 3], 15000,
             concat('t-', toString(cityHash64(n, 17) % 200)), 'bench', 'bench', 'bench',
-            toUInt32(p + 1)
+            toUInt32(p + {ord_base})
         FROM (
             SELECT number AS n,
                    toUInt64(floor({profiles} * pow((cityHash64(n, 1) % 1000000) / 1e6, 2))) AS p,
@@ -155,18 +156,20 @@ _VIEWS_READ = ("ad_campaign_daily_mv", "ad_breaks_daily_mv", "session_ends_ad_mv
                "session_ends_content_mv", "ad_campaign_cells_mv", "ad_erased_events_mv")
 
 
-def assign_ordinals(client, valkey_url: str, profiles: int) -> None:
+def assign_ordinals(client, valkey_url: str, profiles: int) -> int:
     """Profiles pf-0 .. pf-(P-1) take their ordinals from a fresh allocator, in order, so the
-    events' ``profile_ord`` is p + 1 (checked: the allocator's answer is compared)."""
+    events' ``profile_ord`` is p + base (checked: the allocator's answer is compared)."""
     import redis
 
     ordinals = Ordinals(redis.Redis.from_url(valkey_url), client)
+    base = ordinals.take(["pf-0"])["pf-0"]
     step = 500_000
     for first in range(0, profiles, step):
         ids = [f"pf-{p}" for p in range(first, min(profiles, first + step))]
         got = ordinals.take(ids)
-        if list(got.values()) != list(range(first + 1, first + len(ids) + 1)):
+        if list(got.values()) != list(range(first + base, first + base + len(ids))):
             raise SystemExit("the ordinal allocator was not fresh: use a new --data-dir")
+    return base
 
 
 def _detach_other_views(client) -> list[str]:
@@ -227,8 +230,8 @@ def main() -> None:
         others = _detach_other_views(client)
         t = time.perf_counter()
         load_catalog(client, args.profiles, args.days, start)
-        assign_ordinals(client, valkey_url, args.profiles)
-        load_ad_events(client, args.impressions, args.profiles, args.days, start)
+        base = assign_ordinals(client, valkey_url, args.profiles)
+        load_ad_events(client, args.impressions, args.profiles, args.days, start, base)
         t_ad = time.perf_counter() - t
         load_content_events(client, args.sessions, args.profiles, args.days, start)
         print(f"loaded in {time.perf_counter() - t:.1f} s (ad events {t_ad:.1f} s, the "

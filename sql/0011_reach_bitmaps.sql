@@ -5,9 +5,12 @@
 --   cell, day) makes a flight's reach the cardinality of an OR of <= 31 bitmaps. Bitmaps need
 --   small dense integers: over random 64-bit hashes every profile is its own container.
 -- * Ordinals: every profile that sends an ad event gets the next integer from one Valkey
---   counter (`store/ordinals.py`, a Lua script: atomic across flushers). The flusher records
+--   counter (`ingest/ordinals.py`, a Lua script: atomic across flushers). The flusher records
 --   the pairs here BEFORE it inserts the events that carry them (`ad_events.profile_ord`), so a
---   Valkey that lost its map reloads it from this table and never hands an ordinal out twice.
+--   Valkey that lost its map reloads it from this table, and its counter restarts a wide gap
+--   above the largest ordinal stored (pairs in flight when Valkey was lost are below it). A
+--   profile in flight then can get a second ordinal: both rows are kept (the key includes the
+--   ordinal), so an erasure removes both.
 --   `profile_key` is the first 16 bytes of SHA-256(profile_id): the erasures table keeps the
 --   hex SHA-256, so an erased profile's ordinal is found without its id, and the table holds no
 --   raw id. Erasure keeps the row (like the erasure record itself): a late event of an erased
@@ -22,7 +25,9 @@
 --   it deletes them, and by a view for events that arrive after it) and readers subtract them.
 --   It keeps the event id, never the profile; ReplacingMergeTree makes the two copies one.
 -- * Dedup: the flusher's token covers the ordinals insert too, and a retried flush that
---   ad_events drops never reaches these views (see sql/0007).
+--   ad_events drops never reaches these views (see sql/0007). ad_erased_events is replaced by
+--   (event, batch): the erasure's copy and the view's copy of one stored row are one row after
+--   a merge (readers use FINAL), an event stored twice in two batches stays two.
 -- * Backfill: existing profiles get ordinals in profile-key order, then the cells are folded
 --   from the events joined with them. Run it with ingest stopped, as 0007's.
 CREATE TABLE IF NOT EXISTS profile_ordinals
@@ -31,7 +36,7 @@ CREATE TABLE IF NOT EXISTS profile_ordinals
     ord             UInt32
 )
 ENGINE = ReplacingMergeTree
-ORDER BY profile_key
+ORDER BY (profile_key, ord)
 SETTINGS non_replicated_deduplication_window = 10000;
 
 ALTER TABLE ad_events ADD COLUMN IF NOT EXISTS profile_ord UInt32 DEFAULT 0 CODEC(ZSTD(1));
@@ -72,11 +77,14 @@ CREATE TABLE IF NOT EXISTS ad_erased_events
     device          LowCardinality(String),
     country         LowCardinality(String),
     creative_id     LowCardinality(String),
-    break_position  LowCardinality(String)
+    break_position  LowCardinality(String),
+    batch_id        String
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (campaign_id, day, event_id, type)
-TTL day + INTERVAL 400 DAY;
+PARTITION BY toYYYYMM(day)
+ORDER BY (campaign_id, day, event_id, type, batch_id)
+TTL day + INTERVAL 400 DAY
+SETTINGS ttl_only_drop_parts = 1;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ad_campaign_cells_mv TO ad_campaign_cells AS
 SELECT campaign_id, cell.1 AS dim, toDate(ts) AS day, cell.2 AS value,
@@ -100,7 +108,7 @@ GROUP BY campaign_id, dim, day, value;
 -- profile_id, not the materialized profile_hash: a view sees the block the insert sent.
 CREATE MATERIALIZED VIEW IF NOT EXISTS ad_erased_events_mv TO ad_erased_events AS
 SELECT campaign_id, toDate(ts) AS day, event_id, type, device, country, creative_id,
-       ifNull(toString(break_position), 'unknown') AS break_position
+       ifNull(toString(break_position), 'unknown') AS break_position, batch_id
 FROM ad_events
 WHERE cityHash64(profile_id) IN (SELECT profile_hash FROM erasures);
 
@@ -143,6 +151,6 @@ SETTINGS max_bytes_before_external_group_by = 2000000000, join_use_nulls = 0;
 
 INSERT INTO ad_erased_events
 SELECT campaign_id, toDate(ts) AS day, event_id, type, device, country, creative_id,
-       ifNull(toString(break_position), 'unknown') AS break_position
+       ifNull(toString(break_position), 'unknown') AS break_position, batch_id
 FROM ad_events
 WHERE profile_hash IN (SELECT profile_hash FROM erasures);

@@ -176,3 +176,13 @@ def test_the_flusher_adds_the_ordinal_to_rows_with_awkward_strings(api, flush, c
     assert sorted((p, c) for p, c, _, _ in stored) == sorted((p, p + "}\n") for p in odd)
     assert all(n == 1 and o > 0 for _, _, n, o in stored)
     assert len({o for _, _, _, o in stored}) == len(odd)
+
+
+def test_a_counter_behind_clickhouse_is_raised_before_it_gives_ordinals(ch, rds):
+    """A Valkey restored from an older copy: the counter exists but is behind the stored pairs.
+    A new allocator raises it above them before its first assignment."""
+    first = Ordinals(rds, ch).take([f"pf-{i}" for i in range(50)], token="t-1")
+    rds.set(NEXT_KEY, 10)  # as if restored from a copy taken after 10 profiles
+    rds.hdel(MAP_KEY, *[k for k in rds.hkeys(MAP_KEY)][:25])
+    later = Ordinals(rds, ch).take([f"pf-new-{i}" for i in range(20)], token="t-2")
+    assert min(later.values()) > max(first.values())

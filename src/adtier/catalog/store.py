@@ -196,14 +196,14 @@ def erase_profile(client: Client, profile_id: str) -> dict[str, str]:
     )
     # Campaign report cells keep counters, not profiles: the events they counted are copied
     # (without the profile) so readers subtract them; events arriving from now on are copied
-    # by a view (sql/0011). Copying twice is harmless: the table replaces by event.
+    # by a view (sql/0011). Copying twice is harmless: the table replaces by (event, batch).
     client.command(_COPY_ERASED_EVENTS, parameters={"p": profile_id})
     return {table: delete_profile_rows(client, table, profile_id) for table in ERASE_TABLES}
 
 
 _COPY_ERASED_EVENTS = """INSERT INTO ad_erased_events
 SELECT campaign_id, toDate(ts), event_id, type, device, country, creative_id,
-       ifNull(toString(break_position), 'unknown')
+       ifNull(toString(break_position), 'unknown'), batch_id
 FROM ad_events WHERE profile_id = {p:String}"""
 
 

@@ -13,7 +13,13 @@ keeps them durably. Every writer of ``ad_events`` does, in this order:
 
 So an ordinal is durable before any stored event carries it, and a Valkey that lost its map (a
 new or emptied server) is reloaded from ClickHouse before it hands out another one: the script
-answers NOTLOADED while the counter is missing. Profiles are keyed by the first 16 bytes of
+answers NOTLOADED while the counter is missing. The reloaded counter starts ``GAP`` above the
+largest stored ordinal, because pairs a flusher had assigned but not yet stored when Valkey
+was lost are missing from ClickHouse and must not be given again; and each process, before its
+first assignment, raises a counter that is behind ClickHouse (a Valkey restored from an older
+copy) the same way. A profile in flight during such a loss may get a second ordinal; both pairs
+are kept, so erasure removes both (its reach could count it twice in that window). Profiles
+are keyed by the first 16 bytes of
 SHA-256(profile_id), which is what ClickHouse's ``erasures`` already keeps (hex): an erased
 profile's ordinal is found without its id.
 
@@ -38,7 +44,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.logs import get_logger
 
-__all__ = ["MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "profile_key"]
+__all__ = ["GAP", "MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "profile_key"]
 
 log = get_logger("adtier.ordinals")
 
@@ -48,6 +54,10 @@ LOAD_LOCK = "adtier:ord:load"
 _CHUNK = 5_000  # keys per script call: keeps one call to a few ms of Valkey time
 _LOAD_CHUNK = 20_000  # HSET fields per pipelined command while loading
 _UINT32 = struct.Struct("<I")
+GAP = 1_000_000  # ordinals skipped after a reload: more than any flushes in flight assign
+_RAISE = """local c = tonumber(redis.call('GET', KEYS[1]))
+if c and c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0"""
 
 
 class OrdinalsNotLoaded(RuntimeError):
@@ -69,6 +79,8 @@ class Ordinals:
         self.ch = clickhouse
         self.load_wait_s = load_wait_s
         self._script = redis_client.register_script(_script_text())
+        self._raise = redis_client.register_script(_RAISE)
+        self._floor_checked = False
 
     # ---- the three steps -------------------------------------------------------------------
     def assign(self, profile_ids: Sequence[str]) -> dict[str, int]:
@@ -119,6 +131,8 @@ class Ordinals:
         return [None if o is None else int(o) for part in pipe.execute() for o in part]
 
     def _call(self, keys: list[bytes]) -> list[int]:
+        if not self._floor_checked:
+            self._check_floor()
         deadline = time.monotonic() + self.load_wait_s
         while True:
             try:
@@ -156,11 +170,18 @@ class Ordinals:
             pipe.hset(MAP_KEY, mapping=mapping)
             pipe.pexpire(LOAD_LOCK, 120_000)  # still loading: keep the others waiting
             pipe.execute()
-        last = int(ords.max()) if len(ords) else 0
+        last = (int(ords.max()) if len(ords) else 0) + GAP
         # Only if nobody set it meanwhile (a lock that expired under a very slow load).
         self.redis.set(NEXT_KEY, last, nx=True)
         log.info("ordinals_loaded", profiles=len(keys), last=last,
                  seconds=round(time.perf_counter() - started, 2))
+
+    def _check_floor(self) -> None:
+        """Raise a counter that is behind ClickHouse (Valkey restored from an older copy)."""
+        stored = int(self.ch.query("SELECT max(ord) FROM profile_ordinals").result_rows[0][0])
+        if stored and self._raise(keys=[NEXT_KEY], args=[stored + GAP]):
+            log.warning("ordinals_counter_raised", stored=stored, to=stored + GAP)
+        self._floor_checked = True
 
     def _release(self, token: str) -> None:
         if self.redis.get(LOAD_LOCK) == token.encode():
