@@ -21,13 +21,22 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["COUNTERS", "CellRows", "cell_rows"]
+__all__ = ["COUNTERS", "COUNT_METRICS", "CellRows", "cell_rows"]
 
-COUNTERS = ("impressions", "starts", "first_quartile", "midpoint", "third_quartile", "completes",
-            "skips", "clicks", "viewable_impressions", "errors")
-_TYPES = dict(zip(COUNTERS, ("impression", "start", "first_quartile", "midpoint",
-                             "third_quartile", "complete", "skip", "click",
-                             "viewable_impression", "error")))
+# report metric -> VAST event type it counts (reach.py documents each metric)
+COUNT_METRICS: dict[str, str] = {
+    "impressions": "impression",
+    "starts": "start",
+    "first_quartile": "first_quartile",
+    "midpoint": "midpoint",
+    "third_quartile": "third_quartile",
+    "completes": "complete",
+    "skips": "skip",
+    "clicks": "click",
+    "viewable_impressions": "viewable_impression",
+    "errors": "error",
+}
+COUNTERS = tuple(COUNT_METRICS)
 
 # The report's `by` -> (the cells' dimension, its key; the erased events' key)
 _KEYS: dict[str, tuple[str, str, str]] = {
@@ -81,7 +90,8 @@ def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, An
 
 def _erased_counts(client: Client, key: str, params: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Events of erased profiles per key (to subtract from the counters)."""
-    counts = ", ".join(f"countIf(type = '{t}') AS {name}" for name, t in _TYPES.items())
+    counts = ", ".join(f"countIf(type = '{t}') AS {name}"
+                       for name, t in COUNT_METRICS.items())
     rows = _rows(client, f"""
         SELECT {key} AS key, {counts} FROM ad_erased_events FINAL
         WHERE campaign_id = {{campaign_id:String}}

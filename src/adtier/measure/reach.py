@@ -33,7 +33,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from adtier.measure.cells import CellRows, cell_rows
+from adtier.measure.cells import COUNT_METRICS, CellRows, cell_rows
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
 __all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "REPORT_SOURCES", "Source", "report",
@@ -51,19 +51,6 @@ DIMENSIONS: dict[str, str] = {
     "break_position": "ifNull(toString(break_position), 'unknown')",
 }
 
-# name -> VAST event type
-COUNT_METRICS: dict[str, str] = {
-    "impressions": "impression",
-    "starts": "start",
-    "first_quartile": "first_quartile",
-    "midpoint": "midpoint",
-    "third_quartile": "third_quartile",
-    "completes": "complete",
-    "skips": "skip",
-    "clicks": "click",
-    "viewable_impressions": "viewable_impression",
-    "errors": "error",
-}
 
 # Distinct profiles are counted exactly over ``profile_hash`` (cityHash64 of the profile id,
 # materialized in ad_events): a 64-bit key is ~3x cheaper to hash-set than the string, and two
@@ -75,9 +62,9 @@ COUNT_METRICS: dict[str, str] = {
 # campaign; the two below count distinct profile hashes. ``rollup`` (frequency's default)
 # reads ``ad_campaign_daily`` (sql/0007): one row per (campaign, day, device, country,
 # creative, break position, profile) with its counts by event type, filled by a materialized
-# view — several times fewer rows than the events and no ``type`` column to read. ``events`` reads ``ad_events`` directly (what the
-# endpoint did before the rollup; kept as the reference the bench and tests compare against).
-# Both leave out erased profiles by hash: the rollup cannot be cleaned by the erasure's
+# view — several times fewer rows than the events and no ``type`` column to read. ``events``
+# reads ``ad_events`` directly (what the endpoint did before the rollup; kept as the reference
+# the bench and tests compare against). The two per-profile sources leave out erased profiles by hash: the rollup cannot be cleaned by the erasure's
 # ``DELETE ... WHERE profile_id``, and late events of an erased profile stay out in both.
 _NOT_ERASED = "profile_hash NOT IN (SELECT profile_hash FROM erasures)"
 
