@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import pytest
 
+from adtier.catalog.erased_events import CLOCK_MARGIN_MS, copy_flushed
 from adtier.catalog.store import erase_profile
 from adtier.ingest.flusher import insert_settings, with_ordinals
 from adtier.ingest.ordinals import MAP_KEY, NEXT_KEY, Ordinals
@@ -87,6 +89,64 @@ def test_erased_profiles_and_their_late_events_leave_the_cells(ch, rds, world):
     # erasing again (a retried request) copies the late events again: still counted once
     erase_profile(ch, erased[0])
     _assert_cells_equal_rollup(ch, [campaign], ks=(1,))
+
+
+class _InsertBeforeDelete:
+    """The real client; ``between`` runs once, between the erasure's read and its delete."""
+
+    def __init__(self, real, between):
+        self.real, self.between = real, between
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def command(self, sql, *args, **kwargs):
+        if sql.startswith("DELETE FROM ad_events"):
+            self.between, between = (lambda: None), self.between
+            between()
+        return self.real.command(sql, *args, **kwargs)
+
+
+def _view_ran_before_the_erasure(ch, write) -> None:
+    """``write`` as an insert whose view ran before the erasure was recorded: not copied."""
+    ch.command("DETACH TABLE ad_erased_events_mv")
+    try:
+        write()
+    finally:
+        ch.command("ATTACH TABLE ad_erased_events_mv")
+
+
+def test_events_straddling_an_erasure_leave_the_counters(api, flush, ch, rds, world):
+    campaign = _campaigns(ch)[0]
+    a, b = [r[0] for r in ch.query(
+        "SELECT profile_id FROM ad_events WHERE campaign_id = {c:String} GROUP BY profile_id "
+        "ORDER BY count() DESC LIMIT 2", parameters={"c": campaign}).result_rows]
+    # a: an insert commits between the erasure's read and its delete
+    late = _rows([ad_event(t, profile_id=a, campaign_id=campaign) for t in ("impression", "skip")])
+    late = late.replace(b'"batch_id": "b-1"', b'"batch_id": "b-straddle"')
+    received_ms = int(time.time() * 1000)
+
+    def straddle() -> None:
+        _view_ran_before_the_erasure(ch, lambda: ch.raw_insert(
+            "ad_events", insert_block=with_ordinals(late, Ordinals(rds, ch), "st-o"),
+            fmt="JSONEachRow", settings=insert_settings("st-a")))
+
+    erase_profile(_InsertBeforeDelete(ch, straddle), a)
+    # the erasure deleted only what it copied; the straddler waits for its flusher's copy
+    assert count(ch, "ad_events", "profile_id = {p:String}", {"p": a}) == 2
+    assert count(ch, "ad_erased_events", "batch_id = 'b-straddle'") == 0
+    assert copy_flushed(ch, ["b-straddle"], received_ms)
+    # b: events received, the profile erased, then their insert (its view ran before the
+    # erasure) commits: the flusher copies them
+    events = [ad_event(t, profile_id=b, campaign_id=campaign) for t in ("impression", "click")]
+    assert api.post_events(batch(events)).json()["accepted"] == 2
+    erase_profile(ch, b)
+    _view_ran_before_the_erasure(ch, flush)
+    assert count(ch, "ad_erased_events FINAL",
+                 "event_id IN {e:Array(UUID)}", {"e": [e["event_id"] for e in events]}) == 2
+    _assert_cells_equal_rollup(ch, [campaign], ks=(1, 50))
+    # a flush with no erasure since its receipt does not look
+    assert not copy_flushed(ch, ["b-straddle"], received_ms + 2 * CLOCK_MARGIN_MS + 60_000)
 
 
 def test_backfill_equals_what_the_views_wrote(ch, world):

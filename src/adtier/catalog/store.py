@@ -9,6 +9,7 @@ segment, lookalike and feature code share.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from adtier.catalog.erased_events import copy_profile_events
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -158,15 +160,20 @@ def record_optouts(client: Client, profile_ids: Iterable[str]) -> tuple[int, int
 
 
 def delete_profile_rows(client: Client, table: str, profile_id: str,
-                        lightweight: bool = True) -> str:
+                        lightweight: bool = True,
+                        only: list[tuple[uuid.UUID, str]] | None = None) -> str:
     """Delete one profile's rows from ``table`` before returning; answers the method used.
+    ``only``: of those, only these (event_id, batch_id) pairs (event tables).
 
     Lightweight ``DELETE FROM`` (masks rows at once, physically removed by later merges) is
     the normal path, and it works on chdb. A table the server refuses it on (old servers, tables
     with projections) falls back to a synchronous mutation, which rewrites the affected parts.
     """
-    parameters = {"p": profile_id}
+    parameters: dict[str, object] = {"p": profile_id}
     match = _PROFILE_MATCH.get(table, "profile_id = {p:String}")
+    if only is not None:
+        match += " AND has({only:Array(Tuple(UUID, String))}, (event_id, batch_id))"
+        parameters["only"] = only
     if lightweight:
         try:
             client.command(f"DELETE FROM {table} WHERE {match}",
@@ -194,17 +201,25 @@ def erase_profile(client: Client, profile_id: str) -> dict[str, str]:
         "SELECT cityHash64({p:String}), lower(hex(SHA256({p:String}))), now64(3)",
         parameters={"p": profile_id},
     )
-    # Campaign report cells keep counters, not profiles: the events they counted are copied
-    # (without the profile) so readers subtract them; events arriving from now on are copied
-    # by a view (sql/0011). Copying twice is harmless: the table replaces by (event, batch).
-    client.command(_COPY_ERASED_EVENTS, parameters={"p": profile_id})
-    return {table: delete_profile_rows(client, table, profile_id) for table in ERASE_TABLES}
+    # Campaign report cells keep counters, not profiles: ad events are copied (without the
+    # profile) for readers to subtract, and only the copied ones are deleted (erased_events.py).
+    copied = copy_profile_events(client, profile_id)
+    methods = {"ad_events": _delete_copied(client, profile_id, copied)}
+    methods.update((table, delete_profile_rows(client, table, profile_id))
+                   for table in ERASE_TABLES if table != "ad_events")
+    return methods
 
 
-_COPY_ERASED_EVENTS = """INSERT INTO ad_erased_events
-SELECT campaign_id, toDate(ts), event_id, type, device, country, creative_id,
-       ifNull(toString(break_position), 'unknown'), batch_id
-FROM ad_events WHERE profile_id = {p:String}"""
+def _delete_copied(client: Client, profile_id: str, copied: list[tuple[uuid.UUID, str]]) -> str:
+    method = "none"
+    for at in range(0, len(copied), _DELETE_CHUNK):
+        method = delete_profile_rows(client, "ad_events", profile_id,
+                                     only=copied[at:at + _DELETE_CHUNK])
+    return method
+
+
+# pairs per DELETE statement: a profile with many events deletes in several
+_DELETE_CHUNK = 5_000
 
 
 def privacy_status(client: Client, profile_id: str) -> PrivacyStatus:

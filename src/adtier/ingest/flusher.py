@@ -22,6 +22,7 @@ import redis
 from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
+from adtier.catalog.erased_events import copy_flushed
 from adtier.ingest.buffer import Entry, FlushBuffer
 from adtier.ingest.ordinals import Ordinals
 from adtier.logs import get_logger
@@ -46,6 +47,8 @@ class FlushBlocks(msgspec.Struct):
     batches: bytes
     ad_rows: int
     content_rows: int
+    ad_batch_ids: list[str] = []
+    received_from_ms: int = 0  # the earliest receipt in the block
 
 
 def _keep(rows: bytes, marks: bytes) -> tuple[bytes, int]:
@@ -77,20 +80,23 @@ def _batch_row(entry: Entry) -> bytes:
 
 
 def build_blocks(entries: list[Entry]) -> FlushBlocks:
-    ad, content, rejected, batches = [], [], [], []
+    ad, content, rejected, batches, ad_batch_ids = [], [], [], [], []
     ad_rows = content_rows = 0
     for entry in entries:
         n_ad = entry.record.n_ad
         rows, n = _keep(entry.ad_rows, entry.bitmap[:n_ad])
         ad.append(rows)
         ad_rows += n
+        if n:
+            ad_batch_ids.append(entry.record.batch_id)
         rows, n = _keep(entry.content_rows, entry.bitmap[n_ad:])
         content.append(rows)
         content_rows += n
         rejected.append(entry.rejected_rows)
         batches.append(_batch_row(entry))
+    received = min((e.record.received_at_ms for e in entries), default=0)
     return FlushBlocks(b"".join(ad), b"".join(content), b"".join(rejected), b"".join(batches),
-                       ad_rows, content_rows)
+                       ad_rows, content_rows, list(dict.fromkeys(ad_batch_ids)), received)
 
 
 def with_ordinals(rows: bytes, ordinals: Ordinals, token: str) -> bytes:
@@ -232,6 +238,9 @@ class Flusher:
                     fmt="JSONEachRow",
                     settings=insert_settings(f"{token}-{suffix}"),
                 )
+            if table == "ad_events" and block:
+                # events of a profile erased while this insert ran (erased_events.py)
+                copy_flushed(self.ch, blocks.ad_batch_ids, blocks.received_from_ms)
 
     # ---- recovery --------------------------------------------------------------------------
     def recover(self, at_start: bool = False) -> int:
