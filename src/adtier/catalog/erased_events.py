@@ -55,7 +55,7 @@ def copy_flushed(client: Client, batch_ids: list[str], received_from_ms: int) ->
         return False
     client.command(
         f"INSERT INTO ad_erased_events ({', '.join(_COLUMNS)}) {_SELECT} "
-        "WHERE batch_id IN {b:Array(String)} "
-        "AND profile_hash IN (SELECT profile_hash FROM erasures WHERE erased_at >= {t:DateTime64(3)})",
+        "WHERE batch_id IN {b:Array(String)} AND profile_hash IN "
+        "(SELECT profile_hash FROM erasures WHERE erased_at >= {t:DateTime64(3)})",
         parameters={"b": batch_ids, "t": since})
     return True
