@@ -152,3 +152,15 @@ def test_token_equal_iff_id_lists_equal(ids_a: list[str], ids_b: list[str]) -> N
     ta = token_for([entry(i, [], [], b"") for i in ids_a])
     tb = token_for([entry(i, [], [], b"") for i in ids_b])
     assert (ta == tb) == (ids_a == ids_b)
+
+
+def test_blocks_name_the_batches_with_ad_rows_and_the_earliest_receipt() -> None:
+    ad_only = entry("1-0", ["a"], [], b"0", batch_id="b-ad")
+    content_only = entry("1-1", [], ["c"], b"0", batch_id="b-content")
+    all_duplicates = entry("1-2", ["d"], [], b"1", batch_id="b-dup")
+    again = entry("1-3", ["e"], [], b"0", batch_id="b-ad")
+    content_only.record.received_at_ms -= 5_000
+    blocks = build_blocks([ad_only, content_only, all_duplicates, again])
+    # the flusher's erasure check reads these (ingest/erased_events.copy_flushed)
+    assert blocks.ad_batch_ids == ["b-ad"]
+    assert blocks.received_from_ms == 1_717_000_000_123 - 5_000

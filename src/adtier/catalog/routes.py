@@ -257,10 +257,10 @@ class PrivacyController(Controller):
 
     @delete("/profiles/{profile_id:str}", status_code=202, summary="Erase a profile")
     async def erase(self, request: Request, profile_id: FromPath[str]) -> Erased:
-        """Deletes the profile's rows from ad_events, content_events and profiles before
-        answering, and records the erasure (a hash of the id, not the id) for exports and
-        late-arriving events. Idempotent; an unknown profile is erased too (no existence
-        oracle)."""
+        """Deletes the profile's stored rows from ad_events, content_events, profiles and the
+        rollups before answering, and records the erasure (a hash of the id, not the id) for
+        exports and for events that arrive later (kept, and left out by hash on every read).
+        Idempotent; an unknown profile is erased too (no existence oracle)."""
         await authorize(request, "admin")
         state = app_state(request)
         methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))

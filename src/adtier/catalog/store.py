@@ -18,7 +18,6 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from adtier.catalog.erased_events import copy_profile_events
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -27,6 +26,7 @@ from adtier.catalog.models import (
     Profile,
     Title,
 )
+from adtier.ingest.erased_events import copy_profile_events
 
 __all__ = [
     "Kind",
@@ -172,7 +172,7 @@ def delete_profile_rows(client: Client, table: str, profile_id: str,
     parameters: dict[str, object] = {"p": profile_id}
     match = _PROFILE_MATCH.get(table, "profile_id = {p:String}")
     if only is not None:
-        match += " AND has({only:Array(Tuple(UUID, String))}, (event_id, batch_id))"
+        match += " AND (event_id, batch_id) IN {only:Array(Tuple(UUID, String))}"
         parameters["only"] = only
     if lightweight:
         try:

@@ -22,8 +22,8 @@ import redis
 from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
-from adtier.catalog.erased_events import copy_flushed
 from adtier.ingest.buffer import Entry, FlushBuffer
+from adtier.ingest.erased_events import copy_flushed
 from adtier.ingest.ordinals import Ordinals
 from adtier.logs import get_logger
 
@@ -240,7 +240,7 @@ class Flusher:
                 )
             if table == "ad_events" and block:
                 # events of a profile erased while this insert ran (erased_events.py)
-                copy_flushed(self.ch, blocks.ad_batch_ids, blocks.received_from_ms)
+                copy_flushed(self.ch, block, blocks.ad_batch_ids, blocks.received_from_ms)
 
     # ---- recovery --------------------------------------------------------------------------
     def recover(self, at_start: bool = False) -> int:
