@@ -295,6 +295,22 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _settle(client, limit_s: float = 300.0) -> tuple[float, dict[str, int]]:
+    """Wait (at most ``limit_s``) for the merges the bulk load started: a store fed all day
+    has merged its rollups by the time a nightly build reads them, a bulk load has not, and
+    merging beside the build would time both. Answers (seconds waited, active parts)."""
+    t = time.perf_counter()
+    while time.perf_counter() - t < limit_s:
+        if not client.query("SELECT count() FROM system.merges").result_rows[0][0]:
+            break
+        time.sleep(1.0)
+    parts = dict(client.query(
+        "SELECT table, count() FROM system.parts WHERE active AND database = currentDatabase() "
+        "AND table IN {t:Array(String)} GROUP BY table ORDER BY table",
+        parameters={"t": list(ROLLUPS) + ["ad_events", "content_events"]}).result_rows)
+    return time.perf_counter() - t, parts
+
+
 def bench_build(profiles: int, lookups: int, chunk_profiles: int, keep: bool,
                 shape: str = "sessions") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="adtier-bench-seg-"))
@@ -324,8 +340,10 @@ def bench_build(profiles: int, lookups: int, chunk_profiles: int, keep: bool,
         out["rollup_rows"] = rollup_rows
         print("  rollup rows (filled by the views during the load): "
               + ", ".join(f"{t} {n:,}" for t, n in rollup_rows.items()))
-        # new path, old path, new path again: the first build runs while ClickHouse still
-        # merges the freshly loaded parts; the last is the steadier figure for the new path
+        out["settle_s"], parts = _settle(client)
+        print(f"  background merges of the load finished after {out['settle_s']:.1f} s more; "
+              "active parts: " + ", ".join(f"{t} {n}" for t, n in parts.items()))
+        # new path, old path, new path again; the last is the steadier figure for the new path
         for run, source in (("rollup", "rollup"), ("events", "events"),
                             ("rollup_again", "rollup")):
             t = time.perf_counter()
