@@ -243,3 +243,95 @@ def test_fold_rows_empty() -> None:
                                         np.arange(5, dtype=np.int32), 3)
     assert list(off) == [0, 0, 0, 0] and day.shape == key.shape == (0,)
     assert values.shape == (2, 0)
+
+
+def _rank_reference(idx, day_off, key, values, among, want, window, n, none):
+    """Competition rank by sorting each profile's key sums (exact ties share the better rank)."""
+    sums = np.zeros((n, among.shape[0]))
+    hit = (day_off < window) & (key > 0) & among[key]
+    np.add.at(sums, (idx[hit], key[hit]), values[hit])
+    out = np.full(n, float(none))
+    for p in range(n):
+        if sums[p, want] > 0:
+            competing = np.sort(sums[p, among])[::-1]
+            out[p] = 1 + int(np.searchsorted(-competing, -sums[p, want], side="left"))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(1, 5), st.integers(0, 45), st.integers(0, 2**31))
+def test_key_rank_matches_numpy(shape, want, window, mask_seed) -> None:
+    """Ranks among a subset of the labels (e.g. genres among genres and titles), with many
+    ties (small integer sums), empty profiles and rows outside the window or of key 0."""
+    seed, n, max_rows = shape
+    n_labels = 6
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows, n_labels)
+    among = np.random.default_rng(mask_seed).random(n_labels) < 0.7
+    among[0] = False  # the total never competes
+    among[want] = True
+    got = K.key_rank(offsets, day_off, key, values, among, want, window, 1e6)
+    ref = _rank_reference(idx, day_off, key, values, among, want, window, n, 1e6)
+    np.testing.assert_array_equal(got, ref)
+    ranked = got < 1e6
+    assert ((got[ranked] >= 1) & (got[ranked] <= among.sum())).all()
+
+
+def test_key_rank_ties_single_key_and_empties() -> None:
+    # profile 0: keys 1, 2 tie on top (3 each), key 3 third; profile 1: only key 2;
+    # profile 2: no rows; profile 3: key 1 only outside the window
+    idx = np.array([0, 0, 0, 0, 1, 3], np.int64)
+    key = np.array([1, 2, 3, 2, 2, 1], np.int32)
+    day = np.array([0, 0, 0, 5, 1, 40], np.int32)
+    val = np.array([3.0, 1.0, 2.0, 2.0, 7.0, 9.0])
+    offsets = K.csr_offsets(idx, 4)
+    among = np.array([False, True, True, True])
+
+    def rank(want: int) -> list[float]:
+        return K.key_rank(offsets, day, key, val, among, want, 30, 99.0).tolist()
+
+    assert rank(1) == [1, 99, 99, 99]  # tied on top: both rank 1 ("1, 1, 3")
+    assert rank(2) == [1, 1, 99, 99]  # the only key of profile 1 is its top
+    assert rank(3) == [3, 99, 99, 99]
+    # sums equal up to rounding still tie (0.1 + 0.2 != 0.3 in binary)
+    off = K.csr_offsets(np.zeros(3, np.int64), 1)
+    r = K.key_rank(off, np.zeros(3, np.int32), np.array([1, 1, 2], np.int32),
+                   np.array([0.1, 0.2, 0.3]), among, 2, 30, 99.0)
+    assert r.tolist() == [1]
+    e32 = np.zeros(0, np.int32)
+    assert K.key_rank(K.csr_offsets(np.zeros(0, np.int64), 0), e32, e32, np.zeros(0), among, 1,
+                      30, 99.0).shape == (0,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 3), st.integers(0, 45), st.sampled_from([0.0, 1.0, 14.0]))
+def test_decayed_share_matches_numpy(shape, want, window, half_life) -> None:
+    seed, n, max_rows = shape
+    idx, offsets, day_off, key, values = _csr(seed, n, max_rows)
+    got = K.decayed_share(offsets, day_off, key, values, want, window, half_life)
+    w = values * (0.5 ** (day_off / half_life) if half_life > 0 else 1.0)
+    inw = day_off < window
+    num = np.bincount(idx[inw & (key == want)], w[inw & (key == want)], n)
+    den = np.bincount(idx[inw & (key == 0)], w[inw & (key == 0)], n)
+    ref = np.divide(num, den, out=np.zeros(n), where=den > 0)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, np.minimum(ref, 1.0), rtol=1e-12, atol=1e-15)
+    if half_life == 0:  # no decay: the plain share of rate_and_share
+        share = K.rate_and_share(offsets, day_off, key, values, values, want, window, 1.0,
+                                 1.0)[1]
+        np.testing.assert_allclose(got, np.minimum(share, 1.0), rtol=1e-12)
+
+
+def test_decayed_share_weighs_recent_days_more() -> None:
+    # one profile: key 1 watched today (10), key 2 fourteen days ago (10); total 20
+    idx = np.zeros(4, np.int64)
+    key = np.array([0, 1, 0, 2], np.int32)
+    day = np.array([0, 0, 14, 14], np.int32)
+    val = np.array([10.0, 10.0, 10.0, 10.0])
+    offsets = K.csr_offsets(idx, 1)
+    one = K.decayed_share(offsets, day, key, val, 1, 30, 14.0)[0]
+    two = K.decayed_share(offsets, day, key, val, 2, 30, 14.0)[0]
+    assert one == pytest.approx(1 / 1.5) and two == pytest.approx(0.5 / 1.5)
+    assert K.decayed_share(offsets, day, key, val, 2, 14, 14.0)[0] == 0.0  # out of window
+    empty = K.csr_offsets(np.zeros(0, np.int64), 2)
+    e32 = np.zeros(0, np.int32)
+    assert K.decayed_share(empty, e32, e32, np.zeros(0), 1, 30, 14.0).tolist() == [0, 0]

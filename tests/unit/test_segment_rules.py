@@ -67,6 +67,14 @@ def test_values(op, value, expected) -> None:
     (p("daypart_share", key="noon"), "rule.key", "daypart is one of"),
     (p("device_share", key="fridge"), "rule.key", "device is one of"),
     (p("days_since_active", window_days=3), "rule.window_days", "has no window"),
+    ({"all": [p(), p("genre_rank", "<=", 2)]}, "rule.all[1].key", "genre_rank needs a key"),
+    ({"any": [p("genre_affinity", ">", 0.2)]}, "rule.any[0].key", "needs a key (genre)"),
+    ({"not": p("device_rank", key="fridge")}, "rule.not.key", "device is one of"),
+    (p("daypart_rank", key="noon"), "rule.key", "daypart is one of"),
+    (p("device_affinity", key="TV"), "rule.key", "device is one of"),
+    (p("daypart_affinity", key="night"), "rule.key", "daypart is one of"),
+    (p("genre_rank", key=""), "rule.key", "length >= 1"),
+    (p("genre_rank", key="drama", window_days=400), "rule.window_days", "<= 365"),
     (p(window_days=0), "rule.window_days", ">= 1"),
     (p(window_days=366), "rule.window_days", "<= 365"),
     (p(op="between", value=1), "rule.value", "[low, high]"),
@@ -91,3 +99,22 @@ def test_size_limits() -> None:
         deep = {"not": deep}
     with pytest.raises(RuleError, match="nests at most"):
         parse_rule(deep)
+
+
+def test_rank_and_affinity_predicates() -> None:
+    tree = parse_rule({"all": [
+        {"feature": "genre_rank", "key": "drama", "op": "<=", "value": 2},
+        {"feature": "genre_affinity", "key": "drama", "window_days": 60, "op": ">=",
+         "value": 0.25},
+        {"feature": "device_rank", "key": "tv", "window_days": 7, "op": "==", "value": 1},
+        {"feature": "daypart_affinity", "key": "late_night", "op": "between",
+         "value": [0.1, 0.5]},
+    ]})
+    found = predicates(tree)
+    assert [x.spec for x in found] == [("genre_rank", "drama", DEFAULT_WINDOW_DAYS),
+                                       ("genre_affinity", "drama", 60),
+                                       ("device_rank", "tv", 7),
+                                       ("daypart_affinity", "late_night", DEFAULT_WINDOW_DAYS)]
+    assert FEATURES["genre_rank"].all_keys and not FEATURES["genre_rank"].daily
+    assert FEATURES["genre_affinity"].daily and not FEATURES["genre_affinity"].all_keys
+    assert to_json(parse_rule(to_json(tree))) == to_json(tree)

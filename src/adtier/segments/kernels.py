@@ -32,6 +32,8 @@ __all__ = [
     "beta_rate",
     "safe_share",
     "key_shares",
+    "key_rank",
+    "decayed_share",
     "compare",
     "normalize_rows",
     "cosine_to",
@@ -41,6 +43,10 @@ __all__ = [
 OPS = {">": 0, ">=": 1, "<": 2, "<=": 3, "==": 4, "!=": 5, "between": 6, "in": 7}
 _BLOCKS = 256  # parallel blocks of profiles in the fused kernels (many per thread: balance)
 _EPS = 1e-9  # == and != compare floats with this tolerance (counts are exact, rates are not)
+# Ranks: two keys whose window sums differ by at most this fraction tie. The sums are of
+# per-bucket minutes (ms / 60000) or event counts added in different orders, so equal totals can
+# differ by a few ulps (~1e-14); a real difference (1 ms in a year of non-stop viewing) is 3e-11.
+RANK_RTOL = 1e-12
 
 
 @njit(cache=True)
@@ -327,6 +333,77 @@ def key_shares(offsets, day_off, key, values, n_keys, window, half_life):
         if total > 0:
             for k in range(n_keys):
                 out[p, k] /= total
+    return out
+
+
+@njit(parallel=True, cache=True)
+def key_rank(offsets, day_off, key, values, among, want_key, window, none):
+    """Per profile: the rank (1 = largest) of key ``want_key``'s window sum of ``values``
+    among the keys flagged in ``among`` (bool per key label, e.g. every genre label).
+
+    Competition ranking: rank = 1 + the number of competing keys with a strictly larger sum
+    (sums within ``RANK_RTOL`` of each other tie), so keys with equal shares share the better
+    rank ("1, 2, 2, 4"), whatever the label order. A profile with no positive sum of
+    ``want_key`` in the window has no rank: ``none`` (a large number, so ``rank <= n`` never
+    holds for a key the profile did not touch). Rows outside the window, of keys not in
+    ``among`` or of key 0 (the total) are ignored; rows are in CSR form (``offsets``)."""
+    n = offsets.shape[0] - 1
+    n_labels = among.shape[0]
+    out = np.empty(n, np.float64)
+    blocks = min(_BLOCKS, max(n, 1))
+    for blk in prange(blocks):
+        lo = (n * blk) // blocks
+        hi = (n * (blk + 1)) // blocks
+        acc = np.zeros(n_labels, np.float64)  # per-block scratch, reset after each profile
+        for p in range(lo, hi):
+            for r in range(offsets[p], offsets[p + 1]):
+                k = key[r]
+                if day_off[r] < window and k > 0 and k < n_labels and among[k]:
+                    acc[k] += values[r]
+            own = acc[want_key] if want_key < n_labels else 0.0
+            if own > 0:
+                bar = own * (1.0 + RANK_RTOL)
+                rank = 1
+                for k in range(n_labels):
+                    if k != want_key and acc[k] > bar:
+                        rank += 1
+                out[p] = rank
+            else:
+                out[p] = none
+            for r in range(offsets[p], offsets[p + 1]):
+                k = key[r]
+                if k >= 0 and k < n_labels:
+                    acc[k] = 0.0
+    return out
+
+
+@njit(parallel=True, cache=True)
+def decayed_share(offsets, day_off, key, values, want_key, window, half_life):
+    """Per profile: the time-decayed share of key ``want_key`` in the total (key 0) over the
+    window, ``sum(w * v | key) / sum(w * v | key 0)`` with ``w = 0.5 ** (day_off /
+    half_life)`` (``half_life <= 0``: no decay, the plain share). 0 when the profile has no
+    weight in the window, never NaN; clipped to 1 (a key's rows are a subset of the total's,
+    so only rounding could pass it). ``day_off`` must be days, not buckets of days."""
+    n = offsets.shape[0] - 1
+    span = max(window, 0)
+    decay = np.ones(span, np.float64)  # one power per day, not one per row
+    if half_life > 0:
+        for d in range(span):
+            decay[d] = 0.5 ** (d / half_life)
+    out = np.zeros(n, np.float64)
+    for p in prange(n):
+        num = 0.0
+        den = 0.0
+        for r in range(offsets[p], offsets[p + 1]):
+            d = day_off[r]
+            if d < window and d >= 0:
+                k = key[r]
+                if k == 0:
+                    den += values[r] * decay[d]
+                if k == want_key:
+                    num += values[r] * decay[d]
+        if den > 0:
+            out[p] = min(num / den, 1.0)
     return out
 
 

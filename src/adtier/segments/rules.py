@@ -35,12 +35,36 @@ daypart_share           morning|afternoon|     share of the window's events in t
 campaign_exposures      campaign id, required  impressions of that campaign in the window
 watched_title           content id, required   1 if any viewing event of the title in the window,
                                                else 0 (``true``/``false`` accepted as values)
+genre_rank              genre, required        rank of that genre among all the catalog's genres
+                                               by the profile's watch minutes in the window
+                                               (the ``genre_share`` order): 1 = their top genre
+device_rank             device, required       rank of that device among the six devices by the
+                                               window's events (the ``device_share`` order)
+daypart_rank            morning|afternoon|     rank of that daypart among the four by the
+                        evening|late_night     window's events (the ``daypart_share`` order)
+genre_affinity          genre, required        ``genre_share`` with time decay: each day's watch
+                                               minutes weigh 0.5 ** (days before the as-of day
+                                               / 14), over the window; sum of the genre's
+                                               weighted minutes / all weighted minutes, in [0, 1]
+device_affinity         device, required       ``device_share`` with the same decay (events)
+daypart_affinity        daypart (as above)     ``daypart_share`` with the same decay (events)
 ======================  =====================  ==================================================
+
+Ranks are competition ranks: 1 + the number of keys of that kind with a strictly larger share
+(shares within a relative 1e-12 tie), so keys with equal shares share the better rank ("1, 2,
+2, 4") and the result never depends on key names or order. A profile with no share of the key
+in the window (it never watched the genre, never used the device, or was not active at all) has
+no rank: the value is ``NO_RANK`` = 1000000, so ``{"feature": "genre_rank", "key": "drama",
+"op": "<=", "value": 2}`` means "drama is among their top 2 genres" and never holds for a
+profile without drama minutes, while ``> 2`` ("not in their top 2") does. Genres are those of
+the titles in the catalog (a genre on no title has no minutes, so never a rank).
+Affinities use a fixed half-life of ``AFFINITY_HALF_LIFE_DAYS`` = 14 days and the window as
+the look-back (default 30 days): yesterday's minutes weigh 0.95, those of two weeks ago 0.5.
 
 Smoothed rates are never NaN: with no impressions a rate is its prior mean.
 Ops: ``> >= < <= == !=`` take a number, ``between`` ``[lo, hi]`` (inclusive), ``in`` a
 non-empty list of numbers. Profiles without any event for a feature have the feature's zero
-(counts 0, shares 0, rates the prior mean).
+(counts 0, shares and affinities 0, rates the prior mean, ranks ``NO_RANK``).
 """
 
 from __future__ import annotations
@@ -67,6 +91,8 @@ __all__ = [
     "MAX_WINDOW_DAYS",
     "DAYPARTS",
     "DEVICES",
+    "NO_RANK",
+    "AFFINITY_HALF_LIFE_DAYS",
 ]
 
 DEFAULT_WINDOW_DAYS = 30
@@ -75,6 +101,8 @@ MAX_NODES = 200
 MAX_DEPTH = 12
 DAYPARTS = ("morning", "afternoon", "evening", "late_night")
 DEVICES = ("tv", "mobile", "tablet", "web", "console", "other")
+NO_RANK = 1_000_000  # the rank of a key the profile has no share of: never "<= n"
+AFFINITY_HALF_LIFE_DAYS = 14.0  # affinities: a day's activity weighs half as much 14 days on
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,10 @@ class Feature:
     key: str  # "none" | "optional" | "required"
     key_kind: str  # what the key names: category, genre, device, daypart, campaign, title
     windowed: bool = True
+    # ranks compare the key with every key of its kind: the plan fetches all of them
+    all_keys: bool = False
+    # time decay weighs each day: the plan keeps one row per day over the window
+    daily: bool = False
 
 
 FEATURES: dict[str, Feature] = {f.name: f for f in (
@@ -103,6 +135,12 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature("days_since_active", "activity", "none", "", windowed=False),
     Feature("device_share", "activity", "required", "device"),
     Feature("daypart_share", "activity", "required", "daypart"),
+    Feature("genre_rank", "content", "required", "genre", all_keys=True),
+    Feature("device_rank", "activity", "required", "device", all_keys=True),
+    Feature("daypart_rank", "activity", "required", "daypart", all_keys=True),
+    Feature("genre_affinity", "content", "required", "genre", daily=True),
+    Feature("device_affinity", "activity", "required", "device", daily=True),
+    Feature("daypart_affinity", "activity", "required", "daypart", daily=True),
 )}
 
 Op = Literal[">", ">=", "<", "<=", "==", "!=", "between", "in"]
