@@ -20,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 __all__ = [
     "ROLES",
+    "BOUND_ROLES",
     "Role",
     "ApiKey",
     "NewKey",
@@ -27,10 +28,14 @@ __all__ = [
     "KeyRegistry",
     "KeyCache",
     "AuthError",
+    "forbidden",
 ]
 
-Role = Literal["ingest", "advertiser", "recs", "admin"]
-ROLES: tuple[str, ...] = ("ingest", "advertiser", "recs", "admin")
+Role = Literal["ingest", "advertiser", "verifier", "recs", "admin"]
+ROLES: tuple[str, ...] = ("ingest", "advertiser", "verifier", "recs", "admin")
+# Roles bound to one advertiser: an advertiser's own key, and the third party that verifies its
+# campaigns (which may fetch only their log-level feed; see ``adtier.measure.loglevel``).
+BOUND_ROLES: tuple[str, ...] = ("advertiser", "verifier")
 INDEX = "adtier:keys"
 CACHE_SECONDS = 5.0
 
@@ -79,10 +84,10 @@ class KeyRegistry:
                secret: str | None = None, key_id: str | None = None) -> NewKey:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if role == "advertiser" and not advertiser_id:
-            raise ValueError("an advertiser key needs advertiser_id")
-        if role != "advertiser" and advertiser_id:
-            raise ValueError("only advertiser keys carry advertiser_id")
+        if role in BOUND_ROLES and not advertiser_id:
+            raise ValueError(f"{_a(role)} key needs advertiser_id")
+        if role not in BOUND_ROLES and advertiser_id:
+            raise ValueError("only advertiser and verifier keys carry advertiser_id")
         secret = secret or "adt_" + secrets.token_urlsafe(32)
         key_id = key_id or "key_" + secrets.token_hex(8)
         now = datetime.now(timezone.utc)
@@ -168,5 +173,16 @@ class KeyCache:
         if key is None:
             raise AuthError(401, "unknown or revoked key")
         if roles and key.role not in roles and key.role != "admin":
-            raise AuthError(403, f"this endpoint needs a {' or '.join(roles)} key")
+            raise forbidden(key, *roles)
         return key
+
+
+def forbidden(key: ApiKey, *roles: str) -> AuthError:
+    """The 403 for a key without one of ``roles``, naming them (admin last: an admin key passes
+    every check) and the key's own role."""
+    needed = " or ".join(dict.fromkeys([*roles, "admin"]))
+    return AuthError(403, f"this endpoint needs {_a(needed)} key, not {_a(key.role)} key")
+
+
+def _a(words: str) -> str:
+    return f"{'an' if words[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {words}"

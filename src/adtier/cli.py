@@ -217,15 +217,20 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
 def _segments_restore(args: argparse.Namespace) -> int:
     """``adtier segments restore``: reload every served segment's look-up set into Redis from
-    ClickHouse (after Redis/Valkey was replaced or emptied)."""
+    ClickHouse (after Redis/Valkey was replaced or emptied), and the look-up's mirror of
+    campaign holdouts."""
+    from adtier.catalog import holdout_mirror
     from adtier.runtime import open_stores
     from adtier.segments.build import restore_redis
 
     stores = open_stores(_settings(args))
     try:
         restored = restore_redis(stores.clickhouse, stores.redis)
+        holdouts = holdout_mirror.restore(stores.clickhouse, stores.redis)
     finally:
         stores.close()
+    print(f"adtier: holdout mirror restored ({holdouts} campaigns with a holdout)",
+          file=sys.stderr)
     print(msgspec.json.encode({"restored": restored}).decode())
     return 0
 
@@ -328,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = keys_sub.add_parser("create")
-    create.add_argument("role", choices=["ingest", "advertiser", "recs", "admin"])
-    create.add_argument("--advertiser-id", default="")
+    # validated by KeyRegistry.create, the one list of roles (importing it here would make
+    # every command, --help included, pay for the Redis and ClickHouse clients)
+    create.add_argument("role", help="ingest | advertiser | verifier | recs | admin")
+    create.add_argument("--advertiser-id", default="",
+                        help="the advertiser an advertiser or verifier key is bound to")
     create.add_argument("--name", default="")
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")

@@ -1,7 +1,8 @@
 """The log-level verification feed over HTTP on the real stores: a Parquet round trip of one
 campaign-day, keyed profile pseudonyms (stable per advertiser, different across advertisers,
 derived from the secret kept in Valkey or the configured one), no raw profile id in the bytes,
-kids/opted-out/erased profiles left out, 404 isolation, 400 on a bad date, the audit record."""
+kids/opted-out/erased profiles left out, 404 isolation, 400 on a bad date, the audit record;
+the verifier key (its advertiser's feeds, the owner's pseudonyms, nothing else)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import io
+import re
 
 import msgspec
 import pyarrow.parquet as pq
@@ -199,3 +201,84 @@ def test_isolation_bad_date_and_audit(api, world):
     assert mine["parameters"] == {"campaign_id": "cmp-a", "date": _day(1)}
     assert sorted(r["status"] for r in feed) == [200, 400, 400, 400, 400, 403, 404, 404]
     assert {r["advertiser_id"] for r in feed if r["status"] in (403, 404)} == {"adv-a"}
+
+
+def _verifier(api, advertiser_id: str) -> tuple[dict[str, str], str]:
+    made = api.client.post("/v1/keys", headers=api.admin, json={
+        "role": "verifier", "advertiser_id": advertiser_id, "name": "verification vendor"})
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['key']}"}, made.json()["key_id"]
+
+
+def test_verifier_gets_its_advertisers_feeds_with_the_owners_pseudonyms(api, world):
+    verifier, key_id = _verifier(api, "adv-a")
+    mine = _feed(api, "cmp-a", verifier)
+    # the very file an admin gets: same rows, same pseudonyms (the campaign owner's)
+    assert _table(mine).equals(_table(_feed(api, "cmp-a", api.admin)))
+    assert _table(mine).num_rows == 30
+    assert _table(_feed(api, "cmp-a2", verifier)).num_rows == 5  # any campaign of adv-a
+    # another advertiser's campaign looks like no campaign at all
+    foreign = _feed(api, "cmp-b", verifier)
+    unknown = _feed(api, "cmp-nope", verifier)
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["error"] == "not_found" and b"pf-" not in foreign.content
+    # a verifier of adv-b gets cmp-b, under adv-b's pseudonyms (not joinable with adv-a's)
+    other, _ = _verifier(api, "adv-b")
+    b_rows = _table(_feed(api, "cmp-b", other)).to_pylist()
+    a_hashes = {r["hashed_profile_id"] for r in _table(mine).to_pylist()}
+    assert len(b_rows) == 5 and not {r["hashed_profile_id"] for r in b_rows} & a_hashes
+    assert _feed(api, "cmp-a", other).status_code == 404
+    # every call audited under the verifier's own key
+    records = api.client.get(f"/v1/audit?key_id={key_id}", headers=api.admin).json()["records"]
+    assert sorted(r["status"] for r in records) == [200, 200, 404, 404]
+    assert {(r["endpoint"], r["role"], r["advertiser_id"]) for r in records} == {
+        ("campaign_log_level", "verifier", "adv-a")}
+    answered = next(r for r in records if r["audit_id"] == mine.headers["x-adtier-report-id"])
+    assert answered["row_count"] == 30
+    assert answered["answer_sha256"] == hashlib.sha256(mine.content).hexdigest()
+
+
+def test_advertiser_and_other_keys_are_refused_the_feed_naming_the_verifier(api, world):
+    own = _feed(api, "cmp-a", key(api, "adv-a"))
+    assert own.status_code == 403 and "verifier" in own.json()["detail"]
+    ingest = _feed(api, "cmp-a", api.ingest)
+    assert ingest.status_code == 403
+    assert ingest.json()["detail"] == ("this endpoint needs a verifier or admin key, "
+                                       "not an ingest key")
+
+
+# Endpoints anyone may call, and the feed itself; every other route must refuse a verifier.
+_OPEN = {"/healthz", "/readyz", "/metrics", "/v1/px"}
+_FEED = "/v1/campaigns/{campaign_id:str}/log-level"
+# what the framework validates before the handler runs (so the role check is reached)
+_VALID = {
+    ("GET", "/v1/px/template"): {"params": {"campaign_id": "cmp-a", "creative_id": "cr-a"}},
+    ("GET", "/v1/segments/overlap"): {"params": {"ids": "s1,s2"}},
+    ("POST", "/v1/keys"): {"json": {"role": "verifier", "advertiser_id": "adv-b"}},
+    ("POST", "/v1/events"): {"json": batch([ad_event()])},
+}
+
+
+def test_verifier_is_refused_every_other_endpoint(api, world):
+    verifier, key_id = _verifier(api, "adv-a")
+    checked = set()
+    for route in api.client.app.routes:
+        if route.path in _OPEN or route.path == _FEED or route.path.startswith("/docs"):
+            continue
+        path = re.sub(r"\{\w+:\w+\}", "cmp-a", route.path)
+        for method in sorted(set(getattr(route, "methods", ())) - {"HEAD", "OPTIONS"}):
+            extra = _VALID.get((method, route.path), {"json": {}})
+            answer = api.client.request(method, path, headers=verifier, **extra)
+            assert answer.status_code == 403, (method, route.path, answer.text)
+            detail = answer.json()["detail"]
+            assert re.fullmatch(r"this endpoint needs an? [a-z ]+ key, not a verifier key",
+                                detail), detail
+            checked.add(f"{method} {route.path}")
+    # the ones the brief names are among them (the walk did not silently skip them)
+    for name in ("/report", "/frequency", "/content-effects", "/v1/segments", "/v1/features",
+                 "/v1/events", "/v1/audit", "/v1/keys", "/v1/forecast/reach"):
+        assert any(name in c for c in checked), name
+    assert len(checked) > 30
+    # refused by role before any campaign is looked at: nothing else was done or released
+    listed = api.client.get("/v1/keys", headers=api.admin).json()
+    assert [k["role"] for k in listed].count("verifier") == 1

@@ -216,3 +216,53 @@ def test_forecast_isolation_and_audit(api, loaded):
     assert body["backtest_error"] is not None
     records = api.client.get("/v1/audit?advertiser_id=adv-a", headers=api.admin).json()["records"]
     assert [r["status"] for r in records if r["endpoint"] == "forecast_reach"] == [404]
+
+
+def _newest_event(ch, campaign_id: str) -> dt.datetime:
+    ts = ch.query("SELECT max(ts) FROM ad_events WHERE campaign_id = {c:String}",
+                  parameters={"c": campaign_id}).result_rows[0][0]
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def test_frequency_carries_report_id_and_the_reports_data_through(api, loaded, ch):
+    adv = key(api, "adv-a")
+    report = api.client.get("/v1/campaigns/cmp-a/report", headers=adv).json()
+    answer = api.client.get("/v1/campaigns/cmp-a/frequency", headers=adv)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["report_id"].startswith("rep_") and body["report_id"] != report["report_id"]
+    # the report's definition: the newest stored event of the campaign, in UTC
+    assert body["data_through"] == report["data_through"]
+    assert dt.datetime.fromisoformat(body["data_through"]) == _newest_event(ch, "cmp-a")
+    # it is the campaign's freshness, not the range's: an empty range still says it, and so
+    # does an answer below k (nothing released)
+    empty = api.client.get("/v1/campaigns/cmp-a/frequency?from=2025-01-01&to=2025-01-02",
+                           headers=adv).json()
+    assert empty["reach"] is None and empty["data_through"] == body["data_through"]
+    # the audit record of the answer is the one its report_id names
+    records = api.client.get("/v1/audit", headers=api.admin).json()["records"]
+    mine = next(r for r in records if r["audit_id"] == body["report_id"])
+    assert mine["endpoint"] == "campaign_frequency"
+    assert mine["answer_sha256"] == hashlib.sha256(answer.content).hexdigest()
+
+
+def test_frequency_of_a_campaign_without_events_has_no_data_through(api, loaded):
+    put(api, "/v1/catalog/campaigns", [{**CAMPAIGNS[0], "campaign_id": "cmp-new"}])
+    body = api.client.get("/v1/campaigns/cmp-new/frequency", headers=key(api, "adv-a")).json()
+    assert body["reach"] is None and body["data_through"] is None
+
+
+def test_content_effects_carry_report_id_and_the_reports_data_through(api, loaded, ch):
+    adv_b = key(api, "adv-b")
+    report = api.client.get("/v1/campaigns/cmp-b/report", headers=adv_b).json()
+    answer = api.client.get("/v1/campaigns/cmp-b/content-effects", headers=adv_b)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["kind"] == "holdout_lift" and body["report_id"].startswith("rep_")
+    assert body["data_through"] == report["data_through"]
+    assert dt.datetime.fromisoformat(body["data_through"]) == _newest_event(ch, "cmp-b")
+    # a promotion not served yet: the answer says so rather than inventing a time
+    put(api, "/v1/catalog/campaigns", [{**CAMPAIGNS[1], "campaign_id": "cmp-b2"}])
+    fresh = api.client.get("/v1/campaigns/cmp-b2/content-effects", headers=adv_b).json()
+    assert fresh["suppressed"] is True and fresh["data_through"] is None
+    assert fresh["report_id"].startswith("rep_")

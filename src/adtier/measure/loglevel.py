@@ -9,10 +9,12 @@ reconciliation on ``ad_serving_id``).
 cover >= k profiles): a verification vendor needs event-level rows to reconcile delivery, so k
 cannot apply row by row here. The feed is restricted instead:
 
-- only admin keys: the platform hands the file to the campaign's verifier under contract.
-  An advertiser key gets 403 even on its own campaign (404 on another's, as every
-  measurement endpoint): ``ad_serving_id`` links each row to the advertiser's own ad-server
-  logs, so per-event rows in an advertiser's hands would undo the k rule;
+- only verifier keys (role ``verifier``, made by an admin for one advertiser: the
+  third-party verification vendor under contract, who can fetch nothing else) for that
+  advertiser's campaigns, and admin keys. An advertiser key gets 403 even on its own campaign
+  (404 on another's, as every measurement endpoint): ``ad_serving_id`` links each row to the
+  advertiser's own ad-server logs, so per-event rows in an advertiser's hands would undo the
+  k rule;
 - no profile id leaves: ``hashed_profile_id`` is HMAC-SHA256 under a key derived per advertiser
   from a server secret, so rows of one advertiser can be joined with each other (frequency,
   de-duplication) but not with another advertiser's feed, nor with anything we publish

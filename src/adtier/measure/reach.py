@@ -37,7 +37,7 @@ from adtier.measure.cells import COUNT_METRICS, CellRows, cell_rows
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
 __all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "REPORT_SOURCES", "Source", "report",
-           "frequency",
+           "frequency", "data_through",
            "MIN_DATE", "MAX_DATE"]
 
 MIN_DATE = dt.date(1970, 1, 1)
@@ -239,9 +239,20 @@ def _release(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_
     }
 
 
+def data_through(client: Client, campaign_id: str, source: str = "rollup") -> str | None:
+    """The report's ``data_through`` for answers that are not the report: the newest stored
+    event time of the campaign (any day, not only the range asked), None before any event."""
+    src = SOURCES[source]
+    value = client.query(f"SELECT {src.through} FROM {src.table} "
+                         "WHERE campaign_id = {campaign_id:String}",
+                         parameters={"campaign_id": campaign_id}).result_rows[0][0]
+    return _utc_iso(value)
+
+
 def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.date,
               k: int, source: str = "rollup") -> dict[str, Any]:
-    """Profiles by impression count (1..9, 10+) and cumulative reach by day, from one query.
+    """Profiles by impression count (1..9, 10+) and cumulative reach by day, from one query
+    (plus the report's ``data_through``).
 
     Buckets are disjoint sets of profiles, so the folded remainder's size is their sum; the
     distribution plus the remainder sums to reach. Cumulative reach is released at a day only
@@ -255,6 +266,9 @@ def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.
            f"FROM (SELECT profile_hash, {count} AS n, min({src.day}) AS first_day "
            f"FROM {src.table} WHERE {src.range()} AND {src.impression} GROUP BY profile_hash) "
            "GROUP BY bucket, first_day ORDER BY bucket, first_day")
+    # read before the rows: an event stored between the two reads is then in the rows but not
+    # claimed (read after, data_through could claim an event the rows lack)
+    through = data_through(client, campaign_id, source)
     rows = client.query(sql, parameters=params).result_rows
     by_bucket: dict[int, list[int]] = {}
     new_by_day: dict[dt.date, int] = {}
@@ -268,7 +282,8 @@ def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.
     if reach < k:
         return {"campaign_id": campaign_id, "k": k, "reach": None, "impressions": None,
                 "avg_frequency": None, "distribution": [], "suppressed": None,
-                "suppressed_rows": len(by_bucket), "cumulative_reach": []}
+                "suppressed_rows": len(by_bucket), "cumulative_reach": [],
+                "data_through": through}
     cells = [{"key": b, "profiles": v[0], "impressions": v[1]} for b, v in by_bucket.items()]
     folded = fold_small_rows(cells, k, "key")
     folded, rest = fold_until_k(
@@ -313,4 +328,5 @@ def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.
         "suppressed": suppressed,
         "suppressed_rows": len(folded.folded_keys),
         "cumulative_reach": points,
+        "data_through": through,
     }

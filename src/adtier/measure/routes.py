@@ -3,11 +3,13 @@
 - ``GET /v1/campaigns/{id}/report?from&to&by=day|device|country|creative|break_position``
 - ``GET /v1/campaigns/{id}/frequency?from&to``
 - ``GET /v1/campaigns/{id}/content-effects?days``
-- ``GET /v1/campaigns/{id}/log-level?date`` (Parquet; see ``adtier.measure.loglevel``)
+- ``GET /v1/campaigns/{id}/log-level?date`` (Parquet; verifier or admin keys only; see
+  ``adtier.measure.loglevel``)
 - ``POST /v1/forecast/reach``
 - ``GET /v1/audit`` (admin)
 
-Advertiser keys see only their own campaigns (anything else answers 404); admin sees all. Every
+Advertiser and verifier keys see only their own advertiser's campaigns (anything else answers
+404); admin sees all. A verifier key reaches nothing here but the log-level feed. Every
 call (answered or refused) writes an audit record with the SHA-256 of the exact body sent, and
 each answer carries that record's id as ``report_id``.
 """
@@ -25,7 +27,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
-from adtier.auth import ApiKey
+from adtier.auth import ApiKey, forbidden
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.measure import audit, forecast, lift, loglevel, reach
@@ -184,8 +186,9 @@ class MeasureController(Controller):
                         date: FromQuery[str | None] = None) -> Stream:
         """Every ad event of the campaign on one UTC day (``date=YYYY-MM-DD``), one row per
         event, as Parquet; the profile is ``hashed_profile_id``, a keyed hash per advertiser.
-        Owner's advertiser key or admin only. Headers: ``X-Adtier-Report-Id`` (the audit
-        record), ``X-Adtier-Rows``, ``X-Adtier-Answer-Sha256``."""
+        A verifier key bound to the campaign's advertiser, or admin; advertiser keys get 403.
+        Headers: ``X-Adtier-Report-Id`` (the audit record), ``X-Adtier-Rows``,
+        ``X-Adtier-Answer-Sha256``."""
         return await log_level_feed(request, campaign_id, date)
 
 
@@ -200,7 +203,10 @@ def _feed_day(value: str | None) -> dt.date:
 async def log_level_feed(request: Request, campaign_id: str, date: str | None) -> Stream:
     """Authenticate, write the feed to a temporary file, audit it (rows and the SHA-256 of the
     exact bytes), then stream the file. Refusals are audited as in ``audited``."""
-    key = await authorize(request, "advertiser")
+    key = await authorize(request)  # 401 without a valid key
+    if key.role not in ("verifier", "admin", "advertiser"):
+        raise forbidden(key, "verifier")
+    # an advertiser key goes on only to be answered 404 or 403 below, audited like a verifier's
     report_id = audit.new_audit_id()
     parameters = {"campaign_id": campaign_id, "date": date}
 
@@ -214,16 +220,17 @@ async def log_level_feed(request: Request, campaign_id: str, date: str | None) -
     try:
         day = _feed_day(date)
         info = await campaign_for(request, key, campaign_id)  # 404 for another's campaign
-        if key.role != "admin":
+        if key.role == "advertiser":
             # One row per event is below the k-profile rule, and ad_serving_id links a row to
-            # the advertiser's own ad-server logs: the platform releases the feed to the
-            # campaign's verifier (admin key, audited), never to an advertiser key directly.
-            raise ApiError(403, "forbidden", "the log-level feed is released by the platform "
-                           "(admin key) to the campaign's verifier, not to advertiser keys")
+            # the advertiser's own ad-server logs: the feed goes to the campaign's verifier
+            # (its own key, bound to the advertiser, audited), never to an advertiser key.
+            raise ApiError(403, "forbidden", "the log-level feed needs a verifier or admin "
+                           "key: it is released to the campaign's verifier, not to advertiser "
+                           "keys")
         state = app_state(request)
         secret = await loglevel.load_secret(state.settings.log_level_secret, state.redis)
-        # pseudonyms are the campaign owner's, whoever asks (an admin sees what the advertiser
-        # and its verifier see)
+        # pseudonyms are the campaign owner's, whoever asks (an admin sees what the owner's
+        # verifier sees; a verifier is bound to the owner, or campaign_for answered 404)
         hmac_key = loglevel.advertiser_key(secret, info.advertiser_id)
         feed = await run_query(request, loglevel.write_feed, campaign_id, day, hmac_key)
     except ApiError as err:
@@ -264,6 +271,8 @@ class ForecastController(Controller):
         union of the segments (no segments: every eligible profile), the model used
         (negative-binomial, or beta-binomial when a cap bounds the opportunities) and its
         backtest error. See ``adtier.measure.forecast``."""
+        # the role before the body: a key that may not ask is told so (403), whatever it sent
+        await authorize(request, "advertiser")
         data = await decode_json(request, _FORECAST)
         params = msgspec.to_builtins(data)
 
