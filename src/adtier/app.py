@@ -18,7 +18,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from adtier import __version__
 from adtier.auth import KeyCache, KeyRegistry
-from adtier.catalog import CATALOG_ROUTES
+from adtier.catalog import CATALOG_ROUTES, holdout_mirror
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.features.routes import FEATURE_ROUTES
@@ -57,6 +57,10 @@ def _lifespan(settings: Settings):
         # Valkey emptied or replaced (no live-version hash): reload the served segments'
         # look-up sets from ClickHouse before answering look-ups.
         restore_redis(stores.clickhouse, stores.redis, only_if_missing=True)
+        # The look-up's holdout mirror: re-applied from ClickHouse on every start, not only when
+        # missing (one small query; versioned, so it never undoes a newer upsert), which also
+        # covers campaigns written straight into ClickHouse (the simulator's direct mode).
+        holdout_mirror.restore(stores.clickhouse, stores.redis)
         client = aredis.Redis.from_url(stores.redis_url, max_connections=256)
         flushers = []
         if settings.flusher_enabled:

@@ -239,6 +239,9 @@ def test_frequency_carries_report_id_and_the_reports_data_through(api, loaded, c
     empty = api.client.get("/v1/campaigns/cmp-a/frequency?from=2025-01-01&to=2025-01-02",
                            headers=adv).json()
     assert empty["reach"] is None and empty["data_through"] == body["data_through"]
+    empty_report = api.client.get("/v1/campaigns/cmp-a/report?from=2025-01-01&to=2025-01-02",
+                                  headers=adv).json()
+    assert empty_report["rows"] == [] and empty_report["data_through"] == body["data_through"]
     # the audit record of the answer is the one its report_id names
     records = api.client.get("/v1/audit", headers=api.admin).json()["records"]
     mine = next(r for r in records if r["audit_id"] == body["report_id"])

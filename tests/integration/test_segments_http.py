@@ -177,7 +177,8 @@ def test_static_segment_excludes_kids_and_opted_out_and_lookup(world, ch, rds) -
     got = world.client.get("/v1/profiles/pf-a/segments", headers=world.admin)
     assert got.status_code == 200
     assert got.json() == {"profile_id": "pf-a",
-                          "segments": sorted([seg["segment_id"], other["segment_id"]])}
+                          "segments": sorted([seg["segment_id"], other["segment_id"]]),
+                          "holdout_campaigns": []}  # its campaigns have no holdout
     rtb = world.client.get("/v1/profiles/pf-a/segments?format=openrtb", headers=world.admin)
     assert rtb.json() == [{"id": "adtier", "name": "adtier", "segment": [
         {"id": s} for s in sorted([seg["segment_id"], other["segment_id"]])]}]

@@ -3,7 +3,8 @@
 ``PUT /v1/catalog/{advertisers|campaigns|creatives|titles}`` and ``PUT /v1/profiles`` are bulk
 upserts of ``{"items": [...]}`` (at most 10,000; the last item of a repeated id wins);
 ``GET /v1/catalog/{kind}`` lists current rows, ``GET /v1/catalog/{kind}/{id}`` reads one.
-``POST /v1/privacy/opt-out`` opts profiles out for good; ``DELETE /v1/privacy/profiles/{id}``
+``POST /v1/privacy/opt-out`` opts profiles out for good (out of every built segment at once, as
+is a profile written as kids); ``DELETE /v1/privacy/profiles/{id}``
 erases a profile's events and profile row and records the erasure;
 ``GET /v1/privacy/profiles/{id}`` tells whether a profile is excluded from targeting, and why.
 
@@ -13,6 +14,7 @@ decoder per model, so a bad item answers 400 naming its index and field, strictl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -23,8 +25,8 @@ from redis.exceptions import RedisError
 from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
-from adtier.catalog import store
-from adtier.segments.store import forget_profile
+from adtier.catalog import holdout_mirror, store
+from adtier.segments.store import forget_profile, forget_profiles
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -71,12 +73,15 @@ async def _run(fn, *args):
 
 
 async def _publish_exclusions(request: Request, profile_ids: list[str]) -> None:
-    """Tell the feature look-up's Valkey mirror at once (after the ClickHouse record, before
-    answering) that these profiles are excluded: kids, opted out or erased."""
+    """Make an exclusion (kids, opted out or erased) take effect at once, after its ClickHouse
+    record and before answering: out of every built segment (the look-up sets, the member rows
+    and sizes: ``forget_profiles``, in bulk) and out of the feature look-up's Valkey mirror."""
     if not profile_ids:
         return
-    r = app_state(request).stores.redis
+    state = app_state(request)
+    r = state.stores.redis
     try:
+        await _run(forget_profiles, state.api_clickhouse, r, profile_ids)
         await anyio.to_thread.run_sync(lambda: features_mirror.exclude(r, profile_ids))
     except RedisError as err:  # recorded in ClickHouse already: a retry is idempotent
         log.error("exclusion_publish_failed", error=str(err)[:300])
@@ -105,6 +110,24 @@ async def _check_references(
                        f"unknown {singular} {value!r}{more} - at `$.items[{index}].{field}`")
 
 
+async def _upsert_campaigns(request: Request, items: Sequence[Campaign]) -> int:
+    """Write the campaigns, then their holdouts to the look-up's Valkey mirror before
+    answering (ad decisioning must stop serving a new holdout at once). A mirror failure
+    answers 503: the retry writes a newer version to both."""
+    state = app_state(request)
+    version = time.time_ns()
+    count = await _run(store.upsert, state.api_clickhouse, _CMP, items, version)
+    latest = list({c.campaign_id: c for c in items}.values())  # the last of a repeated id wins
+    r = state.stores.redis
+    try:
+        await anyio.to_thread.run_sync(lambda: holdout_mirror.publish(r, latest, version))
+    except RedisError as err:
+        log.error("holdout_publish_failed", error=str(err)[:300])
+        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+    return count
+
+
 async def _upsert(request: Request, kind: store.Kind) -> Upserted:
     await authorize(request, "admin")
     batch = await decode_json(request, _DECODERS[kind.model])
@@ -114,6 +137,8 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
     elif kind.name == "creatives":
         await _check_references(request, items, "campaign_id", store.CATALOG["campaigns"])
     client = app_state(request).api_clickhouse
+    if kind.name == "campaigns":
+        return Upserted(await _upsert_campaigns(request, items))
     upserted = Upserted(await _run(store.upsert, client, kind, items))
     if kind is store.PROFILES:  # the last item of a repeated id wins, as in store.upsert
         latest = {i.profile_id: i for i in items}
@@ -230,7 +255,9 @@ class ProfilesController(Controller):
     @put("/", status_code=200, summary="Upsert profiles (kind adult|kids)")
     async def put_profiles(self, request: Request) -> Upserted:
         """``{"items": [{"profile_id", "account_id", "kind": "adult"|"kids"}]}``. Kids'
-        profiles never enter segments, lookalikes or feature exports."""
+        profiles never enter segments, lookalikes or feature exports: a profile written as
+        kids leaves every built segment (look-up, overlap, size) before this answers. One made
+        adult again comes back at its segments' next build."""
         return await _upsert(request, store.PROFILES)
 
     @get("/", summary="List profiles")
@@ -247,7 +274,8 @@ class PrivacyController(Controller):
     @post("/opt-out", status_code=200, summary="Opt profiles out of targeting (sticky)")
     async def opt_out(self, request: Request) -> OptedOut:
         """``{"profile_ids": [...]}`` (at most 10,000). There is no opt-in: an opt-out stays,
-        even across an erasure, and its first time is kept."""
+        even across an erasure, and its first time is kept. The profiles leave every built
+        segment (look-up, overlap, size) and the feature feed before this answers."""
         await authorize(request, "admin")
         body = await decode_json(request, _OPT_OUT)
         client = app_state(request).api_clickhouse

@@ -98,13 +98,16 @@ def _row(named: dict[str, object]) -> dict[str, object]:
     return {name: _utc(value) for name, value in named.items()}
 
 
-def upsert(client: Client, kind: Kind, items: Sequence[msgspec.Struct]) -> int:
-    """Write a new version of every item (a repeated id: the last item wins); distinct ids."""
+def upsert(client: Client, kind: Kind, items: Sequence[msgspec.Struct],
+           version: int | None = None) -> int:
+    """Write a new version of every item (a repeated id: the last item wins); distinct ids.
+    ``version``: the rows' version (default: now in ns) — a caller that mirrors the rows
+    elsewhere (campaign holdouts) passes it, to order its copies like ClickHouse does."""
     latest = {kind.item_id(item): item for item in items}
     if not latest:
         return 0
     now = datetime.now(timezone.utc)
-    version = time.time_ns()
+    version = version or time.time_ns()
     rows = [[getattr(item, c) for c in kind.columns] + [now, version] for item in latest.values()]
     client.insert(kind.table, rows, column_names=[*kind.columns, "updated_at", "version"])
     return len(latest)

@@ -107,6 +107,11 @@ def _subtract(values: dict[str, Any], erased: list[dict[str, int]]) -> dict[str,
     return out
 
 
+# The report's data_through: the newest stored event of the campaign, any day.
+_THROUGH = ("SELECT max(max_ts) FROM ad_campaign_cells "
+            "WHERE campaign_id = {campaign_id:String} AND dim = 'day'")
+
+
 def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
               date_to: dt.date) -> CellRows | None:
     """The report's cells from the bitmaps, or None if the range has unassigned events."""
@@ -116,8 +121,7 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
     rows = _rows(client, f"""
         WITH {_ERASED} AS erased
         SELECT key, grouping(key) AS is_total, {_merged("c_")},
-               (SELECT max(max_ts) FROM ad_campaign_cells
-                WHERE campaign_id = {{campaign_id:String}} AND dim = 'day') AS through,
+               ({_THROUGH}) AS through,
                (SELECT count() FROM ad_erased_events
                 WHERE campaign_id = {{campaign_id:String}}
                   AND day BETWEEN {{date_from:Date}} AND {{date_to:Date}}) AS erased_events
@@ -133,7 +137,9 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
     cells = [_subtract(r, [erased[r["key"]]] if r["key"] in erased else [])
              for r in rows if not r["is_total"]]
     totals = _subtract(total, list(erased.values())) if total is not None else None
-    through = rows[0]["through"] if rows else None
+    # A range without cells has no rows to carry it, but the campaign may have data elsewhere.
+    through = (rows[0]["through"] if rows
+               else client.query(_THROUGH, parameters=params).result_rows[0][0])
 
     def merge(keys: list[str]) -> dict[str, int]:
         got = _rows(client, f"""

@@ -1,8 +1,12 @@
 """Content effects of a promotional campaign: did it make people start the promoted title?
 
 **With a holdout** (``holdout_percent > 0``): profiles are assigned to the campaign's holdout by
-the stable hash shared with ad decisioning (``adtier.simulate.ids.HOLDOUT_SQL``), so the two arms
-are a randomised experiment. The analysis is *intent-to-treat*:
+a stable hash of the profile and campaign ids (``adtier.catalog.holdouts``: ``HOLDOUT_SQL`` here,
+``bucket`` per profile). Ad decisioning gets the same assignment from the segment look-up,
+``GET /v1/profiles/{id}/segments`` (``holdout_campaigns``; OpenRTB segment
+``holdout:<campaign_id>``), answered from a Valkey mirror of the campaigns with a holdout that
+the campaign upsert writes; an ad server that honours it never serves the holdout, so the two
+arms are a randomised experiment. The analysis is *intent-to-treat*:
 
 - **Universe**: every eligible profile (not a kid, not opted out, not erased) with an ad
   impression of any campaign during the flight — an ad opportunity, in which the holdout would
@@ -21,7 +25,8 @@ are a randomised experiment. The analysis is *intent-to-treat*:
   the share of its window sessions started after the day of the profile's first impression of
   the campaign; ``per_exposed_session`` divides the session lift (and its interval) by the
   latter — the effect on sessions that could have been influenced (an instrumental-variable /
-  complier estimate, valid because the holdout is never served).
+  complier estimate, valid when the holdout is never served: ``holdout_served`` counts the
+  holdout profiles that were served the campaign anyway, and should be 0).
 
 **Without a holdout**, the same outcome is compared between profiles of the universe who were
 served the campaign and those who were not: ``kind = "observational"``, field ``difference``.
@@ -48,7 +53,8 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.measure.privacy import CampaignInfo
-from adtier.simulate.ids import HOLDOUT_SQL
+from adtier.measure.reach import data_through
+from adtier.catalog.holdouts import HOLDOUT_SQL
 
 __all__ = ["content_effects", "abandonment", "Z95", "ratio_estimate", "proportion",
            "mean_estimate"]
@@ -309,6 +315,9 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
     sql = (_SQL.replace("__EXCLUDED__", excluded_profile_hashes_sql())
            .replace("__HIT__", hit).replace("__ARM__", arm))
     window_end = campaign.end_date + dt.timedelta(days=days + 1)
+    # the report's definition (newest stored event of the campaign), read before the answer's
+    # rows so that it never claims an event they lack
+    through = data_through(client, campaign.campaign_id)
     result = client.query(sql, parameters={
         "campaign_id": campaign.campaign_id, "holdout_percent": float(campaign.holdout_percent),
         "flight_start": campaign.start_date, "flight_end": campaign.end_date,
@@ -322,6 +331,7 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
         "window_days": days,
         "flight": {"start": campaign.start_date.isoformat(), "end": campaign.end_date.isoformat()},
         "k": k,
+        "data_through": through,
     }
     treated, control = groups.get(0), groups.get(1)
     if treated is None or control is None or min(treated["profiles"], control["profiles"]) < k:

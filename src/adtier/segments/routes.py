@@ -6,7 +6,7 @@
   (409 if that segment is being built already).
 - ``GET /v1/segments/overlap?ids=a,b,c`` — exact pairwise intersections of current versions.
 - ``GET /v1/profiles/{profile_id}/segments[?format=openrtb]`` — look-up for ad decisioning,
-  from Redis only.
+  from Redis only: the profile's segments and the campaign holdouts it is in.
 
 Scoping: an advertiser key creates segments it owns, and sees its own segments plus platform
 segments (owner ''); any other segment answers 404, as if it did not exist. Admin sees and
@@ -36,6 +36,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import Meta
 
 from adtier.auth import ApiKey
+from adtier.catalog import holdout_mirror
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.segments import build as B
@@ -107,6 +108,7 @@ class Overlap(msgspec.Struct):
 class ProfileSegments(msgspec.Struct):
     profile_id: str
     segments: list[str]
+    holdout_campaigns: list[str]  # holdouts holding the profile: not to be served these
 
 
 _DECODER = msgspec.json.Decoder(SegmentRequest)
@@ -319,28 +321,54 @@ class ProfileSegmentsController(Controller):
         self, request: Request, profile_id: FromPath[str],
         format: FromQuery[Literal["json", "openrtb"]] = "json",  # noqa: A002 - the query parameter's name
     ) -> Any:
-        """Served from Redis only. ``format=openrtb`` answers the OpenRTB 2.6 ``user.data``
-        array: ``[{"id": "adtier", "name": "adtier", "segment": [{"id": ...}]}]`` (``[]`` when
-        the profile is in no segment). Admin keys see every segment; advertiser keys their own.
+        """Served from Redis only (one round trip: the membership script and the holdout
+        mirror, pipelined). JSON: ``{"profile_id", "segments": [...], "holdout_campaigns":
+        [...]}`` — ``holdout_campaigns`` are the campaigns whose flight has not ended (end date
+        >= today, UTC) and whose holdout holds this profile: **do not serve it their ads** (the
+        control group of content-effects lift; same hash as measurement, see
+        ``adtier.catalog.holdouts``). ``format=openrtb`` answers the OpenRTB 2.6 ``user.data``
+        array: ``{"id": "adtier", "name": "adtier", "segment": [{"id": <segment_id>}]}`` when
+        the profile is in a segment, and ``{"id": "adtier-holdout", "name": "adtier holdout",
+        "segment": [{"id": "holdout:<campaign_id>"}]}`` when it is in a holdout (exclude line
+        items by that segment); ``[]`` when neither. Admin keys see every segment and holdout;
+        advertiser keys only their own segments and their own campaigns' holdouts.
         """
         key = await authorize(request, "advertiser")
         if not 1 <= len(profile_id) <= 64:
             raise ApiError(400, "invalid_profile_id", "a profile id has 1 to 64 characters")
-        client = app_state(request).redis
-        try:
-            found = await client.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
-        except redis.exceptions.NoScriptError:
-            found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)
+        found, mirror = await _lookup(app_state(request).redis, profile_id)
+        own = None if key.role == "admin" else key.advertiser_id
         segments = sorted(
             found[i].decode() for i in range(0, len(found), 2)
-            if key.role == "admin" or found[i + 1].decode() == key.advertiser_id
+            if own is None or found[i + 1].decode() == own
         )
+        today = dt.datetime.now(dt.timezone.utc).date()
+        holdouts = holdout_mirror.assigned(mirror, profile_id, today, own)
         if format == "openrtb":
-            if not segments:
-                return []
-            return [{"id": "adtier", "name": "adtier",
-                     "segment": [{"id": s} for s in segments]}]
-        return ProfileSegments(profile_id, segments)
+            data = []
+            if segments:
+                data.append({"id": "adtier", "name": "adtier",
+                             "segment": [{"id": s} for s in segments]})
+            if holdouts:
+                data.append({"id": "adtier-holdout", "name": "adtier holdout",
+                             "segment": [{"id": f"holdout:{c}"} for c in holdouts]})
+            return data
+        return ProfileSegments(profile_id, segments, holdouts)
+
+
+async def _lookup(client, profile_id: str) -> tuple[list[bytes], dict[bytes, bytes]]:
+    """The live segments holding the profile (``store.LOOKUP_LUA``: [id, owner, ...]) and the
+    holdout mirror, in one pipelined round trip (a second one only to load the script)."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
+        pipe.hgetall(holdout_mirror.HOLDOUTS_KEY)
+        found, mirror = await pipe.execute(raise_on_error=False)
+    if isinstance(found, redis.exceptions.NoScriptError):
+        found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)
+    for answer in (found, mirror):
+        if isinstance(answer, Exception):
+            raise answer
+    return found, mirror
 
 
 SEGMENT_ROUTES = [SegmentsController, ProfileSegmentsController]

@@ -69,6 +69,7 @@ __all__ = [
     "LOOKUP_LUA",
     "overlap",
     "forget_profile",
+    "forget_profiles",
 ]
 
 LIVE = "adtier:seg:live"
@@ -335,7 +336,7 @@ def restore_set(client: Client, r: redis.Redis, segment_id: str, version: int,
     return len(ids)
 
 
-# An erasure records itself, deletes the profile's members, then SREMs it from the served sets.
+# An erasure records itself, SREMs the profile from the served sets, then deletes its members.
 # One that ran while a set was being reloaded may have had its id read before the delete and
 # removed from the old set before the RENAME: take recent erasures out of the reloaded set.
 _RECENT_ERASURES = ("SELECT profile_sha256 FROM erasures "
@@ -412,9 +413,114 @@ def overlap(client: Client, current: dict[str, int]) -> dict[tuple[str, str], in
 
 
 def forget_profile(client: Client, r: redis.Redis, profile_id: str) -> None:
-    """Remove one profile from every segment version, in ClickHouse and Redis (erasure)."""
-    client.command("DELETE FROM segment_members WHERE profile_id = {p:String}",
-                   parameters={"p": profile_id}, settings={"lightweight_deletes_sync": 2})
-    for sid, value in r.hgetall(LIVE).items():
-        version = value.decode().split("|", 1)[0]
-        r.srem(member_key(sid.decode(), int(version)), profile_id)
+    """Remove one profile from every segment version, static uploads included (erasure)."""
+    forget_profiles(client, r, [profile_id], uploads=True)
+
+
+_SREM_BATCH = 10_000  # ids per SREM (an opt-out call carries at most 10,000)
+
+
+def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], *,
+                    uploads: bool = False) -> list[str]:
+    """Take profiles out of every built segment at once, not at the next build: an opt-out,
+    a kids' profile, an erasure (BRIEF §5: they are never members).
+
+    In this order: the live Valkey sets (the look-up stops serving them first; every live
+    set, whatever ClickHouse says, so a retry after a failure further on still cleans Valkey),
+    then their ``segment_members`` rows of every built version (served, previous, one being
+    built: one DELETE), then the recorded ``size`` of each segment whose served version lost
+    members (``_record_sizes``). ``uploads``: also from the uploaded lists of static segments
+    (version 0) — an erasure only: a build filters exclusions out of a list, and a kids'
+    profile made adult again belongs in it. Answers the segments whose served size shrank.
+
+    A build running meanwhile re-checks the exclusions recorded since it started
+    (``build.drop_excluded``), so its new version leaves them out too; the caller records the
+    exclusion before calling this. Left as is: a call failing between its DELETE and the size
+    row leaves that size to the next build (a retry finds no rows left to recount)."""
+    ids = list(dict.fromkeys(profile_ids))
+    if not ids:
+        return []
+    _srem_live(r, ids)
+    lowest = 0 if uploads else 1
+    held = dict(client.query(
+        "SELECT segment_id, groupUniqArray(version) FROM segment_members "
+        "WHERE version >= {v:UInt64} AND profile_id IN {p:Array(String)} GROUP BY segment_id",
+        parameters={"v": lowest, "p": ids}).result_rows)
+    if not held:
+        return []
+    client.command(
+        "DELETE FROM segment_members WHERE segment_id IN {s:Array(String)} "
+        "AND version >= {v:UInt64} AND profile_id IN {p:Array(String)}",
+        parameters={"s": list(held), "v": lowest, "p": ids},
+        settings={"lightweight_deletes_sync": 2})
+    return _record_sizes(client, {sid: set(vs) for sid, vs in held.items()})
+
+
+def _srem_live(r: redis.Redis, ids: list[str]) -> None:
+    """SREM ``ids`` from every live set: variadic SREMs of ``_SREM_BATCH`` ids, the ids'
+    RESP encoded once with Arrow and pipelined on one connection (all sent, then all read)."""
+    live = r.hgetall(LIVE)
+    if not live:
+        return
+    keys = [member_key(sid.decode(), int(value.decode().split("|", 1)[0])).encode()
+            for sid, value in live.items()]
+    arr = as_arrow_ids(ids)
+    # the ids' part of a SADD is the same for any key and command: encoded once, sent to each
+    bodies = [(len(chunk), _resp_sadd(b"", chunk)[1])
+              for chunk in (arr.slice(s, _SREM_BATCH) for s in range(0, len(arr), _SREM_BATCH))]
+    conn = r.connection_pool.get_connection()
+    try:
+        for key in keys:
+            for n, body in bodies:
+                conn.send_packed_command(
+                    [b"*%d\r\n$4\r\nSREM\r\n$%d\r\n%s\r\n" % (n + 2, len(key), key), body],
+                    check_health=False)
+        errors = []
+        for _ in range(len(keys) * len(bodies)):
+            try:
+                conn.read_response()
+            except redis.ResponseError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        r.connection_pool.release(conn)
+
+
+def _record_sizes(client: Client, held: dict[str, set[int]]) -> list[str]:
+    """Recount the served version of each segment of ``held`` (segment -> versions that lost
+    rows) and record the smaller size, so ``size`` (GET, overlap) stays what is served.
+
+    No lock, and no build is overwritten: the row is written with ``row_version`` = the row
+    read + the members it lost. A build's or anyone's later state change carries the wall
+    clock in ns, far above that, so it wins (a commit naming a new version is never undone by
+    a late recount); and between builds a served version only shrinks, so of two recounts
+    racing from one row the later count (smaller) has the larger row_version and wins. Left
+    as is: a build that started before this recount and then fails records again the size it
+    read at its start (off by these profiles until the next build)."""
+    rows = get_segments(client, list(held))
+    served = {sid: row.version for sid, row in rows.items()
+              if row.version > 0 and row.version in held[sid]}
+    if not served:
+        return []
+    ids = list(served)
+    counts = dict(client.query(
+        """
+        SELECT segment_id, count() FROM segment_members
+        WHERE (segment_id, version) IN (
+            SELECT tupleElement(t, 1), tupleElement(t, 2)
+            FROM (SELECT arrayJoin(arrayZip({ids:Array(String)}, {vs:Array(UInt64)})) AS t))
+        GROUP BY segment_id
+        """, parameters={"ids": ids, "vs": [served[s] for s in ids]}).result_rows)
+    now = dt.datetime.now(dt.timezone.utc)
+    new = [msgspec.structs.replace(rows[sid], size=int(counts.get(sid, 0)), updated_at=now,
+                                   row_version=rows[sid].row_version + rows[sid].size
+                                   - int(counts.get(sid, 0)))
+           for sid in ids if int(counts.get(sid, 0)) < rows[sid].size]
+    if new:
+        client.insert("segments", [[getattr(n, c) for c in _COLUMNS] for n in new],
+                      column_names=list(_COLUMNS))
+    return [n.segment_id for n in new]

@@ -1,8 +1,9 @@
 """Vectorised identifiers: fixed-width text ids, seeded UUIDs, and the holdout assignment hash.
 
 Ids are built as ``(n, width)`` uint8 matrices and handed to Arrow as string arrays without a
-Python loop. The holdout assignment is a stable hash that ClickHouse computes the same way
-(``HOLDOUT_BUCKET_SQL``), so measurement and ad decisioning can reproduce it exactly.
+Python loop. The holdout assignment rule is ``adtier.catalog.holdouts`` (its SQL, and the
+one-profile ``in_holdout`` that the segment look-up uses, are re-exported here); this module
+holds its vectorised form for the simulator, which must agree with it exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
+
+from adtier.catalog.holdouts import (
+    BUCKETS,
+    HOLDOUT_BUCKET_SQL,
+    HOLDOUT_SQL,
+    in_holdout,
+    threshold,
+)
 
 __all__ = [
     "decimal_ids", "hex_ids", "uuid4_bytes", "uuid_text", "arrow_strings", "matrix_strings",
@@ -109,27 +118,13 @@ def int_hash64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# The holdout assignment: bucket 0..9999 from both ids; a profile is in a campaign's holdout when
-# its bucket is below holdout_percent * 100. In ClickHouse, with {campaign_id:String} bound:
-HOLDOUT_BUCKET_SQL = (
-    "intHash64(bitOr(bitShiftLeft(toUInt64(CRC32(profile_id)), 32), "
-    "toUInt64(CRC32({campaign_id:String})))) % 10000"
-)
-HOLDOUT_SQL = f"({HOLDOUT_BUCKET_SQL}) < round({{holdout_percent:Float64}} * 100)"
-
-
 def holdout_bucket(profile_crc: np.ndarray, campaign_id: str) -> np.ndarray:
-    """Buckets 0..9999 of profiles (given the CRC-32 of their ids) for one campaign."""
+    """Buckets 0..9999 of profiles (given the CRC-32 of their ids) for one campaign: the rule
+    of ``adtier.catalog.holdouts`` (``bucket``), vectorised."""
     key = (np.asarray(profile_crc, np.uint64) << np.uint64(32)) | np.uint64(
         zlib.crc32(campaign_id.encode()))
-    return int_hash64(key) % np.uint64(10_000)
+    return int_hash64(key) % np.uint64(BUCKETS)
 
 
 def holdout_mask(profile_crc: np.ndarray, campaign_id: str, holdout_percent: float) -> np.ndarray:
-    return holdout_bucket(profile_crc, campaign_id) < np.uint64(round(holdout_percent * 100))
-
-
-def in_holdout(profile_id: str, campaign_id: str, holdout_percent: float) -> bool:
-    """One profile's assignment (the same rule, for ad decisioning and measurement code)."""
-    crc = np.array([zlib.crc32(profile_id.encode())], np.uint32)
-    return bool(holdout_mask(crc, campaign_id, holdout_percent)[0])
+    return holdout_bucket(profile_crc, campaign_id) < np.uint64(threshold(holdout_percent))

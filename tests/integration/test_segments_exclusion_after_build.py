@@ -1,0 +1,111 @@
+"""An opt-out or a kids' profile recorded AFTER a build leaves the served segments at once
+(BRIEF §5: kids' and opted-out profiles are never members), not at the next rebuild: the
+look-up (JSON and OpenRTB), the overlap, the recorded size, the served version's ClickHouse
+rows and its Valkey set all stop counting them. Through the admin API, on real stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from adtier.segments import store
+from tests.integration.test_segments_http import build, create, put
+
+ADULTS = [f"pf-{i}" for i in range(1, 9)]
+OPTED_OUT, KID = "pf-2", "pf-3"
+GONE = {OPTED_OUT, KID}
+
+
+def _lookup(api, profile_id: str) -> tuple[list[str], list[dict]]:
+    """(segment ids of the JSON answer, the OpenRTB answer)."""
+    got = api.client.get(f"/v1/profiles/{profile_id}/segments", headers=api.admin)
+    rtb = api.client.get(f"/v1/profiles/{profile_id}/segments?format=openrtb",
+                         headers=api.admin)
+    assert got.status_code == 200 and rtb.status_code == 200, (got.text, rtb.text)
+    return got.json()["segments"], rtb.json()
+
+
+def _overlap(api, a: str, b: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """(size per segment as the overlap shows it, intersection per pair)."""
+    answer = api.client.get(f"/v1/segments/overlap?ids={a},{b}", headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    return ({s["segment_id"]: s["size"] for s in body["segments"]},
+            {(p["a"], p["b"]): p["intersection"] for p in body["pairs"]})
+
+
+def _served(api, ch, rds, sid: str) -> tuple[dict, set[str], set[str]]:
+    """(the segment as GET shows it, its served version's ClickHouse rows, its Valkey set)."""
+    seg = api.client.get(f"/v1/segments/{sid}", headers=api.admin).json()
+    assert seg["status"] == "ready", seg
+    assert rds.hget(store.LIVE, sid).decode().split("|")[0] == str(seg["version"])
+    in_valkey = {m.decode() for m in rds.smembers(store.member_key(sid, seg["version"]))}
+    return seg, set(store.member_ids(ch, sid, seg["version"])), in_valkey
+
+
+def _check(api, ch, rds, segs: dict[str, set[str]]) -> None:
+    """Every view of every segment shows exactly ``segs[sid]``: rows, Valkey set, size,
+    overlap and each profile's look-up."""
+    for sid, expected in segs.items():
+        seg, rows, in_valkey = _served(api, ch, rds, sid)
+        assert rows == in_valkey == expected, sid
+        assert seg["size"] == len(expected), seg
+    a, b = segs
+    sizes, pairs = _overlap(api, a, b)
+    assert sizes == {a: len(segs[a]), b: len(segs[b])}
+    assert pairs == {(a, a): len(segs[a]), (a, b): len(segs[a] & segs[b]),
+                     (b, b): len(segs[b])}
+    for profile in ADULTS:  # the excluded ones are in no expected set: they get nothing
+        want = sorted(s for s, members in segs.items() if profile in members)
+        rtb = [{"id": "adtier", "name": "adtier", "segment": [{"id": s} for s in want]}]
+        assert _lookup(api, profile) == (want, rtb if want else []), profile
+
+
+@pytest.fixture
+def two_segments(api) -> tuple[str, str]:
+    """Two static segments of adults, built: ``a`` holds pf-1..pf-8, ``b`` pf-1..pf-4."""
+    put(api, "/v1/profiles", [{"profile_id": p, "account_id": "acc-1", "kind": "adult"}
+                              for p in ADULTS])
+    ids = []
+    for name, members in (("a", ADULTS), ("b", ADULTS[:4])):
+        sid = create(api, {"name": name, "kind": "static", "profile_ids": members})["segment_id"]
+        assert build(api, sid)["status"] == "ready"
+        ids.append(sid)
+    return ids[0], ids[1]
+
+
+def test_opt_out_and_kids_leave_served_segments_without_a_rebuild(api, ch, rds,
+                                                                  two_segments) -> None:
+    a, b = two_segments
+    _check(api, ch, rds, {a: set(ADULTS), b: set(ADULTS[:4])})
+    assert _lookup(api, OPTED_OUT)[0] == sorted([a, b])
+
+    # many ids in one call (unknown ones too): bulk, and only the opted-out member changes
+    others = [f"nobody-{i}" for i in range(2_000)]
+    answer = api.client.post("/v1/privacy/opt-out", json={"profile_ids": [OPTED_OUT, *others]},
+                             headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    # one request makes pf-3 a kid and writes pf-1 as an adult again (it stays)
+    put(api, "/v1/profiles", [{"profile_id": KID, "account_id": "acc-1", "kind": "kids"},
+                              {"profile_id": "pf-1", "account_id": "acc-1", "kind": "adult"}])
+
+    left_a, left_b = set(ADULTS) - GONE, set(ADULTS[:4]) - GONE
+    _check(api, ch, rds, {a: left_a, b: left_b})  # no rebuild in between
+
+    for sid in (a, b):  # and a rebuild leaves them out too
+        rebuilt = build(api, sid)
+        assert rebuilt["status"] == "ready" and rebuilt["version"] == 2, rebuilt
+    _check(api, ch, rds, {a: left_a, b: left_b})
+
+
+def test_exclusion_of_a_profile_in_no_segment_changes_nothing(api, ch, rds,
+                                                              two_segments) -> None:
+    a, b = two_segments
+    before = {sid: api.client.get(f"/v1/segments/{sid}", headers=api.admin).json()
+              for sid in (a, b)}
+    answer = api.client.post("/v1/privacy/opt-out", json={"profile_ids": ["pf-none"]},
+                             headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    put(api, "/v1/profiles", [{"profile_id": "pf-kid", "account_id": "acc-2", "kind": "kids"}])
+    for sid in (a, b):  # the segment rows were not rewritten
+        assert api.client.get(f"/v1/segments/{sid}", headers=api.admin).json() == before[sid]
+    _check(api, ch, rds, {a: set(ADULTS), b: set(ADULTS[:4])})
