@@ -96,7 +96,11 @@ def test_reach_forecast_and_its_backtest_on_a_simulated_world(api, ch):
     assert abs(sum(d["profiles"] for d in body["distribution"]) - body["reach"]) < 1.0
     assert body["avg_frequency"] >= 1.0
     assert body["parameters"]["gamma_shape"] > 0
-    # fitted on the first 3 days, predicting the last 3: the error is reported (and small)
+    # fitted on the first 3 days, predicting the last 3: the error is reported. Not held to
+    # the 5 % target: halves of 3 days cannot both hold a weekend (here Mon-Wed and Thu-Sat),
+    # and the simulator's weekend has 30 % more sessions, which the model fitted on weekdays
+    # reads as the same viewers watching more rather than more viewers: on 7-day worlds the
+    # uncapped backtest was 4-13 % low over 10 seeds (loadtest/measure_accuracy.py)
     assert body["backtest"]["actual_reach"] > 0
     assert body["backtest_error"] is not None and body["backtest_error"] < 0.10, body["backtest"]
 
@@ -112,6 +116,19 @@ def test_reach_forecast_and_its_backtest_on_a_simulated_world(api, ch):
 
     bad = api.client.post("/v1/forecast/reach", headers=api.admin, json={"impressions": 0})
     assert bad.status_code == 400
+
+
+def test_reach_forecast_backtest_on_whole_weeks_is_within_the_target(api, ch):
+    # a 7-day plan on two weeks of history: halves of one week each, so the weekend is in both
+    # and the backtest is held to the 5 % (over 10 seeds of 3,000 profiles: at most
+    # 2.7 % uncapped, 3.8 % capped; loadtest/measure_accuracy.py --days 14 --forecast-days 7)
+    simulate(ch, 42, 2_000, 14)
+    for cap, model in ((0, "negative-binomial"), (3, "beta-binomial")):
+        body = api.client.post("/v1/forecast/reach", headers=api.admin, json={
+            "segment_ids": [], "impressions": 20_000, "frequency_cap": cap, "days": 7}).json()
+        assert body["model"] == model
+        assert body["parameters"]["history_days"] == 14
+        assert body["backtest_error"] <= 0.05, body["backtest"]
 
 
 def test_content_effects_lift_ci_covers_the_planted_effect(api, ch):

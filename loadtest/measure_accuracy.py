@@ -1,0 +1,263 @@
+"""Measurement accuracy over several simulated worlds: the reach forecast's backtest error and
+how often the content-effects lift's 95 % CI covers the planted promo effect.
+
+Each seed builds a small simulated world (``--profiles`` x ``--days``, ``simulate.world``),
+stores it with ``run_direct`` into one throwaway chDB (tables emptied between seeds) and asks
+the measurement code directly (no HTTP: the numbers are the endpoints' own functions):
+
+- **Forecast backtest** (``measure.forecast``): the answer's own backtest — the gamma shape (or
+  beta concentration) fitted on the first half of the recent history, the second half's reach
+  predicted from its actual impressions — for an uncapped plan (negative binomial) and a capped
+  one (beta-binomial), over every eligible profile. Printed: reach error, avg-frequency error
+  (``|actual reach / predicted reach - 1|``: both halves share the impressions), the model and
+  the fit chosen. Target (issue): <= 5 %.
+- **Flights** (informative, not the target): each simulated campaign's true impressions, cap
+  and flight length put to the forecast over all eligible profiles, against the reach the
+  simulator served. Campaigns are targeted by affinity, which the forecast's universe-wide
+  model does not know: this shows how far a "random thinning" plan is from a targeted flight.
+- **Lift coverage** (``measure.lift.content_effects``): for each house promo (20 % holdout), is
+  the planted effect inside the 95 % CI? In the endpoint's units: ``per_exposed_session`` (the
+  ITT session lift divided by the treated arm's share of sessions after first exposure)
+  against the truth's ``expected`` = planted lift x (1 - holdout rate) x share of sessions
+  whose opener starts (``simulate.truth``); equivalently the ITT CI against expected x that
+  share. Coverage is printed with its Wilson 95 % interval.
+
+Run (chDB in-process, ~2 cores)::
+
+    uv run python -m loadtest.measure_accuracy --seeds 1-10
+    uv run python -m loadtest.measure_accuracy --seeds 1-40 --skip forecast,flights
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from adtier.measure import forecast as F
+from adtier.measure import lift as L
+from adtier.measure.privacy import CampaignInfo
+from adtier.simulate.direct import load_catalog_direct, run_direct
+from adtier.simulate.truth import Truth, TruthRecorder
+from adtier.simulate.world import World, build_world
+from adtier.store import connect
+from adtier.store.migrate import apply_migrations
+
+START = dt.date(2026, 11, 2)
+TARGET = 0.05
+# every table a simulated world writes (catalog, events, their rollups): emptied between seeds
+_TABLES = ("ad_events", "content_events", "ingest_batches", "advertisers", "campaigns",
+           "creatives", "titles", "profiles", "privacy_optouts", "erasures", "profile_ad_daily",
+           "profile_content_daily", "profile_activity_daily", "ad_campaign_daily",
+           "ad_breaks_daily", "session_ends_daily", "ad_campaign_cells", "ad_erased_events")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1-10`` or ``1,4,7`` (or both: ``1-3,9``)."""
+    seeds: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def wilson(hits: int, n: int, z: float = L.Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (sound near 0 and 1, unlike Wald)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def simulate(client, seed: int, profiles: int, days: int) -> tuple[World, Truth]:
+    for table in _TABLES:
+        client.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    world = build_world(seed, profiles, days, START)
+    load_catalog_direct(client, world)
+    recorder = TruthRecorder(world)
+    run_direct(world, client, recorder, tag=uuid.uuid4().hex[:8])
+    return world, recorder.finish()
+
+
+def backtests(client, days: int) -> list[dict[str, Any]]:
+    """The forecast answer's backtest for an uncapped and a capped plan (the plan's size does
+    not enter the backtest; ``days`` sets the history window: 2 x days, the halves ``days``)."""
+    rows = []
+    for cap in (0, 3):
+        answer = F.forecast(client, [], 10_000, cap, days)
+        test = answer["backtest"]
+        if test is None:
+            continue
+        rows.append({"model": answer["model"], "fit": answer["parameters"]["fit"],
+                     "reach_error": test["error"],
+                     "signed": test["predicted_reach"] / test["actual_reach"] - 1,
+                     "freq_error": abs(test["actual_reach"] / test["predicted_reach"] - 1),
+                     "actual": test["actual_reach"]})
+    return rows
+
+
+def flights(client, truth: Truth) -> list[float]:
+    """Relative error of the forecast of each served campaign's own plan against its true
+    reach (signed: predicted / actual - 1)."""
+    errors = []
+    for c in truth.campaigns.to_pylist():
+        if c["impressions"] < 50:
+            continue
+        start, end = (dt.date.fromisoformat(c[k]) for k in ("start_date", "end_date"))
+        n_days = (end - start).days + 1
+        answer = F.forecast(client, [], int(c["impressions"]), int(c["frequency_cap"]), n_days)
+        errors.append(answer["reach"] / c["reach"] - 1)
+    return errors
+
+
+def campaign_info(client, campaign_id: str) -> CampaignInfo:
+    row = client.query(
+        "SELECT campaign_id, advertiser_id, start_date, end_date, frequency_cap, "
+        "holdout_percent, promoted_title_id, promoted_genre FROM campaigns FINAL "
+        "WHERE campaign_id = {c:String}", parameters={"c": campaign_id}).result_rows[0]
+    return CampaignInfo(*row)
+
+
+def lift_checks(client, truth: Truth, window: int) -> list[dict[str, Any]]:
+    """Per promo: the planted effect against the per-exposed-session CI and the ITT CI."""
+    rows = []
+    for planted in truth.effects.to_pylist():
+        if planted["effect"] != "promo_start_lift":
+            continue
+        body = L.content_effects(client, campaign_info(client, planted["campaign_id"]),
+                                 window, 1)
+        if body["suppressed"] or "per_exposed_session" not in body:
+            rows.append({"campaign_id": planted["campaign_id"], "skipped": True})
+            continue
+        session = body["lift"][0]
+        share = body["exposed_session_share"]
+        lo, hi = body["per_exposed_session"]["ci95"]
+        expected = planted["expected"]
+        rows.append({"campaign_id": planted["campaign_id"], "skipped": False,
+                     "kind": "title" if "promoted_title_id" in body["target"] else "genre",
+                     "expected": expected, "estimate": body["per_exposed_session"]["estimate"],
+                     "lo": lo, "hi": hi, "covered": lo <= expected <= hi,
+                     "itt": session["estimate"], "itt_se": session["std_error"],
+                     "itt_truth": expected * share})
+    return rows
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.2f}%"
+
+
+def report_forecast(per_seed: dict[int, list[dict[str, Any]]]) -> None:
+    print("\nforecast backtest (fit on the first half of the history, predict the second):")
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for seed, rows in per_seed.items():
+        text = "  ".join(f"{r['model']}/{r['fit']}: reach {100 * r['signed']:+6.2f}% "
+                         f"freq {_pct(r['freq_error'])}" for r in rows)
+        print(f"  seed {seed:3d}  {text}")
+        for r in rows:
+            by_model.setdefault(r["model"], []).append(r)
+    for model, rows in by_model.items():
+        reach = [r["reach_error"] for r in rows]
+        freq = [r["freq_error"] for r in rows]
+        within = sum(e <= TARGET for e in reach)
+        fits = {f: sum(r["fit"] == f for r in rows) for f in F.FIT_METHODS}
+        print(f"  {model:18s} reach error mean {_pct(statistics.fmean(reach))} max "
+              f"{_pct(max(reach))}; avg-frequency error mean {_pct(statistics.fmean(freq))} "
+              f"max {_pct(max(freq))}; <= {TARGET:.0%} in {within}/{len(reach)} seeds; "
+              f"fit chosen {fits}")
+
+
+def report_flights(errors: list[float]) -> None:
+    if not errors:
+        return
+    absolute = sorted(abs(e) for e in errors)
+    print(f"\nflights (each campaign's own plan over all eligible profiles vs the reach served, "
+          f"{len(errors)} campaigns): |error| median {_pct(statistics.median(absolute))}, "
+          f"p90 {_pct(absolute[int(0.9 * (len(absolute) - 1))])}, signed mean "
+          f"{_pct(statistics.fmean(errors))} (positive: the forecast over-reaches)")
+
+
+def report_lift(per_seed: dict[int, list[dict[str, Any]]]) -> None:
+    print("\nlift: planted promo effect inside the 95 % CI (per exposed session)?")
+    hits = total = skipped = 0
+    by_kind: dict[str, list[bool]] = {}
+    z_scores = []
+    for seed, rows in per_seed.items():
+        marks = " ".join(("ok" if r["covered"] else "MISS") if not r["skipped"] else "skip"
+                         for r in rows)
+        print(f"  seed {seed:3d}  {marks}")
+        for r in rows:
+            if r["skipped"]:
+                skipped += 1
+                continue
+            total += 1
+            hits += r["covered"]
+            by_kind.setdefault(r["kind"], []).append(r["covered"])
+            z_scores.append((r["itt"] - r["itt_truth"]) / r["itt_se"])
+    lo, hi = wilson(hits, total)
+    print(f"  coverage {hits}/{total} = {hits / total if total else 0:.3f} "
+          f"(Wilson 95 % [{lo:.3f}, {hi:.3f}]; expected 0.95), skipped {skipped}")
+    for kind, marks in by_kind.items():
+        klo, khi = wilson(sum(marks), len(marks))
+        print(f"    {kind:5s} promos {sum(marks)}/{len(marks)} [{klo:.3f}, {khi:.3f}]")
+    if len(z_scores) > 1:
+        # (estimate - truth) / se: mean ~0 and sd ~1 if the estimator is unbiased and its
+        # standard error right; a shifted mean is bias, a wide sd an understated error
+        print(f"  z = (ITT estimate - planted) / se: mean {statistics.fmean(z_scores):+.2f}, "
+              f"sd {statistics.stdev(z_scores):.2f} (unbiased, honest se: 0, 1)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1-10", help="e.g. 1-10 or 1,4,7")
+    parser.add_argument("--profiles", type=int, default=3_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--forecast-days", type=int, default=3,
+                        help="the plan's days: the backtest's halves (history 2 x days)")
+    parser.add_argument("--window", type=int, default=7, help="content effects' outcome days")
+    parser.add_argument("--skip", default="", help="comma list of: forecast,flights,lift")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    data_dir = Path(tempfile.mkdtemp(prefix="adtier-measure-accuracy-"))
+    client = connect(f"chdb://{data_dir / 'clickhouse'}")
+    apply_migrations(client)
+    backtest_rows: dict[int, list[dict[str, Any]]] = {}
+    flight_errors: list[float] = []
+    lift_rows: dict[int, list[dict[str, Any]]] = {}
+    started = time.perf_counter()
+    try:
+        for seed in parse_seeds(args.seeds):
+            t = time.perf_counter()
+            world, truth = simulate(client, seed, args.profiles, args.days)
+            t_sim = time.perf_counter() - t
+            if "forecast" not in skip:
+                backtest_rows[seed] = backtests(client, args.forecast_days)
+            if "flights" not in skip:
+                flight_errors += flights(client, truth)
+            if "lift" not in skip:
+                lift_rows[seed] = lift_checks(client, truth, args.window)
+            print(f"seed {seed}: {world.n_profiles:,} profiles x {world.days} days, simulated "
+                  f"and stored in {t_sim:.1f} s, measured in {time.perf_counter() - t - t_sim:.1f}"
+                  f" s", flush=True)
+    finally:
+        client.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if backtest_rows:
+        report_forecast(backtest_rows)
+    report_flights(flight_errors)
+    if lift_rows:
+        report_lift(lift_rows)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; target (issue): backtest error "
+          f"<= {TARGET:.0%}, lift CI coverage ~95 %")
+
+
+if __name__ == "__main__":
+    main()
