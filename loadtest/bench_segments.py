@@ -173,6 +173,69 @@ def bench_kernels(rows: int, profiles: int) -> dict:
           f"{out['read_floor'] / best:5.2f}x numba")
     if pl is None:
         print("  polars  not installed (uv run --group bench ...)")
+        return out
+    print(f"kernels: rank and time-decayed affinity over {rows:,} rows of 19 genres")
+    out["features"] = bench_feature_kernels(rows, profiles)
+    return out
+
+
+def bench_feature_kernels(rows: int, profiles: int) -> dict:
+    """The other feature kernels, like for like with polars on the same sorted rows (keys 1..19
+    are genres, key 0 the total) and the same dense answer, each checked equal: the rank of
+    genre 3 among the 19 over the window (competition ranking, ``NO_RANK`` without it) and its
+    time-decayed affinity (half-life 14 days). Numba's times include the CSR offsets."""
+    import polars as pl
+
+    from adtier.segments.rules import AFFINITY_HALF_LIFE_DAYS, NO_RANK
+
+    rng = np.random.default_rng(2)
+    idx = np.sort(rng.integers(0, profiles, rows)).astype(np.int64)
+    day = rng.integers(0, 90, rows).astype(np.int32)
+    key = rng.integers(0, 20, rows).astype(np.int32)
+    minutes = rng.integers(1, 120, rows).astype(np.float64)
+    among = np.ones(20, np.bool_)
+    among[0] = False
+    half = float(AFFINITY_HALF_LIFE_DAYS)
+    df = pl.DataFrame({"p": idx, "day": day, "key": key, "v": minutes})
+
+    def dense(got, column: str, empty: float) -> np.ndarray:
+        out = np.full(profiles, empty)
+        out[got["p"].to_numpy()] = got[column].to_numpy()
+        return out
+
+    def numba_rank() -> np.ndarray:
+        off = K.csr_offsets(idx, profiles)
+        return K.key_rank(off, day, key, minutes, among, 3, 30, float(NO_RANK))
+
+    def polars_rank() -> np.ndarray:
+        got = (df.lazy().filter((pl.col("day") < 30) & (pl.col("key") > 0))
+               .group_by("p", "key").agg(s=pl.col("v").sum())
+               .with_columns(r=pl.col("s").rank("min", descending=True).over("p"))
+               .filter(pl.col("key") == 3).select("p", "r").collect())
+        return dense(got, "r", float(NO_RANK))
+
+    def numba_affinity() -> np.ndarray:
+        off = K.csr_offsets(idx, profiles)
+        return K.decayed_share(off, day, key, minutes, 3, 30, half)
+
+    def polars_affinity() -> np.ndarray:
+        w = pl.lit(0.5) ** (pl.col("day").cast(pl.Float64) / half) * pl.col("v")
+        got = (df.lazy().filter(pl.col("day") < 30).group_by("p")
+               .agg(num=w.filter(pl.col("key") == 3).sum(), den=w.filter(pl.col("key") == 0).sum())
+               .select("p", a=pl.when(pl.col("den") > 0)
+                       .then(pl.min_horizontal(pl.col("num") / pl.col("den"), 1.0))
+                       .otherwise(0.0))
+               .collect())
+        return dense(got, "a", 0.0)
+
+    out: dict = {}
+    for name, (fast, slow, rtol) in {"rank": (numba_rank, polars_rank, 0),
+                                    "affinity": (numba_affinity, polars_affinity, 1e-9)}.items():
+        np.testing.assert_allclose(fast(), slow(), rtol=rtol, err_msg=name)
+        out[name] = {"numba": _median_ms(fast), "polars": _median_ms(slow)}
+        ms = out[name]
+        print(f"  {name + ': numba / polars':44s} {ms['numba']:8.1f} / {ms['polars']:.1f} ms  "
+              f"{ms['polars'] / ms['numba']:5.2f}x")
     return out
 
 
@@ -549,6 +612,10 @@ def main() -> None:
         print(f"{'kernel: polars ms (same rows, same answer)':44s}{pl_ms:16.1f}{'':>20s}")
         print(f"{'kernel: polars / numba':44s}{pl_ms / k['numba']:15.2f}x{'>= 10x':>20s}")
         print(f"{'kernel: reading the input once ms':44s}{k['read_floor']:16.1f}{'':>20s}")
+        for name, ms in k.get("features", {}).items():
+            label = f"kernel {name}: numba / polars ms"
+            print(f"{label:44s}{ms['numba']:7.1f} / {ms['polars']:6.1f}"
+                  f"{ms['polars'] / ms['numba']:13.2f}x")
         print(f"{'kernel: polars / floor (most any kernel gains)':44s}"
               f"{pl_ms / k['read_floor']:15.2f}x{'':>20s}")
     if b is not None:
