@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import ad_event, batch, now_ms
+from tests.helpers import ad_event, batch, content_event, now_ms
 
 DAY_MS = 86_400_000
 CAMPAIGNS = [
@@ -269,3 +269,51 @@ def test_content_effects_carry_report_id_and_the_reports_data_through(api, loade
     fresh = api.client.get("/v1/campaigns/cmp-b2/content-effects", headers=adv_b).json()
     assert fresh["suppressed"] is True and fresh["data_through"] is None
     assert fresh["report_id"].startswith("rep_")
+
+
+def _newest_viewing(ch) -> dt.datetime:
+    ts = ch.query("SELECT max(ts) FROM content_events").result_rows[0][0]
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def test_content_effects_say_how_far_the_outcome_data_reaches(api, loaded, ch, flush):
+    """``data_through`` is the campaign's ad events; the outcome is viewing: the answer says
+    how far the stored viewing reaches and whether that covers the window it used."""
+    adv_b = key(api, "adv-b")
+    # before any viewing: no time is invented, and no window is complete
+    empty = api.client.get("/v1/campaigns/cmp-b/content-effects", headers=adv_b).json()
+    assert ch.query("SELECT count() FROM content_events").result_rows[0][0] == 0
+    assert empty["outcome_data_through"] is None and empty["outcome_window_complete"] is False
+    # viewing up to an hour ago, the newest one a few seconds older than the rest
+    now = now_ms()
+    views = [content_event(profile_id=f"q{i}", session_id=f"v-{i}",
+                           ts=now - 3_600_000 - (0 if i == 7 else 60_000 + i)) for i in range(20)]
+    answer = api.post_events(batch(views))
+    assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+    flush()
+    newest = _newest_viewing(ch)
+    assert newest == dt.datetime.fromtimestamp((now - 3_600_000) / 1000, dt.timezone.utc)
+
+    # cmp-b's flight ends in 2030: its outcome window is far from complete
+    body = api.client.get("/v1/campaigns/cmp-b/content-effects", headers=adv_b).json()
+    assert dt.datetime.fromisoformat(body["outcome_data_through"]) == newest
+    assert body["outcome_window_complete"] is False
+    assert body["data_through"] == empty["data_through"]  # the ad events' own, unchanged
+
+    # a flight that ended 3 days ago: with days=1 its window ended at the midnight after
+    # end + 1 day (yesterday 00:00 UTC, before the newest viewing an hour ago); with days=7
+    # it ends 5 days from now
+    today = dt.datetime.now(dt.timezone.utc).date()
+    ended = today - dt.timedelta(days=3)
+    put(api, "/v1/catalog/campaigns", [{**CAMPAIGNS[1], "campaign_id": "cmp-b3",
+                                        "end_date": ended.isoformat()}])
+    for days, complete in ((1, True), (7, False)):
+        got = api.client.get(f"/v1/campaigns/cmp-b3/content-effects?days={days}",
+                             headers=adv_b).json()
+        window_end = dt.datetime.combine(ended + dt.timedelta(days=days + 1), dt.time(),
+                                         dt.timezone.utc)
+        assert (newest >= window_end) is complete, (days, newest, window_end)
+        assert got["window_days"] == days
+        assert dt.datetime.fromisoformat(got["outcome_data_through"]) == newest
+        assert got["outcome_window_complete"] is complete, (days, got)
+

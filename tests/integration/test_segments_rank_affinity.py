@@ -99,7 +99,7 @@ def test_rank_and_affinity_segments_match_sql(ch, rds, world):
     # 1. every profile's values (one chunk): NO_RANK / 0 for profiles without drama minutes
     rules = {sid: parse_rule(rule) for sid, rule in RULES.items()}
     plan = F.plan_for(p for r in rules.values() for p in predicates(r))
-    assert plan.daily_days == 30 and plan.bounds == [RANK_WINDOW, 30]
+    assert plan.daily_days == {"content": 30} and plan.bounds == [RANK_WINDOW, 30]
     chunk = F.load_chunk(ch, plan, day, 0, 2**64 - 1)
     ids = chunk.profile_ids
     got_rank = F.feature_values(chunk, "genre_rank", GENRE, RANK_WINDOW)
@@ -152,13 +152,18 @@ def test_plan_keeps_days_for_decay_and_every_key_for_ranks():
     preds = [p for rule in [*RULES.values(), *OTHERS, longer]
              for p in predicates(parse_rule(rule))]
     plan = F.plan_for(preds)
-    assert plan.daily_days == 30 and plan.bounds == [3, 4, 5, RANK_WINDOW, 30, 60]
+    # per family: genre_affinity (30 days) the content rows, the device / daypart ones
+    # (3 and 30 days) the activity rows; the ad rows keep their buckets
+    assert plan.daily_days == {"content": 30, "activity": 30}
+    assert plan.bounds == [3, 4, 5, RANK_WINDOW, 30, 60]
     assert plan.all_keys == {"genre", "device", "daypart"}
     assert {"dev:tv", "dev:console", "dp:morning", "dp:late_night"} <= set(
         plan.labels["activity"])
-    buckets = F._bucket_of(plan)  # days 0-29 stay days; later ones never join them
-    assert list(buckets[:30]) == list(range(30)) and set(buckets[30:]) == {30}
+    for family in ("content", "activity"):  # days 0-29 stay days; later ones never join
+        buckets = F._bucket_of(plan, family)
+        assert list(buckets[:30]) == list(range(30)) and set(buckets[30:]) == {30}
+    assert list(F._bucket_of(plan, "ad")[:8]) == [0, 0, 0, 3, 4, 5, 5, RANK_WINDOW]
     plain = F.plan_for(predicates(parse_rule(
         {"feature": "genre_share", "key": GENRE, "window_days": 7, "op": ">", "value": 0})))
-    assert plain.daily_days == 0 and not plain.all_keys
-    assert list(F._bucket_of(plain)) == [0] * 7  # no rank, no decay: buckets as before
+    assert plain.daily_days == {} and not plain.all_keys
+    assert list(F._bucket_of(plain, "content")) == [0] * 7  # no rank, no decay: as before

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from adtier.segments import features as F
 from adtier.segments.rules import (
     DEFAULT_WINDOW_DAYS,
     FEATURES,
@@ -118,3 +120,45 @@ def test_rank_and_affinity_predicates() -> None:
     assert FEATURES["genre_rank"].all_keys and not FEATURES["genre_rank"].daily
     assert FEATURES["genre_affinity"].daily and not FEATURES["genre_affinity"].all_keys
     assert to_json(parse_rule(to_json(tree))) == to_json(tree)
+
+
+def _plan(*preds: dict) -> F.Plan:
+    return F.plan_for(predicates(parse_rule({"all": list(preds)})))
+
+
+def test_a_decayed_feature_keeps_days_in_its_own_family_only() -> None:
+    """One rule's ``device_affinity`` over a year must not make every family of the shared
+    build daily: the ad and content rows keep exactly the buckets a plan with a non-decayed
+    activity feature over the same window gives them."""
+    others = (p("watch_minutes", window_days=7), p("ad_impressions", window_days=30))
+    plan = _plan(p("device_affinity", ">", 0.1, key="mobile", window_days=365), *others)
+    same_windows = _plan(p("device_share", ">", 0.1, key="mobile", window_days=365), *others)
+    assert plan.daily_days == {"activity": 365} and same_windows.daily_days == {}
+    assert plan.bounds == same_windows.bounds == [7, 30, 365]
+    before = np.repeat([0, 7, 30], [7, 23, 335])
+    for family in ("ad", "content"):
+        np.testing.assert_array_equal(F._bucket_of(plan, family), before)
+        np.testing.assert_array_equal(F._bucket_of(same_windows, family), before)
+        assert F._bucket_sql(plan, family) == F._bucket_sql(same_windows, family) \
+            == "toInt32(multiIf(d < 7, 0, d < 30, 7, 30))"
+    np.testing.assert_array_equal(F._bucket_of(plan, "activity"), np.arange(365))
+    assert F._bucket_sql(plan, "activity") \
+        == "toInt32(if(d < 365, d, multiIf(d < 7, 0, d < 30, 7, 30)))"
+    # every family's query, not only the bucket expression
+    for family, sql in F._SQL.items():
+        assert (sql(plan) == sql(same_windows)) == (family != "activity"), family
+    with pytest.raises(ValueError, match="family"):
+        F._bucket_sql(plan)  # a decayed plan cannot be bucketed without naming the family
+
+
+def test_decayed_features_of_two_families_keep_their_own_windows() -> None:
+    plan = _plan(p("genre_affinity", ">", 0.1, key="drama", window_days=14),
+                 p("daypart_affinity", ">", 0.1, key="evening", window_days=60),
+                 p("ad_clicks", window_days=90))
+    assert plan.daily_days == {"content": 14, "activity": 60}
+    assert plan.bounds == [14, 60, 90]
+    np.testing.assert_array_equal(F._bucket_of(plan, "content"),
+                                  np.r_[np.arange(14), np.repeat([14, 60], [46, 30])])
+    np.testing.assert_array_equal(F._bucket_of(plan, "activity"),
+                                  np.r_[np.arange(60), np.repeat(60, 30)])
+    np.testing.assert_array_equal(F._bucket_of(plan, "ad"), np.repeat([0, 14, 60], [14, 46, 30]))

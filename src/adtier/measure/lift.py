@@ -40,6 +40,15 @@ other break in the flight (difference of proportions, breaks as units, normal 95
 rate by pod size (1, 2, 3, 4+ ads, all breaks) shows whether long pods drive viewers away. This is
 observational: which break carries the campaign is not randomised.
 
+**Freshness**: ``data_through`` is the report's (the newest stored ad event of the campaign);
+the outcome is viewing, which arrives on its own, so the answer also says how far it reaches.
+``outcome_data_through`` is the newest stored ``content_events`` time (UTC ISO, None before any
+viewing), and ``outcome_window_complete`` is true when it has reached the end of the outcome
+window the answer used: midnight UTC after flight end + ``days`` (the last day a session can
+count). While false, the latest-assigned profiles' windows are still filling and the answer
+may change. (Sessions that run past that midnight add their later minutes from the next day's
+events: ``complete`` is about which sessions count, not the last minutes of the last ones.)
+
 Privacy: each compared group must cover at least ``k`` profiles, else nothing is released.
 """
 
@@ -53,11 +62,11 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.measure.privacy import CampaignInfo
-from adtier.measure.reach import data_through
+from adtier.measure.reach import _utc_iso, data_through
 from adtier.catalog.holdouts import HOLDOUT_SQL
 
-__all__ = ["content_effects", "abandonment", "Z95", "ratio_estimate", "proportion",
-           "mean_estimate"]
+__all__ = ["content_effects", "abandonment", "outcome_data_through", "Z95", "ratio_estimate",
+           "proportion", "mean_estimate"]
 
 Z95 = 1.959963984540054
 
@@ -299,6 +308,26 @@ def _diff(a: tuple[float, float], b: tuple[float, float]) -> dict[str, Any]:
             "relative": round(d / b[0], 6) if b[0] else None}
 
 
+def outcome_data_through(client: Client) -> dt.datetime | None:
+    """The newest stored viewing event time (UTC), None before any. ``ts`` is the partition
+    key's column, so ClickHouse answers ``max(ts)`` from each part's min/max index (the
+    implicit ``_minmax_count_projection``) without reading a row."""
+    value = client.query("SELECT max(ts) FROM content_events").result_rows[0][0]
+    if value is None:
+        return None
+    value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return None if value.year <= 1970 else value  # an empty table answers the epoch
+
+
+def _outcome_freshness(client: Client, window_end: dt.date) -> dict[str, Any]:
+    """``outcome_data_through`` and whether it covers the outcome window, which ends at the
+    start (midnight UTC) of ``window_end``: the last session counted starts the day before."""
+    through = outcome_data_through(client)
+    end = dt.datetime.combine(window_end, dt.time(), dt.timezone.utc)
+    return {"outcome_data_through": _utc_iso(through),
+            "outcome_window_complete": through is not None and through >= end}
+
+
 def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -> dict[str, Any]:
     has_holdout = campaign.holdout_percent > 0
     if campaign.promoted_title_id:
@@ -316,8 +345,9 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
            .replace("__HIT__", hit).replace("__ARM__", arm))
     window_end = campaign.end_date + dt.timedelta(days=days + 1)
     # the report's definition (newest stored event of the campaign), read before the answer's
-    # rows so that it never claims an event they lack
+    # rows so that it never claims an event they lack; the outcome's freshness likewise
     through = data_through(client, campaign.campaign_id)
+    outcome = _outcome_freshness(client, window_end)
     result = client.query(sql, parameters={
         "campaign_id": campaign.campaign_id, "holdout_percent": float(campaign.holdout_percent),
         "flight_start": campaign.start_date, "flight_end": campaign.end_date,
@@ -332,6 +362,7 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
         "flight": {"start": campaign.start_date.isoformat(), "end": campaign.end_date.isoformat()},
         "k": k,
         "data_through": through,
+        **outcome,
     }
     treated, control = groups.get(0), groups.get(1)
     if treated is None or control is None or min(treated["profiles"], control["profiles"]) < k:

@@ -11,8 +11,9 @@ ClickHouse sums per bucket between consecutive window lengths ([0, 7), [7, 30), 
 labels each row with its bucket's first day; ``day_off < window`` then selects exactly the days
 of any of those windows, with a few rows per profile instead of one per active day. Plans made
 by hand (``Plan(labels, lookback_days)``, e.g. lookalike affinities and the feature feed, which
-decay by day) keep one row per day; so do the first ``daily_days`` days of a rule plan whose
-rules use a time-decayed feature (``genre_affinity`` over 30 days: days 0-29 stay days). Rank
+decay by day) keep one row per day; so do the first ``daily_days[family]`` days of the family
+a time-decayed feature of a rule plan reads (``genre_affinity`` over 30 days: days 0-29 of the
+content rows stay days; the ad and activity rows of the same build keep their buckets). Rank
 features (``genre_rank``...) need every key of their kind, not just the one named: the plan
 lists all devices / dayparts, and ``key_params`` every genre of the catalog. Each family is one
 scan: a row counts for key 0 and, via ``ARRAY JOIN``, for the labels of its campaign / title /
@@ -116,9 +117,12 @@ class Plan:
     # by time decay, e.g. lookalike affinities and the feature feed).
     bounds: list[int] | None = None
     key_params: dict | None = None  # the id -> label-index maps, filled by ``key_params``
-    # Days before this one keep one row per day even inside a bucket (time-decayed features
-    # weigh each day; it is one of ``bounds``, so no bucket straddles it). 0: none.
-    daily_days: int = 0
+    # Per family: its days before this one keep one row per day even inside a bucket
+    # (time-decayed features weigh each day; it is one of ``bounds``, so no bucket straddles
+    # it). Per family, not per plan: one rule's ``device_affinity`` over 365 days must not turn
+    # the ad and content rows of every other rule of a shared build into a row per day for a
+    # year. A family absent: no day stays a day.
+    daily_days: dict[str, int] = field(default_factory=dict)
     # Key kinds whose every label is wanted (ranks compare a key with all of its kind):
     # devices and dayparts are listed by ``plan_for``, genres (from the catalog) by
     # ``key_params``.
@@ -142,7 +146,8 @@ def _add_label(plan: Plan, family: str, label: str) -> None:
 def plan_for(preds: Iterable[Predicate], source: str = "rollup") -> Plan:
     """The labels, windows and day buckets the predicates of the live rules need: rank
     features add every key of their kind, time-decayed ones one row per day over their
-    window; neither costs anything when no rule uses them."""
+    window in the family they read only; neither costs anything when no rule uses them, and
+    a decayed feature costs nothing in the other families."""
     plan = Plan(source=source)
     lookback = 1
     windows: set[int] = set()
@@ -154,7 +159,8 @@ def plan_for(preds: Iterable[Predicate], source: str = "rollup") -> Plan:
             for key in {"device": DEVICES, "daypart": DAYPARTS}.get(feature.key_kind, ()):
                 _add_label(plan, feature.source, _PREFIX[feature.key_kind] + key)
         if feature.daily:
-            plan.daily_days = max(plan.daily_days, p.window_days)
+            plan.daily_days[feature.source] = max(plan.daily_days.get(feature.source, 0),
+                                                  p.window_days)
         lookback = max(lookback, p.window_days or UNIVERSE_DAYS)
         if p.window_days:
             windows.add(p.window_days)
@@ -279,10 +285,13 @@ def _day_sql() -> str:
     return "toInt32(dateDiff('day', toDate(ts), {as_of:Date}))"
 
 
-def _bucket_sql(plan: Plan, day: str = "d") -> str:
-    """The row's day bucket: the day itself, or (``plan.bounds``) the start of the bucket
-    between two consecutive window lengths the rules use, so ``bucket < window`` still selects
-    exactly the days of every window while ClickHouse emits far fewer rows."""
+def _bucket_sql(plan: Plan, family: str | None = None, day: str = "d") -> str:
+    """The row's day bucket in ``family``'s query: the day itself, or (``plan.bounds``) the
+    start of the bucket between two consecutive window lengths the rules use, so
+    ``bucket < window`` still selects exactly the days of every window while ClickHouse emits
+    far fewer rows. ``family`` may be left out only when no family keeps days."""
+    if family is None and plan.daily_days:
+        raise ValueError("a plan with time-decayed families needs the family")
     if not plan.bounds:
         return day
     parts, lower = [], 0
@@ -290,8 +299,9 @@ def _bucket_sql(plan: Plan, day: str = "d") -> str:
         parts.append(f"{day} < {int(bound)}, {int(lower)}")
         lower = int(bound)
     bucket = f"multiIf({', '.join(parts)}, {lower})" if parts else "0"
-    if plan.daily_days:  # time decay: the first days stay days (``Plan.daily_days``)
-        bucket = f"if({day} < {int(plan.daily_days)}, {day}, {bucket})"
+    daily = plan.daily_days.get(family, 0) if family else 0
+    if daily:  # time decay in this family: its first days stay days (``Plan.daily_days``)
+        bucket = f"if({day} < {int(daily)}, {day}, {bucket})"
     return f"toInt32({bucket})"
 
 
@@ -327,7 +337,7 @@ def _ad_sql(plan: Plan, extra: str = "") -> str:
     if len(plan.labels.get("ad", [""])) > 1:
         keys = _keys_sql("ad_keys", "ad_ids", "toString(campaign_id)")
     return f"""
-SELECT profile_hash, {_bucket_sql(plan, _day_sql())} AS day_off, key,
+SELECT profile_hash, {_bucket_sql(plan, "ad", _day_sql())} AS day_off, key,
        toFloat64(countIf(type = 'impression')) AS impressions,
        toFloat64(countIf(type = 'complete')) AS completes,
        toFloat64(countIf(type = 'skip')) AS skips,
@@ -345,7 +355,7 @@ def _content_sql(plan: Plan, extra: str = "") -> str:
     if len(plan.labels.get("content", [""])) > 1:
         keys = _keys_sql("content_keys", "content_ids", "content_id")
     return f"""
-SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, sum(ms) / 60000.0 AS minutes,
+SELECT profile_hash, {_bucket_sql(plan, "content")} AS day_off, key, sum(ms) / 60000.0 AS minutes,
        toFloat64(count()) AS plays
 FROM (
     SELECT profile_hash, {_day_sql()} AS d, cityHash64(session_id) AS sh, content_id,
@@ -370,7 +380,7 @@ def _activity_sql(plan: Plan, extra: str = "") -> str:
     events = (one.replace("@TABLE@", "ad_events") + " UNION ALL "
               + one.replace("@TABLE@", "content_events"))
     return f"""
-SELECT profile_hash, {_bucket_sql(plan)} AS day_off, key, toFloat64(count()) AS events,
+SELECT profile_hash, {_bucket_sql(plan, "activity")} AS day_off, key, toFloat64(count()) AS events,
        toFloat64(if(key = 0, uniqExact(d, sh), 0)) AS sessions,
        toFloat64(if(key = 0, uniqExact(d), 0)) AS days, toFloat64(min(d)) AS recent
 FROM ({events}) ARRAY JOIN ks AS key
@@ -550,14 +560,15 @@ def _id_codes(plan: Plan, ids_param: str) -> dict[str, int]:
     return {v: i + 1 for i, v in enumerate((plan.key_params or {}).get(ids_param, []))}
 
 
-def _bucket_of(plan: Plan) -> np.ndarray:
-    """Per day before the as-of day, the first day of its bucket (``_bucket_sql`` in NumPy)."""
+def _bucket_of(plan: Plan, family: str) -> np.ndarray:
+    """Per day before the as-of day, the first day of its bucket in ``family``'s rows
+    (``_bucket_sql`` in NumPy)."""
     days = np.arange(plan.lookback_days, dtype=np.int32)
     if not plan.bounds:
         return days
     lower = np.asarray([0] + [int(b) for b in plan.bounds[:-1]], np.int32)
     bucket = lower[np.searchsorted(lower, days, side="right") - 1]
-    return np.where(days < plan.daily_days, days, bucket).astype(np.int32)
+    return np.where(days < plan.daily_days.get(family, 0), days, bucket).astype(np.int32)
 
 
 def _changes(*columns: np.ndarray) -> np.ndarray:
@@ -583,7 +594,7 @@ def _folded(plan: Plan, family: str, n: int, idx: np.ndarray, day: np.ndarray,
         column.setflags(write=False)
     offsets, day_off, key, out = K.fold_rows(
         K.csr_offsets(idx, n), day, item, key_table, columns, n_sum, n_total,
-        _bucket_of(plan), len(plan.labels[family]))
+        _bucket_of(plan, family), len(plan.labels[family]))
     return Rows(offsets, day_off, key, dict(zip(_METRICS[family], out, strict=True)))
 
 
