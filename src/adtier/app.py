@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -97,6 +99,10 @@ def _lifespan(settings: Settings):
         features = FeatureScheduler(settings.clickhouse_dsn, stores.redis,
                                     settings.features_compute_interval_s)
         features.start()
+        # The holdout mirror re-applied every minute: repairs a publish lost after its
+        # ClickHouse insert and drops flights as they end (its own client: one query at a time).
+        holdouts = asyncio.create_task(
+            holdout_mirror.keep_restored(stores.new_clickhouse(), stores.redis))
         # Full collections would rescan everything loaded at start-up on every pass; freeze it.
         gc.freeze()
         log.info("adtier_ready", clickhouse=settings.clickhouse_dsn.split("?")[0],
@@ -106,6 +112,9 @@ def _lifespan(settings: Settings):
         finally:
             if os.environ.get("ADTIER_FAILPOINT") == "hang_on_shutdown":
                 time.sleep(3600)  # tests: a stuck shutdown must be ended by shutdown_timeout_s
+            holdouts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holdouts
             await anyio.to_thread.run_sync(features.stop)
             for flusher in flushers:
                 flusher.request_stop()

@@ -229,7 +229,7 @@ def _segments_restore(args: argparse.Namespace) -> int:
         holdouts = holdout_mirror.restore(stores.clickhouse, stores.redis)
     finally:
         stores.close()
-    print(f"adtier: holdout mirror restored ({holdouts} campaigns with a holdout)",
+    print(f"adtier: holdout mirror restored ({holdouts} campaigns with a live holdout)",
           file=sys.stderr)
     print(msgspec.json.encode({"restored": restored}).decode())
     return 0

@@ -1,6 +1,7 @@
 """Campaign holdouts reach ad decisioning through the segment look-up (Valkey only), with the
 same assignment ClickHouse computes for measurement (``HOLDOUT_SQL``), scoped per advertiser,
-only while the flight runs, kept in step with catalog upserts and restored at start-up."""
+only while the flight runs (ended flights leave the mirror), kept in step with catalog upserts,
+restored at start-up and repaired by the server's periodic restore."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import msgspec
 from litestar.testing import TestClient
 
 from adtier.app import create_app
-from adtier.catalog import holdout_mirror
+from adtier.catalog import holdout_mirror, store
 from adtier.catalog.holdouts import HOLDOUT_SQL
 from adtier.catalog.models import Campaign
 from tests.conftest import wait_until
+
+ADV1, ADV2 = holdout_mirror.advertiser_key("adv-1"), holdout_mirror.advertiser_key("adv-2")
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 PROFILES = [f"pf-{i:04d}" for i in range(400)]
@@ -141,7 +144,7 @@ def test_openrtb_form_adds_a_holdout_data_object(api, ch):
 def test_mirror_is_restored_at_start_up_and_on_demand(api, ch, rds, settings):
     setup_catalog(api)
     mirror = rds.hgetall(holdout_mirror.HOLDOUTS_KEY)
-    assert set(mirror) == {b"cmp-hold", b"cmp-ended", b"cmp-other"}
+    assert set(mirror) == {b"cmp-hold", b"cmp-other"}  # not the ended flight, nor 0 %
     before = holdouts_of(api.client, api.admin)
 
     # the mirror key lost (the versions hash kept): a restart re-applies campaigns FINAL
@@ -153,9 +156,10 @@ def test_mirror_is_restored_at_start_up_and_on_demand(api, ch, rds, settings):
         assert holdouts_of(client, api.admin) == before
 
     # Valkey emptied: restore on demand (what `adtier segments restore` runs)
-    rds.delete(holdout_mirror.HOLDOUTS_KEY, holdout_mirror.VERSIONS_KEY)
-    assert holdout_mirror.restore(ch, rds) == 3
+    rds.delete(holdout_mirror.HOLDOUTS_KEY, holdout_mirror.VERSIONS_KEY, ADV1, ADV2)
+    assert holdout_mirror.restore(ch, rds) == 2
     assert rds.hgetall(holdout_mirror.HOLDOUTS_KEY) == mirror
+    assert rds.hgetall(ADV1) == {b"cmp-hold": mirror[b"cmp-hold"]}
 
 
 def test_an_older_write_never_undoes_a_newer_one(rds):
@@ -170,3 +174,65 @@ def test_an_older_write_never_undoes_a_newer_one(rds):
     entry = msgspec.json.decode(rds.hget(holdout_mirror.HOLDOUTS_KEY, "cmp-x"))
     assert entry == {"advertiser_id": "adv-1", "holdout_percent": 20.0,
                      "start_date": "2025-01-01", "end_date": "2030-12-31"}
+
+
+def test_mirror_holds_live_holdouts_only_one_hash_per_advertiser(api, ch, rds):
+    """An ended flight is removed (not kept and skipped on every look-up), at its upsert and
+    at a restore once it ends; its version stays, so extending the flight brings it back. Each
+    advertiser's look-up reads only its own hash."""
+    setup_catalog(api)
+    entry = rds.hget(holdout_mirror.HOLDOUTS_KEY, "cmp-hold")
+    assert rds.hgetall(ADV1) == {b"cmp-hold": entry}
+    assert set(rds.hgetall(ADV2)) == {b"cmp-other"}
+    assert rds.hexists(holdout_mirror.VERSIONS_KEY, "cmp-ended")  # removed, version kept
+
+    # a restore after cmp-hold's last day drops it from both hashes, versions kept
+    put(api, "/v1/catalog/campaigns", [campaign("cmp-hold", "adv-1", 20.0, end=TODAY)])
+    assert rds.hexists(ADV1, "cmp-hold")
+    assert holdout_mirror.restore(ch, rds, today=TODAY + dt.timedelta(days=1)) == 1
+    assert set(rds.hgetall(holdout_mirror.HOLDOUTS_KEY)) == {b"cmp-other"}
+    assert not rds.exists(ADV1)
+    assert rds.hexists(holdout_mirror.VERSIONS_KEY, "cmp-hold")
+
+    # an ended flight extended by an upsert returns at once
+    put(api, "/v1/catalog/campaigns", [campaign("cmp-ended", "adv-1", 30.0)])
+    assert set(rds.hgetall(ADV1)) == {b"cmp-ended"}
+    assert held(holdouts_of(api.client, api.admin), "cmp-ended") == in_holdout_sql(
+        ch, "cmp-ended", 30.0)
+
+    # a campaign moved to another advertiser leaves the first one's hash
+    put(api, "/v1/catalog/campaigns", [campaign("cmp-ended", "adv-2", 30.0)])
+    assert not rds.exists(ADV1)
+    assert set(rds.hgetall(ADV2)) == {b"cmp-other", b"cmp-ended"}
+
+    # an advertiser's look-up reads its own hash only: another advertiser's entry planted in
+    # the admin hash never reaches it
+    rds.hset(holdout_mirror.HOLDOUTS_KEY, "cmp-planted", msgspec.json.encode(
+        {"advertiser_id": "adv-1", "holdout_percent": 50.0, "start_date": "2025-01-01",
+         "end_date": "2030-12-31"}))
+    admin = holdouts_of(api.client, api.admin, PROFILES[:40])
+    adv1 = holdouts_of(api.client, key_for(api, "adv-1"), PROFILES[:40])
+    assert held(admin, "cmp-planted") and not any(adv1.values())
+
+
+def test_periodic_restore_repairs_a_lost_publish(api, ch, rds, settings, monkeypatch):
+    """The campaign reached ClickHouse but not Valkey (the upsert answered 503 and nobody
+    retried): the server's loop repairs the mirror without a restart."""
+    setup_catalog(api)
+    lost = msgspec.convert(campaign("cmp-lost", "adv-2", 25.0), Campaign)
+    store.upsert(ch, store.CATALOG["campaigns"], [lost])  # ClickHouse only
+    assert not rds.hexists(holdout_mirror.HOLDOUTS_KEY, "cmp-lost")
+    assert not held(holdouts_of(api.client, api.admin), "cmp-lost")
+
+    assert holdout_mirror.refresh(ch, rds) == 3  # one pass of the loop
+    assert set(rds.hgetall(ADV2)) == {b"cmp-other", b"cmp-lost"}
+    assert held(holdouts_of(api.client, api.admin), "cmp-lost") == in_holdout_sql(
+        ch, "cmp-lost", 25.0)
+
+    # and the loop itself runs in the server, and stops with it
+    rds.delete(holdout_mirror.HOLDOUTS_KEY, ADV2)
+    monkeypatch.setattr(holdout_mirror, "REFRESH_S", 0.2)
+    second = msgspec.structs.replace(settings, data_dir=settings.data_dir.parent / "loop")
+    with TestClient(create_app(second)):
+        rds.delete(holdout_mirror.HOLDOUTS_KEY, ADV2)  # after the start-up restore
+        wait_until(lambda: rds.hexists(ADV2, "cmp-lost"), timeout=10)

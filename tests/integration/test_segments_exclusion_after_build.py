@@ -1,11 +1,15 @@
-"""An opt-out or a kids' profile recorded AFTER a build leaves the served segments at once
-(BRIEF §5: kids' and opted-out profiles are never members), not at the next rebuild: the
-look-up (JSON and OpenRTB), the overlap, the recorded size, the served version's ClickHouse
+"""An opt-out, a kids' profile or an erasure recorded AFTER a build leaves the served segments
+at once (BRIEF §5: kids' and opted-out profiles are never members), not at the next rebuild:
+the look-up (JSON and OpenRTB), the overlap, the recorded size, the served version's ClickHouse
 rows and its Valkey set all stop counting them. Through the admin API, on real stores."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import redis
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from adtier.segments import store
 from tests.integration.test_segments_http import build, create, put
@@ -109,3 +113,58 @@ def test_exclusion_of_a_profile_in_no_segment_changes_nothing(api, ch, rds,
     for sid in (a, b):  # the segment rows were not rewritten
         assert api.client.get(f"/v1/segments/{sid}", headers=api.admin).json() == before[sid]
     _check(api, ch, rds, {a: set(ADULTS), b: set(ADULTS[:4])})
+
+
+def test_erasure_leaves_built_segments_and_uploaded_lists_and_503s_without_redis(
+        api, ch, rds, two_segments, monkeypatch) -> None:
+    a, b = two_segments
+    state = api.client.app.state.adtier
+    # Valkey unreachable for the exclusion's publication: 503 with Retry-After, not a 500
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    with monkeypatch.context() as patch:
+        patch.setattr(state.stores, "redis", dead)
+        down = api.client.delete(f"/v1/privacy/profiles/{OPTED_OUT}", headers=api.admin)
+    assert down.status_code == 503 and down.headers["retry-after"], down.text
+    assert _lookup(api, OPTED_OUT)[0] == sorted([a, b])  # nothing published yet
+
+    # the retry: out of the served segments and of the uploaded lists (version 0)
+    erased = api.client.delete(f"/v1/privacy/profiles/{OPTED_OUT}", headers=api.admin)
+    assert erased.status_code == 202, erased.text
+    _check(api, ch, rds, {a: set(ADULTS) - {OPTED_OUT}, b: set(ADULTS[:4]) - {OPTED_OUT}})
+    assert set(store.member_ids(ch, a, 0)) == set(ADULTS) - {OPTED_OUT}
+    assert set(store.member_ids(ch, b, 0)) == set(ADULTS[:4]) - {OPTED_OUT}
+
+
+class _RowLimited:
+    """The ClickHouse client, refusing to read more than ``limit`` rows for a statement that
+    looks profiles up in ``segment_members`` (``max_rows_to_read``; the recount of a served
+    version reads that whole version, as it should)."""
+
+    def __init__(self, client: Any, limit: int) -> None:
+        self._client, self._limit = client, limit
+
+    def query(self, sql: str, parameters: Any = None, settings: Any = None, **kw: Any) -> Any:
+        if "profile_id IN" in sql:
+            settings = {**(settings or {}), "max_rows_to_read": self._limit}
+        return self._client.query(sql, parameters=parameters, settings=settings, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_forgetting_a_profile_reads_its_hash_range_not_the_whole_table(ch, rds,
+                                                                       two_segments) -> None:
+    """segment_members is sorted by (segment_id, version, profile_hash): the look-up of the
+    profiles to forget reads a few granules of each version, not every profile_id."""
+    a, b = two_segments
+    ch.command("INSERT INTO segment_members (segment_id, version, profile_id) "
+               "SELECT concat('seg_bulk_', toString(number % 4)), 1, "
+               "concat('bulk-', toString(number)) FROM numbers(400000)")
+    limited = _RowLimited(ch, 150_000)
+    with pytest.raises(DatabaseError, match="TOO_MANY_ROWS"):  # the guard does bite
+        limited.query("SELECT count() FROM segment_members WHERE profile_id IN {p:Array(String)}",
+                      parameters={"p": [OPTED_OUT]})
+    assert sorted(store.forget_profiles(limited, rds, [OPTED_OUT, "bulk-7"])) == sorted([a, b])
+    assert set(store.member_ids(ch, a, 1)) == set(ADULTS) - {OPTED_OUT}
+    assert "bulk-7" not in store.member_ids(ch, "seg_bulk_3", 1)
+    assert len(store.member_ids(ch, "seg_bulk_3", 1)) == 99_999

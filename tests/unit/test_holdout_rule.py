@@ -3,6 +3,8 @@ the simulator's vectorised NumPy form and ClickHouse's ``HOLDOUT_SQL`` agree exa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -16,6 +18,17 @@ ID = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=
              max_size=64)
 PERCENT = st.one_of(st.floats(0, 50, allow_nan=False),
                     st.sampled_from([0.0, 0.005, 0.015, 0.125, 12.345, 20.0, 50.0]))
+
+
+def test_the_rule_imports_without_the_web_stack():
+    """``catalog.holdouts`` is pure Python: importing it (the simulator does) must not run the
+    catalog routes and pull in Litestar, Redis and ClickHouse clients."""
+    probe = ("import sys, adtier.simulate.ids; "
+             "print(sorted(m for m in sys.modules if m == 'adtier.catalog.routes' or "
+             "m.split('.')[0] in ('litestar', 'redis', 'clickhouse_connect')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
 
 
 @given(st.integers(0, 2**64 - 1))

@@ -26,7 +26,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
 from adtier.catalog import holdout_mirror, store
-from adtier.segments.store import forget_profile, forget_profiles
+from adtier.segments.store import forget_profiles
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -72,18 +72,23 @@ async def _run(fn, *args):
                        {"Retry-After": "5"}) from err
 
 
-async def _publish_exclusions(request: Request, profile_ids: list[str]) -> None:
+async def _publish_exclusions(request: Request, profile_ids: list[str], *,
+                              uploads: bool = False) -> None:
     """Make an exclusion (kids, opted out or erased) take effect at once, after its ClickHouse
     record and before answering: out of every built segment (the look-up sets, the member rows
-    and sizes: ``forget_profiles``, in bulk) and out of the feature look-up's Valkey mirror."""
+    and sizes: ``forget_profiles``, in bulk; ``uploads``: the uploaded lists of static segments
+    too, an erasure) and out of the feature look-up's Valkey mirror. A Redis failure answers
+    503 with Retry-After: the exclusion is recorded in ClickHouse already, a retry is
+    idempotent."""
     if not profile_ids:
         return
     state = app_state(request)
     r = state.stores.redis
     try:
-        await _run(forget_profiles, state.api_clickhouse, r, profile_ids)
+        client = state.api_clickhouse
+        await _run(lambda: forget_profiles(client, r, profile_ids, uploads=uploads))
         await anyio.to_thread.run_sync(lambda: features_mirror.exclude(r, profile_ids))
-    except RedisError as err:  # recorded in ClickHouse already: a retry is idempotent
+    except RedisError as err:
         log.error("exclusion_publish_failed", error=str(err)[:300])
         raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
                        {"Retry-After": "5"}) from err
@@ -113,7 +118,8 @@ async def _check_references(
 async def _upsert_campaigns(request: Request, items: Sequence[Campaign]) -> int:
     """Write the campaigns, then their holdouts to the look-up's Valkey mirror before
     answering (ad decisioning must stop serving a new holdout at once). A mirror failure
-    answers 503: the retry writes a newer version to both."""
+    answers 503: the retry writes a newer version to both; without one, the server's periodic
+    ``holdout_mirror.keep_restored`` repairs the mirror from ClickHouse within a minute."""
     state = app_state(request)
     version = time.time_ns()
     count = await _run(store.upsert, state.api_clickhouse, _CMP, items, version)
@@ -292,9 +298,8 @@ class PrivacyController(Controller):
         await authorize(request, "admin")
         state = app_state(request)
         methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
-        # and out of every built segment at once, not at the next build
-        await _run(forget_profile, state.api_clickhouse, state.stores.redis, profile_id)
-        await _publish_exclusions(request, [profile_id])  # and out of the feature feed
+        # out of every built segment (uploaded lists too) and the feature feed at once
+        await _publish_exclusions(request, [profile_id], uploads=True)
         log.info("profile_erased", methods=methods)  # never the profile id itself
         return Erased(profile_id, True)
 

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import msgspec
+import redis.asyncio
 import redis.exceptions
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, get, post
@@ -336,8 +337,8 @@ class ProfileSegmentsController(Controller):
         key = await authorize(request, "advertiser")
         if not 1 <= len(profile_id) <= 64:
             raise ApiError(400, "invalid_profile_id", "a profile id has 1 to 64 characters")
-        found, mirror = await _lookup(app_state(request).redis, profile_id)
         own = None if key.role == "admin" else key.advertiser_id
+        found, mirror = await _lookup(app_state(request).redis, profile_id, own)
         segments = sorted(
             found[i].decode() for i in range(0, len(found), 2)
             if own is None or found[i + 1].decode() == own
@@ -356,12 +357,16 @@ class ProfileSegmentsController(Controller):
         return ProfileSegments(profile_id, segments, holdouts)
 
 
-async def _lookup(client, profile_id: str) -> tuple[list[bytes], dict[bytes, bytes]]:
+async def _lookup(client: redis.asyncio.Redis, profile_id: str, advertiser_id: str | None
+                  ) -> tuple[list[bytes], dict[bytes, bytes]]:
     """The live segments holding the profile (``store.LOOKUP_LUA``: [id, owner, ...]) and the
-    holdout mirror, in one pipelined round trip (a second one only to load the script)."""
+    holdout mirror's live entries — every advertiser's for admin (None), else only that
+    advertiser's hash — in one pipelined round trip (a second one only to load the script)."""
+    holdouts = (holdout_mirror.HOLDOUTS_KEY if advertiser_id is None
+                else holdout_mirror.advertiser_key(advertiser_id))
     async with client.pipeline(transaction=False) as pipe:
         pipe.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
-        pipe.hgetall(holdout_mirror.HOLDOUTS_KEY)
+        pipe.hgetall(holdouts)
         found, mirror = await pipe.execute(raise_on_error=False)
     if isinstance(found, redis.exceptions.NoScriptError):
         found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)

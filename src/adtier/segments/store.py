@@ -68,7 +68,6 @@ __all__ = [
     "drop_redis",
     "LOOKUP_LUA",
     "overlap",
-    "forget_profile",
     "forget_profiles",
 ]
 
@@ -412,12 +411,13 @@ def overlap(client: Client, current: dict[str, int]) -> dict[tuple[str, str], in
     return {(a, b): int(n) for a, b, n in rows}
 
 
-def forget_profile(client: Client, r: redis.Redis, profile_id: str) -> None:
-    """Remove one profile from every segment version, static uploads included (erasure)."""
-    forget_profiles(client, r, [profile_id], uploads=True)
-
-
 _SREM_BATCH = 10_000  # ids per SREM (an opt-out call carries at most 10,000)
+# The profiles {p:Array(String)}, by their sort-key hash first (sql/0012: profile_hash is
+# MATERIALIZED cityHash64(profile_id), last in the key): ClickHouse then skips the granules of
+# every (segment, version) range that cannot hold them, instead of reading every profile_id.
+# The profile_id test stays: a hash collision must not take another profile out.
+_BY_PROFILE = ("profile_hash IN (SELECT cityHash64(arrayJoin({p:Array(String)}))) "
+               "AND profile_id IN {p:Array(String)}")
 
 
 def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], *,
@@ -444,13 +444,13 @@ def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], 
     lowest = 0 if uploads else 1
     held = dict(client.query(
         "SELECT segment_id, groupUniqArray(version) FROM segment_members "
-        "WHERE version >= {v:UInt64} AND profile_id IN {p:Array(String)} GROUP BY segment_id",
+        f"WHERE version >= {{v:UInt64}} AND {_BY_PROFILE} GROUP BY segment_id",
         parameters={"v": lowest, "p": ids}).result_rows)
     if not held:
         return []
     client.command(
         "DELETE FROM segment_members WHERE segment_id IN {s:Array(String)} "
-        "AND version >= {v:UInt64} AND profile_id IN {p:Array(String)}",
+        f"AND version >= {{v:UInt64}} AND {_BY_PROFILE}",
         parameters={"s": list(held), "v": lowest, "p": ids},
         settings={"lightweight_deletes_sync": 2})
     return _record_sizes(client, {sid: set(vs) for sid, vs in held.items()})
