@@ -20,9 +20,10 @@ Each query runs ``--repeat`` times (after one warm-up) and prints p50 / p99 in m
   ``rollup`` (per-profile rows, sql/0007) and ``cells`` (profile bitmaps, sql/0011: the
   endpoint's path), answers compared;
 - frequency: events against rollup (its path);
-- forecast: the NBD/beta-binomial forecast over every eligible profile (its only path), with
-  the model, fit and backtest error of its answer (accuracy over simulated worlds:
-  ``loadtest/measure_accuracy.py``);
+- forecast: over every eligible profile (a hash sample above ``forecast.SAMPLE_MAX``; its
+  only path), both candidates fitted and backtested on the campaigns of the history's last
+  half, with the model chosen and every candidate's backtest error (accuracy over simulated
+  worlds: ``loadtest/measure_accuracy.py``);
 - abandonment after ``cmp-0``'s breaks: the break and session rollups (sql/0010) against the
   same query over the raw ad and viewing events (``--content-repeat`` runs each);
 - content effects of ``cmp-0`` promoting a genre (its lift part has one path; its abandonment
@@ -285,10 +286,11 @@ def main() -> None:
         # the answer carries its own backtest (first half of the history -> second): printed
         # beside the latency so a faster forecast is never a worse one unnoticed
         ans = got["answer"]
-        error = ans["backtest_error"]
+        test = ans["backtest"] or {"method": "-", "campaigns": 0, "candidates": {}}
+        errors = ", ".join(f"{c} {100 * v['error']:.2f} %" for c, v in test["candidates"].items())
         print(f"  {'forecast (all eligible, cap 3, 7 d)':36s} p50 {got['p50']:8.1f} ms  "
-              f"{ans['model']}/{ans['parameters']['fit']}, backtest error "
-              f"{'-' if error is None else f'{100 * error:.2f} %'} (target <= 5 %)")
+              f"{ans['model']}; backtest ({test['method']}, {test['campaigns']} campaigns): "
+              f"{errors or '-'} (target <= 5 %)")
         results.append(("forecast, all eligible profiles", None, None, got))
     info = CampaignInfo("cmp-0", "adv-bench", start, start + dt.timedelta(days=args.days),
                         0, 10.0, None, "drama")

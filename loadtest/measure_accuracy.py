@@ -5,16 +5,23 @@ Each seed builds a small simulated world (``--profiles`` x ``--days``, ``simulat
 stores it with ``run_direct`` into one throwaway chDB (tables emptied between seeds) and asks
 the measurement code directly (no HTTP: the numbers are the endpoints' own functions):
 
-- **Forecast backtest** (``measure.forecast``): the answer's own backtest — the gamma shape (or
-  beta concentration) fitted on the first half of the recent history, the second half's reach
-  predicted from its actual impressions — for an uncapped plan (negative binomial) and a capped
-  one (beta-binomial), over every eligible profile. Printed: reach error, avg-frequency error
-  (``|actual reach / predicted reach - 1|``: both halves share the impressions), the model and
-  the fit chosen. Target (issue): <= 5 %.
-- **Flights** (informative, not the target): each simulated campaign's true impressions, cap
-  and flight length put to the forecast over all eligible profiles, against the reach the
-  simulator served. Campaigns are targeted by affinity, which the forecast's universe-wide
-  model does not know: this shows how far a "random thinning" plan is from a targeted flight.
+- **Forecast backtest** (``measure.forecast``, target (issue) <= 5 %): the answer's own
+  backtest, for an uncapped plan and a capped one (cap 3), over every eligible profile. Both
+  candidates (the negative binomial, beta-binomial under a cap; empirical capped thinning)
+  fitted on the first half of the recent history and asked for each campaign that ran in the
+  second half (``flights``: its impressions there, its cap, the half's days) against the
+  distinct profiles it reached; or, when none qualifies, for the whole ad stream. Printed per
+  candidate: the impressions-weighted mean |error|, the median, the signed mean, the number
+  of campaigns, and the model the answer chose.
+- **Flights** (informative: each plan knows its own period's history): each simulated
+  campaign's impressions served to the forecast's universe (eligible profiles: opted-out
+  adults are served but never in it), its cap and flight length put to the forecast, against
+  the reach it had in that universe (from the store, which equals the simulator's truth:
+  ``tests/integration``). Both candidates' reach for the plan (``parameters.candidates``) and
+  the chosen answer's, split by capped / uncapped (the uncapped are the always-on fillers,
+  which also take every over-cap and holdout slot) and by holdout. What the plan cannot say:
+  campaigns are targeted by affinity (their impressions go to fewer profiles than a uniform
+  win rate would give) and never served to their holdout.
 - **Lift coverage** (``measure.lift.content_effects``): for each house promo (20 % holdout), is
   the planted effect inside the 95 % CI? In the endpoint's units: ``per_exposed_session`` (the
   ITT session lift divided by the treated arm's share of sessions after first exposure)
@@ -89,34 +96,49 @@ def simulate(client, seed: int, profiles: int, days: int) -> tuple[World, Truth]
 
 
 def backtests(client, days: int) -> list[dict[str, Any]]:
-    """The forecast answer's backtest for an uncapped and a capped plan (the plan's size does
-    not enter the backtest; ``days`` sets the history window: 2 x days, the halves ``days``)."""
+    """The forecast answer's backtest for an uncapped and a capped plan (``days`` sets the
+    history window: 2 x days, the halves ``days``): every candidate's errors and the choice."""
     rows = []
     for cap in (0, 3):
         answer = F.forecast(client, [], 10_000, cap, days)
         test = answer["backtest"]
         if test is None:
             continue
-        rows.append({"model": answer["model"], "fit": answer["parameters"]["fit"],
-                     "reach_error": test["error"],
-                     "signed": test["predicted_reach"] / test["actual_reach"] - 1,
-                     "freq_error": abs(test["actual_reach"] / test["predicted_reach"] - 1),
-                     "actual": test["actual_reach"]})
+        rows.append({"cap": cap, "model": answer["model"], "method": test["method"],
+                     "campaigns": test["campaigns"], "candidates": test["candidates"],
+                     "error": answer["backtest_error"]})
     return rows
 
 
-def flights(client, truth: Truth) -> list[float]:
-    """Relative error of the forecast of each served campaign's own plan against its true
-    reach (signed: predicted / actual - 1)."""
-    errors = []
+_SERVED = """
+SELECT campaign_id, count() AS impressions, uniqExact(profile_id) AS reach
+FROM ad_events
+WHERE type = 'impression' AND profile_id IN (__UNIVERSE__)
+GROUP BY campaign_id
+"""
+
+
+def flights(client, truth: Truth) -> list[dict[str, Any]]:
+    """Each served campaign's own plan (impressions to the universe, cap, flight days) against
+    the reach it had in the universe: signed error (predicted / actual - 1) of the answer and
+    of every candidate."""
+    sql = _SERVED.replace("__UNIVERSE__", F._universe_sql([]))
+    served = {c: (i, r) for c, i, r in client.query(sql, parameters={"segments": []})
+              .result_rows}
+    rows = []
     for c in truth.campaigns.to_pylist():
-        if c["impressions"] < 50:
+        impressions, reach = served.get(c["campaign_id"], (0, 0))
+        if impressions < 50:
             continue
         start, end = (dt.date.fromisoformat(c[k]) for k in ("start_date", "end_date"))
         n_days = (end - start).days + 1
-        answer = F.forecast(client, [], int(c["impressions"]), int(c["frequency_cap"]), n_days)
-        errors.append(answer["reach"] / c["reach"] - 1)
-    return errors
+        answer = F.forecast(client, [], int(impressions), int(c["frequency_cap"]), n_days)
+        errors = {name: a["reach"] / reach - 1
+                  for name, a in answer["parameters"]["candidates"].items()}
+        rows.append({"error": answer["reach"] / reach - 1, "by_candidate": errors,
+                     "model": answer["model"], "capped": c["frequency_cap"] > 0,
+                     "holdout": c["holdout_percent"] > 0})
+    return rows
 
 
 def campaign_info(client, campaign_id: str) -> CampaignInfo:
@@ -156,33 +178,59 @@ def _pct(x: float) -> str:
 
 
 def report_forecast(per_seed: dict[int, list[dict[str, Any]]]) -> None:
-    print("\nforecast backtest (fit on the first half of the history, predict the second):")
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    print("\nforecast backtest (both candidates fitted on the first half of the history, asked "
+          "for the second half's campaigns; weighted mean |error|, signed):")
+    groups: dict[tuple[int, str], list[float]] = {}
+    chosen: dict[int, dict[str, int]] = {}
     for seed, rows in per_seed.items():
-        text = "  ".join(f"{r['model']}/{r['fit']}: reach {100 * r['signed']:+6.2f}% "
-                         f"freq {_pct(r['freq_error'])}" for r in rows)
-        print(f"  seed {seed:3d}  {text}")
+        parts = []
         for r in rows:
-            by_model.setdefault(r["model"], []).append(r)
-    for model, rows in by_model.items():
-        reach = [r["reach_error"] for r in rows]
-        freq = [r["freq_error"] for r in rows]
-        within = sum(e <= TARGET for e in reach)
-        fits = {f: sum(r["fit"] == f for r in rows) for f in F.FIT_METHODS}
-        print(f"  {model:18s} reach error mean {_pct(statistics.fmean(reach))} max "
-              f"{_pct(max(reach))}; avg-frequency error mean {_pct(statistics.fmean(freq))} "
-              f"max {_pct(max(freq))}; <= {TARGET:.0%} in {within}/{len(reach)} seeds; "
-              f"fit chosen {fits}")
+            text = " ".join(f"{name} {_pct(c['error'])} ({100 * c['signed_error']:+.1f}%)"
+                            for name, c in r["candidates"].items())
+            parts.append(f"cap {r['cap']} {r['method']} n={r['campaigns']}: {text} -> "
+                         f"{r['model']}")
+            for name, c in r["candidates"].items():
+                groups.setdefault((r["cap"], name), []).append(c["error"])
+            groups.setdefault((r["cap"], "chosen"), []).append(r["error"])
+            counts = chosen.setdefault(r["cap"], {})
+            counts[r["model"]] = counts.get(r["model"], 0) + 1
+        print(f"  seed {seed:3d}  " + "\n            ".join(parts))
+    for (cap, name), errors in groups.items():
+        within = sum(e <= TARGET for e in errors)
+        print(f"  cap {cap} {name:18s} error mean {_pct(statistics.fmean(errors))} median "
+              f"{_pct(statistics.median(errors))} max {_pct(max(errors))}; <= {TARGET:.0%} in "
+              f"{within}/{len(errors)} seeds")
+    for cap, counts in chosen.items():
+        print(f"  cap {cap} chosen: {counts}")
 
 
-def report_flights(errors: list[float]) -> None:
-    if not errors:
-        return
+def _flight_line(label: str, errors: list[float]) -> str:
     absolute = sorted(abs(e) for e in errors)
-    print(f"\nflights (each campaign's own plan over all eligible profiles vs the reach served, "
-          f"{len(errors)} campaigns): |error| median {_pct(statistics.median(absolute))}, "
-          f"p90 {_pct(absolute[int(0.9 * (len(absolute) - 1))])}, signed mean "
-          f"{_pct(statistics.fmean(errors))} (positive: the forecast over-reaches)")
+    return (f"  {label:40s} {len(errors):4d} campaigns: |error| mean "
+            f"{_pct(statistics.fmean(absolute))} median {_pct(statistics.median(absolute))} "
+            f"max {_pct(absolute[-1])}; signed mean {_pct(statistics.fmean(errors))}")
+
+
+def report_flights(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("\nflights (each campaign's own plan over the eligible profiles vs the reach it had "
+          "there; signed error positive: the forecast over-reaches):")
+    groups = {"all": rows,
+              "uncapped (fillers)": [r for r in rows if not r["capped"]],
+              "capped": [r for r in rows if r["capped"]],
+              "capped, no holdout": [r for r in rows if r["capped"] and not r["holdout"]],
+              "capped, holdout": [r for r in rows if r["capped"] and r["holdout"]]}
+    for label, group in groups.items():
+        if not group:
+            continue
+        print(_flight_line(f"{label}, answer", [r["error"] for r in group]))
+        for name in group[0]["by_candidate"]:
+            print(_flight_line(f"{label}, {name}", [r["by_candidate"][name] for r in group]))
+    models: dict[str, int] = {}
+    for r in rows:
+        models[r["model"]] = models.get(r["model"], 0) + 1
+    print(f"  models answering: {models}")
 
 
 def report_lift(per_seed: dict[int, list[dict[str, Any]]]) -> None:
@@ -230,7 +278,7 @@ def main() -> None:
     client = connect(f"chdb://{data_dir / 'clickhouse'}")
     apply_migrations(client)
     backtest_rows: dict[int, list[dict[str, Any]]] = {}
-    flight_errors: list[float] = []
+    flight_rows: list[dict[str, Any]] = []
     lift_rows: dict[int, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     try:
@@ -241,7 +289,7 @@ def main() -> None:
             if "forecast" not in skip:
                 backtest_rows[seed] = backtests(client, args.forecast_days)
             if "flights" not in skip:
-                flight_errors += flights(client, truth)
+                flight_rows += flights(client, truth)
             if "lift" not in skip:
                 lift_rows[seed] = lift_checks(client, truth, args.window)
             print(f"seed {seed}: {world.n_profiles:,} profiles x {world.days} days, simulated "
@@ -252,7 +300,7 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
     if backtest_rows:
         report_forecast(backtest_rows)
-    report_flights(flight_errors)
+    report_flights(flight_rows)
     if lift_rows:
         report_lift(lift_rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; target (issue): backtest error "

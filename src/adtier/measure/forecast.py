@@ -1,40 +1,72 @@
 """Reach forecasts: how many distinct profiles a flight of N impressions reaches, and how often.
 
-**Model.** A profile's exposure count over a flight is Poisson given its own rate, and rates vary
-across profiles as a gamma distribution: the count is negative binomial (NBD, gamma-Poisson).
-The gamma shape ``r`` (heterogeneity) is fitted by moments on the eligible universe's observed
-per-profile ad exposures (all campaigns) over the most recent ``days`` of history, zeros
-included: mean ``m``, variance ``v``, ``r = m^2 / (v - m)`` (``v <= m`` means no over-dispersion: Poisson, ``r -> inf``). A campaign's
-impressions are a random thinning of the ad slots, and a thinned NBD is an NBD with the same
-shape, so the plan sets the mean ``mu = impressions / universe`` and:
+The forecast reads the eligible universe's recent ad history (every campaign's impressions per
+profile, in 24 h blocks back from the newest event, zeros included), fits two candidate models
+on it, backtests both on the campaigns that really ran, and answers with the one that predicted
+them better: ``model`` names it, ``backtest`` holds every candidate's error.
 
-    reach = N * (1 - (1 + mu / r) ** -r),   P(X = x) = NB(x; r, p = r / (r + mu))
+**Candidate ``negative-binomial``** (the issue's model; ``model`` = ``negative-binomial``, or
+``beta-binomial`` with a cap). A profile's exposures are Poisson given its own rate, rates are
+gamma across profiles: a negative binomial (NBD) whose shape ``r = m^2 / (v - m)`` is fitted on
+the mean ``m`` and variance ``v`` of the per-profile counts over the plan's days, zeros included
+(``v <= m``: Poisson). A campaign is a random thinning of the ad slots, which keeps ``r``, so
+the plan sets the mean ``mu = impressions / universe``: reach = ``N (1 - (1 + mu / r) ** -r)``.
+With a frequency cap a profile has at most ``n = cap x days`` opportunities: beta-binomial over
+``n`` with mean ``mu / n`` and concentration ``s = r (1 - q) / q - 1`` (the share's CV^2 matched
+to the gamma's ``1 / r`` at the history's own share ``q`` = its mean over its largest
+per-profile count). Plans beyond ``N x cap x days`` are not deliverable.
 
-**Bounded opportunities (beta-binomial).** With a frequency cap (impressions per profile per
-day), a profile has at most ``n = cap * days`` exposures: the count is binomial over ``n``
-opportunities with a per-profile share ``p ~ Beta(a, b)``, ``a + b = s``, mean ``q = mu / n``.
-The concentration ``s`` is fitted on the history with its largest per-profile count (in either
-half, see ``_opportunities``) as the opportunities: by moments (the share's squared coefficient
-of variation matched to the gamma's ``1 / r``: ``s = r (1 - q) / q - 1``) or by mean and zeros
-(bisection on ``P(0)``). Plans beyond ``N * n`` impressions cannot be delivered: the answer says
-how many can (``deliverable_impressions``).
+**Candidate ``empirical-thinning``** (``model`` = ``empirical-thinning``, or
+``empirical-capped-thinning`` with a cap). Every profile keeps its own observed ad slots day by
+day; the campaign wins each slot with one probability ``q``, solved so the expected impressions
+equal the plan, until the profile has had ``cap`` that day: profile ``i`` gets
+``sum_d min(cap, Binomial(o_id, q))`` impressions and is reached with probability
+``1 - (1 - q) ** sum_d o_id``. There is no shape to fit, which matters because ad slots come in
+clumps (pods, breaks, sessions) and a thinned clumped count is not an NBD of the same shape.
+Plans beyond the slots (``q = 1``) are not deliverable.
 
-**Two fits of r**: by mean and variance (above), and by mean and the share of profiles with no
-exposure ("mean and zeros", the classic NBD fit, robust when a few very heavy viewers inflate
-the variance). Both are backtested and the one with the smaller error is used (``fit``).
+Both replay the history's most recent ``days`` (cycled when the plan is longer than the history).
 
-**Backtest.** The history window is split in two halves: ``r`` is fitted on the first half and
-the second half's reach is predicted from its actual impression count (for the beta-binomial,
-over the same opportunities as the fit); ``backtest_error`` is
-``|predicted - actual| / actual``.
+**Backtest** (fit on the first part of the history, predict the rest). The history's last
+``2 h`` days, ``h = min(days, history // 2)``, are split in halves; each candidate is fitted on
+the first half only and asked for the second:
 
-Closed forms only (NumPy and ``math.lgamma``): SciPy is not a dependency.
+- ``flights`` (whenever a campaign qualifies): every campaign with impressions to the universe
+  in the second half that reached at least ``FLIGHT_MIN_REACH`` (sampled) profiles, at most the
+  ``FLIGHTS_MAX`` largest by impressions. Each is asked as a plan: its second-half impressions,
+  its catalog frequency cap, ``h`` days; the answer is compared with the distinct profiles it
+  really reached there. ``error`` is the impressions-weighted mean of ``|predicted - actual| /
+  actual``, with ``median_error``, ``signed_error`` (weighted, positive = forecast too high)
+  and ``count``. Every advertiser's campaigns are used; only these aggregates are returned.
+- ``ad-stream`` (no campaign qualifies): all second-half impressions as one plan (uncapped for
+  thinning; for the NBD the model this plan would use, a beta-binomial over the larger of the
+  halves' largest per-profile counts when capped) against the profiles with any impression.
+
+The candidate with the lower ``error`` answers (a tie, or no impressions to backtest at all:
+the negative binomial, which needs no observed slots).
+
+**Answer.** ``universe`` (eligible profiles: the segments' union, or everyone; never opted-out,
+erased or kids' profiles), ``reach``, ``reach_share``, ``avg_frequency`` (deliverable
+impressions / reach), ``distribution`` (profiles reached 1..9 and 10+ times),
+``deliverable_impressions`` (the plan, or what the chosen model can deliver), ``model``,
+``backtest_error`` (the chosen model's ``error``), ``backtest`` (``method``, ``days``,
+``campaigns``, ``candidates`` with each candidate's errors) and ``parameters``
+(``history_days``, ``replayed_days``, ``sampled_profiles``, and under ``candidates`` each
+model's fit and its reach and deliverable impressions for this plan).
+
+Scale: per-profile day vectors are aggregated in ClickHouse (identical vectors counted once);
+above ``SAMPLE_MAX`` eligible profiles a stable hash sample of the universe is read and scaled
+up, for the plan and the backtest alike.
+
+NumPy and ``math.lgamma`` only: SciPy is not a dependency.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,14 +74,23 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
 
-__all__ = ["fit_shape", "fit_shape_zeros", "fit_concentration_zeros", "bb_concentration", "nbd",
-           "beta_binomial", "forecast", "HISTORY_DAYS_MAX", "FIT_METHODS"]
+__all__ = ["fit_shape", "fit_shape_zeros", "bb_concentration", "nbd", "beta_binomial",
+           "expected_delivered", "solve_win_rate", "exposure_pmf", "plan_reach", "Counts",
+           "counts_on", "thinning_reach", "GammaPoisson", "fit_gamma_poisson",
+           "gamma_poisson", "Flight", "backtest", "history", "forecast", "CANDIDATES",
+           "HISTORY_DAYS_MAX", "SAMPLE_MAX", "FLIGHTS_MAX", "FLIGHT_MIN_REACH"]
 
 HISTORY_DAYS_MAX = 28
+SAMPLE_MAX = 200_000  # eligible profiles read per forecast; above, a stable hash sample
+FLIGHTS_MAX = 50  # campaigns backtested per request, the largest: bounds the cost
+FLIGHT_MIN_REACH = 50  # sampled profiles: below, one campaign's relative error is mostly noise
+CANDIDATES = ("negative-binomial", "empirical-thinning")
 _POISSON_R = 1e6
-FIT_METHODS = ("mean-variance", "mean-zeros")
 _MAX_BUCKET = 10
+_Q_MAX = 1 - 1e-12  # q = 1 makes the binomial recursion's odds infinite
 
+
+# ---- the negative binomial and its beta-binomial (the issue's model) ------------------------
 
 def fit_shape(mean: float, variance: float) -> float:
     """Gamma shape by moments (r -> large for Poisson-like or empty data)."""
@@ -68,19 +109,11 @@ def fit_shape_zeros(mean: float, zero_share: float) -> float:
     lo, hi = math.log(1e-6), math.log(_POISSON_R)
     for _ in range(100):
         r = math.exp((lo + hi) / 2)
-        p0 = math.exp(-r * math.log1p(mean / r))
-        if p0 > zero_share:
+        if math.exp(-r * math.log1p(mean / r)) > zero_share:
             lo = math.log(r)  # too heterogeneous: more shape
         else:
             hi = math.log(r)
     return math.exp((lo + hi) / 2)
-
-
-def _fit(method: str, n: float, s: float, ss: float, reached: float) -> float:
-    mean, var = _moments(n, s, ss)
-    if method == "mean-zeros":
-        return fit_shape_zeros(mean, 1 - reached / n if n else 1.0)
-    return fit_shape(mean, var)
 
 
 def _buckets(pmf: np.ndarray) -> list[float]:
@@ -109,27 +142,6 @@ def bb_concentration(r: float, q: float) -> float:
     return max(r * (1 - q) / q - 1 if q > 0 else 1e9, 1e-3)
 
 
-def _bb_p0(q: float, s: float, n: int) -> float:
-    a, b = q * s, (1 - q) * s
-    return math.exp(math.lgamma(b + n) + math.lgamma(a + b) - math.lgamma(b)
-                    - math.lgamma(a + b + n))
-
-
-def fit_concentration_zeros(q: float, n: int, zero_share: float) -> float:
-    """Beta concentration from the mean share and the share never exposed (bisection on log s:
-    P(0) falls from 1 - q (s -> 0) to (1 - q) ** n (s -> inf))."""
-    if q <= 0 or q >= 1 or n <= 0:
-        return 1e9
-    lo, hi = math.log(1e-4), math.log(1e9)
-    for _ in range(100):
-        s = math.exp((lo + hi) / 2)
-        if _bb_p0(q, s, n) > zero_share:
-            lo = math.log(s)
-        else:
-            hi = math.log(s)
-    return math.exp((lo + hi) / 2)
-
-
 def beta_binomial(mu: float, s: float, n: int) -> dict[str, Any]:
     """Per-profile reach probability and buckets of a beta-binomial over ``n`` opportunities
     with mean ``mu`` (``mu <= n``) and beta concentration ``s``."""
@@ -152,141 +164,451 @@ def beta_binomial(mu: float, s: float, n: int) -> dict[str, Any]:
     return {"p_reach": 1.0 - float(pmf[0]), "buckets": _buckets(pmf)}
 
 
-_HISTORY = """
+# ---- capped thinning of observed opportunities --------------------------------------------
+
+def _binomial_head(o: np.ndarray, q: float, k: int) -> np.ndarray:
+    """P(Binomial(o, q) = j) for j = 0..k-1, shape (k, *o.shape), by the pmf recursion."""
+    q = min(q, _Q_MAX)
+    o = np.asarray(o, np.float64)
+    out = np.empty((k, *o.shape))
+    if k == 0:
+        return out
+    out[0] = np.exp(o * math.log1p(-q))
+    odds = q / (1 - q)
+    for j in range(1, k):
+        out[j] = out[j - 1] * np.maximum(o - (j - 1), 0) / j * odds
+    return out
+
+
+def expected_delivered(o: np.ndarray, q: float, cap: int) -> np.ndarray:
+    """E[min(cap, Binomial(o, q))] per element (cap 0: no cap, ``o * q``):
+    sum over k < cap of P(Binomial > k)."""
+    o = np.asarray(o, np.float64)
+    if cap <= 0 or q <= 0:
+        return o * q
+    cdf = np.cumsum(_binomial_head(o, q, cap), axis=0)
+    return np.sum(1.0 - cdf, axis=0)
+
+
+def solve_win_rate(day_counts: np.ndarray, weights: np.ndarray, impressions: float,
+                   cap: int) -> float:
+    """The win rate ``q`` whose expected delivery over these profile-days (each ``day_counts``
+    value standing for ``weights`` profile-days) equals ``impressions``; 1.0 when the slots
+    cannot hold them. Delivery rises with q, so bisection."""
+    supply = float(np.dot(weights, np.asarray(day_counts, np.float64)))
+    if impressions <= 0 or supply <= 0:
+        return 0.0
+    if cap <= 0:
+        return min(1.0, impressions / supply)  # no cap: delivery is q x slots
+    if float(np.dot(weights, expected_delivered(day_counts, 1.0, cap))) <= impressions:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        q = (lo + hi) / 2
+        if float(np.dot(weights, expected_delivered(day_counts, q, cap))) < impressions:
+            lo = q
+        else:
+            hi = q
+    return (lo + hi) / 2
+
+
+def _shift(cur: np.ndarray, j: int) -> np.ndarray:
+    """Add ``j`` exposures to every row's pmf over 0..9, 10+ (the last bucket absorbs)."""
+    m = min(j, _MAX_BUCKET)
+    out = np.zeros_like(cur)
+    out[:, m:-1] = cur[:, :_MAX_BUCKET - m]
+    out[:, -1] = cur[:, _MAX_BUCKET - m:].sum(axis=1)
+    return out
+
+
+def exposure_pmf(vectors: np.ndarray, q: float, cap: int) -> np.ndarray:
+    """Per row of day counts (profiles x days), the pmf of the campaign's impressions over
+    0..9 and 10+: each day min(cap, Binomial(o, q)), the days convolved (cap 0: one
+    binomial over the row's total)."""
+    vectors = np.asarray(vectors, np.int64).reshape(len(vectors), -1)
+    if cap <= 0:
+        vectors = vectors.sum(axis=1, keepdims=True)
+        cap = _MAX_BUCKET
+    top = min(cap, _MAX_BUCKET)
+    pmf = np.zeros((len(vectors), _MAX_BUCKET + 1))
+    pmf[:, 0] = 1.0
+    for d in range(vectors.shape[1]):
+        head = _binomial_head(vectors[:, d], q, top)  # P(j) for j < top
+        last = np.clip(1.0 - head.sum(axis=0), 0.0, 1.0)  # P(>= top): capped at top
+        day = np.vstack([head, last[None, :]])
+        pmf = sum(_shift(pmf, j) * day[j][:, None] for j in range(top + 1))
+    return pmf
+
+
+def plan_reach(vectors: np.ndarray, weights: np.ndarray, impressions: float, cap: int
+               ) -> dict[str, Any]:
+    """Reach, frequency buckets and delivery of a plan over profiles given as day-count rows
+    (days = the plan's days), each standing for ``weights`` profiles."""
+    vectors = np.asarray(vectors, np.int64)
+    weights = np.asarray(weights, np.float64)
+    # delivery is a sum over profile-days: one term per distinct day count
+    counts, inverse = np.unique(vectors.reshape(-1), return_inverse=True)
+    per_count = np.bincount(inverse.reshape(-1), weights=np.repeat(weights, vectors.shape[1]),
+                            minlength=len(counts))
+    q = solve_win_rate(counts, per_count, impressions, cap)
+    delivered = float(np.dot(per_count, expected_delivered(counts, q, cap)))
+    pmf = exposure_pmf(vectors, q, cap)
+    profiles = weights @ pmf
+    return {"q": q, "delivered": delivered, "reach": float(profiles[1:].sum()),
+            "profiles_by_frequency": profiles[1:].tolist()}
+
+
+# ---- the history as counts ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Counts:
+    """Per-profile impression counts over some days of the history, kept as distinct values
+    with the (scaled) profiles each stands for: delivery sums over profile-days and reach over
+    profiles, so every distinct count is computed once."""
+
+    day_counts: np.ndarray  # distinct impressions of one profile on one day
+    day_weights: np.ndarray  # profile-days with that count
+    totals: np.ndarray  # distinct impressions of one profile over the days
+    total_weights: np.ndarray  # profiles with that total
+
+    @property
+    def profiles(self) -> float:
+        return float(self.total_weights.sum())
+
+    @property
+    def top(self) -> int:
+        """The largest per-profile total (the beta-binomial's opportunities in the history)."""
+        held = self.totals[self.total_weights > 0]
+        return int(held.max()) if len(held) else 0
+
+    def moments(self) -> tuple[float, float, float]:
+        """Mean, variance and zero share of the per-profile totals."""
+        n = self.profiles
+        if n <= 0:
+            return 0.0, 0.0, 1.0
+        t = self.totals.astype(np.float64)
+        mean = float(self.total_weights @ t) / n
+        var = max(0.0, float(self.total_weights @ (t * t)) / n - mean * mean)
+        return mean, var, float(self.total_weights[self.totals == 0].sum()) / n
+
+
+def counts_on(vectors: np.ndarray, weights: np.ndarray) -> Counts:
+    """``Counts`` of day-count rows (profiles x days), each row standing for ``weights``."""
+    vectors = np.asarray(vectors, np.int64)
+    weights = np.asarray(weights, np.float64)
+    days, inverse = np.unique(vectors.reshape(-1), return_inverse=True)
+    day_weights = np.bincount(inverse.reshape(-1), weights=np.repeat(weights, vectors.shape[1]),
+                              minlength=len(days))
+    totals, inverse = np.unique(vectors.sum(axis=1), return_inverse=True)
+    total_weights = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(totals))
+    return Counts(days, day_weights, totals, total_weights)
+
+
+def _counts(h: dict[str, Any], columns: np.ndarray) -> Counts:
+    return counts_on(h["vectors"][:, columns], h["counts"] * h["weight"])
+
+
+# ---- the candidates on counts ---------------------------------------------------------------
+
+def thinning_reach(c: Counts, impressions: float, cap: int) -> tuple[float, float]:
+    """Reach and win rate of a plan thinned from these slots. A cap changes how many slots
+    must be won, not who is reached (a profile is reached when it wins any slot), so reach
+    needs the totals only."""
+    q = solve_win_rate(c.day_counts, c.day_weights, impressions, cap)
+    return float(c.total_weights @ -np.expm1(c.totals * math.log1p(-min(q, _Q_MAX)))), q
+
+
+@dataclass(frozen=True)
+class GammaPoisson:
+    """The NBD fitted on the per-profile totals of some days, and the history's own share of
+    its opportunities (``mean / top``) that sets a beta-binomial's concentration."""
+
+    r: float
+    mean: float
+    variance: float
+    share: float
+
+
+def fit_gamma_poisson(c: Counts, top: int) -> GammaPoisson:
+    """Shape by mean and variance over the universe, zeros included (the issue's fit)."""
+    mean, var, _ = c.moments()
+    return GammaPoisson(fit_shape(mean, var), mean, var, min(mean / top, 1.0) if top else 0.0)
+
+
+def gamma_poisson(fit: GammaPoisson, mu: float, opportunities: int) -> dict[str, Any]:
+    """Per-profile reach and buckets at mean ``mu``: the NBD, or with ``opportunities`` (> 0)
+    the beta-binomial over them."""
+    if opportunities <= 0:
+        return {**nbd(mu, fit.r), "concentration": None}
+    s = bb_concentration(fit.r, fit.share)
+    return {**beta_binomial(mu, s, opportunities), "concentration": s}
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A campaign's second-half delivery to the universe (sampled profiles) and its cap."""
+
+    impressions: int
+    reach: int
+    cap: int
+
+
+def _halves(blocks: int, days: int) -> tuple[np.ndarray, np.ndarray]:
+    half = max(1, min(days, blocks // 2))
+    return np.arange(blocks - 2 * half, blocks - half), np.arange(blocks - half, blocks)
+
+
+def _errors(predicted: list[float], actual: list[float], weights: list[float]
+            ) -> dict[str, Any]:
+    rel = np.array(predicted) / np.array(actual) - 1
+    w = np.array(weights, np.float64)
+    return {"error": round(float(w @ np.abs(rel) / w.sum()), 6),
+            "median_error": round(statistics.median(np.abs(rel).tolist()), 6),
+            "signed_error": round(float(w @ rel / w.sum()), 6), "count": len(rel)}
+
+
+def _flight_backtest(first: Counts, flights: list[Flight], weight: float, days: int
+                     ) -> dict[str, Any]:
+    """Each flight asked of both candidates fitted on the first half."""
+    fit = fit_gamma_poisson(first, first.top)  # the first half is all they may know
+    n = first.profiles
+    predicted: dict[str, list[float]] = {c: [] for c in CANDIDATES}
+    for f in flights:
+        impressions = f.impressions * weight
+        gp = gamma_poisson(fit, impressions / n, f.cap * days if f.cap > 0 else 0)
+        predicted["negative-binomial"].append(gp["p_reach"] * n)
+        predicted["empirical-thinning"].append(thinning_reach(first, impressions, f.cap)[0])
+    actual = [f.reach * weight for f in flights]
+    weights = [float(f.impressions) for f in flights]
+    # no impressions or reach of other advertisers' campaigns leave: errors and a count only
+    return {"method": "flights", "days": days, "campaigns": len(flights),
+            "candidates": {c: _errors(p, actual, weights) for c, p in predicted.items()}}
+
+
+def _stream_backtest(first: Counts, second: Counts, cap: int, days: int
+                     ) -> dict[str, Any] | None:
+    """All second-half impressions as one plan against the profiles with any of them."""
+    actual = float(second.total_weights[second.totals > 0].sum())
+    if actual <= 0:
+        return None
+    impressions = float(second.total_weights @ second.totals)
+    # the halves share one supply of slots; each half's own largest count is one heavy
+    # viewer's draw, and a beta fitted over one and applied over another moved reach by 57 %
+    top = max(first.top, second.top)
+    fit = fit_gamma_poisson(first, top)
+    gp = gamma_poisson(fit, impressions / first.profiles, top if cap > 0 else 0)
+    predicted = {"negative-binomial": gp["p_reach"] * first.profiles,
+                 "empirical-thinning": thinning_reach(first, impressions, 0)[0]}
+    return {"method": "ad-stream", "days": days, "campaigns": 0,
+            "impressions": round(impressions),
+            "candidates": {c: {**_errors([p], [actual], [1.0]),
+                               "predicted_reach": round(p, 1), "actual_reach": round(actual, 1)}
+                           for c, p in predicted.items()}}
+
+
+def backtest(h: dict[str, Any], flights: list[Flight], cap: int, days: int
+             ) -> dict[str, Any] | None:
+    """Both candidates fitted on the first half of the history's last ``2 h`` days, asked for
+    the second half: the flights when there are any, else the whole ad stream; None when the
+    second half has no impression."""
+    first_columns, second_columns = _halves(h["blocks"], days)
+    first = _counts(h, first_columns)
+    if flights:
+        return _flight_backtest(first, flights, h["weight"], len(second_columns))
+    return _stream_backtest(first, _counts(h, second_columns), cap, len(second_columns))
+
+
+# ---- history -------------------------------------------------------------------------------
+
+_VECTORS = """
 WITH universe AS (__UNIVERSE__)
-SELECT count() AS n,
-       sum(a) AS sa, sum(a * a) AS saa, countIf(a > 0) AS reach_a, max(a) AS max_a,
-       sum(b) AS sb, sum(b * b) AS sbb, countIf(b > 0) AS reach_b, max(b) AS max_b,
-       sum(a + b) AS s, sum((a + b) * (a + b)) AS ss
+SELECT v, count() AS profiles
 FROM (
-    SELECT u.profile_id AS profile_id, e.a AS a, e.b AS b
-    FROM universe AS u
-    LEFT JOIN (
+    SELECT arrayMap(d -> toUInt32(countEqual(ds, d)), range(toUInt32({blocks:UInt32}))) AS v
+    FROM (
         SELECT profile_id,
-               toUInt64(countIf(ts < {mid:DateTime64(3)})) AS a,
-               toUInt64(countIf(ts >= {mid:DateTime64(3)})) AS b
+               groupArray(toUInt32(intDiv(toUnixTimestamp64Milli(ts) - {start_ms:Int64},
+                                          86400000))) AS ds
         FROM ad_events
         WHERE type = 'impression' AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
           AND profile_id IN (SELECT profile_id FROM universe)
         GROUP BY profile_id
-    ) AS e USING (profile_id)
+    )
 )
+GROUP BY v
 """
 
 
-def _universe_sql(segment_keys: list[str]) -> str:
+def _universe_sql(segment_keys: list[str], sampled: bool = False) -> str:
     excluded = excluded_profile_hashes_sql()
+    sample = " AND cityHash64(profile_id) % 1000000 < {ppm:UInt64}" if sampled else ""
     if segment_keys:
         return ("SELECT DISTINCT profile_id FROM segment_members WHERE "
                 "concat(segment_id, ':', toString(version)) IN {segments:Array(String)} "
-                f"AND profile_hash NOT IN ({excluded})")
+                f"AND profile_hash NOT IN ({excluded}){sample}")
     return ("SELECT profile_id FROM profiles FINAL WHERE kind != 'kids' "
-            f"AND cityHash64(profile_id) NOT IN ({excluded})")
+            f"AND cityHash64(profile_id) NOT IN ({excluded}){sample}")
 
 
-def history(client: Client, segment_keys: list[str], days: int) -> dict[str, Any]:
-    """Per-profile exposure moments of the universe over the recent history, by halves."""
-    end = client.query("SELECT max(ts) FROM ad_events").result_rows[0][0]
-    first = client.query("SELECT min(ts) FROM ad_events").result_rows[0][0]
+def _window(client: Client, days: int) -> tuple[dt.datetime, int]:
+    """The history's end (just after the newest impression) and its whole 24 h blocks: twice
+    the plan, at most ``HISTORY_DAYS_MAX``, at most what the data spans (at least 2)."""
+    end, first = client.query("SELECT max(ts), min(ts) FROM ad_events").result_rows[0]
     if end is None or end.year <= 1970:
         end = first = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     end = end + dt.timedelta(milliseconds=1)
-    span_days = max(2, min(HISTORY_DAYS_MAX, 2 * days, math.ceil((end - first).total_seconds()
-                                                                  / 86_400)))
-    start = end - dt.timedelta(days=span_days)
-    mid = start + (end - start) / 2
-    sql = _HISTORY.replace("__UNIVERSE__", _universe_sql(segment_keys))
-    result = client.query(sql, parameters={"segments": segment_keys, "start": start,
-                                           "mid": mid, "end": end})
-    row = dict(zip(result.column_names, result.result_rows[0]))
-    row = {k: (float(v) if v is not None else 0.0) for k, v in row.items()}
-    row["span_days"] = span_days
-    row["through"] = end
-    return row
+    span = math.floor((end - first).total_seconds() / 86_400)
+    return end, max(2, min(HISTORY_DAYS_MAX, 2 * days, span))
 
 
-def _moments(n: float, s: float, ss: float) -> tuple[float, float]:
-    if n <= 0:
-        return 0.0, 0.0
-    mean = s / n
-    return mean, max(0.0, ss / n - mean * mean)
+def history(client: Client, segment_keys: list[str], days: int) -> dict[str, Any]:
+    """The universe's per-profile impression counts by 24 h block over the recent history:
+    distinct day vectors with their profile counts, zero profiles as one all-zero row, and
+    the weight that scales a hash sample back to the universe."""
+    end, blocks = _window(client, days)
+    start = end - dt.timedelta(days=blocks)
+    universe = int(client.query(f"SELECT count() FROM ({_universe_sql(segment_keys)})",
+                                parameters={"segments": segment_keys}).result_rows[0][0])
+    sampled = universe > SAMPLE_MAX
+    ppm = max(1, round(1_000_000 * SAMPLE_MAX / universe)) if sampled else 1_000_000
+    params = {"segments": segment_keys, "ppm": ppm}
+    n = universe
+    if sampled:
+        n = int(client.query(f"SELECT count() FROM ({_universe_sql(segment_keys, True)})",
+                             parameters=params).result_rows[0][0])
+    sql = _VECTORS.replace("__UNIVERSE__", _universe_sql(segment_keys, sampled))
+    epoch = dt.datetime(1970, 1, 1)
+    rows = client.query(sql, parameters={
+        **params, "blocks": blocks, "start": start, "end": end,
+        "start_ms": int((start - epoch) / dt.timedelta(milliseconds=1))}).result_rows
+    vectors = np.array([list(v) for v, _ in rows], np.int64).reshape(len(rows), blocks)
+    counts = np.array([c for _, c in rows], np.float64)
+    zeros = n - counts.sum()
+    if zeros > 0:
+        vectors = np.vstack([vectors, np.zeros((1, blocks), np.int64)])
+        counts = np.append(counts, zeros)
+    return {"universe": universe, "sampled": n, "weight": universe / n if n else 0.0,
+            "vectors": vectors, "counts": counts, "blocks": blocks, "through": end, "ppm": ppm}
 
 
-def _opportunities(h: dict[str, Any]) -> int:
-    """The opportunities of a history half: the largest per-profile count in either half. The
-    halves are equally long, so they share one supply of ad slots, while each half's own
-    maximum is one heavy viewer's draw (102 in one half, 197 in the other, in one simulated
-    week): a beta fitted over one maximum and applied over the other moved the backtest's
-    reach by up to 57 % (``loadtest/measure_accuracy.py``)."""
-    return max(1, int(max(h["max_a"], h["max_b"])))
+def _plan_days(vectors: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's day columns of every row, sorted within the row (a profile's day order
+    does not change its count) so identical profiles are computed once."""
+    picked = np.sort(vectors[:, columns], axis=1)
+    return np.unique(picked, axis=0, return_inverse=True)
 
 
-def _concentration(method: str, h: dict[str, Any], part: str, r: float) -> float:
-    """The beta concentration of history half ``part`` (over ``_opportunities``)."""
-    n, total, top = h["n"], h["s" + part], _opportunities(h)
-    q = min(total / n / top, 1.0) if n else 0.0
-    if method == "mean-zeros":
-        return fit_concentration_zeros(q, top, 1 - h["reach_" + part] / n if n else 1.0)
-    return bb_concentration(r, q)
+
+_FLIGHTS = """
+WITH universe AS (__UNIVERSE__)
+SELECT campaign_id, count() AS impressions, uniqExact(profile_id) AS reach
+FROM ad_events
+WHERE type = 'impression' AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
+  AND profile_id IN (SELECT profile_id FROM universe)
+GROUP BY campaign_id
+HAVING reach >= {min_reach:UInt64}
+ORDER BY impressions DESC, campaign_id
+LIMIT {limit:UInt32}
+"""
 
 
-def backtest(h: dict[str, Any], model: str, method: str) -> dict[str, Any] | None:
-    n = h["n"]
-    if n <= 0 or h["reach_b"] <= 0:
-        return None
-    r = _fit(method, n, h["sa"], h["saa"], h["reach_a"])
-    mu = h["sb"] / n
-    if model == "beta-binomial":
-        s = _concentration(method, h, "a", r)
-        p = beta_binomial(mu, s, _opportunities(h))["p_reach"]
-    else:
-        p = nbd(mu, r)["p_reach"]
-    predicted = p * n
-    return {"predicted_reach": round(predicted, 1), "actual_reach": int(h["reach_b"]),
-            "error": round(abs(predicted - h["reach_b"]) / h["reach_b"], 6)}
+def flights(client: Client, segment_keys: list[str], h: dict[str, Any], days: int
+            ) -> list[Flight]:
+    """The campaigns of the backtest's second half: their impressions and distinct profiles
+    among the universe (the history's sample when it is sampled) and their catalog caps. A
+    campaign missing from the catalog is left out: its cap is unknown."""
+    _, second = _halves(h["blocks"], days)
+    end = h["through"]
+    params = {"segments": segment_keys, "ppm": h["ppm"], "end": end,
+              "start": end - dt.timedelta(days=len(second)), "min_reach": FLIGHT_MIN_REACH,
+              "limit": FLIGHTS_MAX}
+    sql = _FLIGHTS.replace("__UNIVERSE__", _universe_sql(segment_keys, h["ppm"] < 1_000_000))
+    served = client.query(sql, parameters=params).result_rows
+    if not served:
+        return []
+    caps = dict(client.query(
+        "SELECT campaign_id, frequency_cap FROM campaigns FINAL "
+        "WHERE campaign_id IN {ids:Array(String)}",
+        parameters={"ids": [c for c, _, _ in served]}).result_rows)
+    return [Flight(int(i), int(r), int(caps[c])) for c, i, r in served if c in caps]
+
+
+def _distribution(profiles_by_frequency: list[float]) -> list[dict[str, Any]]:
+    return [{"frequency": "10+" if i == _MAX_BUCKET - 1 else str(i + 1), "profiles": round(p, 1)}
+            for i, p in enumerate(profiles_by_frequency)]
+
+
+def _negative_binomial_plan(plan: Counts, top: int, n: int, impressions: int, cap: int,
+                            days: int) -> dict[str, Any]:
+    """The issue's model for the plan: NBD on the replayed days, beta-binomial under a cap."""
+    fit = fit_gamma_poisson(plan, top)
+    opportunities = cap * days if cap > 0 else 0
+    deliverable = min(impressions, n * opportunities) if opportunities else impressions
+    gp = gamma_poisson(fit, deliverable / n if n else 0.0, opportunities)
+    return {"model": "beta-binomial" if opportunities else "negative-binomial",
+            "reach": gp["p_reach"] * n, "deliverable": float(deliverable),
+            "profiles_by_frequency": [b * n for b in gp["buckets"]],
+            "parameters": {"gamma_shape": None if fit.r >= _POISSON_R else round(fit.r, 6),
+                           "history_mean": round(fit.mean, 6),
+                           "history_variance": round(fit.variance, 6),
+                           "opportunities": opportunities or None,
+                           "beta_concentration": None if gp["concentration"] is None
+                           else round(gp["concentration"], 6)}}
+
+
+def _thinning_plan(h: dict[str, Any], columns: np.ndarray, impressions: int, cap: int
+                   ) -> dict[str, Any]:
+    rows, inverse = _plan_days(h["vectors"], columns)
+    weights = np.bincount(inverse.reshape(-1), weights=h["counts"], minlength=len(rows))
+    fit = plan_reach(rows, weights * h["weight"], impressions, cap)
+    # q in (0, 1) was solved to deliver the plan exactly; at 1 the slots ran out (at 0, none)
+    deliverable = float(impressions) if 0 < fit["q"] < 1 else min(impressions, fit["delivered"])
+    return {"model": "empirical-capped-thinning" if cap > 0 else "empirical-thinning",
+            "reach": fit["reach"], "deliverable": deliverable,
+            "profiles_by_frequency": fit["profiles_by_frequency"],
+            "parameters": {"win_rate": round(fit["q"], 9)}}
+
+
+def _choose(test: dict[str, Any] | None) -> str:
+    """The candidate with the lower backtest error; the issue's model on a tie or without
+    a backtest (it needs no observed slots)."""
+    if test is None:
+        return CANDIDATES[0]
+    return min(CANDIDATES, key=lambda c: test["candidates"][c]["error"])
 
 
 def forecast(client: Client, segment_keys: list[str], impressions: int, frequency_cap: int,
              days: int) -> dict[str, Any]:
     h = history(client, segment_keys, days)
-    n = int(h["n"])
-    bounded = frequency_cap > 0
-    model = "beta-binomial" if bounded else "negative-binomial"
-    # two fits of the gamma shape, each backtested; the one that predicted better is used
-    tests = {m: backtest(h, model, m) for m in FIT_METHODS}
-    method = min(FIT_METHODS, key=lambda m: tests[m]["error"] if tests[m] else math.inf)
-    test = tests[method]
-    # the recent half of the history is as long as the flight: fit the shape there
-    mean, var = _moments(h["n"], h["sb"], h["sbb"])
-    r = _fit(method, h["n"], h["sb"], h["sbb"], h["reach_b"])
-    deliverable = impressions
-    if n and bounded:
-        deliverable = min(impressions, n * frequency_cap * days)
-    mu = deliverable / n if n else 0.0
-    if bounded:
-        fit = beta_binomial(mu, _concentration(method, h, "b", r), frequency_cap * days)
-    else:
-        fit = nbd(mu, r)
-    reach = fit["p_reach"] * n
-    dist = [{"frequency": "10+" if i == 9 else str(i + 1), "profiles": round(p * n, 1)}
-            for i, p in enumerate(fit["buckets"])]
+    blocks, n = h["blocks"], h["universe"]
+    # the plan replays the most recent days; a plan longer than the history cycles through it
+    columns = (np.arange(days) + max(0, blocks - days)) % blocks
+    first, second = _halves(blocks, days)
+    plan = _counts(h, columns)
+    top = max(plan.top, _counts(h, first).top, _counts(h, second).top)
+    answers = {"negative-binomial": _negative_binomial_plan(plan, top, n, impressions,
+                                                            frequency_cap, days),
+               "empirical-thinning": _thinning_plan(h, columns, impressions, frequency_cap)}
+    test = backtest(h, flights(client, segment_keys, h, days), frequency_cap, days)
+    chosen = answers[_choose(test)]
+    reach, deliverable = chosen["reach"], chosen["deliverable"]
     return {
         "universe": n,
         "impressions": impressions,
-        "deliverable_impressions": deliverable,
+        "deliverable_impressions": round(deliverable),
         "frequency_cap": frequency_cap,
         "days": days,
         "reach": round(reach, 1),
-        "reach_share": round(fit["p_reach"], 6),
+        "reach_share": round(reach / n, 6) if n else 0.0,
         "avg_frequency": round(deliverable / reach, 6) if reach else 0.0,
-        "distribution": dist,
-        "model": model,
-        "parameters": {"gamma_shape": None if r >= _POISSON_R else round(r, 6),
-                       "history_mean": round(mean, 6), "history_variance": round(var, 6),
-                       "history_days": h["span_days"], "fit": method,
-                       "backtest_by_fit": {m: t["error"] if t else None
-                                           for m, t in tests.items()},
-                       "opportunities": frequency_cap * days if bounded else None},
-        "backtest_error": test["error"] if test else None,
+        "distribution": _distribution(chosen["profiles_by_frequency"]),
+        "model": chosen["model"],
+        "backtest_error": (test["candidates"][_choose(test)]["error"] if test else None),
         "backtest": test,
+        "parameters": {
+            "history_days": blocks, "replayed_days": min(days, blocks),
+            "sampled_profiles": h["sampled"] if h["sampled"] < n else None,
+            "candidates": {c: {"model": a["model"], "reach": round(a["reach"], 1),
+                               "deliverable_impressions": round(a["deliverable"]),
+                               **a["parameters"]} for c, a in answers.items()}},
     }

@@ -268,9 +268,12 @@ class ForecastController(Controller):
     async def reach_forecast(self, request: Request) -> Response:
         """``{"segment_ids": [...], "impressions", "frequency_cap" (per profile per day, 0 =
         none), "days"}`` -> predicted reach, average frequency and distribution 1..10+ over the
-        union of the segments (no segments: every eligible profile), the model used
-        (negative-binomial, or beta-binomial when a cap bounds the opportunities) and its
-        backtest error. See ``adtier.measure.forecast``."""
+        union of the segments (no segments: every eligible profile), the model used and its
+        backtest error. Two candidates are fitted on the recent history — the negative binomial
+        (beta-binomial when a cap bounds the opportunities) and empirical capped thinning of
+        the profiles' observed ad slots — and backtested on the campaigns that ran in its last
+        half; the one with the lower error answers (``backtest`` lists both). See
+        ``adtier.measure.forecast``."""
         # the role before the body: a key that may not ask is told so (403), whatever it sent
         await authorize(request, "advertiser")
         data = await decode_json(request, _FORECAST)
