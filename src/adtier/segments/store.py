@@ -30,7 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -272,8 +273,7 @@ def add_to_set(r: redis.Redis, key: str, ids: pa.Array, expire: int = 0) -> None
     time to live (a set being filled that nobody may ever rename: see ``move_set``)."""
     if not len(ids):
         return
-    conn = r.connection_pool.get_connection()
-    try:
+    with _raw_connection(r) as conn:
         sent = 0
         for start in range(0, len(ids), _SADD_BATCH):
             conn.send_packed_command(_resp_sadd(key.encode(), ids.slice(start, _SADD_BATCH)),
@@ -282,19 +282,34 @@ def add_to_set(r: redis.Redis, key: str, ids: pa.Array, expire: int = 0) -> None
         if expire > 0:
             conn.send_command("EXPIRE", key, expire, check_health=False)
             sent += 1
-        errors = []
-        for _ in range(sent):
-            try:
-                conn.read_response()
-            except redis.ResponseError as err:
-                errors.append(err)
-        if errors:
-            raise errors[0]
+        _read_replies(conn, sent)
+
+
+@contextmanager
+def _raw_connection(r: redis.Redis) -> Iterator[Any]:
+    """One pooled connection for hand-pipelined commands; dropped, not reused, if anything
+    fails half-way (its unread replies would answer the next caller)."""
+    conn = r.connection_pool.get_connection()
+    try:
+        yield conn
     except BaseException:
         conn.disconnect()
         raise
     finally:
         r.connection_pool.release(conn)
+
+
+def _read_replies(conn: Any, sent: int) -> None:
+    """Read all ``sent`` replies before raising the first error, so the connection stays in
+    step with what was sent."""
+    errors = []
+    for _ in range(sent):
+        try:
+            conn.read_response()
+        except redis.ResponseError as err:
+            errors.append(err)
+    if errors:
+        raise errors[0]
 
 
 _MOVE_SET = """
@@ -468,26 +483,13 @@ def _srem_live(r: redis.Redis, ids: list[str]) -> None:
     # the ids' part of a SADD is the same for any key and command: encoded once, sent to each
     bodies = [(len(chunk), _resp_sadd(b"", chunk)[1])
               for chunk in (arr.slice(s, _SREM_BATCH) for s in range(0, len(arr), _SREM_BATCH))]
-    conn = r.connection_pool.get_connection()
-    try:
+    with _raw_connection(r) as conn:
         for key in keys:
             for n, body in bodies:
                 conn.send_packed_command(
                     [b"*%d\r\n$4\r\nSREM\r\n$%d\r\n%s\r\n" % (n + 2, len(key), key), body],
                     check_health=False)
-        errors = []
-        for _ in range(len(keys) * len(bodies)):
-            try:
-                conn.read_response()
-            except redis.ResponseError as err:
-                errors.append(err)
-        if errors:
-            raise errors[0]
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        r.connection_pool.release(conn)
+        _read_replies(conn, len(keys) * len(bodies))
 
 
 def _record_sizes(client: Client, held: dict[str, set[int]]) -> list[str]:
