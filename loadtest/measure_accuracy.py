@@ -9,19 +9,22 @@ the measurement code directly (no HTTP: the numbers are the endpoints' own funct
   backtest, for an uncapped plan and a capped one (cap 3), over every eligible profile. Both
   candidates (the negative binomial, beta-binomial under a cap; empirical capped thinning)
   fitted on the first half of the recent history and asked for each campaign that ran in the
-  second half (``flights``: its impressions there, its cap, the half's days) against the
+  second half (``flights``: its impressions there, its cap, the half's days, its catalog
+  category and holdout) against the
   distinct profiles it reached; or, when none qualifies, for the whole ad stream. Printed per
   candidate: the impressions-weighted mean |error|, the median, the signed mean, the number
   of campaigns, and the model the answer chose.
 - **Flights** (informative: each plan knows its own period's history): each simulated
   campaign's impressions served to the forecast's universe (eligible profiles: opted-out
-  adults are served but never in it), its cap and flight length put to the forecast, against
+  adults are served but never in it), its cap, flight length, ad category and holdout share
+  put to the forecast, against
   the reach it had in that universe (from the store, which equals the simulator's truth:
   ``tests/integration``). Both candidates' reach for the plan (``parameters.candidates``) and
   the chosen answer's, split by capped / uncapped (the uncapped are the always-on fillers,
-  which also take every over-cap and holdout slot) and by holdout. What the plan cannot say:
-  campaigns are targeted by affinity (their impressions go to fewer profiles than a uniform
-  win rate would give) and never served to their holdout.
+  which also take every over-cap and holdout slot) and by holdout. The simulator targets
+  campaigns by category affinity and never serves their holdout; the forecast learns the
+  first from the profiles' own category shares in the history and takes the second as a
+  random share of the universe.
 - **Lift coverage** (``measure.lift.content_effects``): for each house promo (20 % holdout), is
   the planted effect inside the 95 % CI? In the endpoint's units: ``per_exposed_session`` (the
   ITT session lift divided by the treated arm's share of sessions after first exposure)
@@ -132,7 +135,8 @@ def flights(client, truth: Truth) -> list[dict[str, Any]]:
             continue
         start, end = (dt.date.fromisoformat(c[k]) for k in ("start_date", "end_date"))
         n_days = (end - start).days + 1
-        answer = F.forecast(client, [], int(impressions), int(c["frequency_cap"]), n_days)
+        answer = F.forecast(client, [], int(impressions), int(c["frequency_cap"]), n_days,
+                            c["ad_category"], float(c["holdout_percent"]))
         errors = {name: a["reach"] / reach - 1
                   for name, a in answer["parameters"]["candidates"].items()}
         rows.append({"error": answer["reach"] / reach - 1, "by_candidate": errors,

@@ -214,6 +214,11 @@ def test_forecast_isolation_and_audit(api, loaded):
     body = answer.json()
     assert body["universe"] == 200 and 0 < body["reach"] <= 100
     assert body["backtest_error"] is not None
+    # targeted over the segment: a category's keener viewers, a random holdout share
+    targeted = api.client.post("/v1/forecast/reach", headers=adv_b, json={
+        **plan, "ad_category": "IAB1", "holdout_percent": 10})
+    assert targeted.status_code == 200, targeted.text
+    assert 0 < targeted.json()["reach"] <= body["reach"]
     records = api.client.get("/v1/audit?advertiser_id=adv-a", headers=api.admin).json()["records"]
     assert [r["status"] for r in records if r["endpoint"] == "forecast_reach"] == [404]
 

@@ -28,6 +28,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from adtier.auth import ApiKey, forbidden
+from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.measure import audit, forecast, lift, loglevel, reach
@@ -255,6 +256,10 @@ class ForecastRequest(msgspec.Struct, forbid_unknown_fields=True):
     segment_ids: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
                            msgspec.Meta(max_length=20)] = []
     frequency_cap: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    # what targets the campaign, as the catalog says it: its category's delivery is learnt
+    # from the history; a holdout share is never served
+    ad_category: AdCategory | None = None
+    holdout_percent: Annotated[float, msgspec.Meta(ge=0, le=50)] = 0.0
 
 
 _FORECAST = msgspec.json.Decoder(ForecastRequest)
@@ -267,13 +272,16 @@ class ForecastController(Controller):
     @post("/reach", status_code=200, summary="Reach forecast", description=forecast.__doc__)
     async def reach_forecast(self, request: Request) -> Response:
         """``{"segment_ids": [...], "impressions", "frequency_cap" (per profile per day, 0 =
-        none), "days"}`` -> predicted reach, average frequency and distribution 1..10+ over the
-        union of the segments (no segments: every eligible profile), the model used and its
-        backtest error. Two candidates are fitted on the recent history — the negative binomial
-        (beta-binomial when a cap bounds the opportunities) and empirical capped thinning of
-        the profiles' observed ad slots — and backtested on the campaigns that ran in its last
-        half; the one with the lower error answers (``backtest`` lists both). See
-        ``adtier.measure.forecast``."""
+        none), "days", "ad_category" (IAB id, optional), "holdout_percent" (0..50, optional)}``
+        -> predicted reach, average frequency and distribution 1..10+ over the union of the
+        segments (no segments: every eligible profile), the model used and its backtest
+        error. Two candidates are fitted on the recent history — the negative binomial
+        (beta-binomial when a cap bounds the opportunities; untargeted, over the universe less
+        the holdout share) and empirical capped thinning of the profiles' observed ad slots,
+        each profile's win rate weighted by its history's share of the category and a random
+        holdout share never served — and backtested on the campaigns that ran in its last
+        half, each with its own catalog category and holdout; the one with the lower error
+        answers (``backtest`` lists both). See ``adtier.measure.forecast``."""
         # the role before the body: a key that may not ask is told so (403), whatever it sent
         await authorize(request, "advertiser")
         data = await decode_json(request, _FORECAST)
@@ -289,7 +297,8 @@ class ForecastController(Controller):
                     raise ApiError(409, "not_built", f"segment {segment_id} is not built yet")
                 keys.append(f"{segment_id}:{row.version}")
             answer = await run_query(request, forecast.forecast, keys, data.impressions,
-                                     data.frequency_cap, data.days)
+                                     data.frequency_cap, data.days, data.ad_category,
+                                     data.holdout_percent)
             if answer["universe"] < privacy_k(request):
                 raise ApiError(422, "audience_too_small",
                                f"the eligible audience has fewer than {privacy_k(request)} "
