@@ -297,3 +297,10 @@ def test_beta_binomial_matches_a_simulation(q, s, n):
     assert got["buckets"][0] == pytest.approx((counts == 1).mean(), abs=0.003)
     assert sum(got["buckets"]) == pytest.approx(got["p_reach"], rel=1e-9)
     assert beta_binomial(n * 1.0, s, n)["p_reach"] == 1.0
+
+
+def test_an_empty_universe_reaches_nobody_and_does_not_fail():
+    # a fresh server: no ad history yet, so no profile rows at all
+    assert exposure_pmf(np.zeros((0, 7), np.int64), 0.5, 3).shape == (0, 11)
+    fit = plan_reach(np.zeros((0, 7), np.int64), np.zeros(0), 10_000, 3)
+    assert fit["reach"] == 0 and fit["delivered"] == 0

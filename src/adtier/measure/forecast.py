@@ -292,7 +292,10 @@ def exposure_pmf(vectors: np.ndarray, q: float | np.ndarray, cap: int) -> np.nda
     """Per row of day counts (profiles x days), the pmf of the campaign's impressions over
     0..9 and 10+: each day min(cap, Binomial(o, q)), the days convolved (cap 0: one
     binomial over the row's total); ``q`` a scalar or one rate per row."""
-    vectors = np.asarray(vectors, np.int64).reshape(len(vectors), -1)
+    vectors = np.asarray(vectors, np.int64)
+    if not len(vectors):  # an empty universe (no history yet): nobody to reach
+        return np.zeros((0, _MAX_BUCKET + 1))
+    vectors = vectors.reshape(len(vectors), -1)
     q = np.broadcast_to(np.asarray(q, np.float64), (len(vectors),))
     if cap <= 0:
         vectors = vectors.sum(axis=1, keepdims=True)
