@@ -191,6 +191,66 @@ def test_every_call_is_audited_with_the_answer_hash(api, loaded):
     assert len(denied) == 1 and denied[0]["parameters"]["campaign_id"] == "cmp-b"
 
 
+def _built(api, segment_id: str) -> None:
+    assert api.client.post(f"/v1/segments/{segment_id}/build", headers=api.admin).status_code == 202
+    for _ in range(200):
+        seg = api.client.get(f"/v1/segments/{segment_id}", headers=api.admin).json()
+        if seg["status"] in ("ready", "failed"):
+            break
+        time.sleep(0.05)
+    assert seg["status"] == "ready", seg
+
+
+def _keys(value) -> set[str]:
+    """Every key anywhere in a JSON answer."""
+    if isinstance(value, dict):
+        return set(value).union(*(_keys(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_keys(v) for v in value))
+    return set()
+
+
+def test_forecast_to_an_advertiser_is_coarse_and_hides_other_campaigns(api, loaded):
+    # adv-b lists adv-a's 200 viewers and asks a plan no slots can hold: thinning saturates
+    # (every slot won) and its answer is the list's own ad history. The admin sees it exact;
+    # adv-b sees every count coarse (k = 50), small buckets folded, no model parameter, and
+    # no backtest of cmp-a, the only campaign that reached >= 50 of the list
+    made = api.client.post("/v1/segments", headers=api.admin, json={
+        "name": "b's copy of a's viewers", "kind": "static", "advertiser_id": "adv-b",
+        "profile_ids": [f"p{i:03d}" for i in range(200)]})
+    assert made.status_code in (200, 201), made.text
+    segment_id = made.json()["segment_id"]
+    _built(api, segment_id)
+    plan = {"segment_ids": [segment_id], "impressions": 10**9, "days": 1}
+
+    admin = api.client.post("/v1/forecast/reach", json=plan, headers=api.admin).json()
+    exact = admin["parameters"]["candidates"]["empirical-thinning"]
+    assert exact["win_rate"] == 1.0 and exact["reach"] == 80.0  # web and mobile, the last day
+    assert admin["backtest"]["method"] == "flights" and admin["backtest"]["campaigns"] == 1
+    assert admin["backtest"]["candidates"]["empirical-thinning"]["count"] == 1
+    assert "median_error" in admin["backtest"]["candidates"]["negative-binomial"]
+
+    answer = api.client.post("/v1/forecast/reach", json=plan, headers=key(api, "adv-b"))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert "cmp-a" not in answer.text
+    assert not _keys(body) & {"campaigns", "count", "median_error", "signed_error",
+                              "actual_reach", "predicted_reach", "win_rate",
+                              "history_mean", "history_variance", "gamma_shape"}
+    assert body["backtest"] == {"method": "withheld", "days": 1, "candidates": None}
+    assert body["backtest_error"] is None
+    assert body["parameters"]["candidates"]["empirical-thinning"] == {
+        "model": exact["model"], "reach": 100,
+        "deliverable_impressions": 50 * round(exact["deliverable_impressions"] / 50)}
+    assert body["universe"] == 200 and body["k"] == 50
+    for count in (body["reach"], body["deliverable_impressions"],
+                  *(c["reach"] for c in body["parameters"]["candidates"].values())):
+        assert count is None or count % 50 == 0, body
+    for row in body["distribution"]:
+        assert row["profiles"] == 0 or (row["profiles"] >= 50 and row["profiles"] % 50 == 0)
+    assert body["suppressed"] is None or body["suppressed"]["profiles"] >= 50
+
+
 def test_forecast_isolation_and_audit(api, loaded):
     made = api.client.post("/v1/segments", headers=api.admin, json={
         "name": "b's list", "kind": "static", "advertiser_id": "adv-b",
@@ -212,13 +272,20 @@ def test_forecast_isolation_and_audit(api, loaded):
     answer = api.client.post("/v1/forecast/reach", json=plan, headers=adv_b)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["universe"] == 200 and 0 < body["reach"] <= 100
-    assert body["backtest_error"] is not None
-    # targeted over the segment: a category's keener viewers, a random holdout share
+    # coarse to the owner too (k = 50; a reach under k is None), and the backtest rests on
+    # one campaign (adv-a's): withheld
+    assert body["universe"] == 200 and body["reach"] in (None, 50, 100)
+    assert body["backtest"]["method"] == "withheld" and body["backtest_error"] is None
+    # targeted over the segment: a category's keener viewers, a random holdout share (exact
+    # numbers: the admin's)
     targeted = api.client.post("/v1/forecast/reach", headers=adv_b, json={
         **plan, "ad_category": "IAB1", "holdout_percent": 10})
     assert targeted.status_code == 200, targeted.text
-    assert 0 < targeted.json()["reach"] <= body["reach"]
+    exact = api.client.post("/v1/forecast/reach", headers=api.admin, json=plan).json()
+    exact_targeted = api.client.post("/v1/forecast/reach", headers=api.admin, json={
+        **plan, "ad_category": "IAB1", "holdout_percent": 10}).json()
+    assert exact["universe"] == 200 and exact["backtest_error"] is not None
+    assert 0 < exact_targeted["reach"] <= exact["reach"] <= 100
     records = api.client.get("/v1/audit?advertiser_id=adv-a", headers=api.admin).json()["records"]
     assert [r["status"] for r in records if r["endpoint"] == "forecast_reach"] == [404]
 

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from adtier.measure import forecast as F
 from adtier.measure.forecast import (
     Flight,
     _choose,
@@ -19,10 +20,14 @@ from adtier.measure.forecast import (
     delivery_weights,
     expected_delivered,
     exposure_pmf,
+    coarse,
+    fit_gamma_poisson,
     fit_shape,
     fit_shape_zeros,
+    gamma_poisson,
     nbd,
     plan_reach,
+    release,
     solve_win_rate,
     targeted_reach,
     thinning_reach,
@@ -304,3 +309,104 @@ def test_an_empty_universe_reaches_nobody_and_does_not_fail():
     assert exposure_pmf(np.zeros((0, 7), np.int64), 0.5, 3).shape == (0, 11)
     fit = plan_reach(np.zeros((0, 7), np.int64), np.zeros(0), 10_000, 3)
     assert fit["reach"] == 0 and fit["delivered"] == 0
+
+
+def test_a_cap_above_every_count_is_no_cap_and_allocates_nothing_for_it(monkeypatch):
+    # frequency_cap may be 1000: the pmf recursion would hold cap x profile-days floats per
+    # solver step (~1 GB at the sample size) for a cap no count reaches
+    slots = clumped_universe(21, n=2_000, days=3)
+    top = int(slots.max())
+    head = F._binomial_head
+    asked: list[int] = []
+    monkeypatch.setattr(F, "_binomial_head", lambda o, q, k: asked.append(k) or head(o, q, k))
+    big = plan_reach(slots, np.ones(len(slots)), 5_000, 1000)
+    assert asked and max(asked) <= top
+    exact = plan_reach(slots, np.ones(len(slots)), 5_000, top)
+    assert big["q"] == exact["q"] and big["delivered"] == exact["delivered"]
+    assert big["profiles_by_frequency"] == exact["profiles_by_frequency"]
+    o = np.array([0.0, 3, 7])
+    assert expected_delivered(o, 0.4, 1000) == pytest.approx(o * 0.4)
+    np.testing.assert_array_equal(exposure_pmf(slots[:50], 0.3, 1000),
+                                  exposure_pmf(slots[:50], 0.3, top))
+
+
+def test_the_backtested_beta_binomial_is_the_one_that_answers():
+    # a heavy viewer only in the second week: the answer's beta share is over the largest
+    # count of the plan's days and both halves, and the backtest must judge that same model
+    slots = clumped_universe(19, n=5_000, days=14)
+    slots[0, 7:] = 60
+    flights = _flights(slots[:, 7:], [(0.05, 2)], 19)
+    test = backtest(_history(slots), flights, 2, 7)
+    first = counts_on(slots[:, :7], np.ones(len(slots)))
+    answer_top = counts_on(slots[:, 7:], np.ones(len(slots))).top  # the plan's days
+    assert answer_top > first.top
+
+    def error(top: int) -> float:
+        f = flights[0]
+        gp = gamma_poisson(fit_gamma_poisson(first, top), f.impressions / first.profiles, 14)
+        return abs(gp["p_reach"] * first.profiles / f.reach - 1)
+
+    got = test["candidates"]["negative-binomial"]["error"]
+    assert got == pytest.approx(error(answer_top), abs=1e-6)
+    assert got != pytest.approx(error(first.top), abs=1e-4)
+
+
+def _answer(distribution: list[float], campaigns: int) -> dict:
+    """A forecast as ``forecast`` answers an admin (the fields ``release`` reads)."""
+    errors = {"error": 0.123456, "median_error": 0.1, "signed_error": -0.05,
+              "count": campaigns}
+    return {
+        "universe": 1234, "impressions": 10**9, "deliverable_impressions": 2603,
+        "reach": float(sum(distribution)), "reach_share": 0.1, "avg_frequency": 3.3,
+        "distribution": [{"frequency": "10+" if i == 9 else str(i + 1), "profiles": p}
+                         for i, p in enumerate(distribution)],
+        "model": "empirical-thinning", "backtest_error": 0.123456,
+        "backtest": {"method": "flights", "days": 7, "campaigns": campaigns,
+                     "candidates": {"negative-binomial": errors, "empirical-thinning": errors}},
+        "parameters": {"history_days": 14, "replayed_days": 7, "sampled_profiles": None,
+                       "candidates": {
+                           "empirical-thinning": {"model": "empirical-thinning",
+                                                  "reach": 787.0, "win_rate": 1.0,
+                                                  "deliverable_impressions": 2603},
+                           "negative-binomial": {"model": "negative-binomial",
+                                                 "reach": 31.0, "gamma_shape": 0.4,
+                                                 "history_mean": 1.23, "opportunities": None,
+                                                 "history_variance": 4.56,
+                                                 "deliverable_impressions": 10**9}}}}
+
+
+def test_coarse_counts_never_resolve_fewer_than_k():
+    assert [coarse(x, 50) for x in (0, 24, 25, 80, 260, 999, 1234, 98_765)] == [
+        0, 0, 50, 100, 250, 1000, 1200, 99_000]
+    assert coarse(1234, 1) == 1200 and coarse(7, 1) == 7
+
+
+def test_release_folds_small_buckets_and_rounds_counts():
+    # a saturated plan: the universe's own data. 1: 400, 2: 300, 3: 30, 4: 7, none beyond
+    body = release(_answer([400.0, 300.0, 30.0, 7.0, 0, 0, 0, 0, 0, 50.0], 9), 50)
+    assert body["distribution"] == [
+        {"frequency": "1", "profiles": 400}, {"frequency": "2", "profiles": 300},
+        *({"frequency": str(i), "profiles": 0} for i in range(5, 10))]
+    # 3 and 4 are 37 together: under k, so the smallest released bucket (10+) joins them
+    # (else 10+ and the reach would give 3 + 4 by difference); 87 is released, coarse
+    assert body["suppressed"] == {"frequencies": ["3", "4", "10+"], "profiles": 100}
+    assert body["suppressed_rows"] == 3
+    assert body["reach"] == 800 and body["universe"] == 1200
+    assert body["deliverable_impressions"] == 2600 and body["avg_frequency"] == 3.25
+    thinning, nb = (body["parameters"]["candidates"][c]
+                    for c in ("empirical-thinning", "negative-binomial"))
+    assert thinning == {"model": "empirical-thinning", "reach": 800,
+                        "deliverable_impressions": 2600}
+    assert nb == {"model": "negative-binomial", "reach": None,  # 31 < k
+                  "deliverable_impressions": None, "opportunities": None}
+    assert body["backtest"] == {"method": "flights", "days": 7, "candidates": {
+        "negative-binomial": {"error": 0.123}, "empirical-thinning": {"error": 0.123}}}
+    assert body["backtest_error"] == 0.123
+
+
+def test_release_withholds_a_backtest_of_few_campaigns():
+    body = release(_answer([400.0, 300.0] + [0.0] * 8, 4), 50)
+    assert body["backtest"] == {"method": "withheld", "days": 7, "candidates": None}
+    assert body["backtest_error"] is None
+    tiny = release(_answer([20.0, 10.0] + [0.0] * 8, 9), 50)
+    assert tiny["reach"] is None and tiny["distribution"] == [] and tiny["suppressed"] is None

@@ -43,7 +43,9 @@ Both replay the history's most recent ``days`` (cycled when the plan is longer t
 
 **Backtest** (fit on the first part of the history, predict the rest). The history's last
 ``2 h`` days, ``h = min(days, history // 2)``, are split in halves; each candidate is fitted on
-the first half only and asked for the second:
+the first half only and asked for the second (the beta-binomial's share over the answer's
+own ``top``, the largest per-profile count of the plan's days and both halves, so the model
+backtested is the one that answers):
 
 - ``flights`` (whenever a campaign qualifies): every campaign with impressions to the universe
   in the second half that reached at least ``FLIGHT_MIN_REACH`` (sampled) profiles, at most the
@@ -72,6 +74,19 @@ candidate's errors) and ``parameters`` (``history_days``, ``replayed_days``,
 ``sampled_profiles``, and under ``candidates`` each model's fit and its reach and
 deliverable impressions for this plan).
 
+**What an advertiser sees** (``release``; admin keys get all of the above). Its universe
+may be any list it uploaded, and a saturated plan answers with that list's own ad history,
+so: every profile count and the deliverable impressions ``coarse`` (a step of ``k`` or the
+second significant figure, the coarser; a reach under ``k`` is None), frequency buckets under
+``k`` folded into ``suppressed`` as the frequency endpoint folds them, the models' fitted
+parameters dropped, the ad-stream backtest without its impressions or reaches, and the flight
+backtest (other advertisers' campaigns among its list) only when it rests on at least
+``BACKTEST_MIN_CAMPAIGNS`` campaigns, as each candidate's ``error`` to 0.1 %; else
+``method`` = ``withheld``. The model is still chosen on the full backtest.
+
+A frequency cap above every day count caps nothing and is computed as that count
+(``frequency_cap`` may be 1000; the pmf recursion holds cap x profile-days floats).
+
 Scale: per-profile day vectors are aggregated in ClickHouse (identical vectors counted once),
 with each profile's impressions of the plan's category and of each flight's category and its
 flights' holdout flags in the same pass (one join of the impressions with the catalog);
@@ -94,12 +109,14 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.holdouts import HOLDOUT_SQL
 from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.measure.privacy import fold_small_rows, fold_until_k
 
 __all__ = ["fit_shape", "fit_shape_zeros", "bb_concentration", "nbd", "beta_binomial",
            "expected_delivered", "solve_win_rate", "exposure_pmf", "plan_reach", "Counts",
            "counts_on", "thinning_reach", "GammaPoisson", "fit_gamma_poisson",
            "gamma_poisson", "delivery_weights", "targeted_reach", "win_rate_max", "rates",
-           "tier1", "Flight", "backtest", "scope", "history", "forecast", "CANDIDATES",
+           "tier1", "Flight", "backtest", "scope", "history", "forecast", "release",
+           "coarse", "CANDIDATES", "BACKTEST_MIN_CAMPAIGNS",
            "CATEGORY_PRIOR",
            "HISTORY_DAYS_MAX", "SAMPLE_MAX", "FLIGHTS_MAX", "FLIGHT_MIN_REACH"]
 
@@ -107,6 +124,9 @@ HISTORY_DAYS_MAX = 28
 SAMPLE_MAX = 200_000  # eligible profiles read per forecast; above, a stable hash sample
 FLIGHTS_MAX = 50  # campaigns backtested per request, the largest: bounds the cost
 FLIGHT_MIN_REACH = 50  # sampled profiles: below, one campaign's relative error is mostly noise
+# campaigns an advertiser's flight backtest must rest on (other advertisers' campaigns on its
+# own list): fewer, and its errors describe a handful of identifiable competitor campaigns
+BACKTEST_MIN_CAMPAIGNS = 5
 CANDIDATES = ("negative-binomial", "empirical-thinning")
 _POISSON_R = 1e6
 _MAX_BUCKET = 10
@@ -205,10 +225,21 @@ def _binomial_head(o: np.ndarray, q: float | np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _cap_in_effect(counts: np.ndarray, cap: int) -> int:
+    """The cap no larger than the largest day count: a cap at or above every count caps
+    nothing, and ``_binomial_head`` allocates cap x counts floats (a cap of 1000 over the
+    sampled profile-days was ~1 GB per solver step). 0 stays 0 (no cap); with no slots at
+    all the cap is 0 too, which delivers ``0 x q`` either way."""
+    if cap <= 0:
+        return cap
+    return min(cap, int(np.max(counts, initial=0)))
+
+
 def expected_delivered(o: np.ndarray, q: float | np.ndarray, cap: int) -> np.ndarray:
     """E[min(cap, Binomial(o, q))] per element (cap 0: no cap, ``o * q``):
     sum over k < cap of P(Binomial > k)."""
     o = np.asarray(o, np.float64)
+    cap = _cap_in_effect(o, cap)
     if cap <= 0 or np.all(np.asarray(q) <= 0):
         return o * q
     cdf = np.cumsum(_binomial_head(o, q, cap), axis=0)
@@ -297,6 +328,9 @@ def exposure_pmf(vectors: np.ndarray, q: float | np.ndarray, cap: int) -> np.nda
         return np.zeros((0, _MAX_BUCKET + 1))
     vectors = vectors.reshape(len(vectors), -1)
     q = np.broadcast_to(np.asarray(q, np.float64), (len(vectors),))
+    if cap > 0:
+        # at least 1: every count 0 keeps a (trivially) capped pmf rather than turning uncapped
+        cap = max(1, _cap_in_effect(vectors, cap))
     if cap <= 0:
         vectors = vectors.sum(axis=1, keepdims=True)
         cap = _MAX_BUCKET
@@ -475,6 +509,21 @@ def _halves(blocks: int, days: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(blocks - 2 * half, blocks - half), np.arange(blocks - half, blocks)
 
 
+def _plan_columns(blocks: int, days: int) -> np.ndarray:
+    """The history's days a plan replays: the most recent, cycled when the plan is longer."""
+    return (np.arange(days) + max(0, blocks - days)) % blocks
+
+
+def _shared_top(h: dict[str, Any], days: int) -> int:
+    """The beta-binomial's opportunities in the history (its share is ``mean / top``): the
+    largest per-profile count over the plan's days and either backtest half. One number for
+    the answer and both backtests, so the model that is backtested is the one that answers;
+    each window's own largest count is one heavy viewer's draw, and a beta fitted over one
+    and applied over another moved reach by 57 %."""
+    first, second = _halves(h["blocks"], days)
+    return max(_counts(h, c).top for c in (_plan_columns(h["blocks"], days), first, second))
+
+
 def _errors(predicted: list[float], actual: list[float], weights: list[float]
             ) -> dict[str, Any]:
     rel = np.array(predicted) / np.array(actual) - 1
@@ -513,13 +562,13 @@ def _flight_weights(h: dict[str, Any], f: Flight, first: np.ndarray) -> np.ndarr
 
 
 def _flight_backtest(h: dict[str, Any], first_columns: np.ndarray, flights: list[Flight],
-                     days: int) -> dict[str, Any]:
+                     days: int, top: int) -> dict[str, Any]:
     """Each flight asked of both candidates fitted on the first half: thinning targeted by
     the flight's category and holdout, the NBD untargeted over the universe less the holdout
-    share."""
+    share (its beta share over the answer's own ``top``, so it is the model that answers)."""
     first = _counts(h, first_columns)
     weight = h["weight"]
-    fit = fit_gamma_poisson(first, first.top)  # the first half is all they may know
+    fit = fit_gamma_poisson(first, top)  # moments from the first half only
     n = first.profiles
     vectors = h["vectors"][:, first_columns]
     predicted: dict[str, list[float]] = {c: [] for c in CANDIDATES}
@@ -539,16 +588,14 @@ def _flight_backtest(h: dict[str, Any], first_columns: np.ndarray, flights: list
             "candidates": {c: _errors(p, actual, weights) for c, p in predicted.items()}}
 
 
-def _stream_backtest(first: Counts, second: Counts, cap: int, days: int
+def _stream_backtest(first: Counts, second: Counts, cap: int, days: int, top: int
                      ) -> dict[str, Any] | None:
-    """All second-half impressions as one plan against the profiles with any of them."""
+    """All second-half impressions as one plan against the profiles with any of them (the
+    NBD's beta share over the answer's own ``top``)."""
     actual = float(second.total_weights[second.totals > 0].sum())
     if actual <= 0:
         return None
     impressions = float(second.total_weights @ second.totals)
-    # the halves share one supply of slots; each half's own largest count is one heavy
-    # viewer's draw, and a beta fitted over one and applied over another moved reach by 57 %
-    top = max(first.top, second.top)
     fit = fit_gamma_poisson(first, top)
     gp = gamma_poisson(fit, impressions / first.profiles, top if cap > 0 else 0)
     predicted = {"negative-binomial": gp["p_reach"] * first.profiles,
@@ -566,10 +613,11 @@ def backtest(h: dict[str, Any], flights: list[Flight], cap: int, days: int
     the second half: the flights when there are any, else the whole ad stream; None when the
     second half has no impression."""
     first_columns, second_columns = _halves(h["blocks"], days)
+    top = _shared_top(h, days)
     if flights:
-        return _flight_backtest(h, first_columns, flights, len(second_columns))
+        return _flight_backtest(h, first_columns, flights, len(second_columns), top)
     return _stream_backtest(_counts(h, first_columns), _counts(h, second_columns), cap,
-                            len(second_columns))
+                            len(second_columns), top)
 
 
 # ---- history -------------------------------------------------------------------------------
@@ -811,11 +859,9 @@ def forecast(client: Client, segment_keys: list[str], impressions: int, frequenc
     category = tier1(ad_category)
     h = history(client, segment_keys, s, days, category, served)
     blocks, n = h["blocks"], h["universe"]
-    # the plan replays the most recent days; a plan longer than the history cycles through it
-    columns = (np.arange(days) + max(0, blocks - days)) % blocks
-    first, second = _halves(blocks, days)
+    columns = _plan_columns(blocks, days)
     plan = _counts(h, columns)
-    top = max(plan.top, _counts(h, first).top, _counts(h, second).top)
+    top = _shared_top(h, days)
     reachable = n * (1 - holdout_percent / 100)
     answers = {"negative-binomial": _negative_binomial_plan(plan, top, reachable, impressions,
                                                             frequency_cap, days),
@@ -845,4 +891,114 @@ def forecast(client: Client, segment_keys: list[str], impressions: int, frequenc
             "candidates": {c: {"model": a["model"], "reach": round(a["reach"], 1),
                                "deliverable_impressions": round(a["deliverable"]),
                                **a["parameters"]} for c, a in answers.items()}},
+    }
+
+
+# ---- what an advertiser may see (BRIEF §5) ------------------------------------------------
+
+def coarse(value: float, k: int) -> int:
+    """``value`` rounded to a step of ``k`` or its second significant figure, the coarser.
+
+    Why both: the forecast of a saturated plan is the universe's own data (exact reach,
+    slots), and an advertiser can ask it of any list it uploads, so two lists one profile
+    apart could tell that profile's activity by difference. A step of at least ``k`` makes
+    one answer never resolve fewer than ``k`` profiles (the §5 row rule); two significant
+    figures keep large answers from claiming precision no forecast has. Half up."""
+    if value <= 0:
+        return 0
+    step = max(k, 10 ** max(0, math.floor(math.log10(value)) - 1))
+    return int(step * math.floor(value / step + 0.5))
+
+
+def _released_count(value: float, k: int) -> int | None:
+    """A profile count as released: None below ``k`` (as the frequency endpoint's reach),
+    else ``coarse``."""
+    return None if value < k else coarse(value, k)
+
+
+def _released_distribution(distribution: list[dict[str, Any]], k: int
+                           ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int]:
+    """Frequency buckets with the frequency endpoint's semantics: buckets under ``k`` folded
+    (complementary suppression until the remainder reaches ``k``), the remainder released
+    only at ``k`` or more, empty buckets shown as 0; counts ``coarse``. Buckets are disjoint,
+    so the remainder covers the sum of its buckets. Answers the rows, the remainder and the
+    number of buckets folded."""
+    cells = [{"key": d["frequency"], "profiles": d["profiles"]}
+             for d in distribution if d["profiles"] > 0]
+    profiles = {c["key"]: c["profiles"] for c in cells}
+    folded, rest = fold_until_k(fold_small_rows(cells, k, "key"), k, "key",
+                                lambda keys: sum(profiles[x] for x in keys))
+    released = {r["key"]: coarse(r["profiles"], k) for r in folded.released}
+    rows = [{"frequency": d["frequency"], "profiles": released.get(d["frequency"], 0)}
+            for d in distribution if d["frequency"] in released or d["profiles"] <= 0]
+    suppressed = None
+    if folded.folded_keys and rest >= k:
+        order = [d["frequency"] for d in distribution]
+        suppressed = {"frequencies": sorted(folded.folded_keys, key=order.index),
+                      "profiles": coarse(rest, k)}
+    return rows, suppressed, len(folded.folded_keys)
+
+
+def _released_backtest(test: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The backtest an advertiser sees. The flight backtest runs on every advertiser's
+    campaigns among the asker's universe, which may be a list it chose: released only when it
+    rests on ``BACKTEST_MIN_CAMPAIGNS`` or more, and then each candidate's error to 0.1 %
+    only (a count, a median or a signed error narrows it to single competitor campaigns);
+    else ``withheld``. The ad-stream backtest keeps its errors, not the stream's impressions,
+    reach or the predicted reach they were measured against."""
+    if test is None:
+        return None
+    if test["method"] == "flights" and test["campaigns"] < BACKTEST_MIN_CAMPAIGNS:
+        return {"method": "withheld", "days": test["days"], "candidates": None}
+    return {"method": test["method"], "days": test["days"],
+            "candidates": {c: {"error": round(v["error"], 3)}
+                           for c, v in test["candidates"].items()}}
+
+
+def release(answer: dict[str, Any], k: int) -> dict[str, Any]:
+    """A forecast as an advertiser key may see it (admin keys get ``forecast`` as is).
+
+    Every profile count (universe, reach, each bucket, each candidate's reach) and every
+    impression count derived from the universe's slots (deliverable impressions) is
+    ``coarse``, a reach under ``k`` is None; buckets are folded as the frequency endpoint
+    folds them; ratios are taken of the released numbers; the models' fitted parameters
+    (win rate, history moments, shapes) are dropped: each inverts to the universe's exact
+    slots (impressions / win rate) or moments; the backtest per ``_released_backtest``."""
+    universe = coarse(answer["universe"], k)
+    reach = _released_count(answer["reach"], k)
+    deliverable = coarse(answer["deliverable_impressions"], k) if reach is not None else None
+    rows, suppressed, folded = ([], None, 0) if reach is None else \
+        _released_distribution(answer["distribution"], k)
+    test = _released_backtest(answer["backtest"])
+    error = None
+    if test is not None and test["candidates"] is not None:
+        chosen = ("empirical-thinning" if answer["model"].startswith("empirical")
+                  else "negative-binomial")
+        error = test["candidates"][chosen]["error"]
+    parameters = answer["parameters"]
+    candidates = {}
+    for name, c in parameters["candidates"].items():
+        c_reach = _released_count(c["reach"], k)
+        candidates[name] = {
+            "model": c["model"], "reach": c_reach,
+            "deliverable_impressions": None if c_reach is None
+            else coarse(c["deliverable_impressions"], k),
+            **({"opportunities": c["opportunities"]} if "opportunities" in c else {})}
+    sampled = parameters["sampled_profiles"]
+    return {
+        **answer,
+        "k": k,
+        "universe": universe,
+        "deliverable_impressions": deliverable,
+        "reach": reach,
+        "reach_share": round(reach / universe, 4) if reach is not None and universe else None,
+        "avg_frequency": (round(deliverable / reach, 2) if reach and deliverable is not None
+                          else None),
+        "distribution": rows,
+        "suppressed": suppressed,
+        "suppressed_rows": folded,
+        "backtest_error": error,
+        "backtest": test,
+        "parameters": {**parameters, "candidates": candidates,
+                       "sampled_profiles": None if sampled is None else coarse(sampled, k)},
     }

@@ -281,7 +281,9 @@ class ForecastController(Controller):
         each profile's win rate weighted by its history's share of the category and a random
         holdout share never served — and backtested on the campaigns that ran in its last
         half, each with its own catalog category and holdout; the one with the lower error
-        answers (``backtest`` lists both). See ``adtier.measure.forecast``."""
+        answers (``backtest`` lists both). Advertiser keys get counts coarse and small
+        buckets folded, no fitted parameters, and the backtest only as rounded errors over
+        at least 5 campaigns (``forecast.release``). See ``adtier.measure.forecast``."""
         # the role before the body: a key that may not ask is told so (403), whatever it sent
         await authorize(request, "advertiser")
         data = await decode_json(request, _FORECAST)
@@ -299,10 +301,14 @@ class ForecastController(Controller):
             answer = await run_query(request, forecast.forecast, keys, data.impressions,
                                      data.frequency_cap, data.days, data.ad_category,
                                      data.holdout_percent)
-            if answer["universe"] < privacy_k(request):
+            k = privacy_k(request)
+            if answer["universe"] < k:
                 raise ApiError(422, "audience_too_small",
-                               f"the eligible audience has fewer than {privacy_k(request)} "
-                               "profiles")
+                               f"the eligible audience has fewer than {k} profiles")
+            # an advertiser may ask of any list it uploads: counts coarse, small buckets
+            # folded, other advertisers' campaigns in the backtest only as an aggregate
+            if key.role != "admin":
+                answer = forecast.release(answer, k)
             return {"segment_ids": data.segment_ids, **answer}
 
         return await audited(request, "forecast_reach", params, produce)
