@@ -210,16 +210,21 @@ def _keys(value) -> set[str]:
     return set()
 
 
+def _b_list(api, name: str) -> str:
+    """adv-b's static segment of the 200 profiles adv-a's campaign reached."""
+    made = api.client.post("/v1/segments", headers=api.admin, json={
+        "name": name, "kind": "static", "advertiser_id": "adv-b",
+        "profile_ids": [f"p{i:03d}" for i in range(200)]})
+    assert made.status_code in (200, 201), made.text
+    return made.json()["segment_id"]
+
+
 def test_forecast_to_an_advertiser_is_coarse_and_hides_other_campaigns(api, loaded):
     # adv-b lists adv-a's 200 viewers and asks a plan no slots can hold: thinning saturates
     # (every slot won) and its answer is the list's own ad history. The admin sees it exact;
     # adv-b sees every count coarse (k = 50), small buckets folded, no model parameter, and
     # no backtest of cmp-a, the only campaign that reached >= 50 of the list
-    made = api.client.post("/v1/segments", headers=api.admin, json={
-        "name": "b's copy of a's viewers", "kind": "static", "advertiser_id": "adv-b",
-        "profile_ids": [f"p{i:03d}" for i in range(200)]})
-    assert made.status_code in (200, 201), made.text
-    segment_id = made.json()["segment_id"]
+    segment_id = _b_list(api, "b's copy of a's viewers")
     _built(api, segment_id)
     plan = {"segment_ids": [segment_id], "impressions": 10**9, "days": 1}
 
@@ -252,11 +257,7 @@ def test_forecast_to_an_advertiser_is_coarse_and_hides_other_campaigns(api, load
 
 
 def test_forecast_isolation_and_audit(api, loaded):
-    made = api.client.post("/v1/segments", headers=api.admin, json={
-        "name": "b's list", "kind": "static", "advertiser_id": "adv-b",
-        "profile_ids": [f"p{i:03d}" for i in range(200)]})
-    assert made.status_code in (200, 201), made.text
-    segment_id = made.json()["segment_id"]
+    segment_id = _b_list(api, "b's list")
     adv_a, adv_b = key(api, "adv-a"), key(api, "adv-b")
     plan = {"segment_ids": [segment_id], "impressions": 100, "days": 1}
     assert api.client.post("/v1/forecast/reach", json=plan, headers=adv_a).status_code == 404
