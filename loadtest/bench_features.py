@@ -253,6 +253,19 @@ def serve_floor(port: int, redis_url: str) -> None:
            interface=Interfaces.ASGI, workers=1, factory=True, log_access=False).serve()
 
 
+def timed_get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str],
+              expect: bytes) -> tuple[float, bytes]:
+    """One GET on a keep-alive connection: the seconds it took and the body, which must be a
+    200 containing ``expect`` (a benchmark of wrong answers measures nothing)."""
+    t0 = time.perf_counter()
+    conn.request("GET", path, headers=headers)
+    answer = conn.getresponse()
+    body = answer.read()
+    elapsed = time.perf_counter() - t0
+    assert answer.status == 200 and expect in body, body[:300]
+    return elapsed, body
+
+
 def _percentile(sorted_times: list[float], q: float) -> float:
     return sorted_times[min(len(sorted_times) - 1, int(len(sorted_times) * q))] * 1000
 
@@ -307,12 +320,7 @@ def over_http(data_dir: Path, redis_url: str, n: int, lookups: int) -> None:
                 asks = [("look-up", conn, f"/v1/features/profiles/{pid}", headers, b'"batch":{'),
                         ("floor", floor, f"/baseline/{pid}", {}, b'"bytes":')]
                 for name, c, path, hdrs, expect in asks[::1 if i % 2 else -1]:
-                    t0 = time.perf_counter()
-                    c.request("GET", path, headers=hdrs)
-                    answer = c.getresponse()
-                    body = answer.read()
-                    elapsed = time.perf_counter() - t0
-                    assert answer.status == 200 and expect in body, body[:300]
+                    elapsed, _ = timed_get(c, path, hdrs, expect)
                     if i >= 200:
                         times[name].append(elapsed)
             conn.close()

@@ -514,7 +514,7 @@ def lookup_over_http(data_dir: Path, redis_url: str, pids: list[str],
     the live hash in Valkey and leaves it as it is. ``holdouts`` campaigns in flight with a 10 %
     holdout are written first through the catalog API, so each look-up (an admin key: all of
     them) also computes the profile's holdout assignments."""
-    from loadtest.bench_features import _free_port, _wait_port
+    from loadtest.bench_features import _free_port, _wait_port, timed_get
     from loadtest.run import stop_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -541,17 +541,13 @@ def lookup_over_http(data_dir: Path, redis_url: str, pids: list[str],
         warm = 200
         held = 0  # look-ups that named at least one holdout (expected 1 - 0.9 ** holdouts)
         for i, pid in enumerate(pids[:warm] + pids):  # warm-up rounds first
-            asks = [("look-up", conn, f"/v1/profiles/{pid}/segments", headers, b'"holdout_campaigns":'),
+            asks = [("look-up", conn, f"/v1/profiles/{pid}/segments", headers,
+                     b'"holdout_campaigns":'),
                     ("floor", floor, f"/baseline/{pid}", {}, b'"bytes":')]
             for name, c, path, hdrs, expect in asks[::1 if i % 2 else -1]:
-                t0 = time.perf_counter()
-                c.request("GET", path, headers=hdrs)
-                answer = c.getresponse()
-                body = answer.read()
-                elapsed = (time.perf_counter() - t0) * 1000
-                assert answer.status == 200 and expect in body, body[:300]
+                seconds, body = timed_get(c, path, hdrs, expect)
                 if i >= warm:
-                    times[name].append(elapsed)
+                    times[name].append(seconds * 1000)
                     held += name == "look-up" and b'"holdout_campaigns":[]' not in body
         conn.close()
         floor.close()
