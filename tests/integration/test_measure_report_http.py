@@ -263,13 +263,7 @@ def test_forecast_isolation_and_audit(api, loaded):
     assert api.client.post("/v1/forecast/reach", json=plan, headers=adv_a).status_code == 404
     # the owner may ask; before the build the segment has no membership yet
     assert api.client.post("/v1/forecast/reach", json=plan, headers=adv_b).status_code == 409
-    assert api.client.post(f"/v1/segments/{segment_id}/build", headers=api.admin).status_code == 202
-    for _ in range(200):
-        seg = api.client.get(f"/v1/segments/{segment_id}", headers=api.admin).json()
-        if seg["status"] in ("ready", "failed"):
-            break
-        time.sleep(0.05)
-    assert seg["status"] == "ready", seg
+    _built(api, segment_id)
     answer = api.client.post("/v1/forecast/reach", json=plan, headers=adv_b)
     assert answer.status_code == 200, answer.text
     body = answer.json()
