@@ -41,6 +41,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -270,6 +271,26 @@ def _percentile(sorted_times: list[float], q: float) -> float:
     return sorted_times[min(len(sorted_times) - 1, int(len(sorted_times) * q))] * 1000
 
 
+def start_serve_and_floor(data_dir: Path, redis_url: str, log: IO[bytes]
+                          ) -> tuple[subprocess.Popen, int, subprocess.Popen, int, str]:
+    """``adtier serve`` on its embedded ClickHouse in ``data_dir`` and the bench's Valkey (no
+    flusher, no feature computation: only the requests under test use the CPU), and the floor
+    on the same Valkey, both logging into ``log``. Answers (server, its port, floor, its port,
+    the server's admin key)."""
+    port, floor_port = _free_port(), _free_port()
+    admin_key = "adt_bench_" + uuid.uuid4().hex
+    env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_REDIS_URL": redis_url,
+           "ADTIER_ADMIN_KEY": admin_key, "ADTIER_LOG_LEVEL": "warning",
+           "ADTIER_FLUSHER_ENABLED": "0", "ADTIER_FEATURES_COMPUTE_INTERVAL_S": "0"}
+    env.pop("ADTIER_CLICKHOUSE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "adtier", "serve", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    floor_proc = subprocess.Popen([sys.executable, "-m", "loadtest.bench_features",
+                                   "--floor-server", str(floor_port), redis_url],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, port, floor_proc, floor_port, admin_key
+
+
 def over_http(data_dir: Path, redis_url: str, n: int, lookups: int) -> None:
     """Step 3: a real `adtier serve`, look-ups and an export over HTTP."""
     import httpx
@@ -277,23 +298,12 @@ def over_http(data_dir: Path, redis_url: str, n: int, lookups: int) -> None:
     from adtier.features.mirror import READY_KEY
     from loadtest.run import stop_server
 
-    port = _free_port()
-    admin_key = "adt_bench_" + uuid.uuid4().hex
-    env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_REDIS_URL": redis_url,
-           "ADTIER_ADMIN_KEY": admin_key, "ADTIER_LOG_LEVEL": "warning",
-           "ADTIER_FLUSHER_ENABLED": "0", "ADTIER_FEATURES_COMPUTE_INTERVAL_S": "0"}
-    env.pop("ADTIER_CLICKHOUSE_URL", None)
     log = open(data_dir / "server.log", "wb")
     rds = redis.Redis.from_url(redis_url)
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "adtier", "serve", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc, port, floor_proc, floor_port, admin_key = start_serve_and_floor(data_dir, redis_url,
+                                                                         log)
     url = f"http://127.0.0.1:{port}"
-    floor_port = _free_port()
-    floor_proc = subprocess.Popen([sys.executable, "-m", "loadtest.bench_features",
-                                   "--floor-server", str(floor_port), redis_url],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_port(floor_port, floor_proc)
         deadline = time.monotonic() + 600

@@ -36,10 +36,8 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -514,22 +512,13 @@ def lookup_over_http(data_dir: Path, redis_url: str, pids: list[str],
     the live hash in Valkey and leaves it as it is. ``holdouts`` campaigns in flight with a 10 %
     holdout are written first through the catalog API, so each look-up (an admin key: all of
     them) also computes the profile's holdout assignments."""
-    from loadtest.bench_features import _free_port, _wait_port, timed_get
+    from loadtest.bench_features import _wait_port, start_serve_and_floor, timed_get
     from loadtest.run import stop_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, floor_port = _free_port(), _free_port()
-    admin_key = "adt_bench_" + uuid.uuid4().hex
-    env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_REDIS_URL": redis_url,
-           "ADTIER_ADMIN_KEY": admin_key, "ADTIER_LOG_LEVEL": "warning",
-           "ADTIER_FLUSHER_ENABLED": "0", "ADTIER_FEATURES_COMPUTE_INTERVAL_S": "0"}
-    env.pop("ADTIER_CLICKHOUSE_URL", None)
     log = open(data_dir / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "adtier", "serve", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    floor_proc = subprocess.Popen([sys.executable, "-m", "loadtest.bench_features",
-                                   "--floor-server", str(floor_port), redis_url],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, port, floor_proc, floor_port, admin_key = start_serve_and_floor(data_dir, redis_url,
+                                                                         log)
     try:
         _wait_port(floor_port, floor_proc)
         _wait_ready(port, proc, data_dir / "server.log")
