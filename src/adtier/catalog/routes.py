@@ -15,8 +15,8 @@ decoder per model, so a bad item answers 400 naming its index and field, strictl
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -60,6 +60,7 @@ _MAX_ID = 64
 Limit = Annotated[int, QueryParameter(ge=1, le=10_000, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
 Row = dict[str, object]
+T = TypeVar("T")
 
 
 async def _run(fn, *args):
@@ -69,6 +70,17 @@ async def _run(fn, *args):
     except ClickHouseError as err:
         log.error("catalog_store_error", error=str(err)[:500])
         raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
+                       {"Retry-After": "5"}) from err
+
+
+async def _redis_or_503(event: str, work: Awaitable[T]) -> T:
+    """``work`` (a Valkey write after its ClickHouse record); a Redis failure is logged as
+    ``event`` and answers 503 with Retry-After: the record stands, a retry is idempotent."""
+    try:
+        return await work
+    except RedisError as err:
+        log.error(event, error=str(err)[:300])
+        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
                        {"Retry-After": "5"}) from err
 
 
@@ -83,15 +95,13 @@ async def _publish_exclusions(request: Request, profile_ids: list[str], *,
     if not profile_ids:
         return
     state = app_state(request)
-    r = state.stores.redis
-    try:
-        client = state.api_clickhouse
+    r, client = state.stores.redis, state.api_clickhouse
+
+    async def publish() -> None:
         await _run(lambda: forget_profiles(client, r, profile_ids, uploads=uploads))
         await anyio.to_thread.run_sync(lambda: features_mirror.exclude(r, profile_ids))
-    except RedisError as err:
-        log.error("exclusion_publish_failed", error=str(err)[:300])
-        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+
+    await _redis_or_503("exclusion_publish_failed", publish())
 
 
 async def _check_references(
@@ -125,12 +135,8 @@ async def _upsert_campaigns(request: Request, items: Sequence[Campaign]) -> int:
     count = await _run(store.upsert, state.api_clickhouse, _CMP, items, version)
     latest = list({c.campaign_id: c for c in items}.values())  # the last of a repeated id wins
     r = state.stores.redis
-    try:
-        await anyio.to_thread.run_sync(lambda: holdout_mirror.publish(r, latest, version))
-    except RedisError as err:
-        log.error("holdout_publish_failed", error=str(err)[:300])
-        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+    await _redis_or_503("holdout_publish_failed", anyio.to_thread.run_sync(
+        lambda: holdout_mirror.publish(r, latest, version)))
     return count
 
 
@@ -142,9 +148,9 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
         await _check_references(request, items, "advertiser_id", store.CATALOG["advertisers"])
     elif kind.name == "creatives":
         await _check_references(request, items, "campaign_id", store.CATALOG["campaigns"])
-    client = app_state(request).api_clickhouse
     if kind.name == "campaigns":
         return Upserted(await _upsert_campaigns(request, items))
+    client = app_state(request).api_clickhouse
     upserted = Upserted(await _run(store.upsert, client, kind, items))
     if kind is store.PROFILES:  # the last item of a repeated id wins, as in store.upsert
         latest = {i.profile_id: i for i in items}

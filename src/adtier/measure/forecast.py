@@ -607,13 +607,13 @@ def _stream_backtest(first: Counts, second: Counts, cap: int, days: int, top: in
                            for c, p in predicted.items()}}
 
 
-def backtest(h: dict[str, Any], flights: list[Flight], cap: int, days: int
-             ) -> dict[str, Any] | None:
+def backtest(h: dict[str, Any], flights: list[Flight], cap: int, days: int,
+             top: int | None = None) -> dict[str, Any] | None:
     """Both candidates fitted on the first half of the history's last ``2 h`` days, asked for
     the second half: the flights when there are any, else the whole ad stream; None when the
-    second half has no impression."""
+    second half has no impression. ``top``: ``_shared_top`` when the caller has it."""
     first_columns, second_columns = _halves(h["blocks"], days)
-    top = _shared_top(h, days)
+    top = _shared_top(h, days) if top is None else top
     if flights:
         return _flight_backtest(h, first_columns, flights, len(second_columns), top)
     return _stream_backtest(_counts(h, first_columns), _counts(h, second_columns), cap,
@@ -867,8 +867,9 @@ def forecast(client: Client, segment_keys: list[str], impressions: int, frequenc
                                                             frequency_cap, days),
                "empirical-thinning": _thinning_plan(h, columns, impressions, frequency_cap,
                                                     category, holdout_percent)}
-    test = backtest(h, served, frequency_cap, days)
-    chosen = answers[_choose(test)]
+    test = backtest(h, served, frequency_cap, days, top)
+    name = _choose(test)
+    chosen = answers[name]
     reach, deliverable = chosen["reach"], chosen["deliverable"]
     return {
         "universe": n,
@@ -883,7 +884,7 @@ def forecast(client: Client, segment_keys: list[str], impressions: int, frequenc
         "avg_frequency": round(deliverable / reach, 6) if reach else 0.0,
         "distribution": _distribution(chosen["profiles_by_frequency"]),
         "model": chosen["model"],
-        "backtest_error": (test["candidates"][_choose(test)]["error"] if test else None),
+        "backtest_error": test["candidates"][name]["error"] if test else None,
         "backtest": test,
         "parameters": {
             "history_days": blocks, "replayed_days": min(days, blocks),
@@ -970,11 +971,9 @@ def release(answer: dict[str, Any], k: int) -> dict[str, Any]:
     rows, suppressed, folded = ([], None, 0) if reach is None else \
         _released_distribution(answer["distribution"], k)
     test = _released_backtest(answer["backtest"])
-    error = None
+    error = None  # the chosen candidate's error, as released (to 0.1 %)
     if test is not None and test["candidates"] is not None:
-        chosen = ("empirical-thinning" if answer["model"].startswith("empirical")
-                  else "negative-binomial")
-        error = test["candidates"][chosen]["error"]
+        error = round(answer["backtest_error"], 3)
     parameters = answer["parameters"]
     candidates = {}
     for name, c in parameters["candidates"].items():

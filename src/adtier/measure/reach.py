@@ -82,6 +82,10 @@ class Source:
         return (f"campaign_id = {{campaign_id:String}} AND {self.day} "
                 f"BETWEEN {{date_from:Date}} AND {{date_to:Date}} AND {_NOT_ERASED}")
 
+    def through_sql(self) -> str:
+        """The campaign's newest stored event time, any day (the answers' ``data_through``)."""
+        return f"SELECT {self.through} FROM {self.table} WHERE campaign_id = {{campaign_id:String}}"
+
     def cell(self) -> str:
         return ", ".join(
             ["uniqExactState(profile_hash) AS profiles_state",
@@ -181,8 +185,7 @@ def _profile_rows(client: Client, src: Source, campaign_id: str, by: str, date_f
     """The report's cells from per-profile rows (the rollup or the events)."""
     dim = src.dimensions[by]
     params = {"campaign_id": campaign_id, "date_from": date_from, "date_to": date_to}
-    through_sql = (f"SELECT {src.through} FROM {src.table} "
-                   "WHERE campaign_id = {campaign_id:String}")
+    through_sql = src.through_sql()
     sql = (f"SELECT key, grouping(key) AS is_total, {_MERGED}, ({through_sql}) AS through "
            f"FROM (SELECT {dim} AS key, {src.cell()} FROM {src.table} WHERE {src.range()} "
            "GROUP BY key) GROUP BY GROUPING SETS ((key), ()) ORDER BY is_total, key")
@@ -243,8 +246,7 @@ def data_through(client: Client, campaign_id: str, source: str = "rollup") -> st
     """The report's ``data_through`` for answers that are not the report: the newest stored
     event time of the campaign (any day, not only the range asked), None before any event."""
     src = SOURCES[source]
-    value = client.query(f"SELECT {src.through} FROM {src.table} "
-                         "WHERE campaign_id = {campaign_id:String}",
+    value = client.query(src.through_sql(),
                          parameters={"campaign_id": campaign_id}).result_rows[0][0]
     return _utc_iso(value)
 
