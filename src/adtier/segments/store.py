@@ -244,12 +244,20 @@ def member_ids(client: Client, segment_id: str, version: int) -> list[str]:
 
 def _resp_sadd(key: bytes, ids: pa.Array) -> list[bytes]:
     """One ``SADD key id...`` in RESP, encoded with Arrow compute (no per-id Python work)."""
+    return [_resp_head(b"SADD", key, len(ids)), _resp_ids(ids)]
+
+
+def _resp_head(command: bytes, key: bytes, n: int) -> bytes:
+    """The RESP header of a 4-letter set command on ``key`` with ``n`` members to follow."""
+    return b"*%d\r\n$4\r\n%s\r\n$%d\r\n%s\r\n" % (n + 2, command, len(key), key)
+
+
+def _resp_ids(ids: pa.Array) -> bytes:
+    """The members of a set command in RESP, one bulk string each, encoded with Arrow."""
     lengths = pc.cast(pc.binary_length(ids), pa.string())
     body = pc.binary_join_element_wise("$", lengths, "\r\n", ids, "\r\n", "")
     offsets = np.frombuffer(body.buffers()[1], np.int32, len(body) + 1, body.offset * 4)
-    data = body.buffers()[2]
-    head = b"*%d\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n" % (len(ids) + 2, len(key), key)
-    return [head, data[int(offsets[0]):int(offsets[-1])].to_pybytes()]
+    return body.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
 
 
 def stage_redis(r: redis.Redis, segment_id: str, version: int,
@@ -480,15 +488,14 @@ def _srem_live(r: redis.Redis, ids: list[str]) -> None:
     keys = [member_key(sid.decode(), int(value.decode().split("|", 1)[0])).encode()
             for sid, value in live.items()]
     arr = as_arrow_ids(ids)
-    # the ids' part of a SADD is the same for any key and command: encoded once, sent to each
-    bodies = [(len(chunk), _resp_sadd(b"", chunk)[1])
+    # the ids' part is the same for every key: encoded once, sent to each
+    bodies = [(len(chunk), _resp_ids(chunk))
               for chunk in (arr.slice(s, _SREM_BATCH) for s in range(0, len(arr), _SREM_BATCH))]
     with _raw_connection(r) as conn:
         for key in keys:
             for n, body in bodies:
-                conn.send_packed_command(
-                    [b"*%d\r\n$4\r\nSREM\r\n$%d\r\n%s\r\n" % (n + 2, len(key), key), body],
-                    check_health=False)
+                conn.send_packed_command([_resp_head(b"SREM", key, n), body],
+                                         check_health=False)
         _read_replies(conn, len(keys) * len(bodies))
 
 
