@@ -35,6 +35,7 @@ from adtier.key_routes import KeysController
 from adtier.logs import configure_logging, get_logger
 from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
+from adtier.request_ids import request_id_middleware
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
 from adtier.segments.build import restore_redis
 from adtier.segments.routes import SEGMENT_ROUTES
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                         *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
+        middleware=[request_id_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="adtier",

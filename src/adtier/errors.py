@@ -10,8 +10,13 @@ from litestar.exceptions import HTTPException
 
 from adtier.auth import AuthError
 from adtier.ingest.decode import BodyError
+from adtier.logs import get_logger
+from adtier.request_ids import current_request_id
 
-__all__ = ["ApiError", "ErrorBody", "exception_handlers", "error_response", "decode_json"]
+__all__ = ["ApiError", "ErrorBody", "exception_handlers", "error_response", "decode_json",
+           "status_code_name"]
+
+log = get_logger("adtier.errors")
 
 
 class ErrorBody(msgspec.Struct):
@@ -33,6 +38,10 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
 
 
+def status_code_name(status: int) -> str:
+    return _CODES.get(status, "error")
+
+
 async def decode_json(request: Request, decoder: msgspec.json.Decoder) -> Any:
     """A JSON request body through a typed decoder; what does not fit answers 400."""
     try:
@@ -42,6 +51,8 @@ async def decode_json(request: Request, decoder: msgspec.json.Decoder) -> Any:
         raise ApiError(400, code, str(err)) from err
     except msgspec.DecodeError as err:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+    except RecursionError as err:  # msgspec has no depth limit of its own: the stack is it
+        raise ApiError(400, "body_too_deep", "the JSON body is nested too deeply") from err
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -61,7 +72,9 @@ def _auth(_: Request, exc: AuthError) -> Response:
     return error_response(exc.status, _CODES[exc.status], exc.detail, headers)
 
 
-def _http(_: Request, exc: HTTPException) -> Response:
+def _http(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code >= 500:
+        return _internal(request, exc)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if getattr(exc, "extra", None):
         detail = f"{detail}: {exc.extra}"
@@ -69,4 +82,20 @@ def _http(_: Request, exc: HTTPException) -> Response:
                           exc.headers)
 
 
-exception_handlers = {ApiError: _api, BodyError: _body, AuthError: _auth, HTTPException: _http}
+def _too_deep(request: Request, exc: RecursionError) -> Response:
+    # Bodies decoded by the framework (typed parameters): only client data nests this deep.
+    log.warning("body_too_deep", request_id=current_request_id(), path=request.url.path)
+    return error_response(400, "body_too_deep", "the body is nested too deeply")
+
+
+def _internal(request: Request, exc: Exception) -> Response:
+    """Every 500 is logged with the request id that its answer carries in X-Request-Id."""
+    request_id = current_request_id()
+    # a logger per call: 500s are rare, and it writes where logging is configured now
+    get_logger("adtier.errors").error("internal_error", request_id=request_id, method=request.method,
+              path=request.url.path, error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+    return error_response(500, "internal_error", f"internal error; request id {request_id}")
+
+
+exception_handlers = {ApiError: _api, BodyError: _body, AuthError: _auth, HTTPException: _http,
+                      RecursionError: _too_deep, Exception: _internal}

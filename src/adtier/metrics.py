@@ -14,6 +14,9 @@ __all__ = [
     "FLUSH_ROWS",
     "FLUSH_FAILURES",
     "PIXELS",
+    "QUARANTINED",
+    "FLUSHER_LAST_SUCCESS",
+    "FLUSHER_FAILURES",
 ]
 
 EVENTS_ACCEPTED = Counter(
@@ -31,3 +34,16 @@ FLUSH_SECONDS = Histogram(
 FLUSH_ROWS = Counter("adtier_flush_rows", "Rows inserted by flushers", ["table"])
 FLUSH_FAILURES = Counter("adtier_flush_failures", "Flush attempts that failed and will be retried")
 PIXELS = Counter("adtier_pixels", "Tracking pixel requests, by outcome", ["outcome"])
+QUARANTINED = Counter(
+    "adtier_events_quarantined",
+    "Rows ClickHouse refused, kept in rejected_events as store_refused, by table",
+    ["table"],
+)
+FLUSHER_LAST_SUCCESS = Gauge(
+    "adtier_flusher_last_success_timestamp_seconds", "When each flusher last stored a flush",
+    ["flusher"],
+)
+FLUSHER_FAILURES = Gauge(
+    "adtier_flusher_consecutive_failures", "Failed attempts of each flusher's current plan",
+    ["flusher"],
+)

@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flusher_threads: int = 2
     flusher_name: str = ""
     claim_idle_ms: int = 30_000
+    # /readyz says not ready while a flusher has failed its current plan this many times, or
+    # while the oldest buffered entry is older than this.
+    ready_max_flush_failures: int = 5
+    ready_max_buffer_age_s: float = 300.0
     # Per-profile live ad counters for the feature feed, updated by the flushers.
     live_counters: bool = True
     privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles

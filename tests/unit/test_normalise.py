@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -335,7 +336,7 @@ def test_rejected_rows_are_json_lines_with_raw_text() -> None:
     assert [r["event_id"] for r in rows] == ["j-1", "", "", "m-1"]
     assert rows[0]["raw"] == json_bad.decode()
     assert rows[1]["raw"] == "{oops"
-    assert rows[2]["raw"] == "hex:c1c1"
+    assert rows[2]["raw"] == "b64:wcE="  # base64: a third over the bytes, not hex's double
     assert json.loads(rows[3]["raw"]) == msgspec.msgpack.decode(msgpack_bad)
     for row, rej in zip(rows, rejections):
         assert row["detail"] == rej.detail
@@ -348,8 +349,8 @@ def test_rejected_rows_truncate_detail_and_clamp_index() -> None:
     [row] = [json.loads(line) for line in rejected_rows([rej], RECEIVED, "pixel", "b", "k")
              .splitlines()]
     assert row["idx"] == 0
-    assert row["detail"] == "d" * 2000
-    assert row["raw"] == '{"e": "\ufffd"}'
+    assert row["detail"] == "d" * 1000
+    assert row["raw"] == "b64:" + base64.b64encode(b'{"e": "\xff"}').decode()  # not valid UTF-8
     assert row["source"] == "pixel"
 
 

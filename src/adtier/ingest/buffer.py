@@ -10,6 +10,7 @@ is redone with the same entries and therefore the same deduplication token.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -76,6 +77,22 @@ class BatchRecord(msgspec.Struct, array_like=True):
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(BatchRecord)
+# A request with many rejections has a long record and many rejected rows, all alike: stored
+# deflated, they cost a fraction of the body that caused them. zlib's first byte (0x78, 'x')
+# never starts a JSON row ('{') or a msgpack array (0x90-0x9f, 0xdc, 0xdd).
+_PACK_OVER = 4096
+
+
+def pack(data: bytes) -> bytes:
+    return zlib.compress(data, 1) if len(data) > _PACK_OVER else data
+
+
+def unpack(data: bytes) -> bytes:
+    return zlib.decompress(data) if data[:1] == b"x" else data
+
+
+def decode_record(data: bytes) -> BatchRecord:
+    return _record_decoder.decode(unpack(data))
 
 
 @dataclass(frozen=True)
@@ -117,10 +134,10 @@ class IngestBuffer:
             self._dedup_ttl,
             self._record_ttl,
             record.batch_id,
-            _record_encoder.encode(record),
+            pack(_record_encoder.encode(record)),
             ad_rows,
             content_rows,
-            rejected_rows,
+            pack(rejected_rows),
             DEDUP_PREFIX,
             self._dedup_days_back,
         ]
@@ -137,7 +154,7 @@ class IngestBuffer:
         values = await self._client.hmget(batch_key(batch_id), ["m", "d", "s"])
         if values[0] is None:
             return None
-        return _record_decoder.decode(values[0]), values[1] or b"", (values[2] or b"").decode()
+        return decode_record(values[0]), values[1] or b"", (values[2] or b"").decode()
 
     async def idempotent_batch(self, key: str) -> str | None:
         batch_id = await self._client.get(key)
@@ -162,10 +179,10 @@ class Entry:
         return cls(
             entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
             batch_id=fields[b"b"].decode(),
-            record=_record_decoder.decode(fields[b"m"]),
+            record=decode_record(fields[b"m"]),
             ad_rows=fields[b"a"],
             content_rows=fields[b"c"],
-            rejected_rows=fields[b"r"],
+            rejected_rows=unpack(fields[b"r"]),
             bitmap=fields[b"d"],
         )
 

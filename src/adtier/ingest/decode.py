@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from adtier.events import DECODERS
-from adtier.ingest.normalise import to_ms
+from adtier.ingest.normalise import storable, to_ms
 
 __all__ = ["BodyError", "DecodedBody", "decode_body", "inflate"]
 
@@ -99,7 +99,14 @@ def _envelope(decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder, body: byt
         raise BodyError(400, "bad_batch", f"batch envelope: {err}") from err
     except (msgspec.DecodeError, ValueError) as err:  # ValueError: e.g. invalid UTF-8 in msgpack
         raise BodyError(400, "undecodable_body", f"body is not valid {what}: {err}") from err
+    except RecursionError as err:  # msgspec has no depth limit of its own: the stack is it
+        raise BodyError(400, "body_too_deep", f"{what} body is nested too deeply") from err
 
 
 def _sent(value: object) -> int | None:
-    return None if value is None else to_ms(value)  # type: ignore[arg-type]
+    if value is None:
+        return None
+    ms = to_ms(value)  # type: ignore[arg-type]
+    if not storable(ms):
+        raise BodyError(400, "bad_sent_at", f"sent_at {ms} ms is outside 1900-01-01..2299-12-31")
+    return ms

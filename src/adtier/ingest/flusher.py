@@ -6,6 +6,11 @@ the plan is redone first, so a retried insert is recognised by ClickHouse and dr
 stay in the stream until acknowledged, so while ClickHouse is down they wait, and they are
 retried with backoff. Entries held by a consumer that stopped answering are claimed after
 ``claim_idle_ms``.
+
+A block ClickHouse refuses for what is in it (a parse, type or range error: retrying cannot
+cure that) is split in halves until the refused rows are found; they are quarantined in
+``rejected_events`` (reason ``store_refused``), the rest stored, and the plan completes. Every
+part has a token derived from the plan's, so a redo splits the same way and stores nothing twice.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from itertools import chain
 
@@ -25,6 +31,7 @@ from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
 from adtier.ingest.erased_events import copy_flushed
 from adtier.ingest.ordinals import Ordinals
+from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
 from adtier.logs import get_logger
 
 __all__ = ["Flusher", "FlushBlocks", "build_blocks", "insert_settings", "with_ordinals"]
@@ -166,6 +173,9 @@ class Flusher:
             on_stored = LiveCounters(redis_client, clickhouse).on_stored
         self.on_stored = on_stored
         self.ordinals = Ordinals(redis_client, clickhouse)
+        # Health, for /readyz and /metrics: failed attempts of the current plan, last success.
+        self.failures = 0
+        self.last_success = time.time()
 
     # ---- one flush -------------------------------------------------------------------------
     def flush(self, entries: list[Entry]) -> None:
@@ -200,19 +210,24 @@ class Flusher:
                 raise FlushAborted("another flusher took these entries over")
             try:
                 started = time.perf_counter()
-                self._insert(blocks, token)
+                refused = self._insert(blocks, token)
                 metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
                 break
             except Exception as err:  # noqa: BLE001 - any store failure means "retry later"
                 metrics.FLUSH_FAILURES.inc()
+                self.failures += 1
+                metrics.FLUSHER_FAILURES.labels(self.consumer).set(self.failures)
                 log.warning("flush_failed", error=str(err)[:500], entries=len(entries),
-                            retry_in=delay)
+                            retry_in=delay, attempts=self.failures)
                 if self._stop.wait(delay):
                     raise FlushAborted from err
                 delay = min(delay * 2, 10.0)
         if self._failpoint == "after_insert":
             os._exit(137)  # fault injection for tests: die between insert and acknowledgement
         self.buffer.complete(entries, plan)
+        self._succeeded()
+        for table, n in Counter(r.table for r in refused).items():
+            metrics.QUARANTINED.labels(table).inc(n)
         if self.on_stored is not None and (blocks.ad_rows or blocks.content_rows):
             try:
                 self.on_stored(entries, blocks)
@@ -221,9 +236,17 @@ class Flusher:
         metrics.FLUSH_ROWS.labels("ad_events").inc(blocks.ad_rows)
         metrics.FLUSH_ROWS.labels("content_events").inc(blocks.content_rows)
 
-    def _insert(self, blocks: FlushBlocks, token: str) -> None:
+    def _succeeded(self) -> None:
+        self.failures = 0
+        self.last_success = time.time()
+        metrics.FLUSHER_FAILURES.labels(self.consumer).set(0)
+        metrics.FLUSHER_LAST_SUCCESS.labels(self.consumer).set(self.last_success)
+
+    def _insert(self, blocks: FlushBlocks, token: str) -> list[Refused]:
+        """Insert every block; answers the rows ClickHouse refused (now quarantined)."""
         # Ordinals first: stored (under this flush's token) before any event carries them.
         ad = with_ordinals(blocks.ad, self.ordinals, f"{token}-o")
+        refused: list[Refused] = []
         for table, block, suffix in (
             ("ad_events", ad, "a"),
             ("content_events", blocks.content, "c"),
@@ -231,16 +254,23 @@ class Flusher:
             # Last: a provenance row means the batch's events are already stored.
             ("ingest_batches", blocks.batches, "b"),
         ):
+            if block and self._failpoint == f"poison_{table}":
+                block = _poisoned(block)
             if block:
-                self.ch.raw_insert(
-                    table,
-                    insert_block=block,
-                    fmt="JSONEachRow",
-                    settings=insert_settings(f"{token}-{suffix}"),
-                )
+                refused += insert_or_split(self._raw_insert, table, block, f"{token}-{suffix}")
             if table == "ad_events" and block:
                 # events of a profile erased while this insert ran (erased_events.py)
                 copy_flushed(self.ch, block, blocks.ad_batch_ids, blocks.received_from_ms)
+        if refused:
+            log.error("rows_quarantined", consumer=self.consumer, rows=len(refused),
+                      error=refused[0].error[:300])
+            self._raw_insert("rejected_events",
+                             quarantine_rows(refused, blocks.received_from_ms), f"{token}-q")
+        return refused
+
+    def _raw_insert(self, table: str, block: bytes, token: str) -> None:
+        self.ch.raw_insert(table, insert_block=block, fmt="JSONEachRow",
+                           settings=insert_settings(token))
 
     # ---- recovery --------------------------------------------------------------------------
     def recover(self, at_start: bool = False) -> int:
@@ -344,6 +374,13 @@ class Flusher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _poisoned(block: bytes) -> bytes:
+    """Fault injection (tests): the block's first row made unparsable, as a value that slipped
+    past validation would be; its other rows unchanged."""
+    first, _, rest = block.partition(b"\n")
+    return first[:-1] + b',"received_at":"not a time"}\n' + rest if first else block
 
 
 class FlushAborted(Exception):

@@ -7,6 +7,8 @@ ClickHouse parses the lines at insert time, which is cheaper than building colum
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -15,7 +17,8 @@ import msgspec
 from adtier.events import AdEvent, rejection_reason
 from adtier.settings import Settings
 
-__all__ = ["TimePolicy", "Rejection", "Prepared", "prepare_events", "rejected_rows", "to_ms"]
+__all__ = ["TimePolicy", "Rejection", "Prepared", "prepare_events", "rejected_rows", "to_ms",
+           "STORABLE_MS", "storable"]
 
 _encoder = msgspec.json.Encoder()
 _UTC = timezone.utc
@@ -68,6 +71,15 @@ class Prepared:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
+
+
+# The range ClickHouse documents for DateTime64(3): outside it an insert is refused (the whole
+# block) or the value silently wrapped, so every time is checked against it at the edge.
+STORABLE_MS = (-2_208_988_800_000, 10_413_791_999_999)  # 1900-01-01 .. 2299-12-31T23:59:59.999Z
+
+
+def storable(ms: int) -> bool:
+    return STORABLE_MS[0] <= ms <= STORABLE_MS[1]
 
 
 def to_ms(value: datetime | int) -> int:
@@ -126,7 +138,15 @@ def prepare_events(
             raw = bytes(raw)
             reject(Rejection(index, "", "malformed", str(err), raw))
             continue
+        except RecursionError:  # an unknown field nested deeper than the decoder can follow
+            raw = bytes(raw)
+            reject(Rejection(index, "", "too_deep", "the event is nested too deeply", raw))
+            continue
         client_ms = to_ms(event.ts)
+        if not storable(client_ms):
+            reject(Rejection(index, str(event.event_id), "ts_out_of_range",
+                             "event time is outside 1900-01-01..2299-12-31", bytes(raw)))
+            continue
         ts = client_ms + skew
         if ts > newest:
             reject(Rejection(index, str(event.event_id), "ts_in_future",
@@ -156,7 +176,7 @@ def _guess_id(raw: bytes) -> str:
     """The event_id of an event that failed validation, when one can still be read."""
     try:
         value = msgspec.json.decode(raw) if raw.lstrip()[:1] == b"{" else msgspec.msgpack.decode(raw)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return ""
     if isinstance(value, dict):
         event_id = value.get("event_id")
@@ -165,33 +185,56 @@ def _guess_id(raw: bytes) -> str:
     return ""
 
 
+# What a request's rejections may cost: the raw bytes kept, over all its rejected events (the
+# rest is cut, and the detail says how much), and the detail text of each.
+RAW_BYTES_PER_REQUEST = 64 * 1024
+DETAIL_CHARS = 1000
+# Control characters other than tab and newlines: JSON writes each as six bytes (\u0000).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def rejected_rows(
     rejections: list[Rejection], received_ms: int, source: str, batch_id: str, key_id: str
 ) -> bytes:
-    return b"".join(
-        _encoder.encode(
-            {
-                "received_at": received_ms / 1000,
-                "source": source,
-                "key_id": key_id,
-                "batch_id": batch_id,
-                "idx": max(r.index, 0),
-                "event_id": r.event_id,
-                "reason": r.reason,
-                "detail": r.detail[:2000],
-                "raw": _printable(r.raw),
-            }
-        )
-        + b"\n"
-        for r in rejections
-    )
+    """rejected_events rows; at most RAW_BYTES_PER_REQUEST raw bytes kept in all."""
+    rows = []
+    budget = RAW_BYTES_PER_REQUEST
+    for r in rejections:
+        raw = r.raw[:budget]
+        budget -= len(raw)
+        detail = r.detail[:DETAIL_CHARS]
+        if len(raw) < len(r.raw):
+            detail += f" [raw cut: {len(raw)} of {len(r.raw)} bytes kept]"
+        rows.append(_encoder.encode({
+            "received_at": received_ms / 1000,
+            "source": source,
+            "key_id": key_id,
+            "batch_id": batch_id,
+            "idx": max(r.index, 0),
+            "event_id": r.event_id,
+            "reason": r.reason,
+            "detail": detail,
+            "raw": _printable(raw),
+        }) + b"\n")
+    return b"".join(rows)
 
 
 def _printable(raw: bytes) -> str:
-    """JSON-ish text of what the client sent, whatever the wire format was."""
+    """Text of what the client sent, whatever the wire format was, at most ~4/3 of its size:
+    readable UTF-8 as is, msgpack as JSON, anything else base64 (``b64:``)."""
     if raw[:1] in (b"{", b"[", b" ", b"\t", b"\r", b"\n") or not raw:
-        return raw[:65536].decode("utf-8", "replace")
+        return _text_or_b64(raw)
     try:
-        return _encoder.encode(msgspec.msgpack.decode(raw)).decode()[:65536]
-    except (msgspec.DecodeError, ValueError, TypeError):
-        return "hex:" + raw[:32768].hex()
+        text = _encoder.encode(msgspec.msgpack.decode(raw))
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
+        return "b64:" + base64.b64encode(raw).decode()
+    return text.decode() if len(text) <= 2 * len(raw) + 16 else "b64:" + base64.b64encode(raw).decode()
+
+
+def _text_or_b64(raw: bytes) -> str:
+    if not _CONTROL.search(raw):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return "b64:" + base64.b64encode(raw).decode()

@@ -28,6 +28,7 @@ from litestar.types import Receive, Scope, Send
 from adtier import metrics
 from adtier.auth import AuthError
 from adtier.events import DECODERS
+from adtier.ingest.pixel_keys import pixel_key
 from adtier.ingest.service import IngestService
 from adtier.logs import get_logger
 from adtier.state import authorize
@@ -195,12 +196,12 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
     state = scope["app"].state.adtier
     params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
     try:
-        key = await state.keys.require(f"Bearer {params.get('k', '')}", "ingest")
+        key = await pixel_key(state, params)
         event = pixel_event(params, time.time_ns() // 1_000_000)
         outcome = await state.pixels.submit(key.key_id, msgspec.json.encode(event))
         metrics.PIXELS.labels(outcome).inc()
-    except AuthError:
-        metrics.PIXELS.labels("unauthorized").inc()
+    except AuthError as err:
+        metrics.PIXELS.labels("wrong_key_role" if err.status == 403 else "unauthorized").inc()
     except Exception as err:  # noqa: BLE001 - a pixel never fails the player
         metrics.PIXELS.labels("error").inc()
         log.warning("pixel_failed", error=str(err)[:300])

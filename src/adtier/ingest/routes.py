@@ -9,12 +9,12 @@ from datetime import datetime
 import msgspec
 import redis.exceptions
 from litestar import Controller, Request, get, post
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
-from adtier.errors import ApiError
+from adtier.errors import ApiError, status_code_name
 from adtier.ingest.decode import BodyError, DecodedBody, decode_body, inflate
-from adtier.ingest.normalise import to_ms
-from adtier.ingest.normalise import Rejection
+from adtier.ingest.normalise import Rejection, storable, to_ms
 from adtier.ingest.service import BufferFull, IdempotencyConflict, IngestAnswer
 from adtier.state import app_state, authorize
 
@@ -44,16 +44,26 @@ def _sent_at_header(request: Request) -> int | None:
     raw = request.headers.get("sent-at")
     if not raw:
         return None
-    text = raw.strip()
+    text = raw.strip()[:64]
     try:
-        value = _sent_at_decoder.decode(text if text.isdigit() else msgspec.json.encode(text))
+        ms = to_ms(_sent_at_decoder.decode(text if text.isdigit() else msgspec.json.encode(text)))
     except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        raise ApiError(400, "bad_sent_at", f"Sent-At {raw!r}: send RFC 3339 or epoch ms") from err
-    return to_ms(value)
+        raise ApiError(400, "bad_sent_at", f"Sent-At {raw[:64]!r}: send RFC 3339 or epoch ms") from err
+    if not storable(ms):  # stored with the batch: ClickHouse would refuse the whole block
+        raise ApiError(400, "bad_sent_at",
+                       f"Sent-At {raw[:64]!r} is outside 1900-01-01..2299-12-31")
+    return ms
 
 
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+class _Seen:
+    """What a request has revealed so far, to keep it if it is refused."""
+
+    body: bytes = b""
+    text: bytes | None = None  # the body inflated, once it was
 
 
 class EventsController(Controller):
@@ -66,57 +76,59 @@ class EventsController(Controller):
         accepted. Answers once the accepted events are durable in the buffer. A retry with the
         same ``Idempotency-Key`` (and body) gets the first answer. SDKs should send the time of
         each attempt in a ``Sent-At`` header (RFC 3339 or epoch ms): it overrides the body's
-        ``sent_at``, so a re-sent body is not mistaken for a drifting clock."""
+        ``sent_at``, so a re-sent body is not mistaken for a drifting clock. A refused request
+        (any 4xx after authentication) is kept in ``rejected_events`` with its reason."""
         state = app_state(request)
         key = await authorize(request, "ingest")
-        idem = request.headers.get("idempotency-key", "")
-        if len(idem) > _MAX_IDEMPOTENCY_KEY:
-            raise ApiError(400, "bad_idempotency_key",
-                           f"Idempotency-Key is over {_MAX_IDEMPOTENCY_KEY} characters")
-        body = await request.body()
         received_ms = time.time_ns() // 1_000_000
-        digest = hashlib.sha256(body).hexdigest()
+        seen = _Seen()
         try:
-            if idem and (first := await state.ingest.replay(key.key_id, idem, digest)) is not None:
-                return first
-            decoded = await self._decode(request, body, received_ms, digest, key.key_id)
-            return await state.ingest.ingest(
-                decoded.events,
-                decoded.event_decoder,
-                received_ms=received_ms,
-                sent_ms=_sent_at_header(request) or decoded.sent_at_ms,
-                key_id=key.key_id,
-                source="batch",
-                body_sha256=digest,
-                idempotency=idem,
-            )
-        except IdempotencyConflict as err:
-            raise ApiError(422, "idempotency_key_reused", str(err)) from err
+            try:
+                return await self._ingest(request, key.key_id, received_ms, seen)
+            except (ApiError, BodyError, HTTPException) as err:
+                status = err.status_code if isinstance(err, HTTPException) else err.status
+                if 400 <= status < 500:
+                    await _keep_refused(state, err, status, seen, received_ms, key.key_id)
+                raise
         except BufferFull as err:
             raise ApiError(503, "buffer_full", str(err), {"Retry-After": "2"}) from err
         except redis.exceptions.RedisError as err:  # down, loading, out of memory...
             raise ApiError(503, "buffer_unavailable", f"the event buffer cannot take events: {err}",
                            {"Retry-After": "5"}) from err
 
-    async def _decode(self, request: Request, body: bytes, received_ms: int, digest: str,
-                      key_id: str) -> DecodedBody:
-        """The body's events; an unreadable body is kept in rejected_events, then 400."""
-        settings = app_state(request).settings
-        text = body
+    async def _ingest(self, request: Request, key_id: str, received_ms: int,
+                      seen: _Seen) -> IngestAnswer:
+        state = app_state(request)
+        idem = request.headers.get("idempotency-key", "")
+        if len(idem) > _MAX_IDEMPOTENCY_KEY:
+            raise ApiError(400, "bad_idempotency_key",
+                           f"Idempotency-Key is over {_MAX_IDEMPOTENCY_KEY} characters")
+        seen.body = body = await request.body()
+        digest = hashlib.sha256(body).hexdigest()
         try:
-            text = inflate(body, request.headers.get("content-encoding", ""),
-                           settings.max_decompressed_bytes)
-            return decode_body(text, request.headers.get("content-type", ""),
-                               settings.max_events_per_batch)
-        except BodyError as err:
-            if err.status == 400:
-                kept = await app_state(request).ingest.ingest(
-                    [], None, received_ms=received_ms, sent_ms=None, key_id=key_id,
-                    source="batch", body_sha256=digest,
-                    extra_rejections=[Rejection(-1, "", err.code, err.detail, text[:65536])],
-                )
-                err.detail += f" (kept as rejected batch {kept.batch_id})"
-            raise
+            if idem and (first := await state.ingest.replay(key_id, idem, digest)) is not None:
+                return first
+            sent_ms = _sent_at_header(request)
+            decoded = self._decode(request, body, seen)
+            return await state.ingest.ingest(
+                decoded.events,
+                decoded.event_decoder,
+                received_ms=received_ms,
+                sent_ms=sent_ms if sent_ms is not None else decoded.sent_at_ms,
+                key_id=key_id,
+                source="batch",
+                body_sha256=digest,
+                idempotency=idem,
+            )
+        except IdempotencyConflict as err:
+            raise ApiError(422, "idempotency_key_reused", str(err)) from err
+
+    def _decode(self, request: Request, body: bytes, seen: _Seen) -> DecodedBody:
+        settings = app_state(request).settings
+        seen.text = inflate(body, request.headers.get("content-encoding", ""),
+                            settings.max_decompressed_bytes)
+        return decode_body(seen.text, request.headers.get("content-type", ""),
+                           settings.max_events_per_batch)
 
     @get("/ingest/batches/{batch_id:str}", summary="Provenance and storage state of one batch")
     async def get_batch(self, request: Request, batch_id: FromPath[str]) -> BatchStatus:
@@ -159,3 +171,24 @@ class EventsController(Controller):
                            "stored", 0)
 
 
+
+
+async def _keep_refused(state, err: Exception, status: int, seen: _Seen, received_ms: int,
+                        key_id: str) -> None:
+    """Keep a refused request in rejected_events (its bytes capped), and say where in its
+    answer. A failure to keep it is raised: the client retries, and nothing is lost."""
+    if isinstance(err, HTTPException):
+        code, detail = status_code_name(status), str(err.detail)
+    else:
+        code, detail = err.code, err.detail  # type: ignore[attr-defined]
+    raw = seen.text if seen.text is not None else seen.body
+    kept = await state.ingest.ingest(
+        [], None, received_ms=received_ms, sent_ms=None, key_id=key_id, source="batch",
+        body_sha256=hashlib.sha256(seen.body).hexdigest(),
+        extra_rejections=[Rejection(-1, "", code, f"HTTP {status}: {detail}", raw)],
+    )
+    note = f" (kept as rejected batch {kept.batch_id})"
+    if isinstance(err, HTTPException):
+        err.detail = f"{err.detail}{note}"
+    else:
+        err.detail += note  # type: ignore[attr-defined]
