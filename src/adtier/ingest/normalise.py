@@ -122,6 +122,7 @@ def prepare_events(
     tail = _suffix(received_ms, sent_ms, skew, source, batch_id, key_id)
     newest = received_ms + policy.max_future_ms
     oldest = received_ms - policy.retention_ms
+    first_storable, last_storable = STORABLE_MS
     reject = out.rejections.append
     for index, raw in enumerate(raws):
         if len(raw) > max_event_bytes:
@@ -143,7 +144,7 @@ def prepare_events(
             reject(Rejection(index, "", "too_deep", "the event is nested too deeply", raw))
             continue
         client_ms = to_ms(event.ts)
-        if not storable(client_ms):
+        if not first_storable <= client_ms <= last_storable:
             reject(Rejection(index, str(event.event_id), "ts_out_of_range",
                              "event time is outside 1900-01-01..2299-12-31", bytes(raw)))
             continue
