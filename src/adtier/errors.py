@@ -16,7 +16,6 @@ from adtier.request_ids import current_request_id
 __all__ = ["ApiError", "ErrorBody", "exception_handlers", "error_response", "decode_json",
            "status_code_name"]
 
-log = get_logger("adtier.errors")
 
 
 class ErrorBody(msgspec.Struct):
@@ -59,7 +58,11 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     return Response(ErrorBody(code, detail), status_code=status, headers=headers)
 
 
-def _api(_: Request, exc: ApiError) -> Response:
+def _api(request: Request, exc: ApiError) -> Response:
+    if exc.status >= 500:  # e.g. 503 buffer_full: logged with the id its answer carries
+        get_logger("adtier.errors").warning(
+            "server_error_answered", request_id=current_request_id(), status=exc.status,
+            code=exc.code, path=request.url.path, detail=exc.detail[:300])
     return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
 
@@ -82,18 +85,20 @@ def _http(request: Request, exc: HTTPException) -> Response:
                           exc.headers)
 
 
+# Loggers are taken per call in these rare paths, so they write where logging is configured now.
 def _too_deep(request: Request, exc: RecursionError) -> Response:
     # Bodies decoded by the framework (typed parameters): only client data nests this deep.
-    log.warning("body_too_deep", request_id=current_request_id(), path=request.url.path)
+    get_logger("adtier.errors").warning("body_too_deep", request_id=current_request_id(),
+                                        path=request.url.path)
     return error_response(400, "body_too_deep", "the body is nested too deeply")
 
 
 def _internal(request: Request, exc: Exception) -> Response:
     """Every 500 is logged with the request id that its answer carries in X-Request-Id."""
     request_id = current_request_id()
-    # a logger per call: 500s are rare, and it writes where logging is configured now
-    get_logger("adtier.errors").error("internal_error", request_id=request_id, method=request.method,
-              path=request.url.path, error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+    get_logger("adtier.errors").error(
+        "internal_error", request_id=request_id, method=request.method, path=request.url.path,
+        error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
     return error_response(500, "internal_error", f"internal error; request id {request_id}")
 
 

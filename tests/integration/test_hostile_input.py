@@ -161,3 +161,22 @@ def test_pixel_refuses_an_admin_key_but_answers_a_gif_and_keeps_a_record(api, fl
     rows = ch.query("SELECT reason, source, raw FROM rejected_events").result_rows
     assert [r[:2] for r in rows] == [("wrong_key_role", "pixel")] * 2
     assert all(api.settings.admin_key not in r[2] and advertiser["key"] not in r[2] for r in rows)
+
+
+def test_a_503_is_logged_with_the_request_id_it_answers(settings, capsys):
+    from litestar.testing import TestClient
+
+    from adtier.app import create_app
+    from adtier.logs import configure_logging
+    from tests.integration.conftest import Api
+
+    full = msgspec.structs.replace(settings, buffer_high_water_events=1)
+    with TestClient(create_app(full)) as client:
+        api = Api(client, full)
+        configure_logging("warning")
+        assert api.post_events(batch([ad_event()])).status_code == 200
+        refused = api.post_events(batch([ad_event()]))
+        assert refused.status_code == 503
+        logged = capsys.readouterr().err
+    assert refused.headers["x-request-id"] in next(
+        line for line in logged.splitlines() if "server_error_answered" in line)
