@@ -40,7 +40,8 @@ QUARANTINED = Counter(
     ["table"],
 )
 FLUSHER_LAST_SUCCESS = Gauge(
-    "adtier_flusher_last_success_timestamp_seconds", "When each flusher last stored a flush",
+    "adtier_flusher_last_success_timestamp_seconds",
+    "When each flusher last completed a round: its flush stored, or nothing to store",
     ["flusher"],
 )
 FLUSHER_FAILURES = Gauge(

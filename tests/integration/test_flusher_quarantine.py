@@ -102,11 +102,17 @@ def test_readyz_goes_not_ready_while_a_flusher_is_stuck_and_back_after(settings,
             ready = client.get("/readyz").json()
             assert ready["status"] == "not_ready"
             assert any("failed its plan" in p for p in ready["problems"])
+            flusher = client.app.state.adtier.flushers[0]
+            stale = flusher.last_success
+            time.sleep(0.5)
+            assert flusher.last_success == stale  # no round completes while it is stuck
             ch.command("ATTACH TABLE content_events")
             wait_until(lambda: client.get("/readyz").status_code == 200, timeout=60)
             assert count(ch, "content_events") == 1
+            assert flusher.last_success > stale
             scraped = client.get("/metrics").text
-            assert "adtier_flusher_last_success_timestamp_seconds{" in scraped
+            gauge = f'adtier_flusher_last_success_timestamp_seconds{{flusher="{flusher.consumer}"}}'
+            assert float(scraped.split(gauge)[1].split()[0]) > stale
             assert "adtier_events_quarantined_total" in scraped
     finally:
         ch.command("ATTACH TABLE IF NOT EXISTS content_events")

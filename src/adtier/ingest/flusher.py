@@ -173,9 +173,11 @@ class Flusher:
             on_stored = LiveCounters(redis_client, clickhouse).on_stored
         self.on_stored = on_stored
         self.ordinals = Ordinals(redis_client, clickhouse)
-        # Health, for /readyz and /metrics: failed attempts of the current plan, last success.
+        # Health, for /readyz and /metrics: failed attempts of the current plan, and when the
+        # last flush (or round with nothing to flush) succeeded.
         self.failures = 0
         self.last_success = time.time()
+        metrics.FLUSHER_LAST_SUCCESS.labels(consumer).set(self.last_success)
 
     # ---- one flush -------------------------------------------------------------------------
     def flush(self, entries: list[Entry]) -> None:
@@ -313,6 +315,7 @@ class Flusher:
             self.recover(at_start=True)
             while not self._stop.is_set():
                 self.flush(self._collect())
+                self._succeeded()  # a round with nothing to store is progress too
                 if time.monotonic() - self._last_recovery > self.claim_idle_ms / 1000:
                     self._last_recovery = time.monotonic()
                     self.recover()
