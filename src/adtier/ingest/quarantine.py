@@ -58,8 +58,13 @@ _provenance = msgspec.json.Decoder(_Provenance)
 
 
 def is_refusal(error: BaseException) -> bool:
-    match = _CODE.search(str(error))
-    return match is not None and int(match.group(1)) in REFUSAL_CODES
+    """A data error raised while ClickHouse read the input, so before anything was written.
+    (A data error from a materialized view comes after the table's part is written: splitting
+    then would store those rows twice, so it is retried like any other failure.)"""
+    text = str(error)
+    match = _CODE.search(text)
+    return (match is not None and int(match.group(1)) in REFUSAL_CODES
+            and "InputFormat" in text)
 
 
 Insert = Callable[[str, bytes, str], None]
