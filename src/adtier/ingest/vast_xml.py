@@ -22,7 +22,7 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from adtier.errors import ApiError
 from adtier.ingest.vast_events import PIXEL_EVENTS, SCHEMA_TRACKING_EVENTS
@@ -130,11 +130,12 @@ class VastController(Controller):
 
     @get("/tracking", summary="Our tracking elements for a VAST 4.2 InLine ad")
     async def tracking(
-        self, request: Request, campaign_id: str, creative_id: str,
-        ingest_key: str = "[INGEST_KEY]", document: bool = False,
-        media_url: str = "https://example.com/ad.mp4",
-        duration: Annotated[str, Parameter(description="HH:MM:SS(.mmm)")] = "00:00:30",
-        progress: Annotated[str, Parameter(description="offsets, comma-separated")] = "00:00:05",
+        self, request: Request, campaign_id: FromQuery[str], creative_id: FromQuery[str],
+        ingest_key: FromQuery[str] = "[INGEST_KEY]", document: FromQuery[bool] = False,
+        media_url: FromQuery[str] = "https://example.com/ad.mp4",
+        duration: Annotated[str, QueryParameter(description="HH:MM:SS(.mmm)")] = "00:00:30",
+        progress: Annotated[str, QueryParameter(description="offsets, comma-separated")]
+        = "00:00:05",
     ) -> Response[str]:
         """The ``<Error>``, ``<Impression>``, ``<ViewableImpression>``, ``<TrackingEvents>`` (every
         event of vast_4.2.xsd, progress at each offset) and ``<ClickTracking>`` elements with our
