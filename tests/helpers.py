@@ -27,6 +27,8 @@ def ad_event(type_: str = "impression", **fields: Any) -> dict[str, Any]:
     event = {"type": type_, "event_id": str(uuid.uuid4()), "ts": now_ms(), **AD_BASE, **fields}
     if type_ == "error":
         event.setdefault("error_code", 402)
+    if type_ == "progress":  # VAST requires the Tracking offset of a progress event
+        event.setdefault("progress_offset", "00:00:05")
     return event
 
 
