@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import xml.etree.ElementTree as ET
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from adtier.ingest.pixel import GIF
@@ -30,8 +32,8 @@ NOT_VAST_4_2 = ["acceptInvitationLinear", "timeSpentViewing", "fullscreen", "exi
                 "expand", "collapse", "viewable_impression", "Impression", "teleport"]
 
 
-@pytest.fixture
-def settings(settings):
+@pytest.fixture(name="settings")
+def small_k(settings):
     # small hand-counted worlds: every row released (admin reads exact numbers anyway)
     return msgspec.structs.replace(settings, privacy_k=1)
 
@@ -260,3 +262,34 @@ def test_the_iab_timestamp_of_a_player_sets_the_event_time(api, flush, ch):
     assert api.client.get(url).content == GIF
     flush()
     assert ch.query("SELECT toUnixTimestamp64Milli(ts) FROM ad_events").result_rows == [(at,)]
+
+
+# Random pixels over HTTP: every one fired is stored, a duplicate of a stored one, or kept in
+# rejected_events with a reason (a pixel such as `ph=00:00:inf` used to vanish).
+_VALUES = st.one_of(st.text(max_size=16), st.sampled_from(
+    ["[ADPLAYHEAD]", "00:00:inf", "00%3A00%3A11.355", "2", "9" * 25, "-1", "%5BX%5D", "NaN",
+     "2016-01-17T8:15:07.127-05", "1e309", "00:00:99", "+05:30", "50%", "pf-1", "us", "tv"]))
+_PARAMS = st.sampled_from(["e", "asid", "cmp", "cr", "acc", "pf", "ses", "pod", "pos", "bp",
+                           "dur", "ph", "mph", "c", "uaid", "dev", "cc", "ss", "ts", "cb",
+                           "err", "rsn", "off"])
+_PIXELS = st.lists(st.tuples(st.sampled_from(sorted(PIXEL_EVENTS) + ["fullscreen", ""]),
+                             st.lists(st.tuples(_PARAMS, _VALUES), max_size=6)),
+                   min_size=1, max_size=6)
+
+
+@settings(max_examples=12, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(pixels=_PIXELS)
+def test_every_random_pixel_is_stored_or_rejected(api, flush, ch, pixels):
+    stored0, rejected0 = count(ch, "ad_events"), count(ch, "rejected_events")
+    before = _metrics(api)
+    for vast, pairs in pixels:
+        query = urlencode([("k", api.ingest_key), ("e", vast), *BASE.items(), *pairs])
+        assert api.client.get(f"/v1/px?{query}").content == GIF
+    after = _metrics(api)
+    flush()
+    stored = count(ch, "ad_events") - stored0
+    rejected = count(ch, "rejected_events") - rejected0
+    duplicates = _delta(before, after, "adtier_pixels_total", outcome="duplicate")
+    assert stored + rejected + duplicates == len(pixels)
+    assert _delta(before, after, "adtier_pixels_total", outcome="error") == 0
