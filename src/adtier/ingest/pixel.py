@@ -1,9 +1,15 @@
 """VAST tracking pixels: ``GET /v1/px`` (always a 1x1 GIF) and ``GET /v1/px/template``.
 
+Every VAST 4.2 tracking event name is read (``vast_events.py``) and every macro value in the
+IAB's format (``vast_macros.py``). Each pixel ends stored or in rejected_events with a reason:
+what cannot become an event is a ``PixelRejected`` here, what the event model refuses is
+rejected by the shared validator.
+
 A pixel's event_id is derived from the ad play ([ADSERVINGID] with its campaign, creative and
-profile) and the event, so a player that fires the same tracking URL twice sends a duplicate.
-Interaction events that can happen several times in one play (pause, resume, mute, unmute)
-also take the playhead into the id.
+profile) and the event, so a player that fires the same tracking URL twice sends a duplicate,
+and so does an SSAI stitcher firing the player's beacon (who fired it is not in the id).
+Interaction events that can happen several times in one play (pause, mute, expand ...) also take
+the playhead into the id, and progress its offset.
 
 Pixels are the hot path (one request per event), so the route is a plain ASGI handler, and
 concurrent pixels are appended to the buffer together (a few milliseconds of micro-batching):
