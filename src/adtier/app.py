@@ -30,6 +30,7 @@ from adtier.ingest.flusher import Flusher
 from adtier.ingest.normalise import TimePolicy
 from adtier.ingest.pixel import PixelBatcher, PixelTemplateController, pixel_route
 from adtier.ingest.routes import EventsController
+from adtier.ingest.vast_xml import VastController
 from adtier.ingest.service import IngestService
 from adtier.key_routes import KeysController
 from adtier.logs import configure_logging, get_logger
@@ -137,7 +138,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
-                        *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES],
+                        *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES,
+                        VastController],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         middleware=[request_id_middleware],

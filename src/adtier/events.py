@@ -20,6 +20,8 @@ __all__ = [
     "CONTENT_EVENT_TYPES",
     "AdEvent",
     "AdError",
+    "AdProgress",
+    "VerificationNotExecuted",
     "ContentEvent",
     "Rating",
     "Event",
@@ -37,6 +39,12 @@ EpochMillis = Annotated[int, Meta(ge=0, le=253_402_300_799_999)]
 Device = Literal["tv", "mobile", "tablet", "web", "console", "other"]
 Country = Annotated[str, Meta(min_length=2, max_length=2)]
 BreakPosition = Literal["pre", "mid", "post"]
+# VAST [SERVERSIDE]: 0 the client fired it, 1 a server on the client's behalf (SSAI stitcher),
+# 2 a server on its own decision.
+ServerSide = Literal[0, 1, 2]
+# vast_4.2.xsd, Tracking/@offset: HH:MM:SS(.mmm) or a percentage.
+ProgressOffset = Annotated[
+    str, Meta(pattern=r"^(\d{2}:[0-5]\d:[0-5]\d(\.\d\d\d)?|1?\d?\d(\.?\d)*%)$")]
 # Clients send RFC 3339 strings or epoch milliseconds; both decode here.
 Timestamp = Union[datetime, EpochMillis]
 
@@ -55,6 +63,26 @@ AD_EVENT_TYPES: tuple[str, ...] = (
     "mute",
     "unmute",
     "error",
+    # The rest of VAST 4.2's tracking events (ingest/vast_events.py maps the VAST names).
+    "not_viewable",
+    "view_undetermined",
+    "loaded",
+    "creative_view",
+    "progress",
+    "close_linear",
+    "close",
+    "rewind",
+    "player_expand",
+    "player_collapse",
+    "interactive_start",
+    "other_ad_interaction",
+    "accept_invitation",
+    "ad_expand",
+    "ad_collapse",
+    "minimize",
+    "overlay_view_duration",
+    "not_used",
+    "verification_not_executed",
 )
 CONTENT_EVENT_TYPES: tuple[str, ...] = (
     "content_start",
@@ -93,6 +121,11 @@ class AdEvent(_Common, kw_only=True):
     ad_duration_ms: Millis | None = None
     ad_playhead_ms: Millis | None = None
     content_id: OptionalId = ""
+    # who fired it (SSAI): not part of the event's identity, so a stitcher's and a player's
+    # beacon of one ad play and event are one event
+    server_side: ServerSide = 0
+    content_playhead_ms: Millis | None = None  # [MEDIAPLAYHEAD] / [CONTENTPLAYHEAD]
+    universal_ad_id: Annotated[str, Meta(max_length=256)] = ""  # [UNIVERSALADID]
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,6 +138,14 @@ class AdEvent(_Common, kw_only=True):
 
 class AdError(AdEvent, kw_only=True, tag="error"):
     error_code: Annotated[int, Meta(ge=100, le=902)]
+
+
+class AdProgress(AdEvent, kw_only=True, tag="progress"):
+    progress_offset: ProgressOffset  # the Tracking element's offset (required for progress)
+
+
+class VerificationNotExecuted(AdEvent, kw_only=True, tag="verification_not_executed"):
+    reason_code: Annotated[int, Meta(ge=0, le=999)] | None = None  # VAST [REASON]
 
 
 class ContentEvent(_Common, kw_only=True):
@@ -122,7 +163,9 @@ def _tagged(base: type, tag: str) -> type:
     return msgspec.defstruct(tag.title().replace("_", ""), [], bases=(base,), tag=tag, kw_only=True)
 
 
-_AD_CLASSES = tuple(_tagged(AdEvent, t) for t in AD_EVENT_TYPES if t != "error") + (AdError,)
+_OWN_CLASSES = {"error": AdError, "progress": AdProgress,
+                "verification_not_executed": VerificationNotExecuted}
+_AD_CLASSES = tuple(_OWN_CLASSES.get(t) or _tagged(AdEvent, t) for t in AD_EVENT_TYPES)
 _CONTENT_CLASSES = tuple(_tagged(ContentEvent, t) for t in CONTENT_EVENT_TYPES if t != "rating")
 EVENT_CLASSES: tuple[type, ...] = _AD_CLASSES + _CONTENT_CLASSES + (Rating,)
 Event = Union[EVENT_CLASSES]  # type: ignore[valid-type]

@@ -23,7 +23,7 @@ from adtier.ingest.ordinals import MAP_KEY, NEXT_KEY, Ordinals
 from adtier.measure import reach as R
 from adtier.measure.cells import cell_rows
 from adtier.store.migrate import discover
-from tests.helpers import ad_event, batch
+from tests.helpers import ad_event, as_first_written, batch
 from tests.integration.conftest import count, load_world
 from tests.integration.test_measure_rollup import _rows
 
@@ -163,7 +163,7 @@ def test_backfill_equals_what_the_views_wrote(ch, world):
     backfills = [s for s in migration.statements() if s.startswith("INSERT INTO")]
     assert len(backfills) == 3
     for statement in backfills:
-        ch.command(statement)
+        ch.command(as_first_written(ch, statement))
     assert count(ch, "profile_ordinals") == ch.query(
         "SELECT uniqExact(profile_id) FROM ad_events").result_rows[0][0]
     for (c, by), report in before.items():

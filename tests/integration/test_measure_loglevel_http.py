@@ -253,6 +253,7 @@ _FEED = "/v1/campaigns/{campaign_id:str}/log-level"
 # what the framework validates before the handler runs (so the role check is reached)
 _VALID = {
     ("GET", "/v1/px/template"): {"params": {"campaign_id": "cmp-a", "creative_id": "cr-a"}},
+    ("GET", "/v1/vast/tracking"): {"params": {"campaign_id": "cmp-a", "creative_id": "cr-a"}},
     ("GET", "/v1/segments/overlap"): {"params": {"ids": "s1,s2"}},
     ("POST", "/v1/keys"): {"json": {"role": "verifier", "advertiser_id": "adv-b"}},
     ("POST", "/v1/events"): {"json": batch([ad_event()])},

@@ -18,7 +18,7 @@ import pytest
 from adtier.ingest.flusher import insert_settings
 from adtier.measure import reach as R
 from adtier.store.migrate import discover
-from tests.helpers import ad_event, batch
+from tests.helpers import ad_event, as_first_written, batch
 from tests.integration.conftest import count, load_world
 
 PROFILES = 1_200
@@ -68,7 +68,7 @@ def test_backfill_equals_what_the_view_wrote(ch, world):
     migration = next(m for m in discover() if m.name == "measure_rollups")
     backfills = [s for s in migration.statements() if s.startswith("INSERT INTO")]
     assert len(backfills) == 1
-    ch.command(backfills[0])
+    ch.command(as_first_written(ch, backfills[0]))
     assert sums() == live
 
 

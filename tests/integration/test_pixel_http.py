@@ -56,7 +56,11 @@ def test_pixel_time_and_macros(api, flush, ch):
     ("params", "reason"),
     [
         ({"e": "teleport"}, "unknown_type"),
-        ({"e": "[EVENT]"}, "unknown_type"),
+        ({"e": "[EVENT]"}, "missing_field"),
+        ({"e": "fullscreen"}, "unknown_type"),
+        ({"e": "start", "ph": "00:00:inf"}, "invalid_field"),
+        ({"e": "start", "bp": "7"}, "invalid_field"),
+        ({"e": "progress"}, "missing_field"),
         ({"e": "start", "pf": "[PROFILE_ID]"}, "missing_field"),
         ({"e": "start", "cc": "XX"}, "invalid_field"),
         ({"e": "error", "err": "42"}, "invalid_field"),

@@ -1,9 +1,15 @@
 """VAST tracking pixels: ``GET /v1/px`` (always a 1x1 GIF) and ``GET /v1/px/template``.
 
+Every VAST 4.2 tracking event name is read (``vast_events.py``) and every macro value in the
+IAB's format (``vast_macros.py``). Each pixel ends stored or in rejected_events with a reason:
+what cannot become an event is a ``PixelRejected`` here, what the event model refuses is
+rejected by the shared validator.
+
 A pixel's event_id is derived from the ad play ([ADSERVINGID] with its campaign, creative and
-profile) and the event, so a player that fires the same tracking URL twice sends a duplicate.
-Interaction events that can happen several times in one play (pause, resume, mute, unmute)
-also take the playhead into the id.
+profile) and the event, so a player that fires the same tracking URL twice sends a duplicate,
+and so does an SSAI stitcher firing the player's beacon (who fired it is not in the id).
+Interaction events that can happen several times in one play (pause, mute, expand ...) also take
+the playhead into the id, and progress its offset.
 
 Pixels are the hot path (one request per event), so the route is a plain ASGI handler, and
 concurrent pixels are appended to the buffer together (a few milliseconds of micro-batching):
@@ -18,7 +24,9 @@ import base64
 import hashlib
 import time
 import uuid
-from urllib.parse import parse_qsl, urlencode
+from collections.abc import Callable
+from functools import partial
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Controller, Request, asgi, get
@@ -28,12 +36,18 @@ from litestar.types import Receive, Scope, Send
 from adtier import metrics
 from adtier.auth import AuthError
 from adtier.events import DECODERS
+from adtier.ingest import vast_macros as M
+from adtier.ingest.normalise import Rejection
 from adtier.ingest.pixel_keys import pixel_key
 from adtier.ingest.service import IngestService
+from adtier.ingest.vast_events import PIXEL_EVENTS, REPEATABLE
+from adtier.ingest.vast_macros import unfilled
+from adtier.ingest.vast_xml import tracking_urls
 from adtier.logs import get_logger
 from adtier.state import authorize
 
-__all__ = ["PixelTemplateController", "pixel_route", "PixelBatcher", "PIXEL_EVENTS", "pixel_event", "GIF"]
+__all__ = ["PixelTemplateController", "pixel_route", "PixelBatcher", "PIXEL_EVENTS", "pixel_event",
+           "PixelRejected", "rejection_of", "GIF"]
 
 log = get_logger("adtier.pixel")
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -45,104 +59,136 @@ _GIF_HEADERS = [
 ]
 _NAMESPACE = uuid.UUID("6f1d2a7e-3c4b-5d6e-8f90-a1b2c3d4e5f6")
 
-# VAST event name -> our event type
-PIXEL_EVENTS = {
-    "impression": "impression",
-    "viewable": "viewable_impression",
-    "start": "start",
-    "firstQuartile": "first_quartile",
-    "midpoint": "midpoint",
-    "thirdQuartile": "third_quartile",
-    "complete": "complete",
-    "skip": "skip",
-    "click": "click",
-    "pause": "pause",
-    "resume": "resume",
-    "mute": "mute",
-    "unmute": "unmute",
-    "error": "error",
-}
-_REPEATABLE = {"pause", "resume", "mute", "unmute"}
-# query parameter -> event field, and how to read it
+# query parameter -> event field (text as sent, at most 64 characters: the validator checks)
 _TEXT = {"acc": "account_id", "pf": "profile_id", "ses": "session_id", "asid": "ad_serving_id",
          "cmp": "campaign_id", "cr": "creative_id", "pod": "pod_id", "c": "content_id",
-         "dev": "device", "cc": "country", "bp": "break_position"}
-_INT = {"pos": "pod_position", "dur": "ad_duration_ms", "ph": "ad_playhead_ms", "err": "error_code"}
-_BREAK = {"preroll": "pre", "midroll": "mid", "postroll": "post", "pre": "pre", "mid": "mid", "post": "post"}
+         "dev": "device", "cc": "country", "uaid": "universal_ad_id"}
+
+
+class PixelRejected(Exception):
+    """A pixel that cannot become an event: kept in rejected_events with ``reason``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 def _present(value: str | None) -> str | None:
-    """A macro the player did not substitute counts as absent: [TIMESTAMP] (VAST), also in
-    percent-encoded form, and the ${MACRO} / {MACRO} / __MACRO__ styles of other SDKs."""
+    """The value, or None when absent, blank or an unsubstituted macro (vast_macros.unfilled)."""
     if value is None:
         return None
     value = value.strip()
-    upper = value.upper()
-    if (not value or (value.startswith("[") and value.endswith("]")) or upper.startswith("%5B")
-            or "${" in value or upper.startswith("%24%7B") or (value.startswith("{") and value.endswith("}"))
-            or (value.startswith("__") and value.endswith("__") and len(value) > 4)):
-        return None
-    return value
+    return None if not value or unfilled(value) else value
 
 
-def _playhead_ms(value: str) -> int:
-    """[ADPLAYHEAD] is HH:MM:SS.mmm in VAST 4; plain milliseconds are accepted too."""
-    if ":" not in value:
-        return int(value)
-    h, m, s = value.split(":")
-    return int(round((int(h) * 3600 + int(m) * 60 + float(s)) * 1000))
+def _pod_position(value: str) -> int:
+    return M.int_value(value, "pos", 1, 64)
 
 
-def pixel_event(params: dict[str, str], received_ms: int) -> dict[str, object]:
-    """Query parameters -> an event dict for the shared validator (which may still reject it)."""
-    vast = _present(params.get("e")) or ""
-    event: dict[str, object] = {"type": PIXEL_EVENTS.get(vast, vast or "missing")}
+# query parameter -> (event field, reader of the IAB value)
+_READ: dict[str, tuple[str, Callable[[str], object]]] = {
+    "bp": ("break_position", M.break_position),
+    "ph": ("ad_playhead_ms", M.timecode_ms),
+    "dur": ("ad_duration_ms", partial(M.timecode_ms, macro="duration")),
+    "mph": ("content_playhead_ms", partial(M.timecode_ms, macro="MEDIAPLAYHEAD")),
+    "cph": ("content_playhead_ms", partial(M.timecode_ms, macro="CONTENTPLAYHEAD")),
+    "pos": ("pod_position", _pod_position),
+    "err": ("error_code", M.error_code),
+    "rsn": ("reason_code", M.reason_code),
+    "ss": ("server_side", M.server_side),
+    "off": ("progress_offset", M.progress_offset),
+}
+
+
+def _server_side(headers: dict[bytes, bytes] | None) -> int:
+    """[SERVERSIDE] when the URL does not carry it: 1 if a server says whose device it fires for
+    (the X-Device-User-Agent / X-Device-IP headers of VAST 4.1 server-to-server requests),
+    else the IAB default 0. X-Forwarded-For alone is any proxy's and says nothing."""
+    if headers and (b"x-device-user-agent" in headers or b"x-device-ip" in headers):
+        return 1
+    return 0
+
+
+def pixel_event(params: dict[str, str], received_ms: int,
+                headers: dict[bytes, bytes] | None = None) -> dict[str, object]:
+    """Query parameters -> an event dict for the shared validator (which may still reject it),
+    or PixelRejected naming why the pixel cannot be one."""
+    vast = _present(params.get("e"))
+    if vast is None:
+        raise PixelRejected("missing_field", "no VAST event name (`e`)")
+    event_type = PIXEL_EVENTS.get(vast)
+    if event_type is None:
+        raise PixelRejected("unknown_type",
+                            f"{vast[:64]!r} is not a VAST 4.2 tracking event name")
+    event: dict[str, object] = {"type": event_type}
     for param, name in _TEXT.items():
         if (value := _present(params.get(param))) is not None:
             event[name] = value
-    for param, name in _INT.items():
+    for param, (name, read) in _READ.items():
         if (value := _present(params.get(param))) is not None:
             try:
-                event[name] = _playhead_ms(value) if param in ("ph", "dur") else int(value)
-            except ValueError:
-                event[name] = value  # the validator names the field and the reason
-    if "break_position" in event:
-        event["break_position"] = _BREAK.get(str(event["break_position"]).lower(), event["break_position"])
+                got = read(value)
+            except M.MacroError as err:
+                raise PixelRejected("invalid_field", f"`{name}`: {err}") from None
+            if got is not None:
+                event[name] = got
+    if "server_side" not in event:
+        event["server_side"] = _server_side(headers)
     event.setdefault("device", "other")
     event.setdefault("country", "ZZ")
     event["country"] = str(event["country"]).upper()
-    ts = _present(params.get("ts"))
-    event["ts"] = _parse_ts(ts) if ts else received_ms
-    # One ad play: its id with what it played and to whom, so a constant or mis-substituted
-    # [ADSERVINGID] cannot make different plays collide.
-    identity = "|".join(str(event.get(k, "")) for k in
-                        ("campaign_id", "creative_id", "profile_id", "ad_serving_id")) + f"|{vast}"
-    if vast in _REPEATABLE:
-        identity += f"|{event.get('ad_playhead_ms', '')}"
-    event["event_id"] = str(uuid.uuid5(_NAMESPACE, identity))
+    if (ts := _present(params.get("ts"))) is not None:
+        try:
+            event["ts"] = M.timestamp_ms(ts)
+        except M.MacroError as err:
+            raise PixelRejected("invalid_field", f"`ts`: {err}") from None
+    else:
+        event["ts"] = received_ms
+    event["event_id"] = _event_id(event, vast)
     return event
 
 
-def _parse_ts(value: str) -> object:
-    if value.isdigit():
-        return int(value)
-    return value.replace(" ", "+")  # '+' in an unencoded query string arrives as a space
+def _event_id(event: dict[str, object], vast: str) -> str:
+    """One ad play and event: its [ADSERVINGID] with what it played and to whom, so a constant
+    or mis-substituted id cannot make different plays collide. Who fired it (server_side) is
+    not in it: a player's and an SSAI stitcher's beacon of one play and event are one event."""
+    identity = "|".join(str(event.get(k, "")) for k in
+                        ("campaign_id", "creative_id", "profile_id", "ad_serving_id")) + f"|{vast}"
+    if vast in REPEATABLE:
+        identity += f"|{event.get('ad_playhead_ms', '')}"
+    elif vast == "progress":
+        identity += f"|{event.get('progress_offset', '')}"
+    return str(uuid.uuid5(_NAMESPACE, identity))
+
+
+def rejection_of(query: str, reason: str, detail: str) -> Rejection:
+    """A pixel kept in rejected_events: its query string as the raw text (the key removed)."""
+    raw = msgspec.json.encode({"query": _without_key(query)[:8192]})
+    return Rejection(0, "", reason, detail, raw)
+
+
+def _without_key(query: str) -> str:
+    return "&".join(p for p in query.split("&") if not p.startswith("k="))
 
 
 class PixelBatcher:
     """Group commit for pixels: while one append is in flight, pixels that arrive wait and go
-    together in the next one. No fixed delay: an idle server appends a pixel at once."""
+    together in the next one. No fixed delay: an idle server appends a pixel at once.
+
+    An item is an event (JSON bytes, validated with the batch) or a Rejection the pixel parser
+    already made (kept in rejected_events with the batch)."""
 
     def __init__(self, ingest: IngestService):
         self._ingest = ingest
-        self._pending: dict[str, list[tuple[bytes, asyncio.Future[str]]]] = {}
+        self._pending: dict[str, list[tuple[bytes | Rejection, asyncio.Future[str]]]] = {}
         self._in_flight: set[str] = set()
 
-    async def submit(self, key_id: str, raw: bytes) -> str:
+    async def submit(self, key_id: str, item: bytes | Rejection) -> str:
         """accepted | duplicate | rejected, once the pixel's batch is durable."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         batch = self._pending.setdefault(key_id, [])
-        batch.append((raw, future))
+        batch.append((item, future))
         if len(batch) == 1 and key_id not in self._in_flight:
             # let the pixels already read in this loop turn join the batch
             asyncio.get_running_loop().call_soon(self._flush, key_id)
@@ -160,13 +206,18 @@ class PixelBatcher:
         self._in_flight.discard(key_id)
         self._flush(key_id)
 
-    async def _append(self, key_id: str, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
-        raws = [raw for raw, _ in batch]
+    async def _append(self, key_id: str,
+                      batch: list[tuple[bytes | Rejection, asyncio.Future[str]]]) -> None:
+        raws = [item for item, _ in batch if isinstance(item, bytes)]
+        # parser rejections are numbered after the events, so their indexes never collide
+        early = [Rejection(len(raws) + i, r.event_id, r.reason, r.detail, r.raw)
+                 for i, r in enumerate(item for item, _ in batch if isinstance(item, Rejection))]
         try:
             answer, marks = await self._ingest.ingest_with_marks(
                 raws, DECODERS.json_event, received_ms=time.time_ns() // 1_000_000,
                 sent_ms=None, key_id=key_id, source="pixel",
-                body_sha256=hashlib.sha256(b"\n".join(raws)).hexdigest(),
+                body_sha256=hashlib.sha256(b"\n".join(raws + [r.raw for r in early])).hexdigest(),
+                extra_rejections=early,
             )
         except Exception as err:  # noqa: BLE001 - each waiting pixel learns of it
             for _, future in batch:
@@ -175,11 +226,16 @@ class PixelBatcher:
             return
         rejected = {r.index for r in answer.rejected}
         valid = iter(marks)
-        for index, (_, future) in enumerate(batch):
-            if index in rejected:
+        index = 0
+        for item, future in batch:
+            if isinstance(item, Rejection):
                 outcome = "rejected"
             else:
-                outcome = "duplicate" if next(valid) == 49 else "accepted"  # ord('1')
+                if index in rejected:
+                    outcome = "rejected"
+                else:
+                    outcome = "duplicate" if next(valid) == 49 else "accepted"  # ord('1')
+                index += 1
             if not future.done():
                 future.set_result(outcome)
 
@@ -194,11 +250,11 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
     """VAST tracking pixel: always a 1x1 GIF, so a player is never broken; what it rejects is
     kept in rejected_events."""
     state = scope["app"].state.adtier
-    params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    query = scope["query_string"].decode("latin-1")
+    params = dict(parse_qsl(query, keep_blank_values=True))
     try:
         key = await pixel_key(state, params)
-        event = pixel_event(params, time.time_ns() // 1_000_000)
-        outcome = await state.pixels.submit(key.key_id, msgspec.json.encode(event))
+        outcome = await state.pixels.submit(key.key_id, _parsed(query, params, scope))
         metrics.PIXELS.labels(outcome).inc()
     except AuthError as err:
         metrics.PIXELS.labels("wrong_key_role" if err.status == 403 else "unauthorized").inc()
@@ -206,6 +262,18 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
         metrics.PIXELS.labels("error").inc()
         log.warning("pixel_failed", error=str(err)[:300])
     await _gif(send)
+
+
+def _parsed(query: str, params: dict[str, str], scope: Scope) -> bytes | Rejection:
+    """The pixel's event, or its rejection: every pixel ends stored or rejected with a reason."""
+    try:
+        headers = dict(scope["headers"])
+        return msgspec.json.encode(pixel_event(params, time.time_ns() // 1_000_000, headers))
+    except PixelRejected as err:
+        return rejection_of(query, err.reason, err.detail)
+    except Exception as err:  # noqa: BLE001 - a parser bug still keeps the pixel, with a reason
+        log.warning("pixel_parse_failed", error=str(err)[:300])
+        return rejection_of(query, "malformed", f"unreadable pixel: {type(err).__name__}")
 
 
 class PixelTemplateController(Controller):
@@ -216,24 +284,16 @@ class PixelTemplateController(Controller):
     async def template(self, request: Request, campaign_id: FromQuery[str],
                        creative_id: FromQuery[str],
                        ingest_key: FromQuery[str] = "[INGEST_KEY]") -> dict[str, object]:
-        """``GET /v1/px?k=<ingest key>&e=<VAST event>&...`` is the pixel itself: parameters e,
-        asid [ADSERVINGID], cmp, cr, acc, pf, ses, pod, pos, bp [BREAKPOSITION], dur,
-        ph [ADPLAYHEAD], c [CONTENTID], dev, cc, ts [TIMESTAMP], cb [CACHEBUSTING],
-        err [ERRORCODE]. It always answers a 1x1 GIF."""
+        """``GET /v1/px?k=<ingest key>&e=<VAST event>&...`` is the pixel itself: parameters e
+        (any VAST 4.2 tracking event name), asid [ADSERVINGID], cmp, cr, acc, pf, ses, pod, pos,
+        bp [BREAKPOSITION], dur, ph [ADPLAYHEAD], mph [MEDIAPLAYHEAD], c [CONTENTID],
+        uaid [UNIVERSALADID], dev, cc, ss [SERVERSIDE], ts [TIMESTAMP], cb [CACHEBUSTING],
+        err [ERRORCODE], rsn [REASON], off (progress offset). It always answers a 1x1 GIF.
+        ``GET /v1/vast/tracking`` gives the same URLs as VAST XML."""
         await authorize(request, "admin")
-        base = str(request.base_url).rstrip("/") + "/v1/px?"
-        common = {"k": ingest_key, "cmp": campaign_id, "cr": creative_id,
-                  "asid": "[ADSERVINGID]", "acc": "[ACCOUNT_ID]", "pf": "[PROFILE_ID]",
-                  "ses": "[SESSION_ID]", "pod": "[POD_ID]", "pos": "[POD_POSITION]",
-                  "bp": "[BREAKPOSITION]", "dur": "[AD_DURATION_MS]", "ph": "[ADPLAYHEAD]",
-                  "c": "[CONTENTID]", "dev": "[DEVICE]", "cc": "[COUNTRY]",
-                  "ts": "[TIMESTAMP]", "cb": "[CACHEBUSTING]"}
-        urls = {}
-        for vast in PIXEL_EVENTS:
-            query = {"e": vast, **common}
-            if vast == "error":
-                query["err"] = "[ERRORCODE]"
-            urls[vast] = base + urlencode(query, safe="[]")
+        base = str(request.base_url).rstrip("/")
+        # progress needs the Tracking element's offset: this one is at 5 s of play
+        urls = tracking_urls(base, campaign_id, creative_id, ingest_key, offset="00:00:05")
         return {
             "campaign_id": campaign_id,
             "creative_id": creative_id,

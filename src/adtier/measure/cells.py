@@ -34,6 +34,8 @@ COUNT_METRICS: dict[str, str] = {
     "skips": "skip",
     "clicks": "click",
     "viewable_impressions": "viewable_impression",
+    "not_viewable_impressions": "not_viewable",
+    "undetermined": "view_undetermined",
     "errors": "error",
 }
 COUNTERS = tuple(COUNT_METRICS)

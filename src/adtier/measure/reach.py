@@ -15,10 +15,13 @@ event for pixels) whose event time ``ts`` falls on a UTC day in ``[from, to]``:
 - ``vcr`` — video completion rate: completes / impressions.
 - ``skips`` — VAST ``skip`` (the viewer skipped a skippable ad); ``skip_rate`` = skips / starts.
 - ``clicks`` — VAST ``ClickTracking``; ``ctr`` = clicks / impressions.
-- ``viewable_impressions`` — VAST ``Viewable`` (``ViewableImpression``): the MRC video
+- ``viewable_impressions`` — VAST ``ViewableImpression/Viewable``: the MRC video
   viewability standard, at least 50 % of the player's pixels in view for 2 consecutive seconds;
-  ``viewable_rate`` = viewable_impressions / impressions (MRC "measured" rate: every impression
-  counts as measured).
+  ``not_viewable_impressions`` — ``NotViewable`` (measured, never met the criteria);
+  ``undetermined`` — ``ViewUndetermined`` (the player could not measure).
+  ``measurable_impressions`` = viewable + not viewable (MRC "measured"), and ``viewable_rate``
+  = viewable_impressions / measurable_impressions: undetermined impressions are reported apart,
+  never counted as not viewable.
 - ``errors`` — VAST ``Error`` events (codes 100–902), before or during play.
 
 Ratios are 0 when their denominator is 0. A row's privacy coverage (``profiles``, not released)
@@ -147,7 +150,11 @@ def _metrics(values: dict[str, int]) -> dict[str, Any]:
         "clicks": v["clicks"],
         "ctr": _ratio(v["clicks"], v["impressions"]),
         "viewable_impressions": v["viewable_impressions"],
-        "viewable_rate": _ratio(v["viewable_impressions"], v["impressions"]),
+        "not_viewable_impressions": v["not_viewable_impressions"],
+        "measurable_impressions": v["viewable_impressions"] + v["not_viewable_impressions"],
+        "viewable_rate": _ratio(v["viewable_impressions"],
+                                v["viewable_impressions"] + v["not_viewable_impressions"]),
+        "undetermined": v["undetermined"],
         "errors": v["errors"],
     }
 
