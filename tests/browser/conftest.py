@@ -51,9 +51,10 @@ def world(tmp_path_factory, ch_session, valkey, clickhouse_dsn) -> Iterator[Serv
                             valkey.url)
     with serve_app(settings) as url, httpx.Client(base_url=url, timeout=120) as client:
         admin = {"Authorization": f"Bearer {settings.admin_key}"}
-        own = _busiest_campaign(client, admin, sim.catalog.campaigns)
-        advertiser_id = next(c["advertiser_id"] for c in sim.catalog.campaigns
-                             if c["campaign_id"] == own)
+        # the house advertiser: its campaigns promote titles with a holdout (content effects)
+        advertiser_id = "adv-house"
+        mine = [c for c in sim.catalog.campaigns if c["advertiser_id"] == advertiser_id]
+        own = _busiest_campaign(client, admin, mine)
         foreign = next(c["campaign_id"] for c in sim.catalog.campaigns
                        if c["advertiser_id"] != advertiser_id)
         key = client.post("/v1/keys", headers=admin, json={

@@ -33,6 +33,10 @@ class ServedWorld:
     foreign_campaign: str  # another advertiser's campaign
     segment_ids: list[str]
 
+    @property
+    def promoted_campaign(self) -> str:
+        return self.own_campaign  # the house advertiser's campaigns all promote a title
+
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 

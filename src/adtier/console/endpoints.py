@@ -258,8 +258,8 @@ class OpsReadController(Controller):
         await authorize(request, "admin")
         sql = " UNION ALL ".join(
             f"SELECT '{t}', count() FROM (SELECT * FROM {t} FINAL)" for t in _COUNTED)
-        rows = await _query(request, sql)
-        return CatalogCounts({name: int(n) for name, n in rows})
+        found = dict(await _query(request, sql))  # UNION ALL answers in any order
+        return CatalogCounts({name: int(found.get(name, 0)) for name in _COUNTED})
 
 
 def _text(value: object) -> str:

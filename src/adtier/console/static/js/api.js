@@ -35,6 +35,17 @@ export async function api(path, { method = "GET", body, key = session.key() } = 
   return data;
 }
 
+let paths = null;
+
+// Whether this server has an endpoint (from its OpenAPI document, read once): a feature that
+// another release adds (the privacy budget) is shown where it exists, without a failing call.
+export async function hasEndpoint(path) {
+  paths ??= fetch("/docs/openapi.json", { credentials: "omit" })
+    .then((r) => (r.ok ? r.json() : { paths: {} })).then((doc) => new Set(Object.keys(doc.paths || {})))
+    .catch(() => new Set());
+  return (await paths).has(path);
+}
+
 // A 404 answer as null (an endpoint this server does not have, or an id it does not show).
 export async function optional(path, options) {
   try {

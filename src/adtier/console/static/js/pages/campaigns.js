@@ -1,5 +1,5 @@
 // Campaigns this key may measure, and the privacy budget where the server keeps one.
-import { api, optional } from "../api.js";
+import { api, hasEndpoint, optional } from "../api.js";
 import { card, el, fmt, label, table } from "../ui.js";
 
 export async function campaignsPage(target) {
@@ -20,9 +20,10 @@ export async function campaignsPage(target) {
 }
 
 // GET /v1/privacy/budget, shown as the server answers it (any fields); nothing where the
-// server has no such endpoint (404).
+// server has no such endpoint.
 async function privacyBudget() {
   let budget;
+  if (!(await hasEndpoint("/v1/privacy/budget"))) return "";
   try {
     budget = await optional("/v1/privacy/budget");
   } catch (err) {
