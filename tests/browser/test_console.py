@@ -75,9 +75,13 @@ class Tab:
         self.page.wait_for_selector(f"#{chart_id} .main-svg")
         return json.loads(node.get_attribute("data-series"))
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, selector: str | None = None, full_page: bool = True) -> None:
         SHOTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        path = str(SHOTS / f"{name}.png")
+        if selector:
+            self.page.locator(selector).first.screenshot(path=path)
+        else:
+            self.page.screenshot(path=path, full_page=full_page)
 
     def allow(self, status: int) -> None:
         """The browser logs an API refusal as a failed resource load; expect this one."""
@@ -142,6 +146,9 @@ def test_advertiser_campaign_page_draws_the_apis_numbers(tab, world):
             if report["suppressed"] is not None:
                 assert f"{report['suppressed']['impressions']:,}" in text
     tab.shot("advertiser-campaign")
+    tab.page.evaluate("window.scrollTo(0, 0)")
+    tab.shot("advertiser-campaign-top", full_page=False)
+    tab.shot("advertiser-campaign-effects", selector="section[aria-label='Content effects']")
 
 
 def test_country_breakdown_has_suppressed_rows_in_this_world(world):
@@ -188,13 +195,13 @@ def test_forecast_planner_draws_the_apis_curve(tab, world):
     tab.open("#/forecast")
     segment = world.segment_ids[1]
     tab.page.check(f"input[name=segment][value='{segment}']")
-    tab.page.fill("#f-impressions", "20000")
+    tab.page.fill("#f-impressions", "2000")
     tab.page.fill("#f-frequency_cap", "3")
     tab.page.fill("#f-days", "7")
     tab.page.click("#forecast-form button[type=submit]")
     tab.page.wait_for_selector("#forecast-result[data-ready=true]", timeout=60_000)
     curve = tab.series("chart-forecast-curve")
-    assert curve["x"] == [4000, 8000, 12000, 16000, 20000]
+    assert curve["x"] == [400, 800, 1200, 1600, 2000]
     for impressions, reach in zip(curve["x"], curve["reach"]):
         answer = httpx.post(world.url + "/v1/forecast/reach", timeout=60,
                             headers=world.headers(world.advertiser_key),
@@ -236,17 +243,18 @@ def test_admin_pipeline_pages_draw_the_apis_numbers(tab, world, valkey, clickhou
     assert tab.page.evaluate("location.hash") == "#/ops"
     rate = world.get("/v1/ops/ingest?hours=24", world.admin_key)
     drawn = tab.series("chart-ingest")
-    assert {t: sum(v) for t, v in drawn.items() if t != "x"} == rate["by_type"]
+    assert {f: sum(v) for f, v in drawn.items() if f != "x"} == rate["by_family"]
+    assert drawn["x"] == sorted({p["at"] for p in rate["points"]})
     rejects = world.get("/v1/ops/rejects?hours=24", world.admin_key)
     assert rejects["total"] >= 1
     assert tab.series("chart-rejects") == {"x": [r["reason"] for r in rejects["reasons"]],
                                            "rejected": [r["count"] for r in rejects["reasons"]]}
     counts = world.get("/v1/ops/catalog", world.admin_key)["counts"]
     assert tab.series("chart-catalog") == {"x": list(counts), "count": list(counts.values())}
-    tab.shot("admin-pipeline")
     for hours in (1, 168):
         tab.open(f"#/ops/{hours}")
         tab.series("chart-ingest")
+    tab.shot("admin-pipeline")  # the week: the simulated world's days
 
     tab.open("#/keys")
     keys = world.get("/v1/keys", world.admin_key)

@@ -53,6 +53,7 @@ def test_operator_views_count_what_was_ingested_and_rejected(api, flush):
     body = rate.json()
     assert body["bucket_seconds"] == 60
     assert body["by_type"] == {"impression": 2, "start": 1, "content_start": 1}
+    assert body["by_family"] == {"impressions": 2, "quartiles": 1, "viewing": 1}
     assert sum(p["events"] for p in body["points"]) == 4
     rejects = api.client.get("/v1/ops/rejects?hours=1", headers=api.admin).json()
     assert rejects["total"] == 1

@@ -49,6 +49,7 @@ class CampaignList(msgspec.Struct):
 class IngestPoint(msgspec.Struct):
     at: dt.datetime  # start of the bucket (UTC)
     type: str
+    family: str  # impressions | quartiles | interactions | errors | viewing | ratings
     events: int
 
 
@@ -58,6 +59,7 @@ class IngestRate(msgspec.Struct):
     since: dt.datetime
     points: list[IngestPoint]
     by_type: dict[str, int]
+    by_family: dict[str, int]
 
 
 class RejectExample(msgspec.Struct):
@@ -167,12 +169,23 @@ FROM (SELECT * FROM rejected_events WHERE received_at >= {since:DateTime64(3)}
       ORDER BY received_at DESC)
 GROUP BY reason ORDER BY n DESC, reason
 """
+# Event types in a few families: a chart of six series stays readable (and colour-blind safe:
+# the palette has eight colours); the table keeps every type.
+_FAMILIES = {"impression": "impressions", "viewable_impression": "impressions",
+             "start": "quartiles", "first_quartile": "quartiles", "midpoint": "quartiles",
+             "third_quartile": "quartiles", "complete": "quartiles", "error": "errors",
+             "rating": "ratings", "content_start": "viewing", "content_heartbeat": "viewing",
+             "content_complete": "viewing", "content_stop": "viewing"}
 _COUNTED = ("advertisers", "campaigns", "creatives", "titles", "profiles", "segments",
             "privacy_optouts")
 
 
 def _since(hours: int) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=hours)
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _counters() -> dict[str, Any]:
@@ -213,21 +226,25 @@ class OpsReadController(Controller):
         points: list[IngestPoint] = []
         for table in ("ad_events", "content_events"):
             rows = await _query(request, _INGEST_SQL,
-                                {"step": step, "table": table, "since": since})
-            points += [IngestPoint(at, kind, int(n)) for at, kind, n in rows]
+                                {"step": step, "table": table,
+                                 "since": since.replace(tzinfo=None)})
+            points += [IngestPoint(_utc(at), kind, _FAMILIES.get(kind, "interactions"), int(n))
+                       for at, kind, n in rows]
         points.sort(key=lambda p: (p.at, p.type))
         by_type: dict[str, int] = {}
+        by_family: dict[str, int] = {}
         for p in points:
             by_type[p.type] = by_type.get(p.type, 0) + p.events
-        return IngestRate(hours, step, since, points, by_type)
+            by_family[p.family] = by_family.get(p.family, 0) + p.events
+        return IngestRate(hours, step, since, points, by_type, by_family)
 
     @get("/rejects", summary="Rejected events by reason, with recent examples (admin)")
     async def rejects(self, request: Request, hours: Hours = 24,
                       examples: Annotated[int, QueryParameter(ge=0, le=20)] = 3) -> Rejects:
         await authorize(request, "admin")
-        rows = await _query(request, _REJECTS_SQL, {"since": _since(hours),
+        rows = await _query(request, _REJECTS_SQL, {"since": _since(hours).replace(tzinfo=None),
                                                     "examples": examples})
-        reasons = [RejectReason(reason, int(n), [RejectExample(*e) for e in sample])
+        reasons = [RejectReason(reason, int(n), [RejectExample(_utc(e[0]), *e[1:]) for e in sample])
                    for reason, n, sample in rows]
         return Rejects(hours, sum(r.count for r in reasons), reasons)
 

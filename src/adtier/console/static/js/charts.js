@@ -47,6 +47,19 @@ function plot(node, { x, series, kind = "bar", xTitle, yTitle, extra = {}, trace
   }), CONFIG);
 }
 
+const BUCKETS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10+"];
+
+// A frequency chart's axis shows every bucket 1..10+; those the API folded into its
+// suppressed remainder are marked "suppressed" (their counts are never shown apart).
+export function frequencyLayout(suppressed = []) {
+  return {
+    xaxis: { type: "category", categoryorder: "array", categoryarray: BUCKETS,
+      range: [-0.5, BUCKETS.length - 0.5], title: { text: "impressions per profile" } },
+    annotations: suppressed.map((label) => ({ x: label, y: 0, yref: "paper", yanchor: "bottom",
+      text: "suppressed", textangle: -90, showarrow: false, font: { color: "#8a4b00" } })),
+  };
+}
+
 export function chartBox() {
   return document.createElement("div");
 }

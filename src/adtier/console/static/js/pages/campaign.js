@@ -1,7 +1,7 @@
 // One campaign: delivery by day, cumulative reach, frequency, the quartile funnel and rates,
 // breakdowns, content effects. Every number is the API's answer for this key.
 import { api, ApiError, query } from "../api.js";
-import { draw, chartBox } from "../charts.js";
+import { chartBox, draw, frequencyLayout } from "../charts.js";
 import { card, columnsOf, el, errorBox, isRate, kpis, table } from "../ui.js";
 
 const BREAKDOWNS = ["device", "country", "creative", "break_position"];
@@ -100,7 +100,7 @@ function frequencyCard(freq) {
   }
   draw(node, { id: "chart-frequency", title: "Profiles by frequency",
     x: dist.map((d) => d.frequency), series: { profiles: dist.map((d) => d.profiles) },
-    xTitle: "impressions per profile", yTitle: "profiles" });
+    yTitle: "profiles", extra: frequencyLayout(freq.suppressed?.frequencies) });
   return card("Frequency distribution (1…10+)", node,
     table({ caption: "Frequency distribution", id: "frequency-table", csv: "frequency.csv",
       rows, columns: ["frequency", "profiles", "impressions"] }));
@@ -188,12 +188,13 @@ async function effectsCard(base) {
     title: observational ? "Difference (observational) with 95% CI" : "Lift with 95% CI",
     x: estimates.map((e) => e.metric), series: { estimate: estimates.map((e) => e.estimate),
       ci_low: estimates.map((e) => e.ci95[0]), ci_high: estimates.map((e) => e.ci95[1]) },
-    traces: [{ type: "scatter", mode: "markers", name: "estimate", x: estimates.map((e) => e.metric),
-      y: estimates.map((e) => e.estimate), marker: { size: 10, color: "#0072B2" },
-      error_y: { type: "data", symmetric: false,
-        array: estimates.map((e) => e.ci95[1] - e.estimate),
-        arrayminus: estimates.map((e) => e.estimate - e.ci95[0]) } }],
-    extra: { yaxis: { zeroline: true, title: { text: "treated − comparison" } } } });
+    // one panel per measure: shares and minutes have different scales
+    traces: estimates.map((e, i) => ({ type: "scatter", mode: "markers", name: e.metric,
+      x: [e.metric.replaceAll("_", " ")], y: [e.estimate], xaxis: `x${i + 1}`, yaxis: `y${i + 1}`,
+      marker: { size: 11, color: "#0072B2" }, showlegend: false,
+      error_y: { type: "data", symmetric: false, array: [e.ci95[1] - e.estimate],
+        arrayminus: [e.estimate - e.ci95[0]], color: "#0072B2", thickness: 2, width: 8 } })),
+    extra: effectsLayout(estimates.length) });
   const rows = estimates.map((e) => ({ ...e, ci95_low: e.ci95[0], ci95_high: e.ci95[1] }));
   return card("Content effects", heading, node,
     table({ caption: observational ? "Observational differences" : "Lift", id: "effects-table",
@@ -201,4 +202,16 @@ async function effectsCard(base) {
       columns: ["metric", "estimate", "ci95_low", "ci95_high", "std_error", "relative"] }),
     table({ caption: "Arms", csv: "content-effects-arms.csv", rows: effects.arms || [],
       columns: columnsOf(effects.arms || [], ["arm"]) }));
+}
+
+function effectsLayout(panels) {
+  const axes = {};
+  for (let i = 1; i <= panels; i += 1) {
+    axes[`xaxis${i === 1 ? "" : i}`] = { type: "category", automargin: true };
+    axes[`yaxis${i === 1 ? "" : i}`] = { zeroline: true, zerolinecolor: "#59636e", rangemode: "tozero",
+      zerolinewidth: 2, automargin: true,
+      title: { text: i === 1 ? "treated − comparison (95% CI)" : "" } };
+  }
+  return { grid: { rows: 1, columns: panels, pattern: "independent" }, hovermode: "closest",
+    ...axes };
 }

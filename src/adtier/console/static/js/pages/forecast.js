@@ -1,7 +1,7 @@
 // Forecast planner: impressions -> reach for chosen segments, cap and days. The curve is the
 // API's forecast at five budgets up to the one asked (five audited calls, no interpolation).
 import { api } from "../api.js";
-import { chartBox, draw, drawQueued } from "../charts.js";
+import { chartBox, draw, drawQueued, frequencyLayout } from "../charts.js";
 import { card, el, errorBox, kpis, table } from "../ui.js";
 
 const STEPS = [0.2, 0.4, 0.6, 0.8, 1];
@@ -63,11 +63,10 @@ async function showForecast(result, plan) {
   draw(dist, { id: "chart-forecast-frequency", title: "Forecast frequency distribution",
     x: last.distribution.map((d) => d.frequency),
     series: { profiles: last.distribution.map((d) => d.profiles) },
-    xTitle: "impressions per profile", yTitle: "profiles" });
+    yTitle: "profiles", extra: frequencyLayout(last.suppressed?.frequencies) });
   const rows = answers.map((a) => ({ impressions: a.impressions, reach: a.reach,
     reach_share: a.reach_share, avg_frequency: a.avg_frequency,
-    deliverable_impressions: a.deliverable_impressions, model: a.model,
-    backtest_error: a.backtest_error }));
+    deliverable_impressions: a.deliverable_impressions, backtest_error: a.backtest_error }));
   const distRows = [...last.distribution];
   if (last.suppressed) {
     distRows.push({ frequency: `suppressed (${last.suppressed.frequencies.join(", ")})`,

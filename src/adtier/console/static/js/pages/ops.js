@@ -1,6 +1,6 @@
 // The pipeline (admin): ingest rate by type, rejects by reason, buffer and flushers, catalog.
 import { api, query } from "../api.js";
-import { chartBox, draw } from "../charts.js";
+import { chartBox, draw, PALETTE } from "../charts.js";
 import { card, el, kpis, table } from "../ui.js";
 
 export async function opsPage(target, { args }) {
@@ -26,19 +26,29 @@ function windowPicker(hours) {
 
 function ingestCard(rate) {
   const times = [...new Set(rate.points.map((p) => p.at))].sort();
-  const types = Object.keys(rate.by_type).sort();
+  const families = Object.keys(rate.by_family).sort();
   const series = {};
-  for (const t of types) {
-    const byTime = new Map(rate.points.filter((p) => p.type === t).map((p) => [p.at, p.events]));
-    series[t] = times.map((at) => byTime.get(at) || 0);
+  for (const f of families) {
+    const byTime = new Map();
+    for (const p of rate.points.filter((q) => q.family === f)) {
+      byTime.set(p.at, (byTime.get(p.at) || 0) + p.events);
+    }
+    series[f] = times.map((at) => byTime.get(at) || 0);
   }
   const node = chartBox();
-  draw(node, { id: "chart-ingest", title: "Stored events by type over time", x: times, series,
-    xTitle: `received (per ${rate.bucket_seconds === 60 ? "minute" : "hour"}, UTC)`,
-    yTitle: "events", extra: { barmode: "stack", xaxis: { type: "date" } } });
-  const rows = types.map((t) => ({ type: t, events: rate.by_type[t] }));
-  return card("Ingest rate by type", node, table({ caption: "Events by type", id: "ingest-table",
-    csv: "ingest-by-type.csv", rows, columns: ["type", "events"] }));
+  const step = rate.bucket_seconds === 60 ? "minute" : "hour";
+  draw(node, { id: "chart-ingest", title: `Stored events per ${step} by family`, x: times, series,
+    traces: families.map((f, i) => ({ type: "bar", name: f, x: times, y: series[f],
+      width: rate.bucket_seconds * 1000 * 0.9, marker: { color: PALETTE[i % PALETTE.length] } })),
+    // the whole window, whatever its first and last events: an hour of data reads as such
+    extra: { barmode: "stack", legend: { orientation: "h", y: -0.3 },
+      xaxis: { type: "date", range: [rate.since, new Date().toISOString()],
+        title: { text: `received (per ${step}, UTC)` } },
+      yaxis: { title: { text: "events" }, rangemode: "tozero" } } });
+  const rows = Object.keys(rate.by_type).sort().map((t) => ({ type: t,
+    family: rate.points.find((p) => p.type === t)?.family, events: rate.by_type[t] }));
+  return card("Ingest rate", node, table({ caption: "Events by type", id: "ingest-table",
+    csv: "ingest-by-type.csv", rows, columns: ["type", "family", "events"] }));
 }
 
 function rejectsCard(rejects) {
