@@ -295,4 +295,4 @@ def test_api_docs_render_offline(tab, world):
     tab.page.wait_for_selector(".swagger-ui .information-container", timeout=30_000)
     tab.page.wait_for_selector(".swagger-ui .btn.authorize")  # the bearer scheme
     assert tab.page.query_selector("#operations-ingest-VastTrackingPixel") is not None
-    tab.shot("api-docs")
+    tab.shot("api-docs", full_page=False)

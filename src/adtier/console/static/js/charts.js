@@ -55,7 +55,8 @@ export function frequencyLayout(suppressed = []) {
   return {
     xaxis: { type: "category", categoryorder: "array", categoryarray: BUCKETS,
       range: [-0.5, BUCKETS.length - 0.5], title: { text: "impressions per profile" } },
-    annotations: suppressed.map((label) => ({ x: label, y: 0, yref: "paper", yanchor: "bottom",
+    // by position: plotly would read the label "1" as the category at index 1
+    annotations: suppressed.map((label) => ({ x: BUCKETS.indexOf(label), y: 0, yref: "paper", yanchor: "bottom",
       text: "suppressed", textangle: -90, showarrow: false, font: { color: "#8a4b00" } })),
   };
 }
