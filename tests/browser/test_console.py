@@ -4,6 +4,7 @@ suppressed, a wrong key is told so, and nothing is fetched from outside the serv
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -149,6 +150,44 @@ def test_advertiser_campaign_page_draws_the_apis_numbers(tab, world):
     tab.page.evaluate("window.scrollTo(0, 0)")
     tab.shot("advertiser-campaign-top", full_page=False)
     tab.shot("advertiser-campaign-effects", selector="section[aria-label='Content effects']")
+
+
+def test_csv_download_holds_the_tables_rows(tab, world, tmp_path):
+    tab.sign_in(world.advertiser_key)
+    tab.wait_ready()
+    tab.open(f"#/campaign/{world.own_campaign}")
+    with tab.page.expect_download() as got:
+        tab.page.click("button[data-csv='report-by-country.csv']")
+    path = tmp_path / "country.csv"
+    got.value.save_as(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header, body = reader.fieldnames, list(reader)
+    report = world.get(f"/v1/campaigns/{world.own_campaign}/report?by=country")
+    assert header[:3] == ["country", "impressions", "reach"]
+    assert [(r["country"], int(r["impressions"])) for r in body[:len(report["rows"])]] == [
+        (r["country"], r["impressions"]) for r in report["rows"]]
+    # and the suppressed remainder, labelled, with what the API released of it
+    assert len(body) == len(report["rows"]) + 1
+    assert body[-1]["country"].startswith("suppressed (")
+    assert int(body[-1]["impressions"]) == report["suppressed"]["impressions"]
+
+
+def test_keyboard_alone_signs_in_and_moves_between_pages(tab, world):
+    tab.page.goto(world.url + "/console")
+    tab.page.wait_for_selector("body[data-started=true]")
+    for _ in range(10):  # skip link, then on to the key field
+        tab.page.keyboard.press("Tab")
+        if tab.page.evaluate("document.activeElement.id") == "key":
+            break
+    assert tab.page.evaluate("document.activeElement.id") == "key"
+    tab.page.keyboard.type(world.advertiser_key)
+    tab.page.keyboard.press("Enter")
+    tab.wait_ready()
+    tab.page.focus("#nav a[data-page=segments]")
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_selector("#page[data-page=segments][data-ready=true]")
+    assert tab.page.get_attribute("#nav a[data-page=segments]", "aria-current") == "page"
 
 
 def test_country_breakdown_has_suppressed_rows_in_this_world(world):
