@@ -18,11 +18,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 from prometheus_client import REGISTRY
+from redis.exceptions import RedisError, ResponseError
 
 from adtier.errors import ApiError
 from adtier.ingest.buffer import GROUP, STREAM
 from adtier.logs import get_logger
-from adtier.state import app_state, authorize
+from adtier.state import AppState, app_state, authorize
 
 __all__ = ["CONSOLE_API_ROUTES", "CampaignsController", "OpsReadController", "WhoAmIController"]
 
@@ -161,13 +162,16 @@ SELECT toStartOfInterval(received_at, INTERVAL {step:UInt32} SECOND) AS at, type
 FROM {table:Identifier} WHERE received_at >= {since:DateTime64(3)}
 GROUP BY at, type ORDER BY at, type
 """
-_REJECTS_SQL = """
-SELECT reason, count() AS n,
-       arraySlice(groupArray((received_at, source, batch_id, detail, substring(raw, 1, 500))),
-                  1, {examples:UInt32})
-FROM (SELECT * FROM rejected_events WHERE received_at >= {since:DateTime64(3)}
-      ORDER BY received_at DESC)
-GROUP BY reason ORDER BY n DESC, reason
+# Counts by reason, then the newest few of each (LIMIT BY, along the table's sort key):
+# never every reject of a flood in memory.
+_REJECT_COUNTS_SQL = """
+SELECT reason, count() FROM rejected_events WHERE received_at >= {since:DateTime64(3)}
+GROUP BY reason ORDER BY count() DESC, reason
+"""
+_REJECT_EXAMPLES_SQL = """
+SELECT reason, received_at, source, batch_id, detail, substring(raw, 1, 500)
+FROM rejected_events WHERE received_at >= {since:DateTime64(3)}
+ORDER BY reason, received_at DESC LIMIT {examples:UInt32} BY reason
 """
 # Event types in a few families: a chart of six series stays readable (and colour-blind safe:
 # the palette has eight colours); the table keeps every type.
@@ -212,6 +216,24 @@ def _counters() -> dict[str, Any]:
     return out
 
 
+async def _pipeline(state: AppState) -> Pipeline:
+    r = state.redis
+    buffered = await state.ingest.buffer.buffered_events()
+    oldest = await r.xrange(STREAM, "-", "+", count=1)
+    age = time.time() - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
+    consumers: list[Consumer] = []
+    if await r.exists(STREAM):
+        try:
+            consumers = [Consumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                         for c in await r.xinfo_consumers(STREAM, GROUP)]
+        except ResponseError as err:  # NOGROUP: no flusher has run yet
+            log.info("console_no_consumer_group", error=str(err)[:200])
+    local = [LocalFlusher(f.consumer, bool(f._thread and f._thread.is_alive()))
+             for f in state.flushers]
+    return Pipeline(int(buffered), round(max(age, 0.0), 3), int(await r.xlen(STREAM)),
+                    consumers, local, _counters())
+
+
 class OpsReadController(Controller):
     path = "/v1/ops"
     tags = ["operations"]
@@ -242,10 +264,13 @@ class OpsReadController(Controller):
     async def rejects(self, request: Request, hours: Hours = 24,
                       examples: Annotated[int, QueryParameter(ge=0, le=20)] = 3) -> Rejects:
         await authorize(request, "admin")
-        rows = await _query(request, _REJECTS_SQL, {"since": _since(hours).replace(tzinfo=None),
-                                                    "examples": examples})
-        reasons = [RejectReason(reason, int(n), [RejectExample(_utc(e[0]), *e[1:]) for e in sample])
-                   for reason, n, sample in rows]
+        params = {"since": _since(hours).replace(tzinfo=None), "examples": examples}
+        counts = await _query(request, _REJECT_COUNTS_SQL, params)
+        sample: dict[str, list[RejectExample]] = {}
+        if examples:
+            for reason, at, *rest in await _query(request, _REJECT_EXAMPLES_SQL, params):
+                sample.setdefault(reason, []).append(RejectExample(_utc(at), *rest))
+        reasons = [RejectReason(reason, int(n), sample.get(reason, [])) for reason, n in counts]
         return Rejects(hours, sum(r.count for r in reasons), reasons)
 
     @get("/pipeline", summary="Buffer lag and flusher health (admin)")
@@ -254,21 +279,12 @@ class OpsReadController(Controller):
         entries and idle time), this process's flusher threads and ingest counters."""
         await authorize(request, "admin")
         state = app_state(request)
-        r = state.redis
-        buffered = await state.ingest.buffer.buffered_events()
-        oldest = await r.xrange(STREAM, "-", "+", count=1)
-        age = time.time() - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
-        consumers: list[Consumer] = []
-        if await r.exists(STREAM):
-            try:
-                consumers = [Consumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
-                             for c in await r.xinfo_consumers(STREAM, GROUP)]
-            except Exception as err:  # noqa: BLE001 - no group yet: no flusher has run
-                log.info("console_no_consumer_group", error=str(err)[:200])
-        local = [LocalFlusher(f.consumer, bool(f._thread and f._thread.is_alive()))
-                 for f in state.flushers]
-        return Pipeline(int(buffered), round(max(age, 0.0), 3), int(await r.xlen(STREAM)),
-                        consumers, local, _counters())
+        try:
+            return await _pipeline(state)
+        except RedisError as err:
+            log.error("console_redis_error", error=str(err)[:300])
+            raise ApiError(503, "store_unavailable", "Redis did not answer; retry",
+                           {"Retry-After": "5"}) from err
 
     @get("/catalog", summary="Catalog counts (admin)")
     async def catalog(self, request: Request) -> CatalogCounts:
