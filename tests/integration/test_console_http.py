@@ -132,4 +132,9 @@ def test_openapi_documents_bodies_auth_errors_and_the_pixel(openapi):
     assert pixel["security"] == [{"pixel_key": []}]
     assert openapi["paths"]["/healthz"]["get"]["security"] == []
     report = openapi["paths"]["/v1/campaigns/{campaign_id}/report"]["get"]
-    assert "application/json" in report["responses"]["200"]["content"]
+    ref = report["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    answer = openapi["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"rows", "totals", "suppressed_rows", "suppressed"} <= set(answer["properties"])
+    assert set(report["responses"]) >= {"200", "400", "401", "403", "404", "503"}
+    feed = openapi["paths"]["/v1/campaigns/{campaign_id}/log-level"]["get"]["responses"]["200"]
+    assert list(feed["content"]) == ["application/vnd.apache.parquet"]

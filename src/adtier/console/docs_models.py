@@ -16,7 +16,7 @@ from adtier.ingest.pixel import PIXEL_EVENTS
 from adtier.measure.routes import ForecastRequest
 from adtier.segments.routes import SegmentRequest
 
-__all__ = ["BODIES", "RESPONSES", "PIXEL_PATH", "Body"]
+__all__ = ["BODIES", "RESPONSES", "FILES", "PIXEL_PATH", "Body"]
 
 
 class EventsBody(msgspec.Struct):
@@ -186,6 +186,16 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/campaigns/{campaign_id}/frequency"): Frequency,
     ("GET", "/v1/campaigns/{campaign_id}/content-effects"): ContentEffects,
     ("POST", "/v1/forecast/reach"): Forecast,
+}
+
+_BINARY = {"type": "string", "format": "binary"}
+# Answers that are files, not JSON: the media types they are sent as.
+FILES: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/v1/campaigns/{campaign_id}/log-level"): {
+        "application/vnd.apache.parquet": {"schema": _BINARY}},
+    ("GET", "/v1/features/export"): {
+        "application/vnd.apache.arrow.stream": {"schema": _BINARY},
+        "application/vnd.apache.parquet": {"schema": _BINARY}},
 }
 
 _PIXEL_PARAMS = (

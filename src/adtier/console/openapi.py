@@ -19,7 +19,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from adtier.console.assets import VENDOR_PATH
-from adtier.console.docs_models import BODIES, PIXEL_PATH, RESPONSES
+from adtier.console.docs_models import BODIES, FILES, PIXEL_PATH, RESPONSES
 from adtier.errors import ErrorBody
 
 __all__ = ["openapi_config", "complete_openapi", "complete"]
@@ -99,6 +99,9 @@ def _operation(path: str, method: str, op: dict[str, Any], body_refs: dict, resp
         ok = next((c for c in ("200", "201", "202") if c in answers), "200")
         answers[ok] = {"description": answers.get(ok, {}).get("description", "OK"),
                        "content": {"application/json": {"schema": response_refs[key]}}}
+    if key in FILES:
+        answers["200"] = {"description": answers.get("200", {}).get("description", "OK"),
+                          "content": FILES[key]}
     for code in list(answers):
         if int(code) >= 400:  # Litestar's default shape is not what the server sends
             answers[code] = _error(answers[code].get("description") or "error")
@@ -111,5 +114,7 @@ def _operation(path: str, method: str, op: dict[str, Any], body_refs: dict, resp
         answers.setdefault("400", _error("a parameter or the body is not valid"))
     answers.setdefault("401", _error("no key, or an unknown or revoked key"))
     answers.setdefault("403", _error("the key's role may not call this"))
+    if "{" in path:
+        answers.setdefault("404", _error("no such id, or not one this key may see"))
     if path.startswith("/v1/"):
         answers.setdefault("503", _error("a store did not answer; retry after Retry-After"))
