@@ -224,7 +224,8 @@ def test_another_advertisers_campaign_is_not_reachable(tab, world):
     assert tab.page.query_selector("#chart-daily") is None
     # and the operator pages are not offered to an advertiser key
     assert tab.page.query_selector("#nav a[data-page=ops]") is None
-    tab.open("#/ops")
+    tab.page.evaluate("location.hash = '#/ops'")
+    tab.page.wait_for_selector("#page[data-page=ops][data-ready=true]")
     assert "Not available" in tab.page.inner_text("#page h1")
 
 
@@ -273,6 +274,16 @@ def test_a_wrong_key_is_told_so(tab, world):
     assert "not accepted" in message and "unknown or has been revoked" in message
     assert tab.page.is_hidden("#nav")
     tab.allow(401)
+
+
+def test_a_key_of_another_role_is_told_what_the_console_needs(tab, world):
+    key = httpx.post(world.url + "/v1/keys", headers=world.headers(world.admin_key),
+                     json={"role": "recs"}).json()["key"]
+    tab.sign_in(key)
+    message = tab.page.wait_for_selector("#sign-in-error:not(:empty)").inner_text()
+    assert "cannot use the console" in message and "advertiser or admin key" in message
+    assert "not a recs key" in message
+    tab.allow(403)
 
 
 def test_admin_pipeline_pages_draw_the_apis_numbers(tab, world, valkey, clickhouse_dsn):

@@ -41,6 +41,19 @@ def test_campaign_list_is_scoped_to_the_keys_advertiser(api):
     assert api.client.get("/v1/campaigns").status_code == 401
 
 
+def test_whoami_names_the_console_roles_key(api):
+    me = api.client.get("/v1/whoami", headers=_advertiser(api, "adv-a")).json()
+    assert me["role"] == "advertiser" and me["advertiser_id"] == "adv-a"
+    assert me["key_id"].startswith("key_") and "key" not in me
+    assert api.client.get("/v1/whoami", headers=api.admin).json()["role"] == "admin"
+    refused = api.client.get("/v1/whoami", headers=api.ingest)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == ("this endpoint needs an advertiser or admin key, "
+                                        "not an ingest key")
+    wrong = api.client.get("/v1/whoami", headers={"Authorization": "Bearer adt_nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+
+
 def test_operator_views_count_what_was_ingested_and_rejected(api, flush):
     events = [ad_event("impression"), ad_event("impression"), ad_event("start"),
               content_event("content_start")]

@@ -1,6 +1,6 @@
 """Small read endpoints the console needs and the API lacked.
 
-- ``GET /v1/whoami``: the signed-in key's id, role and advertiser (any valid key).
+- ``GET /v1/whoami``: the signed-in key's id, role and advertiser (advertiser or admin keys).
 - ``GET /v1/campaigns``: the campaigns a key may see (an advertiser key: its advertiser's;
   admin: all). Catalog facts only, no measurement, so nothing to suppress or audit.
 - ``GET /v1/ops/ingest|rejects|pipeline|catalog`` (admin): ingest rate by event type, rejects
@@ -148,9 +148,10 @@ class WhoAmIController(Controller):
 
     @get("/", summary="The key this request is signed with (never its secret)")
     async def whoami(self, request: Request) -> WhoAmI:
-        """Any valid key: its id, role and advertiser, so a client (the console) can show the
-        pages that role may use. 401 for an unknown or revoked key."""
-        key = await authorize(request)
+        """An advertiser or admin key (the roles the console serves): its id, role and
+        advertiser, so the console shows the pages that role may use. 401 for an unknown or
+        revoked key, 403 (naming the roles) for any other role."""
+        key = await authorize(request, "advertiser")
         return WhoAmI(key.key_id, key.role, key.advertiser_id, key.name)
 
 

@@ -29,6 +29,10 @@ async function signIn(key) {
       throw new Error("This key was not accepted: it is unknown or has been revoked. " +
         "Check that you pasted the whole key.");
     }
+    if (err instanceof ApiError && err.status === 403) {
+      // the API names the roles it serves and this key's role
+      throw new Error(`This key cannot use the console: ${err.message}.`);
+    }
     throw err;
   }
 }
@@ -59,6 +63,8 @@ async function route() {
   if (!page) {
     target.replaceChildren(el("h1", {}, "Not available"),
       el("p", {}, `There is no page "${name}" for ${me.role} keys.`));
+    target.dataset.page = name;
+    target.dataset.ready = "true";
     return;
   }
   document.title = `${page.title} · adtier console`;
@@ -92,13 +98,6 @@ async function start() {
     }
     session.set(key);
     form.reset();
-    if (!["advertiser", "admin"].includes(me.role)) {
-      session.clear();
-      error.textContent = `This is ${me.role === "ingest" ? "an" : "a"} ${me.role} key: the ` +
-        "console needs an advertiser or admin key.";
-      me = null;
-      return;
-    }
     showNav();
     if (!location.hash) location.hash = me.role === "admin" ? "#/ops" : "#/campaigns";
     else await route();
