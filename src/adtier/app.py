@@ -19,7 +19,7 @@ from litestar import Litestar
 from adtier import __version__
 from adtier.auth import KeyCache, KeyRegistry
 from adtier.catalog import CATALOG_ROUTES, holdout_mirror
-from adtier.console import CONSOLE_API_ROUTES, CONSOLE_ROUTES, complete_openapi, openapi_config
+from adtier.console import CONSOLE_API_ROUTES, CONSOLE_ROUTES, openapi_config
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.features.routes import FEATURE_ROUTES
@@ -141,5 +141,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(__version__),
-        on_startup=[complete_openapi],
     )

@@ -10,7 +10,7 @@ public API with the signed-in key, so tenant rules and privacy stay the API's.
 from __future__ import annotations
 
 from adtier.console.endpoints import CONSOLE_API_ROUTES
-from adtier.console.openapi import complete_openapi, openapi_config
+from adtier.console.openapi import openapi_config
 from adtier.console.routes import CONSOLE_ROUTES
 
-__all__ = ["CONSOLE_ROUTES", "CONSOLE_API_ROUTES", "openapi_config", "complete_openapi"]
+__all__ = ["CONSOLE_ROUTES", "CONSOLE_API_ROUTES", "openapi_config"]

@@ -2,9 +2,10 @@
 bearer scheme, the real error shape, request bodies for the handlers that decode their own
 body, and the pixel (a plain ASGI route, invisible to Litestar's generator).
 
-Litestar generates the document from the handlers' types; ``complete_openapi`` (run once at
-start-up) fills in what types alone cannot say, in this one place, so route modules keep
-reading raw bodies (their strict typed decoders answer 400 naming the field) unchanged.
+Litestar generates the document from the handlers' types; ``complete`` fills in what types
+alone cannot say, in this one place, so route modules keep reading raw bodies (their strict
+typed decoders answer 400 naming the field) unchanged. It runs in the render plugins (the
+public hook through which Litestar hands out its document), once per document.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Litestar
-from litestar._openapi.plugin import OpenAPIPlugin
+from litestar import Request
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from adtier.console.assets import VENDOR_PATH
 from adtier.console.docs_models import BODIES, FILES, PIXEL_PATH, RESPONSES
 from adtier.errors import ErrorBody
 
-__all__ = ["openapi_config", "complete_openapi", "complete"]
+__all__ = ["openapi_config", "complete"]
 
 _SWAGGER = f"{VENDOR_PATH}/swagger"
 _REF = "#/components/schemas/{name}"
@@ -30,8 +30,29 @@ _REF = "#/components/schemas/{name}"
 _ANONYMOUS = {"/healthz", "/readyz", "/metrics"}
 
 
+_completed: set[int] = set()
+
+
+def _complete_once(doc: dict[str, Any]) -> dict[str, Any]:
+    # Litestar builds the dict once and hands the same one to every render
+    if id(doc) not in _completed:
+        complete(doc)
+        _completed.add(id(doc))
+    return doc
+
+
+class _Json(JsonRenderPlugin):
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, _complete_once(openapi_schema))
+
+
+class _Swagger(SwaggerRenderPlugin):
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, _complete_once(openapi_schema))
+
+
 def openapi_config(version: str) -> OpenAPIConfig:
-    swagger = SwaggerRenderPlugin(
+    swagger = _Swagger(
         js_url=f"{_SWAGGER}/swagger-ui-bundle.js", css_url=f"{_SWAGGER}/swagger-ui.css",
         standalone_preset_js_url=f"{_SWAGGER}/swagger-ui-standalone-preset.js",
         favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER}/favicon-32x32.png'>",
@@ -42,7 +63,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
                     "but the pixel and the probes sends `Authorization: Bearer <key>`; every "
                     "error answers `{\"error\": code, \"detail\": text}`. A console for "
                     "people is at `/console`.",
-        path="/docs", render_plugins=[swagger],
+        path="/docs", render_plugins=[swagger, _Json()],
         components=Components(security_schemes={
             "bearer": SecurityScheme(type="http", scheme="bearer",
                                      description="an API key (`adtier keys create`)"),
@@ -51,11 +72,6 @@ def openapi_config(version: str) -> OpenAPIConfig:
         }),
         security=[{"bearer": []}],
     )
-
-
-def complete_openapi(app: Litestar) -> None:
-    """Complete the served document in place (Litestar caches the dict it serves)."""
-    complete(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
 
 
 def _schemas(types: list[Any]) -> tuple[list[dict], dict[str, Any]]:
