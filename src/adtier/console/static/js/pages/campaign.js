@@ -31,13 +31,10 @@ export async function campaignPage(target, { args }) {
       `k = ${day.k} profiles, smaller ones are folded into "suppressed".`),
     totalsKpis(day.totals), sections);
   sections.append(dailyCard(day), cumulativeCard(freq), frequencyCard(freq), funnelCard(day));
-  const more = el("div", {});
-  target.append(more);
-  for (const by of BREAKDOWNS) {
-    more.append(await breakdownCard(base, by, range));
-  }
-  more.append(await effectsCard(base));
-  target.append(totalsCard(day));
+  // the breakdowns and the effects are independent queries: ask them together
+  const cards = await Promise.all([...BREAKDOWNS.map((by) => breakdownCard(base, by, range)),
+    effectsCard(base)]);
+  target.append(...cards, totalsCard(day));
 }
 
 function rangeForm(id, range) {
