@@ -64,8 +64,14 @@ class Tab:
         self.page.click("#sign-in-form button[type=submit]")
 
     def open(self, hash_: str) -> None:
+        self.unready()
         self.page.evaluate("h => { location.hash = h; }", hash_)
         self.wait_ready()
+
+    def unready(self) -> None:
+        """Mark the page not ready before a navigation, so waiting for ready cannot see the
+        previous page's mark (hashchange fires after the hash is set)."""
+        self.page.evaluate("document.getElementById('page').dataset.ready = 'false'")
 
     def wait_ready(self) -> None:
         self.page.wait_for_selector("#page[data-ready=true]", timeout=60_000)
@@ -113,6 +119,7 @@ def test_advertiser_campaign_page_draws_the_apis_numbers(tab, world):
     tab.shot("advertiser-campaigns")
 
     cid = world.own_campaign
+    tab.unready()
     tab.page.click(f"[data-campaign='{cid}']")
     tab.wait_ready()
     day = world.get(f"/v1/campaigns/{cid}/report?by=day")
@@ -185,9 +192,31 @@ def test_keyboard_alone_signs_in_and_moves_between_pages(tab, world):
     tab.page.keyboard.press("Enter")
     tab.wait_ready()
     tab.page.focus("#nav a[data-page=segments]")
+    tab.unready()
     tab.page.keyboard.press("Enter")
     tab.page.wait_for_selector("#page[data-page=segments][data-ready=true]")
     assert tab.page.get_attribute("#nav a[data-page=segments]", "aria-current") == "page"
+
+
+def test_a_date_range_asks_the_api_for_that_range(tab, world):
+    cid = world.own_campaign
+    days = [r["day"] for r in world.get(f"/v1/campaigns/{cid}/report?by=day")["rows"]]
+    lo, hi = days[1], days[-2]
+    tab.sign_in(world.advertiser_key)
+    tab.wait_ready()
+    tab.open(f"#/campaign/{cid}")
+    tab.page.fill("#from", lo)
+    tab.page.fill("#to", hi)
+    tab.unready()
+    tab.page.click("form[aria-label='Date range'] button[type=submit]")
+    tab.wait_ready()
+    assert f"from={lo}&to={hi}" in tab.page.evaluate("location.hash")
+    report = world.get(f"/v1/campaigns/{cid}/report?by=day&from={lo}&to={hi}")
+    assert tab.series("chart-daily")["x"] == [r["day"] for r in report["rows"]]
+    assert tab.series("chart-daily")["impressions"] == [r["impressions"] for r in report["rows"]]
+    device = world.get(f"/v1/campaigns/{cid}/report?by=device&from={lo}&to={hi}")
+    assert tab.series("chart-by-device")["impressions"] == [
+        r["impressions"] for r in device["rows"]]
 
 
 def test_country_breakdown_has_suppressed_rows_in_this_world(world):
@@ -224,8 +253,7 @@ def test_another_advertisers_campaign_is_not_reachable(tab, world):
     assert tab.page.query_selector("#chart-daily") is None
     # and the operator pages are not offered to an advertiser key
     assert tab.page.query_selector("#nav a[data-page=ops]") is None
-    tab.page.evaluate("location.hash = '#/ops'")
-    tab.page.wait_for_selector("#page[data-page=ops][data-ready=true]")
+    tab.open("#/ops")
     assert "Not available" in tab.page.inner_text("#page h1")
 
 
