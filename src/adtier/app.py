@@ -15,12 +15,11 @@ import anyio.to_thread
 import redis
 import redis.asyncio as aredis
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from adtier import __version__
 from adtier.auth import KeyCache, KeyRegistry
 from adtier.catalog import CATALOG_ROUTES, holdout_mirror
+from adtier.console import CONSOLE_API_ROUTES, CONSOLE_ROUTES, openapi_config
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.features.routes import FEATURE_ROUTES
@@ -139,16 +138,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
                         *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES,
-                        VastController],
+                        VastController, *CONSOLE_ROUTES, *CONSOLE_API_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         middleware=[request_id_middleware],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="adtier",
-            version=__version__,
-            description="Ad events in; audiences, measurement and features out.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(__version__),
     )

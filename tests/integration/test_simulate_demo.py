@@ -41,6 +41,7 @@ def test_serve_demo_replays_a_week_and_prints_where_to_look(tmp_path):
             pytest.fail("no demo summary:\n" + text[-3000:])
         summary = text[text.index("adtier demo ready"):]
         assert f"http://127.0.0.1:{port}/docs" in summary
+        assert f"http://127.0.0.1:{port}/console" in summary
         assert "deliberate re-sends" in summary and "all stored in ClickHouse" in summary
         for what in ("admin key:", "ingest key:", "advertiser key:", "recs key:"):
             assert what in summary

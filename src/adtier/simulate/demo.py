@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         f"docs:            {url}/docs",
+        f"console:         {url}/console   (sign in with the advertiser key; the admin key "
+        "adds the pipeline pages)",
         f"admin key:       {admin}",
         f"ingest key:      {ingest}   (the simulated players used it)",
         f"advertiser key:  {advertiser}   ({showcase['advertiser_id']}, sees {_SHOWCASE_CAMPAIGN})",
