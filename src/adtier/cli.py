@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import signal
 import socket
@@ -44,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers)
+    settings = load_settings(data_dir=getattr(args, "data_dir", None), host=args.host, port=args.port, workers=args.workers)
     if settings.embedded_clickhouse and settings.workers > 1:
         raise CliError("the embedded ClickHouse (chdb) is opened by one process; use --workers 1",
                        "or set ADTIER_CLICKHOUSE_URL to a ClickHouse server to run several "
@@ -422,7 +423,7 @@ adtier: audiences, measurement and features for the ad tier of a streaming servi
 
 commands (adtier COMMAND --help for each one's options):
   serve      run the HTTP server with its flushers      adtier serve --port 8000
-  migrate    apply new sql/ migrations                  adtier migrate
+  migrate    apply new sql/ migrations                  adtier migrate --print
   flush      run a flusher alone (scale-out)            adtier flush --once
   keys       create, list and revoke API keys           adtier keys create ingest --name tv-app
   simulate   a synthetic world with ground truth        adtier simulate --profiles 2000 --direct
@@ -449,7 +450,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adtier", description=_OVERVIEW, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"adtier {_version()}")
-    parser.set_defaults(data_dir=None, debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, example: str) -> argparse.ArgumentParser:
@@ -542,8 +542,12 @@ def _explain(err: BaseException, command: str) -> CliError:
                         "(http://127.0.0.1:8000/docs) or stop it first; `adtier --data-dir DIR` "
                         "picks another dir")
     import redis
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+    if isinstance(err, OperationalError) and os.environ.get("ADTIER_CLICKHOUSE_URL"):
+        return CliError(f"cannot reach ClickHouse at {os.environ['ADTIER_CLICKHOUSE_URL']}",
+                        "is the server up? check ADTIER_CLICKHOUSE_URL (unset: the embedded "
+                        "ClickHouse in the data dir)")
     if isinstance(err, ClickHouseError):
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         return CliError(f"ClickHouse refused `adtier {command}`: {first}",
@@ -577,12 +581,15 @@ def main(argv: list[str] | None = None) -> None:
                             "check the ADTIER_* environment variables (README: Configuration)"))
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_as_json)  # logs to stderr, data to stdout
+    debug = getattr(args, "debug", False)
+    if not debug:  # the driver logs its own copy of every error it raises
+        logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     try:
         code = args.func(args)
     except KeyboardInterrupt:
         code = 130
     except Exception as err:  # noqa: BLE001 - the one place errors become messages
-        if args.debug:
+        if debug:
             raise
         failure = _explain(err, args.command)
         _say_error(failure)
