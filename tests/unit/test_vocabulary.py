@@ -18,7 +18,7 @@ def _rule(feature: str, key: str) -> dict:
 @pytest.mark.parametrize(("feature", "key", "expected"), [
     ("genre_share", "scifi", "rule.any[1].key: unknown genre 'scifi' (did you mean 'sci_fi'?)"),
     ("genre_affinity", "Drama", "(did you mean 'drama'?)"),
-    ("ad_clicks", "IAB2", "(did you mean 'IAB2-3'?)"),
+    ("ad_clicks", "IAB2", "(did you mean 'IAB2-3'"),
     ("genre_rank", "western", "unknown genre 'western'; the catalog's genres: comedy, drama, sci_fi"),
 ])
 def test_unknown_keys_name_the_node_and_the_close_matches(feature, key, expected):
