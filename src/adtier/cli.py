@@ -61,6 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         apply_migrations(connect(settings.clickhouse_dsn), cluster=settings.clickhouse_cluster,
                          lock=_fleet_migration_lock(settings))
+    if getattr(args, "demo", False) and "ADTIER_LOG_LEVEL" not in os.environ:
+        # the demo's progress bar runs in another process: keep the server's info lines out
+        os.environ["ADTIER_LOG_LEVEL"] = "warning"
     # The worker process reads its settings from the environment.
     os.environ.update({
         "ADTIER_DATA_DIR": str(settings.data_dir.resolve()),
