@@ -94,3 +94,9 @@ def test_the_readme_tour_runs_verbatim(readme_server):
     assert (cwd / "features.parquet").stat().st_size > 0
     features = json.loads(lines[-1])
     assert features["profile_id"] == "pf-1" and features["batch"]["impressions"] >= 1
+    # the first start showed the generated key once, boxed, after the server was ready
+    key = (cwd / "adtier-data" / "admin_key").read_text().strip()
+    log = log_path.read_text()
+    assert log.count(key) == 1
+    box = log[log.index("adtier is ready"):]
+    assert "admin key (shown once" in box and f"| {key}" in box
