@@ -143,7 +143,7 @@ class MeasureController(Controller):
     ) -> Response:
         """Impressions, exact reach, frequency, the VAST quartile funnel, VCR, skips, clicks,
         viewability and errors by ``by``, with totals; rows covering fewer than k profiles are
-        folded into ``suppressed``. Definitions: ``adtier.measure.reach`` and the README."""
+        folded into ``suppressed``. Definitions: ``adtier.measure.reach`` and docs/measurement.md."""
         _dates(date_from, date_to)  # from after to: 400 before anything is read
         params = {"campaign_id": campaign_id, "by": by, "from": None, "to": None}
 
@@ -185,7 +185,7 @@ class MeasureController(Controller):
         """With a holdout: intent-to-treat lift on starts of the promoted title (genre) in the
         ``days`` after assignment, with 95% CIs and the exposed share. Without: an explicitly
         observational comparison (``kind: observational``), never called lift. Definitions:
-        ``adtier.measure.lift`` and the README."""
+        ``adtier.measure.lift`` and docs/measurement.md."""
         params = {"campaign_id": campaign_id, "days": days}
 
         async def produce(key: ApiKey) -> dict[str, Any]:
