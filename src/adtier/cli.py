@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -136,31 +135,42 @@ def _who_listens(host: str, port: int) -> str:
 
 def _announce_when_ready(settings: Settings) -> None:
     """Once the server answers, print where it is, and a newly generated admin key, last and
-    boxed (the worker writes the key file at its first start; it is shown this once)."""
+    boxed (the worker writes the key file at its first start; it is shown this once).
+
+    A child process, not a thread: granian forks its workers after this, and a thread caught
+    holding a lock (an import, say) at the fork leaves the worker blocked forever."""
+    import subprocess
+
     key_path = settings.data_dir.resolve() / "admin_key"
-    started = time.time()
     new_key = not settings.admin_key and not key_path.exists()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    url = f"http://{host}:{settings.port}"
+    subprocess.Popen(
+        [sys.executable, "-c", "import sys; from adtier.cli import announce; announce(*sys.argv[1:])",
+         f"http://{host}:{settings.port}", str(key_path) if new_key else "", str(time.time())],
+        env={**os.environ, "ADTIER_DIE_WITH_PARENT": "1"})
 
-    def wait_and_print() -> None:
-        import httpx
 
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        time.sleep(1.0)  # let the start-up's last log lines out first
-        lines = [f"adtier is ready: {url}", f"API docs: {url}/docs   console: {url}/console"]
-        if new_key and key_path.exists() and key_path.stat().st_mtime >= started - 1:
-            lines += ["", f"admin key (shown once; also in {key_path}):",
-                      key_path.read_text().strip()]
-        print(_boxed(lines), file=sys.stderr, flush=True)
+def announce(url: str, key_path: str, since: str) -> None:
+    """The child of ``_announce_when_ready``: wait for ``/readyz``, then print the box."""
+    import httpx
 
-    threading.Thread(target=wait_and_print, name="announce-ready", daemon=True).start()
+    from adtier.embedded_valkey import die_with_parent
+
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C on the server ends this quietly too
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    time.sleep(1.0)  # let the start-up's last log lines out first
+    lines = [f"adtier is ready: {url}", f"API docs: {url}/docs   console: {url}/console"]
+    path = Path(key_path) if key_path else None
+    if path is not None and path.exists() and path.stat().st_mtime >= float(since) - 1:
+        lines += ["", f"admin key (shown once; also in {path}):", path.read_text().strip()]
+    print(_boxed(lines), file=sys.stderr, flush=True)
 
 
 def _boxed(lines: list[str]) -> str:
