@@ -51,7 +51,8 @@ def _lifespan(settings: Settings):
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Blocking, on purpose: the embedded Valkey is tied to the thread that starts it
         # (PR_SET_PDEATHSIG fires when that thread ends), so it must be this long-lived one.
-        stores = open_stores(settings, owner=f"adtier serve on http://{settings.host}:{settings.port}")
+        stores = open_stores(settings,
+                             owner=f"adtier serve on http://{settings.host}:{settings.port}")
         created = bootstrap_admin(stores)
         if created is not None:  # `adtier serve` prints it, boxed, once the server is ready
             log.info("admin_key_generated", path=str(settings.data_dir / "admin_key"))

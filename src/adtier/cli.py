@@ -145,7 +145,8 @@ def _announce_when_ready(settings: Settings) -> None:
     new_key = not settings.admin_key and not key_path.exists()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     subprocess.Popen(
-        [sys.executable, "-c", "import sys; from adtier.cli import announce; announce(*sys.argv[1:])",
+        [sys.executable, "-c",
+         "import sys; from adtier.cli import announce; announce(*sys.argv[1:])",
          f"http://{host}:{settings.port}", str(key_path) if new_key else "", str(time.time())],
         env={**os.environ, "ADTIER_DIE_WITH_PARENT": "1"})
 
@@ -550,10 +551,13 @@ def _explain(err: BaseException, command: str) -> CliError:
 
     if isinstance(err, CliError):
         return err
+    if isinstance(err, DataDirBusy) and command == "migrate":
+        return CliError(str(err), "a server applies new migrations itself when it starts: "
+                        "restart it to apply them, or stop it and run adtier migrate")
     if isinstance(err, DataDirBusy):
-        return CliError(str(err), "while a server runs on this data dir, use its HTTP API "
-                        "(http://127.0.0.1:8000/docs) or stop it first; `adtier --data-dir DIR` "
-                        "picks another dir")
+        return CliError(str(err), "while that server runs, use its HTTP API (its /docs lists "
+                        "every endpoint), or stop it first; `adtier --data-dir DIR` picks "
+                        "another dir")
     import redis
     from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 

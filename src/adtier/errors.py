@@ -68,8 +68,8 @@ def _items_hint(decoder: msgspec.json.Decoder, message: str) -> str:
     wrapped = getattr(getattr(decoder, "type", None), "__origin__", None)
     top_level = " - at `$." not in message
     if wrapped is not None and wrapped.__name__ == "Items" and top_level:
-        return ('the body is {"items": [...]}, a list of the objects to upsert; '
-                f"this one is not ({message})")
+        return ('the body is {"items": [...]}, a list of the objects to upsert: put this '
+                "object in that list")
     return message
 
 

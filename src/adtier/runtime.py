@@ -20,7 +20,8 @@ from adtier.store import connect
 from adtier.store.migrate import apply_migrations
 from adtier.store.migration_lock import migration_lock
 
-__all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner", "bootstrap_admin", "default_consumer_name"]
+__all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner",
+           "bootstrap_admin", "default_consumer_name"]
 
 log = get_logger("adtier.runtime")
 
@@ -94,8 +95,6 @@ def lock_data_dir(data_dir: Path, owner: str = "") -> int:
     os.pwrite(fd, f"{os.getpid()}\n{owner or 'adtier ' + ' '.join(sys.argv[1:3])}".encode(), 0)
     return fd
 
-
-_lock_data_dir = lock_data_dir
 
 
 def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = True,

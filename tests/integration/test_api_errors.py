@@ -8,7 +8,8 @@ from tests.helpers import ad_event, batch
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 CAMPAIGN = {"campaign_id": "cmp-v", "advertiser_id": "adv-v", "name": "V", "ad_category": "IAB2",
-            "start_date": str(TODAY - dt.timedelta(days=3)), "end_date": str(TODAY + dt.timedelta(days=3)),
+            "start_date": str(TODAY - dt.timedelta(days=3)),
+            "end_date": str(TODAY + dt.timedelta(days=3)),
             "frequency_cap": 0, "holdout_percent": 0}
 TITLE = {"content_id": "t-1", "name": "Far Stars", "kind": "film", "genres": ["sci_fi", "drama"],
          "maturity": "PG", "duration_ms": 6_000_000}
@@ -89,4 +90,5 @@ def test_parameter_errors_use_the_public_names(api):
 def test_a_bulk_upsert_without_items_says_so(api):
     answer = api.client.put("/v1/catalog/campaigns", json=CAMPAIGN, headers=api.admin)
     assert answer.status_code == 400
-    assert answer.json()["detail"].startswith('the body is {"items": [...]}')
+    assert answer.json()["detail"] == ('the body is {"items": [...]}, a list of the objects to '
+                                       "upsert: put this object in that list")

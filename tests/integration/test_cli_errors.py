@@ -55,10 +55,11 @@ def test_data_commands_name_the_owner_of_a_busy_data_dir(tmp_path):
     data = tmp_path / "data"
     fd = lock_data_dir(data, "adtier serve on http://127.0.0.1:8123")
     try:
-        for args in (("keys", "list"), ("migrate",), ("flush", "--once"),
-                     ("segments", "restore")):
+        for args in (("keys", "list"), ("flush", "--once"), ("segments", "restore")):
             _refused(run_cli(data, *args), 1, "in use by adtier serve on http://127.0.0.1:8123",
                      f"pid {os.getpid()}", "HTTP API")
+        _refused(run_cli(data, "migrate"), 1, "in use by adtier serve on http://127.0.0.1:8123",
+                 "applies new migrations itself when it starts")
         _refused(run_cli(data, "serve", "--port", str(free_port())), 1,
                  "in use by adtier serve on http://127.0.0.1:8123", "--data-dir")
     finally:

@@ -88,7 +88,7 @@ def test_the_readme_tour_runs_verbatim(readme_server):
     assert all(row["reach"] > 0 for row in report["rows"])
     size = int(next(line for line in lines if line.strip().isdigit()))
     assert 0 < size <= 100  # only mobile profiles completed the ad
-    lookup = json.loads(next(line for line in lines if line.startswith('{"profile_id":"pf-1","segments"')))
+    lookup = json.loads(next(x for x in lines if x.startswith('{"profile_id":"pf-1","segments"')))
     assert len(lookup["segments"]) == 1
     assert re.search(r"^x-adtier-rows: (\d+)", out, flags=re.M | re.I).group(1) == "200"
     assert (cwd / "features.parquet").stat().st_size > 0

@@ -19,7 +19,8 @@ def _rule(feature: str, key: str) -> dict:
     ("genre_share", "scifi", "rule.any[1].key: unknown genre 'scifi' (did you mean 'sci_fi'?)"),
     ("genre_affinity", "Drama", "(did you mean 'drama'?)"),
     ("ad_clicks", "IAB2", "(did you mean 'IAB2-3'"),
-    ("genre_rank", "western", "unknown genre 'western'; the catalog's genres: comedy, drama, sci_fi"),
+    ("genre_rank", "western",
+     "unknown genre 'western'; the catalog's genres: comedy, drama, sci_fi"),
 ])
 def test_unknown_keys_name_the_node_and_the_close_matches(feature, key, expected):
     with pytest.raises(RuleError) as err:
@@ -35,7 +36,8 @@ def test_known_keys_and_keyless_features_pass():
 
 
 def test_fixed_lists_suggest_too():
-    with pytest.raises(RuleError, match=r"unknown device 'TV' \(did you mean 'tv'\?\); device is one of"):
+    expected = r"unknown device 'TV' \(did you mean 'tv'\?\); device is one of"
+    with pytest.raises(RuleError, match=expected):
         parse_rule(_rule("device_share", "TV"))
     assert "did you mean 'late_night'" in unknown_key("daypart", "latenight",
                                                        ("morning", "late_night"))

@@ -143,7 +143,8 @@ class MeasureController(Controller):
     ) -> Response:
         """Impressions, exact reach, frequency, the VAST quartile funnel, VCR, skips, clicks,
         viewability and errors by ``by``, with totals; rows covering fewer than k profiles are
-        folded into ``suppressed``. Definitions: ``adtier.measure.reach`` and docs/measurement.md."""
+        folded into ``suppressed``. Without ``from``/``to``: the campaign's flight (the answer's
+        ``note`` says so). Definitions: ``adtier.measure.reach`` and docs/measurement.md."""
         _dates(date_from, date_to)  # from after to: 400 before anything is read
         params = {"campaign_id": campaign_id, "by": by, "from": None, "to": None}
 
