@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
+
+# CI replays the same examples every run (a failure there is the code's, not the seed's) and
+# keeps no example database; locally each run draws new examples. Neither shares a database
+# between runs: a failing example is printed with its reproduction, not silently replayed.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", database=None, print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 from adtier.embedded_valkey import EmbeddedValkey
 from adtier.settings import Settings, load_settings

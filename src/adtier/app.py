@@ -52,11 +52,11 @@ def _lifespan(settings: Settings):
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Blocking, on purpose: the embedded Valkey is tied to the thread that starts it
         # (PR_SET_PDEATHSIG fires when that thread ends), so it must be this long-lived one.
-        stores = open_stores(settings)
+        stores = open_stores(settings,
+                             owner=f"adtier serve on http://{settings.host}:{settings.port}")
         created = bootstrap_admin(stores)
-        if created is not None:
-            print(f"adtier: generated admin key (shown once, also in "
-                  f"{settings.data_dir / 'admin_key'}): {created.key}", file=sys.stderr, flush=True)
+        if created is not None:  # `adtier serve` prints it, boxed, once the server is ready
+            log.info("admin_key_generated", path=str(settings.data_dir / "admin_key"))
         # Valkey emptied or replaced (no live-version hash): reload the served segments'
         # look-up sets from ClickHouse before answering look-ups.
         restore_redis(stores.clickhouse, stores.redis, only_if_missing=True)
@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     sys.setswitchinterval(0.0005)
     if os.environ.get("ADTIER_DIE_WITH_PARENT") == "1":
         die_with_parent()  # a server worker must not outlive `adtier serve`, even after SIGKILL
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_as_json)
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
                         *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -47,7 +48,7 @@ async def decode_json(request: Request, decoder: msgspec.json.Decoder) -> Any:
         return decoder.decode(await request.body())
     except msgspec.ValidationError as err:
         code = "invalid_item" if "$.items[" in str(err) else "invalid_request"
-        raise ApiError(400, code, str(err)) from err
+        raise ApiError(400, code, _items_hint(decoder, str(err))) from err
     except msgspec.DecodeError as err:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
     except RecursionError as err:  # msgspec has no depth limit of its own: the stack is it
@@ -75,12 +76,74 @@ def _auth(_: Request, exc: AuthError) -> Response:
     return error_response(exc.status, _CODES[exc.status], exc.detail, headers)
 
 
+def _items_hint(decoder: msgspec.json.Decoder, message: str) -> str:
+    """A bulk body sent without its ``{"items": [...]}`` wrapper: say that, not which of the
+    item's fields msgspec met first at the top level."""
+    wrapped = getattr(getattr(decoder, "type", None), "__origin__", None)
+    top_level = " - at `$." not in message
+    if wrapped is not None and wrapped.__name__ == "Items" and top_level:
+        return ('the body is {"items": [...]}, a list of the objects to upsert: put this '
+                "object in that list")
+    return message
+
+
+_TYPE_WORDS = {"Invalid RFC3339 encoded date": "expected a date, YYYY-MM-DD",
+               "Invalid RFC3339 encoded datetime": "expected a time, RFC 3339",
+               "Expected `int`, got `str`": "expected a whole number",
+               "Expected `float`, got `str`": "expected a number",
+               "Expected `bool`, got `str`": "expected true or false"}
+
+
+def _parameter_name(request: Request, key: str) -> str:
+    """The name a client sends (``from``), not the handler's argument (``date_from``)."""
+    try:
+        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # noqa: BLE001 - naming is best effort, the check already happened
+        return key
+    kwarg = getattr(param, "kwarg_definition", None)
+    for attribute in ("query", "header", "cookie", "name"):
+        if name := getattr(kwarg, attribute, None):
+            return name
+    return key
+
+
+def _plain(message: str) -> str:
+    if message in _TYPE_WORDS:
+        return _TYPE_WORDS[message]
+    if found := re.fullmatch(r"Expected `str` matching regex '\^\(([\w|]+)\)\$'", message):
+        return "expected one of " + ", ".join(found.group(1).split("|"))
+    return message.replace("`", "")
+
+
+def _validation_detail(request: Request, extra: list) -> str:
+    """Litestar's per-parameter failures as sentences: ``query parameter `from`: expected a
+    date, YYYY-MM-DD (got 'yesterday')``, never its enum reprs or argument names."""
+    parts = []
+    for item in extra:
+        if not isinstance(item, dict):
+            parts.append(str(item))
+            continue
+        source = getattr(item.get("source"), "value", item.get("source")) or "request"
+        message = _plain(str(item.get("message", "invalid")))
+        if not item.get("key"):
+            parts.append(message)
+            continue
+        name = _parameter_name(request, item["key"])
+        got = request.query_params.get(name) if source == "query" else None
+        parts.append(f"{source} parameter `{name}`: {message}"
+                     + (f" (got {got!r})" if got is not None else ""))
+    return "; ".join(parts)
+
+
 def _http(request: Request, exc: HTTPException) -> Response:
     if exc.status_code >= 500:
         return _internal(request, exc)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if getattr(exc, "extra", None):
-        detail = f"{detail}: {exc.extra}"
+    extra = getattr(exc, "extra", None)
+    if isinstance(extra, list) and extra and exc.status_code == 400:
+        detail = _validation_detail(request, extra)
+    elif extra:
+        detail = f"{detail}: {extra}"
     return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), detail,
                           exc.headers)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from adtier.store import connect
 from adtier.store.migrate import apply_migrations
 from adtier.store.migration_lock import migration_lock
 
-__all__ = ["Stores", "DataDirBusy", "open_stores", "bootstrap_admin", "default_consumer_name"]
+__all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner",
+           "bootstrap_admin", "default_consumer_name"]
 
 log = get_logger("adtier.runtime")
 
@@ -58,28 +60,49 @@ class DataDirBusy(RuntimeError):
     pass
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """One adtier process owns an embedded data dir; the lock dies with the process."""
+def data_dir_owner(data_dir: Path) -> str | None:
+    """Who holds the data dir's lock ("adtier serve on http://... (pid 123)"), or None."""
+    path = data_dir / "adtier.lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _owner_text(os.pread(fd, 512, 0))
+    finally:
+        os.close(fd)  # closing also releases a lock this probe took
+    return None
+
+
+def _owner_text(raw: bytes) -> str:
+    pid, _, what = raw.decode(errors="replace").strip().partition("\n")
+    return f"{what or 'another adtier process'} (pid {pid or '?'})"
+
+
+def lock_data_dir(data_dir: Path, owner: str = "") -> int:
+    """One adtier process owns an embedded data dir; the lock dies with the process. The file
+    says who holds it (pid, then what), for the message a second process gets."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "adtier.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        holder = _owner_text(os.pread(fd, 512, 0))
         os.close(fd)
-        raise DataDirBusy(
-            f"data dir {data_dir} is in use by another adtier process (pid {owner or '?'}); "
-            "stop it, or use the HTTP API, or set ADTIER_CLICKHOUSE_URL/ADTIER_REDIS_URL"
-        ) from None
+        raise DataDirBusy(f"the data dir {data_dir} is in use by {holder}") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}\n{owner or 'adtier ' + ' '.join(sys.argv[1:3])}".encode(), 0)
     return fd
 
 
-def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = True) -> Stores:
+
+def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = True,
+                owner: str = "") -> Stores:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = None
     if settings.embedded_clickhouse or settings.embedded_redis:
-        lock_fd = _lock_data_dir(settings.data_dir)
+        lock_fd = lock_data_dir(settings.data_dir, owner)
     valkey = None
     redis_url = settings.redis_url
     if not redis_url:
@@ -91,9 +114,11 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
     clickhouse = connect(settings.clickhouse_dsn)
     valkey_client = redis.Redis.from_url(redis_url)
     if migrate:
-        for migration in apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
-                                          lock=migration_lock(valkey_client)):
-            log.info("migration_applied", version=migration.version, name=migration.name)
+        applied = apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
+                                   lock=migration_lock(valkey_client))
+        if applied:  # one line, not one per file: a first start applies them all
+            log.info("migrations_applied", count=len(applied),
+                     names=[f"{m.version:04d}_{m.name}" for m in applied])
     return Stores(settings, clickhouse, redis_url, valkey_client, valkey, lock_fd=lock_fd)
 
 

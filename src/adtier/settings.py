@@ -26,7 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A worker that has not stopped this long after SIGTERM/SIGINT is killed. Nothing acknowledged
     # is lost by that (Valkey AOF + flush plans); it only bounds a stuck shutdown.
     shutdown_timeout_s: int = 30
-    log_json: bool = True
+    log_json: bool = True  # false forces readable logs (older name; ADTIER_LOG_FORMAT wins)
+    # "json", "console", or "" for console on a terminal and JSON lines otherwise.
+    log_format: str = ""
 
     # Ingest limits, all measured on the decompressed body.
     max_body_bytes: int = 8 * 1024 * 1024
@@ -71,6 +73,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.clickhouse_url:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def log_as_json(self) -> bool | None:
+        """True/False when chosen (ADTIER_LOG_FORMAT, ADTIER_LOG_JSON=false), None: by the TTY."""
+        if self.log_format.strip().lower() in ("json", "console"):
+            return self.log_format.strip().lower() == "json"
+        return None if self.log_json else False
 
     @property
     def embedded_redis(self) -> bool:

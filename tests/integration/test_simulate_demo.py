@@ -52,6 +52,18 @@ def test_serve_demo_replays_a_week_and_prints_where_to_look(tmp_path):
         answer = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert answer.status_code == 200 and answer.json()["state"] == "stored"
         assert (tmp_path / "data" / "demo-truth" / "effects.parquet").exists()
+        # every printed command works as printed: no placeholders, every answer a 2xx
+        assert "<" not in summary and "\u2039" not in summary
+        commands = [x.strip() for x in summary.splitlines() if x.startswith("  curl ")]
+        assert len(commands) >= 7
+        for command in commands:
+            done = subprocess.run(["bash", "-c", command.replace("curl -s", "curl -sS --fail", 1)],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, f"{command}\n{done.stderr}"
+        assert (tmp_path / "features.parquet").stat().st_size > 0
+        segment = next(x for x in commands if "/v1/segments/seg_" in x)
+        assert '"status":"ready"' in subprocess.run(["bash", "-c", segment], capture_output=True,
+                                                    text=True, timeout=60).stdout
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -117,6 +117,19 @@ def _dates(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date,
     return lo, hi
 
 
+def _flight_window(info: CampaignInfo, date_from: dt.date | None, date_to: dt.date | None,
+                   params: dict[str, Any]) -> tuple[dt.date, dt.date, str | None]:
+    """``from``/``to`` as asked, a missing one from the campaign's flight (not 1970..2149);
+    the note says so in the answer, and the audit record gets the dates actually used."""
+    missing = [name for name, given in (("from", date_from), ("to", date_to)) if given is None]
+    lo, hi = _dates(date_from or info.start_date, date_to or info.end_date)
+    params.update({"from": lo.isoformat(), "to": hi.isoformat()})
+    if not missing:
+        return lo, hi, None
+    return lo, hi, (f"{' and '.join(missing)} not given: the campaign's flight "
+                    f"({info.start_date} to {info.end_date}) is used")
+
+
 class MeasureController(Controller):
     path = "/v1/campaigns"
     tags = ["measurement"]
@@ -130,15 +143,17 @@ class MeasureController(Controller):
     ) -> Response:
         """Impressions, exact reach, frequency, the VAST quartile funnel, VCR, skips, clicks,
         viewability and errors by ``by``, with totals; rows covering fewer than k profiles are
-        folded into ``suppressed``. Definitions: ``adtier.measure.reach`` and the README."""
-        lo, hi = _dates(date_from, date_to)
-        params = {"campaign_id": campaign_id, "by": by, "from": lo.isoformat(),
-                  "to": hi.isoformat()}
+        folded into ``suppressed``. Without ``from``/``to``: the campaign's flight (the answer's
+        ``note`` says so). Definitions: ``adtier.measure.reach`` and docs/measurement.md."""
+        _dates(date_from, date_to)  # from after to: 400 before anything is read
+        params = {"campaign_id": campaign_id, "by": by, "from": None, "to": None}
 
         async def produce(key: ApiKey) -> dict[str, Any]:
-            await campaign_for(request, key, campaign_id)
-            return await run_query(request, reach.report, campaign_id, by, lo, hi,
-                                   privacy_k(request))
+            info = await campaign_for(request, key, campaign_id)
+            lo, hi, note = _flight_window(info, date_from, date_to, params)
+            answer = await run_query(request, reach.report, campaign_id, by, lo, hi,
+                                     privacy_k(request))
+            return {**answer, "note": note} if note else answer
 
         return await audited(request, "campaign_report", params, produce)
 
@@ -150,13 +165,15 @@ class MeasureController(Controller):
     ) -> Response:
         """Profiles by impression count (1..9, 10+; with the suppressed remainder it sums to
         reach) and cumulative reach by day."""
-        lo, hi = _dates(date_from, date_to)
-        params = {"campaign_id": campaign_id, "from": lo.isoformat(), "to": hi.isoformat()}
+        _dates(date_from, date_to)
+        params = {"campaign_id": campaign_id, "from": None, "to": None}
 
         async def produce(key: ApiKey) -> dict[str, Any]:
-            await campaign_for(request, key, campaign_id)
-            return await run_query(request, reach.frequency, campaign_id, lo, hi,
-                                   privacy_k(request))
+            info = await campaign_for(request, key, campaign_id)
+            lo, hi, note = _flight_window(info, date_from, date_to, params)
+            answer = await run_query(request, reach.frequency, campaign_id, lo, hi,
+                                     privacy_k(request))
+            return {**answer, "note": note} if note else answer
 
         return await audited(request, "campaign_frequency", params, produce)
 
@@ -169,7 +186,7 @@ class MeasureController(Controller):
         """With a holdout: intent-to-treat lift on starts of the promoted title (genre) in the
         ``days`` after assignment, with 95% CIs and the exposed share. Without: an explicitly
         observational comparison (``kind: observational``), never called lift. Definitions:
-        ``adtier.measure.lift`` and the README."""
+        ``adtier.measure.lift`` and docs/measurement.md."""
         params = {"campaign_id": campaign_id, "days": days}
 
         async def produce(key: ApiKey) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from adtier.segments import build as B
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
 from adtier.segments.rules import RuleError, parse_rule, to_json
+from adtier.segments.vocabulary import check_keys, load_vocabulary
 from adtier.state import AppState, app_state, authorize
 
 __all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES", "K_MIN"]
@@ -222,7 +223,9 @@ class SegmentsController(Controller):
         segment_id = "seg_" + secrets.token_hex(8)
         if data.kind == "rule":
             try:
-                definition: dict[str, Any] = {"rule": to_json(parse_rule(data.rule))}
+                rule = parse_rule(data.rule)
+                check_keys(rule, await _run(load_vocabulary, state.api_clickhouse))
+                definition: dict[str, Any] = {"rule": to_json(rule)}
             except RuleError as err:
                 raise ApiError(400, "invalid_rule", str(err)) from err
         elif data.kind == "lookalike":

@@ -220,10 +220,12 @@ def _predicate(raw: dict, path: str) -> Predicate:
         raise RuleError(f"{path}.key", f"{p.feature} takes no key")
     if feature.key == "required" and p.key is None:
         raise RuleError(f"{path}.key", f"{p.feature} needs a key ({feature.key_kind})")
-    if feature.key_kind == "daypart" and p.key not in DAYPARTS:
-        raise RuleError(f"{path}.key", f"daypart is one of {', '.join(DAYPARTS)}")
-    if feature.key_kind == "device" and p.key not in DEVICES:
-        raise RuleError(f"{path}.key", f"device is one of {', '.join(DEVICES)}")
+    if feature.key_kind in ("daypart", "device"):
+        words = DAYPARTS if feature.key_kind == "daypart" else DEVICES
+        if p.key not in words:
+            from adtier.segments.vocabulary import unknown_key  # it imports this module
+
+            raise RuleError(f"{path}.key", unknown_key(feature.key_kind, p.key or "", words))
     if not feature.windowed and p.window_days is not None:
         raise RuleError(f"{path}.window_days", f"{p.feature} has no window")
     window = (p.window_days or DEFAULT_WINDOW_DAYS) if feature.windowed else 0

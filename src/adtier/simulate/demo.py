@@ -3,14 +3,14 @@ week through its own ingest API (as players would), then print where to look.
 
 ``start_demo`` (called by ``serve``) starts this module as a child process that dies with the
 server; the child waits for ``/readyz``, reads the admin key, makes an ingest, an advertiser and
-a recs key, loads the catalog, replays the week in HTTP mode and prints the keys, the docs URL
-and curl commands to try.
+a recs key, loads the catalog, replays the week in HTTP mode, builds a segment and computes the
+features (so every printed command has something to show), then prints the keys, the docs URL
+and curl commands that work as printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -65,11 +65,54 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _served_paths(client) -> set[str]:
-    try:
-        return set(client.get("/docs/openapi.json").json().get("paths", {}))
-    except Exception:  # noqa: BLE001 - only used to label what is not there yet
-        return set()
+def _until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _build_segment(client, auth: dict[str, str]) -> str:
+    """The showcase segment, created and built, so its printed commands show members."""
+    created = client.post("/v1/segments", content=_SEGMENT, headers={
+        **auth, "Content-Type": "application/json"})
+    created.raise_for_status()
+    segment_id = created.json()["segment_id"]
+    client.post(f"/v1/segments/{segment_id}/build", headers=auth).raise_for_status()
+    if not _until(lambda: client.get(f"/v1/segments/{segment_id}", headers=auth)
+                  .json()["status"] in ("ready", "failed"), 300):
+        raise RuntimeError(f"segment {segment_id} was not built within 300 s")
+    return segment_id
+
+
+def _compute_features(client, auth: dict[str, str]) -> None:
+    """Batch features now, not one interval after start-up: the export has rows to show."""
+    answer = client.post("/v1/features/compute", headers=auth)
+    if answer.status_code not in (202, 409):  # 409: the scheduler's run is already going
+        answer.raise_for_status()
+    if not _until(lambda: not client.get("/v1/features/compute", headers=auth)
+                  .json()["running"], 600):
+        raise RuntimeError("the feature computation did not finish within 600 s")
+
+
+def _sci_fi_fan(world, client, recs: str) -> str:
+    """A targetable profile with a strong sci-fi taste and features to show (a likely member
+    of the segment; the look-up answers for any profile)."""
+    import numpy as np
+
+    from adtier.simulate import params as P
+
+    taste = world.genre_pref[:, P.GENRES.index("sci_fi")].copy()
+    taste[world.kids | world.opted_out] = -1
+    ranked = [int(i) for i in np.argsort(-taste)[:50]]
+    for index in ranked:
+        answer = client.get(f"/v1/features/profiles/{world.profile_id(index)}",
+                            headers={"Authorization": f"Bearer {recs}"})
+        if answer.status_code == 200:
+            return world.profile_id(index)
+    return world.profile_id(ranked[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,20 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             result = run_http(world, client, ingest, options, recorder, progress)
             progress.close()
             stored = wait_until_stored(client, 180)
+            _say("adtier demo: building a segment and computing features ...")
+            segment_id = _build_segment(client, auth)
+            _compute_features(client, auth)
+            fan = _sci_fi_fan(world, client, recs)
         except Exception as err:  # noqa: BLE001 - the server keeps running; say what failed
             _say(f"adtier demo: stopped: {err}")
             return 1
         truth = recorder.finish({"mode": "http (serve --demo)"})
-        paths = _served_paths(client)
 
     url = args.url
-    start = world.start.isoformat()
-    end = (world.start + dt.timedelta(days=world.days - 1)).isoformat()
-    later = "   (coming with later issues)"
-
-    def mark(path: str) -> str:
-        return "" if path in paths else later
-
     lines = ["", "=" * 78, "adtier demo ready", "=" * 78]
     lines += summary_lines(world, truth, result.seconds, "replayed through the API",
                            ["catalog loaded: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()),
@@ -170,15 +209,14 @@ def main(argv: list[str] | None = None) -> int:
          f" -H 'Authorization: Bearer {ingest}'"),
         "  # the campaigns that were loaded",
         f"  curl -s '{url}/v1/catalog/campaigns?limit=5' -H 'Authorization: Bearer {admin}'",
-        f"  # a campaign report{mark('/v1/campaigns/{campaign_id}/report')}",
-        (f"  curl -s '{url}/v1/campaigns/{_SHOWCASE_CAMPAIGN}/report?from={start}&to={end}"
-         f"&by=day' -H 'Authorization: Bearer {advertiser}'"),
-        f"  # a segment: sci-fi fans{mark('/v1/segments')}",
-        (f"  curl -s -XPOST {url}/v1/segments -H 'Authorization: Bearer {admin}'"
-         " -H 'Content-Type: application/json' -d '" + _SEGMENT + "'"),
-        (f"  curl -s -XPOST {url}/v1/segments/<segment_id>/build"
-         f" -H 'Authorization: Bearer {admin}'   # then GET /v1/segments/<segment_id>"),
-        f"  # a feature export (Parquet){mark('/v1/features/export')}",
+        "  # a campaign report by day, over its flight",
+        (f"  curl -s '{url}/v1/campaigns/{_SHOWCASE_CAMPAIGN}/report?by=day'"
+         f" -H 'Authorization: Bearer {advertiser}'"),
+        "  # the segment 'sci-fi fans' (built), and the segments of one profile",
+        f"  curl -s {url}/v1/segments/{segment_id} -H 'Authorization: Bearer {admin}'",
+        f"  curl -s {url}/v1/profiles/{fan}/segments -H 'Authorization: Bearer {admin}'",
+        "  # features of that profile, and a feature export (Parquet)",
+        f"  curl -s {url}/v1/features/profiles/{fan} -H 'Authorization: Bearer {recs}'",
         (f"  curl -s '{url}/v1/features/export?since=0&format=parquet'"
          f" -H 'Authorization: Bearer {recs}' -o features.parquet"),
         "=" * 78,

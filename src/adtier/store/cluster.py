@@ -8,7 +8,7 @@ first), every DDL statement gets ``ON CLUSTER <name>``, and table names do not c
 application's queries, inserts, lightweight deletes and ``FINAL`` reads run unchanged on any
 replica. A cluster with more than one shard is refused by the runner: that layout needs
 ``Distributed`` tables over ``<name>_local`` tables, which this rewriter does not produce
-(see the README, "Load tests and running as a fleet").
+(see docs/operations.md, "On a ClickHouse cluster").
 
 How each statement kind is handled:
 
