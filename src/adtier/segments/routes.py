@@ -43,7 +43,8 @@ from adtier.logs import get_logger
 from adtier.segments import build as B
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
-from adtier.segments.rules import RuleError, parse_rule, to_json
+from adtier.privacy import tenancy
+from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.state import AppState, app_state, authorize
 
 __all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES", "K_MIN"]
@@ -166,6 +167,16 @@ async def _get_visible(request: Request, key: ApiKey, segment_id: str) -> store.
     return row
 
 
+async def _own_campaigns_only(state: AppState, owner: str, tree) -> None:
+    """A rule of an advertiser's segment names only its own campaigns: another advertiser's
+    campaign answers exactly as a campaign that never existed (404), see
+    ``adtier.privacy.tenancy``."""
+    wanted = tenancy.campaign_keys(catalog_keys(tree))
+    foreign = await _run(tenancy.foreign_campaigns, state.api_clickhouse, owner, wanted)
+    if foreign:
+        raise ApiError(404, "not_found", f"no campaign {foreign[0]!r}")
+
+
 def _builder_client(request: Request, state: AppState):
     with _CLIENT_MUTEX:
         client = request.app.state.get("segments_clickhouse")
@@ -222,9 +233,11 @@ class SegmentsController(Controller):
         segment_id = "seg_" + secrets.token_hex(8)
         if data.kind == "rule":
             try:
-                definition: dict[str, Any] = {"rule": to_json(parse_rule(data.rule))}
+                tree = parse_rule(data.rule)
             except RuleError as err:
                 raise ApiError(400, "invalid_rule", str(err)) from err
+            await _own_campaigns_only(state, owner, tree)
+            definition: dict[str, Any] = {"rule": to_json(tree)}
         elif data.kind == "lookalike":
             seed = await _run(store.get_segment, state.api_clickhouse, data.seed_segment_id)
             if not _visible(key, seed):
