@@ -37,6 +37,7 @@ from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
 from adtier.segments.build import restore_redis
+from adtier.privacy.http import PRIVACY_ROUTES
 from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import AppState
@@ -136,7 +137,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_json)
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
-                        *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES],
+                        *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES,
+                        *PRIVACY_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

@@ -31,8 +31,11 @@ from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
-from adtier.measure import audit, forecast, lift, loglevel, reach
+from adtier.measure import audit, forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
+from adtier.privacy import budget as privacy_budget
+from adtier.privacy import http as privacy_http
+from adtier.privacy.release import Release
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize
 from adtier.streams import file_chunks
@@ -101,13 +104,50 @@ async def audited(request: Request, endpoint: str, parameters: dict[str, Any],
             parameters=parameters, status=status, row_count=rows, answer_sha256=digest))
 
     try:
-        answer = await produce(key)
+        try:
+            answer = await produce(key)
+        except privacy_budget.BudgetSpent as spent:
+            await record_spends(request, key, report_id, spent)
+            raise privacy_http.budget_error(spent) from None
     except ApiError as err:
         await record(err.status, 0, "")
         raise
+    await record_spends(request, key, report_id)
     body = _ENCODE({"report_id": report_id, **answer})
     await record(200, _rows_of(answer), audit.sha256_hex(body))
     return Response(content=body, media_type="application/json", status_code=200)
+
+
+async def record_spends(request: Request, key: ApiKey, report_id: str,
+                        refused: privacy_budget.BudgetSpent | None = None) -> None:
+    """Every privacy-budget spend (or refusal) of the request, one audit record each, next to
+    the answer's record (``answer_of`` names it)."""
+    for rel in privacy_http.releases_of(request):
+        if rel.spent is None and refused is None:
+            continue
+        params = {**privacy_http.spend_parameters(rel, refused if rel.spent is None else None),
+                  "answer_of": report_id}
+        await run_query(request, lambda client, p=params: audit.write_record(
+            client, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+            advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT,
+            method=request.method, parameters=p, status=429 if p.get("refused") else 200,
+            row_count=0, answer_sha256=""))
+
+
+def _noisy_report(client, rel: Release, campaign_id: str, by: str, lo: dt.date, hi: dt.date,
+                  k: int) -> dict[str, Any]:
+    got = reach.report_cells(client, campaign_id, by, lo, hi)
+    stream = rel.open(str(got.through))  # the data version: the campaign's newest event
+    return noisy.report(got, campaign_id, by, lo, hi, k, stream, rel.epsilon,
+                        rel.policy.event_bound)
+
+
+def _noisy_frequency(client, rel: Release, campaign_id: str, lo: dt.date, hi: dt.date,
+                     k: int) -> dict[str, Any]:
+    exact = reach.frequency_cells(client, campaign_id, lo, hi)
+    stream = rel.open(str(exact[0]))
+    return noisy.frequency(exact, campaign_id, k, stream, rel.epsilon,
+                           rel.policy.impressions_bound)
 
 
 def _dates(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date, dt.date]:
@@ -137,6 +177,10 @@ class MeasureController(Controller):
 
         async def produce(key: ApiKey) -> dict[str, Any]:
             await campaign_for(request, key, campaign_id)
+            rel = await privacy_http.release_for(request, key, "campaign_report", params)
+            if rel is not None:
+                return await run_query(request, _noisy_report, rel, campaign_id, by, lo, hi,
+                                       privacy_k(request))
             return await run_query(request, reach.report, campaign_id, by, lo, hi,
                                    privacy_k(request))
 
@@ -155,6 +199,10 @@ class MeasureController(Controller):
 
         async def produce(key: ApiKey) -> dict[str, Any]:
             await campaign_for(request, key, campaign_id)
+            rel = await privacy_http.release_for(request, key, "campaign_frequency", params)
+            if rel is not None:
+                return await run_query(request, _noisy_frequency, rel, campaign_id, lo, hi,
+                                       privacy_k(request))
             return await run_query(request, reach.frequency, campaign_id, lo, hi,
                                    privacy_k(request))
 
