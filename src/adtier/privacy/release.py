@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adtier.privacy import budget
-from adtier.privacy.noise import NoiseStream, accuracy, seed_key
+from adtier.privacy.noise import NoiseStream, accuracy, scale_for, seed_key
 
 __all__ = ["Policy", "Release", "SECRET_KEY", "load_secret", "platform_stream", "over_k",
-           "noise_note"]
+           "noise_note", "list_below_minimum", "segment_size", "SIZE_SHARE"]
 
 SECRET_KEY = "adtier:privacy:noise-secret"
 
@@ -103,3 +103,38 @@ class Release:
                                   self.policy.epsilon_limit, self.policy.period, now)
         return NoiseStream(seed_key(self.secret, self.advertiser_id,
                                     [self.endpoint, self.query], data_version))
+
+
+SIZE_SHARE = 5  # a segment size costs ε_query / 5: one count of sensitivity 1
+
+
+def list_below_minimum(kind: str, definition: dict[str, Any], policy: Policy) -> bool:
+    """A customer list (static segment) with fewer uploaded ids than the minimum list size
+    releases no count at all: not its size, not an overlap."""
+    return kind == "static" and int(definition.get("profile_count", 0)) < policy.min_list_size
+
+
+def segment_size(policy: Policy, r: Any, secret: bytes, owner: str, segment_id: str,
+                 kind: str, definition: dict[str, Any], version: int,
+                 size: int) -> tuple[int | None, Release | None]:
+    """The size an advertiser key is shown, and the Release that paid for it (None: nothing
+    charged). Platform segments: one draw per version shared by every advertiser (the
+    platform fixed it; asking cannot re-draw). Own segments: a query on the owner's budget, paid
+    once per version; a spent budget withholds the size (None) rather than refusing the list."""
+    if version == 0:
+        return 0, None  # never built: no data in it
+    if list_below_minimum(kind, definition, policy):
+        return None, None
+    epsilon = policy.epsilon_query / SIZE_SHARE
+    rel = None
+    if not owner:
+        stream = platform_stream(secret, f"segment_size:{segment_id}", str(version))
+    else:
+        rel = Release(policy, r, secret, owner, "segment_size", {"segment_id": segment_id},
+                      epsilon=epsilon)
+        try:
+            stream = rel.open(str(version))
+        except budget.BudgetSpent:
+            return None, None
+    noisy = max(0, stream.add("size", size, scale_for(1, epsilon)))
+    return (noisy if over_k(noisy, policy.k) else None), rel
