@@ -108,10 +108,13 @@ class Release:
 SIZE_SHARE = 5  # a segment size costs ε_query / 5: one count of sensitivity 1
 
 
-def list_below_minimum(kind: str, definition: dict[str, Any], policy: Policy) -> bool:
-    """A customer list (static segment) with fewer uploaded ids than the minimum list size
-    releases no count at all: not its size, not an overlap."""
-    return kind == "static" and int(definition.get("profile_count", 0)) < policy.min_list_size
+def list_below_minimum(kind: str, definition: dict[str, Any], policy: Policy,
+                       owner: str) -> bool:
+    """An advertiser's customer list (static segment) with fewer uploaded ids than the minimum
+    list size releases no count at all: not its size, not an overlap. Platform lists (owner
+    '') are the platform's curation, not an advertiser's probe."""
+    return (bool(owner) and kind == "static"
+            and int(definition.get("profile_count", 0)) < policy.min_list_size)
 
 
 def segment_size(policy: Policy, r: Any, secret: bytes, owner: str, segment_id: str,
@@ -123,7 +126,7 @@ def segment_size(policy: Policy, r: Any, secret: bytes, owner: str, segment_id: 
     once per version; a spent budget withholds the size (None) rather than refusing the list."""
     if version == 0:
         return 0, None  # never built: no data in it
-    if list_below_minimum(kind, definition, policy):
+    if list_below_minimum(kind, definition, policy, owner):
         return None, None
     epsilon = policy.epsilon_query / SIZE_SHARE
     rel = None

@@ -197,7 +197,8 @@ async def _noisy_overlap(request: Request, key: ApiKey, rows: list[store.Segment
         raise privacy_http.budget_error(spent) from None
     await _audit_spend(state, key, rel)
     small = {r.segment_id for r in rows
-             if privacy_release.list_below_minimum(r.kind, r.definition_json(), rel.policy)}
+             if privacy_release.list_below_minimum(r.kind, r.definition_json(), rel.policy,
+                                                  r.owner)}
     scale = scale_for(len(pairs), rel.epsilon)
     out, sizes = [], {}
     for a, b, n in pairs:
