@@ -48,3 +48,12 @@ def run_cli(data_dir: object, *args: str, timeout: float = 120) -> "subprocess.C
     env.pop("ADTIER_REDIS_URL", None)
     return subprocess.run([sys.executable, "-m", "adtier", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def use_noise_secret(api: Any, secret: str) -> None:
+    """Run the app under test with this noise secret (``ADTIER_PRIVACY_NOISE_SECRET``): one
+    deployment of many, for tests that look at the noise across deployments."""
+    import msgspec
+
+    state = api.client.app.state.adtier
+    state.settings = msgspec.structs.replace(state.settings, privacy_noise_secret=secret)

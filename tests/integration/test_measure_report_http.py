@@ -252,10 +252,12 @@ def test_forecast_to_an_advertiser_is_coarse_and_hides_other_campaigns(api, load
                               "history_mean", "history_variance", "gamma_shape"}
     assert body["backtest"] == {"method": "withheld", "days": 1, "candidates": None}
     assert body["backtest_error"] is None
-    assert body["parameters"]["candidates"]["empirical-thinning"] == {
-        "model": exact["model"], "reach": 100,
-        "deliverable_impressions": 50 * round(exact["deliverable_impressions"] / 50)}
-    assert body["universe"] == 200 and body["k"] == 50
+    # counts are noised (docs/privacy.md), then coarse: near the exact ones, multiples of k
+    thinning = body["parameters"]["candidates"]["empirical-thinning"]
+    assert set(thinning) == {"model", "reach", "deliverable_impressions"}
+    assert thinning["model"] == exact["model"] and thinning["reach"] in (50, 100, 150)
+    assert abs(body["universe"] - 200) <= 50 and body["k"] == 50
+    assert "noise" in body and body["noise"]["epsilon"] > 0
     for count in (body["reach"], body["deliverable_impressions"],
                   *(c["reach"] for c in body["parameters"]["candidates"].values())):
         assert count is None or count % 50 == 0, body
@@ -277,7 +279,7 @@ def test_forecast_isolation_and_audit(api, loaded):
     body = answer.json()
     # coarse to the owner too (k = 50; a reach under k is None), and the backtest rests on
     # one campaign (adv-a's): withheld
-    assert body["universe"] == 200 and body["reach"] in (None, 50, 100)
+    assert abs(body["universe"] - 200) <= 50 and body["reach"] in (None, 50, 100, 150)
     assert body["backtest"]["method"] == "withheld" and body["backtest_error"] is None
     # targeted over the segment: a category's keener viewers, a random holdout share (exact
     # numbers: the admin's)

@@ -12,7 +12,7 @@ import json
 import msgspec
 import pytest
 
-from adtier.privacy.release import SECRET_KEY
+from tests.helpers import use_noise_secret
 from tests.helpers import ad_event, batch, now_ms
 
 DAY_MS = 86_400_000
@@ -68,7 +68,7 @@ def test_differencing_two_ranges_no_longer_counts_the_new_profiles(api, rds, day
         == (63, 60)
     exact_hits = 0
     for secret in SECRETS:  # 20 deployments, each with its own noise secret
-        rds.set(SECRET_KEY, secret)
+        use_noise_secret(api, secret)
         wide, narrow = _totals_reach(api, adv, d1, d2), _totals_reach(api, adv, d1, d1)
         exact_hits += wide is not None and narrow is not None and wide - narrow == 3
     # with exact counts the difference is right 20 times out of 20

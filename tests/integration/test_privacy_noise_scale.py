@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from adtier.privacy.noise import accuracy
-from adtier.privacy.release import SECRET_KEY
+from tests.helpers import use_noise_secret
 from tests.helpers import ad_event, batch, now_ms
 from tests.integration.test_segments_http import build, create, key_for
 
@@ -56,7 +56,7 @@ def loaded(api, flush):
 def _draws(api, rds, url: str, headers: dict, pick) -> tuple[list[int], dict]:
     values, note = [], {}
     for secret in SECRETS:
-        rds.set(SECRET_KEY, secret)
+        use_noise_secret(api, secret)
         body = api.client.get(url, headers=headers).json()
         values.append(pick(body))
         note = body.get("noise") or note

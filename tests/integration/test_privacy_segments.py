@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from adtier.privacy.release import SECRET_KEY
+from tests.helpers import use_noise_secret
 from tests.integration.test_segments_http import build, create, key_for, world  # noqa: F401
 
 SECRETS = [f"secret-{i:02d}" for i in range(20)]
@@ -71,7 +71,7 @@ def test_list_plus_one_overlap_does_not_reveal_membership(world, rds, crowd):  #
     assert exact == (1000, 1001)  # what the attack reads with exact overlaps
     hits = 0
     for secret in SECRETS:
-        rds.set(SECRET_KEY, secret)
+        use_noise_secret(world, secret)
         a, b = _overlap(world, adv, listed, platform), _overlap(world, adv, plus, platform)
         hits += a is not None and b is not None and b - a == 1
     assert hits <= 5, hits  # exact overlaps: 20 of 20

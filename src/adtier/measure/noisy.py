@@ -19,6 +19,22 @@ A row is released when its noisy reach is at least k, else folded into the remai
 bound is not enforced (the cells store sums, not per-profile counts): a profile with ``m`` times
 the bound enjoys ``m`` times the ε (group privacy). Ratios are computed from the noisy counts.
 
+**Content effects**: a profile is in one arm; its first-moment sums are noised: profiles,
+exposed profiles and starters (1 each), window sessions, target sessions and sessions after
+exposure (at most ``SESSIONS_PER_DAY × days`` each), target minutes (at most
+``TARGET_MINUTES_PER_DAY × days``); ε/7 each. Estimates are taken of the noisy sums and each
+standard error is widened by the noise (``lift._widened``), so the CIs keep their coverage.
+The bounds are not enforced; the second moments behind the standard errors are exact.
+Abandonment is withheld from advertiser keys.
+
+**Forecast**: the predicted counts are sums over the universe's profiles of each one's
+predicted part, at most 1 profile each: universe, reach, each candidate's reach and the
+distribution (a profile's probabilities over the buckets sum to at most 1) get ε/5 each at
+L1 1, deliverable impressions ε/5 at ``impressions_bound``. The noisy answer then goes through
+``forecast.release`` (coarse to k, buckets folded) like before. Its data version is a hash of
+the exact answer (a forecast reads the recent history of the segments' profiles, which has no
+single "newest event"): the same data answers the same.
+
 **Frequency**: buckets 1..9, 10+ are disjoint, so a profile changes one bucket's count by one
 (ε/3, L1 1); its first day likewise (ε/3, L1 1: the cumulative curve is the running sum of the
 noisy new-profile counts); the 10+ bucket's impressions get ε/3 with a bound of
@@ -29,16 +45,19 @@ noisy new-profile counts); the 10+ bucket's impressions get ε/3 with a bound of
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from adtier.countries import COUNTRY_CODES
 from adtier.measure import reach
 from adtier.measure.cells import COUNT_METRICS, CellRows
-from adtier.privacy.noise import NoiseStream, scale_for
+from adtier.privacy.noise import NoiseStream, scale_for, variance
 from adtier.privacy.release import noise_note, over_k
 
 __all__ = ["max_rows", "report_scales", "report", "frequency_scales", "frequency",
-           "MAX_CREATIVES", "MAX_DAYS"]
+           "MAX_CREATIVES", "MAX_DAYS", "content_effects_scales", "EffectsPrivatizer",
+           "SESSIONS_PER_DAY", "TARGET_MINUTES_PER_DAY", "forecast_scales", "forecast",
+           "forecast_version"]
 
 MAX_DAYS = 402  # the cells and rollups keep 400 days (TTL): no range has more day rows
 MAX_CREATIVES = 20  # the documented bound on a campaign's creatives (not enforced)
@@ -115,14 +134,16 @@ def frequency(exact: tuple[Any, dict[int, list[int]], dict[dt.date, int]], campa
               ) -> dict[str, Any]:
     through, by_bucket, new_by_day = exact
     scales = frequency_scales(epsilon, impressions_bound)
-    # every bucket gets a draw, present or not: which buckets exist is itself data
-    profiles = {b: max(0, stream.add(f"bucket/{b}", by_bucket.get(b, [0, 0])[0],
-                                     scales["buckets"])) for b in range(1, 11)}
+    # every bucket gets a draw, present or not: which buckets exist is itself data. Sums are
+    # of the unclamped draws (clamping each at 0 first would bias reach up by ~10 draws' worth
+    # on an empty or small campaign); a bucket is released only at >= k, so never negative.
+    profiles = {b: stream.add(f"bucket/{b}", by_bucket.get(b, [0, 0])[0], scales["buckets"])
+                for b in range(1, 11)}
     imps = {b: b * profiles[b] for b in range(1, 10)}
     imps[10] = max(10 * profiles[10], stream.add("bucket/10/impressions",
                                                  by_bucket.get(10, [0, 0])[1],
                                                  scales["impressions_10_plus"]))
-    total_reach, total_imps = sum(profiles.values()), sum(imps.values())
+    total_reach, total_imps = max(0, sum(profiles.values())), max(0, sum(imps.values()))
     note = {**noise_note(epsilon, scales), "rows_sum_to_totals": True}
     if not over_k(total_reach, k):
         return {"campaign_id": campaign_id, "k": k, "reach": None, "impressions": None,
@@ -168,3 +189,86 @@ def _cumulative(new_by_day: dict[dt.date, int], total: int, k: int, stream: Nois
             released_at = cumulative
         day += dt.timedelta(days=1)
     return points
+
+
+SESSIONS_PER_DAY = 4  # content effects' bound on a profile's window sessions per day
+TARGET_MINUTES_PER_DAY = 180  # ... and on its minutes of the promoted title (genre) per day
+_EFFECT_SUMS = ("profiles", "exposed_profiles", "starters", "sn", "sy", "sn_after", "sw")
+
+
+def content_effects_scales(days: int, epsilon: float) -> dict[str, float]:
+    sessions = SESSIONS_PER_DAY * days
+    bounds = {"profiles": 1, "exposed_profiles": 1, "starters": 1, "sn": sessions,
+              "sy": sessions, "sn_after": sessions, "sw": TARGET_MINUTES_PER_DAY * days}
+    return {name: scale_for(bounds[name], epsilon / len(_EFFECT_SUMS)) for name in _EFFECT_SUMS}
+
+
+class EffectsPrivatizer:
+    """``lift.content_effects``' ``privatize``: opens the query's noise on the answer's data
+    version (the campaign's and the viewing's newest events; ``Release.open`` charges the
+    budget) and noises each arm's sums."""
+
+    def __init__(self, open_stream: Callable[[str], NoiseStream], epsilon: float, days: int):
+        self.open_stream = open_stream
+        self.epsilon = epsilon
+        self.scales = content_effects_scales(days, epsilon)
+
+    def __call__(self, groups: dict[int, dict[str, Any]], version: Any
+                 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, float]]]:
+        stream = self.open_stream("|".join(str(v) for v in version))
+        noisy: dict[int, dict[str, Any]] = {}
+        var: dict[int, dict[str, float]] = {}
+        for arm, g in groups.items():
+            noisy[arm] = dict(g)
+            for name, scale in self.scales.items():
+                noisy[arm][name] = max(0.0, float(g[name]) + stream.draw(f"arm/{arm}/{name}",
+                                                                          scale))
+            var[arm] = {name: variance(scale) for name, scale in self.scales.items()}
+        return noisy, var
+
+    def note(self) -> dict[str, Any]:
+        return {**noise_note(self.epsilon, self.scales), "rows_sum_to_totals": False,
+                "ci_widened_for_noise": True}
+
+
+_FORECAST_FAMILIES = 5
+
+
+def forecast_scales(epsilon: float, impressions_bound: int) -> dict[str, float]:
+    share = epsilon / _FORECAST_FAMILIES
+    return {"universe": scale_for(1, share), "reach": scale_for(1, share),
+            "candidates_reach": scale_for(1, share), "distribution": scale_for(1, share),
+            "deliverable_impressions": scale_for(impressions_bound, share)}
+
+
+def forecast_version(answer: dict[str, Any]) -> str:
+    import hashlib
+
+    import msgspec
+
+    return hashlib.sha256(msgspec.json.encode(answer, order="sorted")).hexdigest()[:32]
+
+
+def forecast(answer: dict[str, Any], stream: NoiseStream, epsilon: float,
+             impressions_bound: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """The exact forecast with its counts noised (then ``forecast.release`` applies); and the
+    scales. Ratios are recomputed from the noisy counts."""
+    scales = forecast_scales(epsilon, impressions_bound)
+    out = dict(answer)
+    out["universe"] = max(0, stream.add("universe", answer["universe"], scales["universe"]))
+    out["reach"] = max(0.0, float(answer["reach"]) + stream.draw("reach", scales["reach"]))
+    out["deliverable_impressions"] = max(0, stream.add(
+        "deliverable", answer["deliverable_impressions"], scales["deliverable_impressions"]))
+    out["distribution"] = [
+        {**d, "profiles": max(0, round(d["profiles"] + stream.draw(f"bucket/{d['frequency']}",
+                                                                   scales["distribution"])))}
+        for d in answer["distribution"]]
+    candidates = {}
+    for name, c in answer["parameters"]["candidates"].items():
+        candidates[name] = {**c, "reach": max(0.0, float(c["reach"]) + stream.draw(
+            f"candidate/{name}/reach", scales["candidates_reach"])),
+            "deliverable_impressions": max(0, stream.add(
+                f"candidate/{name}/deliverable", c["deliverable_impressions"],
+                scales["deliverable_impressions"]))}
+    out["parameters"] = {**answer["parameters"], "candidates": candidates}
+    return out, scales

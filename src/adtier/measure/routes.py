@@ -35,7 +35,8 @@ from adtier.measure import audit, forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
-from adtier.privacy.release import Release
+from adtier.privacy.noise import accuracy
+from adtier.privacy.release import Release, noise_note
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize
 from adtier.streams import file_chunks
@@ -134,6 +135,15 @@ async def record_spends(request: Request, key: ApiKey, report_id: str,
             row_count=0, answer_sha256=""))
 
 
+def _noise_error(answer: dict[str, Any], scales: dict[str, float]) -> float | None:
+    """The forecast's reach error from the noise alone, relative, at 95 %: to be read beside
+    ``backtest_error`` (the model's error) — the two add at worst."""
+    reach = answer.get("reach")
+    if not reach:
+        return None
+    return round(accuracy(scales["reach"], 0.05) / reach, 4)
+
+
 def _noisy_report(client, rel: Release, campaign_id: str, by: str, lo: dt.date, hi: dt.date,
                   k: int) -> dict[str, Any]:
     got = reach.report_cells(client, campaign_id, by, lo, hi)
@@ -225,7 +235,14 @@ class MeasureController(Controller):
             if not (info.promoted_title_id or info.promoted_genre):
                 raise ApiError(422, "not_a_promotion",
                                f"campaign {campaign_id!r} promotes no title or genre")
-            return await run_query(request, lift.content_effects, info, days, privacy_k(request))
+            rel = await privacy_http.release_for(request, key, "campaign_content_effects", params)
+            if rel is None:
+                return await run_query(request, lift.content_effects, info, days,
+                                       privacy_k(request))
+            privatize = noisy.EffectsPrivatizer(rel.open, rel.epsilon, days)
+            answer = await run_query(request, lift.content_effects, info, days,
+                                     privacy_k(request), privatize)
+            return {**answer, "noise": privatize.note()}
 
         return await audited(request, "campaign_content_effects", params, produce)
 
@@ -355,7 +372,19 @@ class ForecastController(Controller):
                                f"the eligible audience has fewer than {k} profiles")
             # an advertiser may ask of any list it uploads: counts coarse, small buckets
             # folded, other advertisers' campaigns in the backtest only as an aggregate
-            if key.role != "admin":
+            rel = await privacy_http.release_for(request, key, "forecast_reach", params)
+            if rel is not None:
+                # seeded noise on every count (data version: the exact answer's hash), then
+                # the coarse release; the error bound adds the noise's 95 % half-width
+                stream = await run_query(request, lambda _c: rel.open(
+                    noisy.forecast_version(answer)))
+                answer, scales = noisy.forecast(answer, stream, rel.epsilon,
+                                                rel.policy.impressions_bound)
+                answer = forecast.release(answer, k)
+                answer["noise"] = {**noise_note(rel.epsilon, scales),
+                                   "rows_sum_to_totals": False}
+                answer["noise_error"] = _noise_error(answer, scales)
+            elif key.role != "admin":
                 answer = forecast.release(answer, k)
             return {"segment_ids": data.segment_ids, **answer}
 

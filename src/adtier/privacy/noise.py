@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 __all__ = ["scale_for", "accuracy", "epsilon_of", "seed_key", "NoiseStream",
-           "discrete_laplace", "pmf"]
+           "discrete_laplace", "pmf", "variance"]
 
 _CANONICAL = msgspec.json.Encoder(order="sorted")
 
@@ -89,6 +89,14 @@ def discrete_laplace(rng: np.random.Generator, scale: float) -> int:
         return 0
     p = -math.expm1(-1.0 / scale)
     return int(rng.geometric(p)) - int(rng.geometric(p))
+
+
+def variance(scale: float) -> float:
+    """Variance of the discrete Laplace with ``scale`` (widens confidence intervals)."""
+    if scale <= 0:
+        return 0.0
+    q = math.exp(-1.0 / scale)
+    return 2 * q / (1 - q) ** 2
 
 
 def pmf(x: np.ndarray, scale: float) -> np.ndarray:
