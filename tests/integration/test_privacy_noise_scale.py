@@ -53,7 +53,7 @@ def loaded(api, flush):
     return day1, day1 + dt.timedelta(days=1)
 
 
-def _draws(api, rds, url: str, headers: dict, pick) -> tuple[list[int], dict]:
+def _draws(api, url: str, headers: dict, pick) -> tuple[list[int], dict]:
     values, note = [], {}
     for secret in SECRETS:
         use_noise_secret(api, secret)
@@ -68,11 +68,11 @@ def test_report_totals_and_rows_follow_their_scales(api, rds, loaded):
     url = f"/v1/campaigns/cmp-a/report?by=day&from={d1}&to={d2}"
     exact = api.client.get(url, headers=api.admin).json()
     adv = key_for(api, "adv-a")
-    totals, note = _draws(api, rds, url, adv, lambda b: b["totals"]["reach"])
+    totals, note = _draws(api, url, adv, lambda b: b["totals"]["reach"])
     _check([t - exact["totals"]["reach"] for t in totals], note["scales"]["totals_reach"])
-    imps, _ = _draws(api, rds, url, adv, lambda b: b["totals"]["impressions"])
+    imps, _ = _draws(api, url, adv, lambda b: b["totals"]["impressions"])
     _check([t - exact["totals"]["impressions"] for t in imps], note["scales"]["totals_events"])
-    rows, _ = _draws(api, rds, url, adv, lambda b: b["rows"][0]["reach"])
+    rows, _ = _draws(api, url, adv, lambda b: b["rows"][0]["reach"])
     _check([r - exact["rows"][0]["reach"] for r in rows], note["scales"]["rows_reach"])
 
 
@@ -81,7 +81,7 @@ def test_frequency_buckets_follow_their_scale(api, rds, loaded):
     url = f"/v1/campaigns/cmp-a/frequency?from={d1}&to={d2}"
     exact = api.client.get(url, headers=api.admin).json()
     first = exact["distribution"][0]["profiles"]
-    got, note = _draws(api, rds, url, key_for(api, "adv-a"),
+    got, note = _draws(api, url, key_for(api, "adv-a"),
                        lambda b: b["distribution"][0]["profiles"])
     _check([g - first for g in got], note["scales"]["buckets"])
 
@@ -94,12 +94,36 @@ def test_segment_sizes_and_overlaps_follow_their_scales(api, rds, loaded):
     platform = create(api, {"name": "p", "kind": "static", "profile_ids": ids[:900]})
     assert build(api, platform["segment_id"])["status"] == "ready"
     sid, pid = mine["segment_id"], platform["segment_id"]
-    sizes, _ = _draws(api, rds, f"/v1/segments/{sid}", adv, lambda b: b["size"])
+    sizes, _ = _draws(api, f"/v1/segments/{sid}", adv, lambda b: b["size"])
     from adtier.privacy.noise import scale_for
     from adtier.privacy.release import SIZE_SHARE
     eps = api.client.get("/v1/privacy/budget", headers=adv).json()["epsilon_per_query"]
     _check([s - 1200 for s in sizes], scale_for(1, eps / SIZE_SHARE))
     url = f"/v1/segments/overlap?ids={sid},{pid}"
-    pairs, note = _draws(api, rds, url, adv,
+    pairs, note = _draws(api, url, adv,
                          lambda b: next(p["intersection"] for p in b["pairs"] if p["a"] != p["b"]))
     _check([p - 900 for p in pairs], note["scales"]["pairs"])
+
+
+def test_content_effects_arm_counts_follow_their_scale(api, flush):
+    """A promotion with a 50 % holdout over 1,000 profiles: each arm's released profile count
+    is the exact one plus noise of the documented scale."""
+    api.client.put("/v1/catalog/advertisers", json={"items": [
+        {"advertiser_id": "adv-a", "name": "A"}]}, headers=api.admin)
+    today = dt.datetime.fromtimestamp(now_ms() / 1000, dt.timezone.utc).date()
+    promo = {**CAMPAIGN, "campaign_id": "cmp-h", "holdout_percent": 50.0,
+             "promoted_genre": "drama", "start_date": (today - dt.timedelta(days=5)).isoformat(),
+             "end_date": today.isoformat()}
+    api.client.put("/v1/catalog/campaigns", json={"items": [promo]}, headers=api.admin)
+    base = now_ms() - 2 * DAY_MS
+    events = [ad_event("impression", profile_id=f"h{i:04d}", campaign_id="cmp-h",
+                       ad_serving_id=f"h-{i}", ts=base) for i in range(1000)]
+    assert api.post_events(batch(events)).status_code == 200
+    flush()
+    url = "/v1/campaigns/cmp-h/content-effects"
+    exact = api.client.get(url, headers=api.admin).json()
+    assert exact["suppressed"] is False, exact
+    truth = exact["arms"][0]["profiles"]
+    got, note = _draws(api, url, key_for(api, "adv-a"), lambda b: b["arms"][0]["profiles"])
+    _check([g - truth for g in got], note["scales"]["profiles"])
+    assert note["ci_widened_for_noise"] is True
