@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 
 from adtier.auth import ApiKey
 from adtier.errors import ApiError
@@ -67,7 +68,8 @@ class BudgetController(Controller):
     tags = ["privacy"]
 
     @get("/", summary="This advertiser's privacy budget")
-    async def show(self, request: Request, advertiser_id: str | None = None) -> dict[str, Any]:
+    async def show(self, request: Request,
+                   advertiser_id: FromQuery[str | None] = None) -> dict[str, Any]:
         """ε spent and left in the current calendar period (UTC), when it resets, and how many
         distinct queries paid for it. An advertiser key sees its own; admin names one with
         ``?advertiser_id=``. See docs/privacy.md."""
