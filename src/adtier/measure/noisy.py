@@ -203,6 +203,15 @@ def content_effects_scales(days: int, epsilon: float) -> dict[str, float]:
     return {name: scale_for(bounds[name], epsilon / len(_EFFECT_SUMS)) for name in _EFFECT_SUMS}
 
 
+def _consistent(g: dict[str, Any]) -> None:
+    """Post-processing that keeps the noisy sums possible (a share in [0, 1]): starters and
+    exposed profiles at most the profiles, target sessions and sessions after exposure at most
+    the sessions. Free of ε, and the estimators' square roots stay real."""
+    for part, whole in (("starters", "profiles"), ("exposed_profiles", "profiles"),
+                        ("sy", "sn"), ("sn_after", "sn")):
+        g[part] = min(g[part], g[whole])
+
+
 class EffectsPrivatizer:
     """``lift.content_effects``' ``privatize``: opens the query's noise on the answer's data
     version (the campaign's and the viewing's newest events; ``Release.open`` charges the
@@ -223,6 +232,7 @@ class EffectsPrivatizer:
             for name, scale in self.scales.items():
                 noisy[arm][name] = max(0.0, float(g[name]) + stream.draw(f"arm/{arm}/{name}",
                                                                           scale))
+            _consistent(noisy[arm])
             var[arm] = {name: variance(scale) for name, scale in self.scales.items()}
         return noisy, var
 
