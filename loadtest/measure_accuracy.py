@@ -53,6 +53,8 @@ from typing import Any
 
 from adtier.measure import forecast as F
 from adtier.measure import lift as L
+from adtier.measure import noisy as N
+from adtier.privacy.noise import NoiseStream, seed_key
 from adtier.measure.privacy import CampaignInfo
 from adtier.simulate.direct import load_catalog_direct, run_direct
 from adtier.simulate.truth import Truth, TruthRecorder
@@ -153,14 +155,22 @@ def campaign_info(client, campaign_id: str) -> CampaignInfo:
     return CampaignInfo(*row)
 
 
-def lift_checks(client, truth: Truth, window: int) -> list[dict[str, Any]]:
-    """Per promo: the planted effect against the per-exposed-session CI and the ITT CI."""
+def lift_checks(client, truth: Truth, window: int, epsilon: float | None = None,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Per promo: the planted effect against the per-exposed-session CI and the ITT CI.
+    With ``epsilon``: the answer an advertiser key gets (noisy sums, CIs widened for the
+    noise; ``measure.noisy.EffectsPrivatizer``), its noise seeded by the world's seed."""
     rows = []
     for planted in truth.effects.to_pylist():
         if planted["effect"] != "promo_start_lift":
             continue
+        privatize = None
+        if epsilon is not None:
+            def open_stream(version: str, c=planted["campaign_id"]) -> NoiseStream:
+                return NoiseStream(seed_key(f"accuracy-{seed}".encode(), "adv", c, version))
+            privatize = N.EffectsPrivatizer(open_stream, epsilon, window)
         body = L.content_effects(client, campaign_info(client, planted["campaign_id"]),
-                                 window, 1)
+                                 window, 1, privatize)
         if body["suppressed"] or "per_exposed_session" not in body:
             rows.append({"campaign_id": planted["campaign_id"], "skipped": True})
             continue
@@ -260,6 +270,9 @@ def report_lift(per_seed: dict[int, list[dict[str, Any]]]) -> None:
     for kind, marks in by_kind.items():
         klo, khi = wilson(sum(marks), len(marks))
         print(f"    {kind:5s} promos {sum(marks)}/{len(marks)} [{klo:.3f}, {khi:.3f}]")
+    widths = [r["hi"] - r["lo"] for rows in per_seed.values() for r in rows if not r["skipped"]]
+    if widths:
+        print(f"  CI width (per exposed session): median {statistics.median(widths):.4f}")
     if len(z_scores) > 1:
         # (estimate - truth) / se: mean ~0 and sd ~1 if the estimator is unbiased and its
         # standard error right; a shifted mean is bias, a wide sd an understated error
@@ -276,6 +289,9 @@ def main() -> None:
                         help="the plan's days: the backtest's halves (history 2 x days)")
     parser.add_argument("--window", type=int, default=7, help="content effects' outcome days")
     parser.add_argument("--skip", default="", help="comma list of: forecast,flights,lift")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="lift as an advertiser key gets it: DP noise at this ε per query "
+                             "(default: exact, as admin)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data_dir = Path(tempfile.mkdtemp(prefix="adtier-measure-accuracy-"))
@@ -295,7 +311,7 @@ def main() -> None:
             if "flights" not in skip:
                 flight_rows += flights(client, truth)
             if "lift" not in skip:
-                lift_rows[seed] = lift_checks(client, truth, args.window)
+                lift_rows[seed] = lift_checks(client, truth, args.window, args.epsilon, seed)
             print(f"seed {seed}: {world.n_profiles:,} profiles x {world.days} days, simulated "
                   f"and stored in {t_sim:.1f} s, measured in {time.perf_counter() - t - t_sim:.1f}"
                   f" s", flush=True)

@@ -89,6 +89,8 @@ def settings(tmp_path: Path, valkey: EmbeddedValkey, clickhouse_dsn: str, ch, rd
         admin_key="adt_test_admin_" + uuid.uuid4().hex,
         flusher_enabled=False,
         log_level="warning",
+        # fixed: advertiser answers are noisy, and a test's draws must be the same every run
+        privacy_noise_secret="adt-test-noise-secret",
     )
 
 

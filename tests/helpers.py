@@ -69,3 +69,12 @@ def as_first_written(ch: Any, statement: str) -> str:
         "ORDER BY position", parameters={"t": table}).result_rows
         if r[0] not in LATER_COLUMNS[table]]
     return statement.replace(f"INSERT INTO {table}", f"INSERT INTO {table} ({', '.join(names)})", 1)
+
+
+def use_noise_secret(api: Any, secret: str) -> None:
+    """Run the app under test with this noise secret (``ADTIER_PRIVACY_NOISE_SECRET``): one
+    deployment of many, for tests that look at the noise across deployments."""
+    import msgspec
+
+    state = api.client.app.state.adtier
+    state.settings = msgspec.structs.replace(state.settings, privacy_noise_secret=secret)

@@ -38,6 +38,7 @@ from adtier.ops import OpsController
 from adtier.request_ids import request_id_middleware
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
 from adtier.segments.build import restore_redis
+from adtier.privacy.http import PRIVACY_ROUTES
 from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import AppState
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[EventsController, PixelTemplateController, pixel_route, KeysController, OpsController,
                         *CATALOG_ROUTES, *SEGMENT_ROUTES, *MEASURE_ROUTES, *FEATURE_ROUTES,
-                        VastController, *CONSOLE_ROUTES, *CONSOLE_API_ROUTES],
+                        VastController, *CONSOLE_ROUTES, *CONSOLE_API_ROUTES, *PRIVACY_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
         middleware=[request_id_middleware],

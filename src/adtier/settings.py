@@ -61,6 +61,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Per-profile live ad counters for the feature feed, updated by the flushers.
     live_counters: bool = True
     privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles
+    # Differential privacy of every count released to an advertiser key (docs/privacy.md):
+    # ε spent by one distinct query, the budget of ε per calendar period (day|week|month, UTC)
+    privacy_epsilon_query: float = 0.5
+    privacy_epsilon_budget: float = 20.0
+    privacy_epsilon_period: str = "month"
+    # a static segment (customer list) releases its size and overlaps only from this many ids
+    privacy_min_list_size: int = 1000
+    # contribution bounds the noise is calibrated to: events of one type per profile per report
+    # cell, and impressions per profile in the frequency's 10+ bucket
+    privacy_event_bound: int = 5
+    privacy_impressions_bound: int = 100
+    # secret the noise is seeded from; empty: one is generated once and kept in Redis
+    privacy_noise_secret: str = ""
     # Batch feature computation inside `adtier serve`, every this many seconds (0 = never; the
     # first run comes one interval after start-up). POST /v1/features/compute runs one at once.
     features_compute_interval_s: float = 900.0

@@ -5,6 +5,7 @@ suppressed, a wrong key is told so, and nothing is fetched from outside the serv
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -150,7 +151,8 @@ def test_advertiser_campaign_page_draws_the_apis_numbers(tab, world):
         assert len(suppressed) == (1 if report["suppressed_rows"] else 0), by
         if report["suppressed_rows"]:
             text = suppressed[0].inner_text()
-            assert f"suppressed ({report['suppressed_rows']} rows under k = 50" in text
+            n = report["suppressed_rows"]
+            assert f"suppressed ({n} {'row' if n == 1 else 'rows'} under k = 50" in text
             if report["suppressed"] is not None:
                 assert f"{report['suppressed']['impressions']:,}" in text
     tab.shot("advertiser-campaign")
@@ -200,7 +202,12 @@ def test_keyboard_alone_signs_in_and_moves_between_pages(tab, world):
 
 def test_a_date_range_asks_the_api_for_that_range(tab, world):
     cid = world.own_campaign
-    days = [r["day"] for r in world.get(f"/v1/campaigns/{cid}/report?by=day")["rows"]]
+    # the world's whole span (a report without dates covers the flight only), exact numbers
+    today = dt.date.today()
+    span = f"from={today - dt.timedelta(days=14)}&to={today}"
+    days = [r["day"] for r in
+            world.get(f"/v1/campaigns/{cid}/report?by=day&{span}", world.admin_key)["rows"]]
+    assert len(days) >= 4, days
     lo, hi = days[1], days[-2]
     tab.sign_in(world.advertiser_key)
     tab.wait_ready()

@@ -82,15 +82,16 @@ def test_the_readme_tour_runs_verbatim(readme_server):
     lines = out.splitlines()
     assert lines[:3] == ['{"upserted":1}'] * 3  # advertiser, campaign, creative
     status = json.loads(next(line for line in lines if '"batch_id"' in line))
-    assert status["state"] == "stored" and status["stored"] == status["accepted"] == 500
+    assert status["state"] == "stored" and status["stored"] == status["accepted"] == 2500
     report = json.loads(next(line for line in lines if '"report_id"' in line))
     assert {row["device"] for row in report["rows"]} == {"tv", "mobile"}
     assert all(row["reach"] > 0 for row in report["rows"])
     size = int(next(line for line in lines if line.strip().isdigit()))
-    assert 0 < size <= 100  # only mobile profiles completed the ad
+    # the 500 mobile profiles completed the ad; an advertiser's size carries noise of scale 10
+    assert abs(size - 500) <= 150
     lookup = json.loads(next(x for x in lines if x.startswith('{"profile_id":"pf-1","segments"')))
     assert len(lookup["segments"]) == 1
-    assert re.search(r"^x-adtier-rows: (\d+)", out, flags=re.M | re.I).group(1) == "200"
+    assert re.search(r"^x-adtier-rows: (\d+)", out, flags=re.M | re.I).group(1) == "1000"
     assert (cwd / "features.parquet").stat().st_size > 0
     features = json.loads(lines[-1])
     assert features["profile_id"] == "pf-1" and features["batch"]["impressions"] >= 1

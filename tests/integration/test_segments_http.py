@@ -238,9 +238,11 @@ def test_advertiser_scoping(world, ch) -> None:
                              ).status_code == 404
     assert world.client.post(f"/v1/segments/{platform['segment_id']}/build", headers=adv2
                              ).status_code == 403
-    # look-up: an advertiser sees only its own segments, never platform memberships
-    assert world.client.get("/v1/profiles/pf-a/segments", headers=adv1).json()["segments"] == [
-        mine["segment_id"]]
+    # look-up: memberships of one profile never reach an advertiser key, not even its own
+    # segments' (docs/privacy.md); the admin (ad decisioning) sees them
+    assert world.client.get("/v1/profiles/pf-a/segments", headers=adv1).json()["segments"] == []
+    assert mine["segment_id"] in world.client.get("/v1/profiles/pf-a/segments",
+                                                  headers=world.admin).json()["segments"]
     assert world.client.get("/v1/profiles/pf-a/segments", headers=adv2).json()["segments"] == []
     # small intersections are suppressed for advertisers (k = 50), exact for admin
     answer = world.client.get(f"/v1/segments/overlap?ids={mine['segment_id']}", headers=adv1)

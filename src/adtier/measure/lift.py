@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -300,6 +301,17 @@ def proportion(x: float, m: float) -> tuple[float, float]:
     return p, math.sqrt(p * (1 - p) / m)
 
 
+def _widened(estimate: tuple[float, float], var_num: float, var_den: float,
+             den: float) -> tuple[float, float]:
+    """An estimate num/den whose num and den carry independent noise of variances var_num and
+    var_den: its standard error widened by the noise's (delta method,
+    (var_num + r^2 var_den) / den^2)."""
+    r, se = estimate
+    if not (var_num or var_den) or den <= 0:
+        return r, se
+    return r, math.sqrt(se * se + (var_num + r * r * var_den) / (den * den))
+
+
 def _diff(a: tuple[float, float], b: tuple[float, float]) -> dict[str, Any]:
     d = a[0] - b[0]
     se = math.sqrt(a[1] ** 2 + b[1] ** 2)
@@ -328,7 +340,13 @@ def _outcome_freshness(client: Client, window_end: dt.date) -> dict[str, Any]:
             "outcome_window_complete": through is not None and through >= end}
 
 
-def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -> dict[str, Any]:
+def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int,
+                    privatize: Callable[[dict[int, dict[str, Any]], Any], tuple[
+                        dict[int, dict[str, Any]], dict[int, dict[str, float]]]] | None = None
+                    ) -> dict[str, Any]:
+    """The content effects; ``privatize`` (advertiser keys: ``measure.noisy``) replaces each
+    arm's first-moment sums by noisy ones, given the data version (data_through, outcome),
+    and answers the noise variances, which widen each standard error."""
     has_holdout = campaign.holdout_percent > 0
     if campaign.promoted_title_id:
         hit = "content_id = {target:String}"
@@ -353,6 +371,9 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
         "flight_start": campaign.start_date, "flight_end": campaign.end_date,
         "window_end": window_end, "days": days, "target": bound})
     groups = {int(row[0]): dict(zip(result.column_names, row)) for row in result.result_rows}
+    noise_var: dict[int, dict[str, float]] = {}
+    if privatize is not None:
+        groups, noise_var = privatize(groups, (through, outcome["outcome_data_through"]))
     base = {
         "campaign_id": campaign.campaign_id,
         "kind": "holdout_lift" if has_holdout else "observational",
@@ -369,11 +390,14 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
         return {**base, "suppressed": True, "comparisons": [],
                 "detail": f"each compared group must cover at least {k} profiles"}
 
-    def arm_stats(g: dict[str, Any], name: str) -> dict[str, Any]:
+    def arm_stats(g: dict[str, Any], name: str, var: dict[str, float]) -> dict[str, Any]:
         m = float(g["profiles"])
-        sess = ratio_estimate(m, g["sy"], g["sn"], g["syy"], g["snn"], g["syn"])
-        prof = proportion(g["starters"], m)
-        watch = mean_estimate(m, g["sw"], g["sww"])
+        sess = _widened(ratio_estimate(m, g["sy"], g["sn"], g["syy"], g["snn"], g["syn"]),
+                        var.get("sy", 0.0), var.get("sn", 0.0), g["sn"])
+        prof = _widened(proportion(g["starters"], m), var.get("starters", 0.0),
+                        var.get("profiles", 0.0), m)
+        watch = _widened(mean_estimate(m, g["sw"], g["sww"]), var.get("sw", 0.0),
+                         var.get("profiles", 0.0), m)
         return {"arm": name, "profiles": int(g["profiles"]),
                 "exposed_profiles": int(g["exposed_profiles"]), "sessions": int(g["sn"]),
                 "session_start_rate": round(sess[0], 8),
@@ -382,7 +406,8 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
                 "_sess": sess, "_prof": prof, "_watch": watch}
 
     names = ("treated", "holdout") if has_holdout else ("exposed", "not_exposed")
-    t, c = arm_stats(treated, names[0]), arm_stats(control, names[1])
+    t = arm_stats(treated, names[0], noise_var.get(0, {}))
+    c = arm_stats(control, names[1], noise_var.get(1, {}))
     session_diff = _diff(t["_sess"], c["_sess"])
     profile_diff = _diff(t["_prof"], c["_prof"])
     arms = [{key: v for key, v in a.items() if not key.startswith("_")} for a in (t, c)]
@@ -392,7 +417,8 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int) -
         {"metric": "target_minutes_watched_per_profile", **_diff(t["_watch"], c["_watch"])},
     ]
     answer: dict[str, Any] = {**base, "suppressed": False, "arms": arms,
-                              "abandonment": abandonment(client, campaign, k)}
+                              "abandonment": abandonment(client, campaign, k)
+                              if privatize is None else None}
     if has_holdout:
         exposed_share = t["exposed_profiles"] / t["profiles"]
         session_share = treated["sn_after"] / treated["sn"] if treated["sn"] else 0.0

@@ -8,6 +8,9 @@
   ``k``, the smallest released row is folded in as well (complementary suppression), so a small
   cell cannot be recovered by subtracting the released rows from the totals.
 - No profile id is ever part of an answer: queries aggregate, and only counts leave.
+
+This is the exact release (admin keys). Advertiser keys get differentially private counts with
+a noisy k-threshold and a budget on top: ``adtier.privacy`` and ``adtier.measure.noisy``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from adtier.measure.cells import COUNT_METRICS, CellRows, cell_rows
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
 __all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "REPORT_SOURCES", "Source", "report",
-           "frequency", "data_through",
+           "report_cells", "frequency", "frequency_cells", "data_through", "metrics",
            "MIN_DATE", "MAX_DATE"]
 
 MIN_DATE = dt.date(1970, 1, 1)
@@ -159,6 +159,13 @@ def _metrics(values: dict[str, int]) -> dict[str, Any]:
     }
 
 
+metrics = _metrics  # the released metrics of a row's counts (``measure.noisy`` too)
+
+
+def utc_iso(value: Any) -> str | None:
+    return _utc_iso(value)
+
+
 def _utc_iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -178,13 +185,21 @@ def report(client: Client, campaign_id: str, by: str, date_from: dt.date, date_t
 
     ``cells`` (the default) answers from the profile bitmaps (``cells.py``) and falls back to
     ``rollup`` for a range with events that carry no profile ordinal."""
+    got = report_cells(client, campaign_id, by, date_from, date_to, source)
+    return _release(got, campaign_id, by, date_from, date_to, k)
+
+
+def report_cells(client: Client, campaign_id: str, by: str, date_from: dt.date,
+                 date_to: dt.date, source: str = "cells") -> CellRows:
+    """The report's exact cells, before any release rule (``measure.noisy`` releases them to
+    advertiser keys)."""
     got = None
     if source == "cells":
         got = cell_rows(client, campaign_id, by, date_from, date_to)
         source = "rollup"
     if got is None:
         got = _profile_rows(client, SOURCES[source], campaign_id, by, date_from, date_to)
-    return _release(got, campaign_id, by, date_from, date_to, k)
+    return got
 
 
 def _profile_rows(client: Client, src: Source, campaign_id: str, by: str, date_from: dt.date,
@@ -258,16 +273,11 @@ def data_through(client: Client, campaign_id: str, source: str = "rollup") -> st
     return _utc_iso(value)
 
 
-def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.date,
-              k: int, source: str = "rollup") -> dict[str, Any]:
-    """Profiles by impression count (1..9, 10+) and cumulative reach by day, from one query
-    (plus the report's ``data_through``).
-
-    Buckets are disjoint sets of profiles, so the folded remainder's size is their sum; the
-    distribution plus the remainder sums to reach. Cumulative reach is released at a day only
-    when it grew by at least ``k`` profiles since the previous released day (so no difference of
-    two released points describes fewer than ``k`` profiles); the last point is the total.
-    """
+def frequency_cells(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.date,
+                    source: str = "rollup"
+                    ) -> tuple[str | None, dict[int, list[int]], dict[dt.date, int]]:
+    """The frequency's exact inputs: ``data_through``, [profiles, impressions] by bucket
+    (1..9, 10 = 10+) and new profiles by their first day."""
     src = SOURCES[source]
     params = {"campaign_id": campaign_id, "date_from": date_from, "date_to": date_to}
     count = "count()" if source == "events" else "sum(impressions)"
@@ -286,6 +296,21 @@ def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.
         b[0] += int(profiles)
         b[1] += int(imps)
         new_by_day[day] = new_by_day.get(day, 0) + int(profiles)
+    return through, by_bucket, new_by_day
+
+
+def frequency(client: Client, campaign_id: str, date_from: dt.date, date_to: dt.date,
+              k: int, source: str = "rollup") -> dict[str, Any]:
+    """Profiles by impression count (1..9, 10+) and cumulative reach by day, from one query
+    (plus the report's ``data_through``).
+
+    Buckets are disjoint sets of profiles, so the folded remainder's size is their sum; the
+    distribution plus the remainder sums to reach. Cumulative reach is released at a day only
+    when it grew by at least ``k`` profiles since the previous released day (so no difference of
+    two released points describes fewer than ``k`` profiles); the last point is the total.
+    """
+    through, by_bucket, new_by_day = frequency_cells(client, campaign_id, date_from, date_to,
+                                                     source)
     reach = sum(b[0] for b in by_bucket.values())
     impressions = sum(b[1] for b in by_bucket.values())
     if reach < k:

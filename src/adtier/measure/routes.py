@@ -31,8 +31,12 @@ from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
-from adtier.measure import audit, forecast, lift, loglevel, reach
+from adtier.measure import audit, forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
+from adtier.privacy import budget as privacy_budget
+from adtier.privacy import http as privacy_http
+from adtier.privacy.noise import accuracy
+from adtier.privacy.release import Release, noise_note
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize
 from adtier.streams import file_chunks
@@ -101,13 +105,59 @@ async def audited(request: Request, endpoint: str, parameters: dict[str, Any],
             parameters=parameters, status=status, row_count=rows, answer_sha256=digest))
 
     try:
-        answer = await produce(key)
+        try:
+            answer = await produce(key)
+        except privacy_budget.BudgetSpent as spent:
+            await record_spends(request, key, report_id, spent)
+            raise privacy_http.budget_error(spent) from None
     except ApiError as err:
         await record(err.status, 0, "")
         raise
+    await record_spends(request, key, report_id)
     body = _ENCODE({"report_id": report_id, **answer})
     await record(200, _rows_of(answer), audit.sha256_hex(body))
     return Response(content=body, media_type="application/json", status_code=200)
+
+
+async def record_spends(request: Request, key: ApiKey, report_id: str,
+                        refused: privacy_budget.BudgetSpent | None = None) -> None:
+    """Every privacy-budget spend (or refusal) of the request, one audit record each, next to
+    the answer's record (``answer_of`` names it)."""
+    for rel in privacy_http.releases_of(request):
+        if rel.spent is None and refused is None:
+            continue
+        params = {**privacy_http.spend_parameters(rel, refused if rel.spent is None else None),
+                  "answer_of": report_id}
+        await run_query(request, lambda client, p=params: audit.write_record(
+            client, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+            advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT,
+            method=request.method, parameters=p, status=429 if p.get("refused") else 200,
+            row_count=0, answer_sha256=""))
+
+
+def _noise_error(answer: dict[str, Any], scales: dict[str, float]) -> float | None:
+    """The forecast's reach error from the noise alone, relative, at 95 %: to be read beside
+    ``backtest_error`` (the model's error) — the two add at worst."""
+    reach = answer.get("reach")
+    if not reach:
+        return None
+    return round(accuracy(scales["reach"], 0.05) / reach, 4)
+
+
+def _noisy_report(client, rel: Release, campaign_id: str, by: str, lo: dt.date, hi: dt.date,
+                  k: int) -> dict[str, Any]:
+    got = reach.report_cells(client, campaign_id, by, lo, hi)
+    stream = rel.open(str(got.through))  # the data version: the campaign's newest event
+    return noisy.report(got, campaign_id, by, lo, hi, k, stream, rel.epsilon,
+                        rel.policy.event_bound)
+
+
+def _noisy_frequency(client, rel: Release, campaign_id: str, lo: dt.date, hi: dt.date,
+                     k: int) -> dict[str, Any]:
+    exact = reach.frequency_cells(client, campaign_id, lo, hi)
+    stream = rel.open(str(exact[0]))
+    return noisy.frequency(exact, campaign_id, k, stream, rel.epsilon,
+                           rel.policy.impressions_bound)
 
 
 def _dates(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date, dt.date]:
@@ -151,8 +201,13 @@ class MeasureController(Controller):
         async def produce(key: ApiKey) -> dict[str, Any]:
             info = await campaign_for(request, key, campaign_id)
             lo, hi, note = _flight_window(info, date_from, date_to, params)
-            answer = await run_query(request, reach.report, campaign_id, by, lo, hi,
-                                     privacy_k(request))
+            rel = await privacy_http.release_for(request, key, "campaign_report", params)
+            if rel is not None:
+                answer = await run_query(request, _noisy_report, rel, campaign_id, by, lo, hi,
+                                         privacy_k(request))
+            else:
+                answer = await run_query(request, reach.report, campaign_id, by, lo, hi,
+                                         privacy_k(request))
             return {**answer, "note": note} if note else answer
 
         return await audited(request, "campaign_report", params, produce)
@@ -171,8 +226,13 @@ class MeasureController(Controller):
         async def produce(key: ApiKey) -> dict[str, Any]:
             info = await campaign_for(request, key, campaign_id)
             lo, hi, note = _flight_window(info, date_from, date_to, params)
-            answer = await run_query(request, reach.frequency, campaign_id, lo, hi,
-                                     privacy_k(request))
+            rel = await privacy_http.release_for(request, key, "campaign_frequency", params)
+            if rel is not None:
+                answer = await run_query(request, _noisy_frequency, rel, campaign_id, lo, hi,
+                                         privacy_k(request))
+            else:
+                answer = await run_query(request, reach.frequency, campaign_id, lo, hi,
+                                         privacy_k(request))
             return {**answer, "note": note} if note else answer
 
         return await audited(request, "campaign_frequency", params, produce)
@@ -194,7 +254,14 @@ class MeasureController(Controller):
             if not (info.promoted_title_id or info.promoted_genre):
                 raise ApiError(422, "not_a_promotion",
                                f"campaign {campaign_id!r} promotes no title or genre")
-            return await run_query(request, lift.content_effects, info, days, privacy_k(request))
+            rel = await privacy_http.release_for(request, key, "campaign_content_effects", params)
+            if rel is None:
+                return await run_query(request, lift.content_effects, info, days,
+                                       privacy_k(request))
+            privatize = noisy.EffectsPrivatizer(rel.open, rel.epsilon, days)
+            answer = await run_query(request, lift.content_effects, info, days,
+                                     privacy_k(request), privatize)
+            return {**answer, "noise": privatize.note()}
 
         return await audited(request, "campaign_content_effects", params, produce)
 
@@ -324,7 +391,19 @@ class ForecastController(Controller):
                                f"the eligible audience has fewer than {k} profiles")
             # an advertiser may ask of any list it uploads: counts coarse, small buckets
             # folded, other advertisers' campaigns in the backtest only as an aggregate
-            if key.role != "admin":
+            rel = await privacy_http.release_for(request, key, "forecast_reach", params)
+            if rel is not None:
+                # seeded noise on every count (data version: the exact answer's hash), then
+                # the coarse release; the error bound adds the noise's 95 % half-width
+                stream = await run_query(request, lambda _c: rel.open(
+                    noisy.forecast_version(answer)))
+                answer, scales = noisy.forecast(answer, stream, rel.epsilon,
+                                                rel.policy.impressions_bound)
+                answer = forecast.release(answer, k)
+                answer["noise"] = {**noise_note(rel.epsilon, scales),
+                                   "rows_sum_to_totals": False}
+                answer["noise_error"] = _noise_error(answer, scales)
+            elif key.role != "admin":
                 answer = forecast.release(answer, k)
             return {"segment_ids": data.segment_ids, **answer}
 

@@ -64,7 +64,9 @@ from adtier.segments import features as F
 from adtier.segments import kernels as K
 from adtier.segments import store
 from adtier.segments.lookalike import lookalike_members_hashed
-from adtier.segments.rules import All, AnyOf, Node, Not, Predicate, parse_rule, predicates
+from adtier.privacy import tenancy
+from adtier.segments.rules import (All, AnyOf, Node, Not, Predicate, catalog_keys, parse_rule,
+                                   predicates)
 
 __all__ = ["BuildBusy", "BuildFailed", "Members", "acquire", "release", "evaluate",
            "rule_members", "static_members", "excluded_since", "drop_excluded", "build_segment",
@@ -151,12 +153,21 @@ def static_members(client: Client, segment_id: str) -> Members:
                    rows.column("h").to_numpy().astype(np.uint64))
 
 
+def _check_tenancy(client: Client, owner: str, tree: Node) -> None:
+    """Checked again at build: a campaign may have changed hands since the rule was made."""
+    foreign = tenancy.foreign_campaigns(client, owner,
+                                        tenancy.campaign_keys(catalog_keys(tree)))
+    if foreign:
+        raise BuildFailed(f"no campaign {foreign[0]!r}")
+
+
 def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
              progress: Progress | None, source: str = "rollup") -> Members:
     definition = row.definition_json()
     if row.kind == "rule":
-        return _rule_members(client, {"": parse_rule(definition["rule"])}, day, chunk_profiles,
-                             progress, source)[""]
+        tree = parse_rule(definition["rule"])
+        _check_tenancy(client, row.owner, tree)
+        return _rule_members(client, {"": tree}, day, chunk_profiles, progress, source)[""]
     if row.kind == "static":
         return static_members(client, row.segment_id)
     if row.kind == "lookalike":
@@ -624,7 +635,9 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
         row = rows.get(sid)
         if row is not None and row.kind == "rule":
             try:
-                rules[sid] = parse_rule(row.definition_json()["rule"])
+                tree = parse_rule(row.definition_json()["rule"])
+                _check_tenancy(client, row.owner, tree)
+                rules[sid] = tree
             except Exception:  # noqa: BLE001
                 pass
     done: dict[str, store.SegmentRow] = {}

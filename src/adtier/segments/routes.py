@@ -4,18 +4,21 @@
 - ``GET /v1/segments``, ``GET /v1/segments/{id}`` — definitions and build state.
 - ``POST /v1/segments/{id}/build`` — 202; the build runs in a background thread
   (409 if that segment is being built already).
-- ``GET /v1/segments/overlap?ids=a,b,c`` — exact pairwise intersections of current versions.
+- ``GET /v1/segments/overlap?ids=a,b,c`` — pairwise intersections of current versions (exact
+  for admin, differentially private for advertiser keys).
 - ``GET /v1/profiles/{profile_id}/segments[?format=openrtb]`` — look-up for ad decisioning,
   from Redis only: the profile's segments and the campaign holdouts it is in.
 
 Scoping: an advertiser key creates segments it owns, and sees its own segments plus platform
 segments (owner ''); any other segment answers 404, as if it did not exist. Admin sees and
 builds everything and may create a segment for an advertiser (``advertiser_id``) or for the
-platform (the default). The look-up answers, for an admin key (the ad decisioning service runs
-with one), every segment the profile is in; for an advertiser key, only that advertiser's own
-segments the profile is in — platform segment memberships of a single profile are platform
-data and never reach an advertiser. In overlaps, advertisers get intersections of fewer than
-``K_MIN`` profiles suppressed (``null``, ``suppressed: true``), per BRIEF §5; admin gets all.
+platform (the default). The look-up answers an admin key (the ad
+decisioning service runs with one) every segment the profile is in; an advertiser key gets its
+own campaigns' holdouts and an empty segment list: memberships of one person would, through a
+one-profile list, tell a kid's or an opted-out profile apart (``adtier.privacy``). Advertiser keys see segment sizes and overlaps
+noised, a count under k (``ADTIER_PRIVACY_K``) after noise suppressed (``null``,
+``suppressed: true``), and none for a customer list below the minimum list size; admin gets
+exact numbers (docs/privacy.md).
 A static segment's uploaded profile ids are never echoed back (the definition shows a count).
 """
 
@@ -43,15 +46,20 @@ from adtier.logs import get_logger
 from adtier.segments import build as B
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
-from adtier.segments.rules import RuleError, parse_rule, to_json
+from adtier.measure import audit
+from adtier.privacy import budget as privacy_budget
+from adtier.privacy import http as privacy_http
+from adtier.privacy import release as privacy_release
+from adtier.privacy import tenancy
+from adtier.privacy.noise import scale_for
+from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.segments.vocabulary import check_keys, load_vocabulary
 from adtier.state import AppState, app_state, authorize
 
-__all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES", "K_MIN"]
+__all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES"]
 
 log = get_logger("adtier.segments")
 
-K_MIN = 50
 MAX_OVERLAP_IDS = 20
 MAX_STATIC_IDS = 1_000_000
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -74,7 +82,7 @@ class Segment(msgspec.Struct):
     advertiser_id: str | None  # None = platform segment
     definition: dict[str, Any]
     status: str  # pending | building | ready | failed
-    size: int
+    size: int | None  # advertiser keys: noisy, None when withheld (docs/privacy.md)
     version: int
     built_at: dt.datetime | None
     data_through: dt.datetime | None
@@ -92,7 +100,7 @@ class BuildStarted(msgspec.Struct):
 class OverlapSegment(msgspec.Struct):
     segment_id: str
     version: int
-    size: int
+    size: int | None
 
 
 class OverlapPair(msgspec.Struct):
@@ -105,6 +113,8 @@ class OverlapPair(msgspec.Struct):
 class Overlap(msgspec.Struct):
     segments: list[OverlapSegment]
     pairs: list[OverlapPair]
+    k: int = 0
+    noise: dict[str, Any] | None = None  # advertiser keys: how the counts were noised
 
 
 class ProfileSegments(msgspec.Struct):
@@ -134,18 +144,85 @@ def _visible(key: ApiKey, row: store.SegmentRow | None) -> bool:
     return key.role == "admin" or row.owner in ("", key.advertiser_id)
 
 
-def _out(row: store.SegmentRow, interrupted: bool = False) -> Segment:
+def _out(row: store.SegmentRow, interrupted: bool = False, size: int | None = -1) -> Segment:
     status, error = row.status, row.error or None
     if interrupted:
         status, error = "failed", "the build was interrupted (its process stopped); build again"
     return Segment(row.segment_id, row.name, row.kind, row.owner or None, row.definition_json(),
-                   status, row.size, row.version, row.built_at, row.data_through, error,
-                   row.created_at, row.updated_at)
+                   status, row.size if size == -1 else size, row.version, row.built_at,
+                   row.data_through, error, row.created_at, row.updated_at)
 
 
-async def _present(state: AppState, rows: list[store.SegmentRow]) -> list[Segment]:
-    """A 'building' row whose build lock is gone was interrupted: say so."""
-    out = []
+async def _sizes(request: Request, key: ApiKey, rows: list[store.SegmentRow]
+                 ) -> dict[str, int | None]:
+    """Sizes as this key may see them: exact for admin; noisy for an advertiser key, withheld
+    for a customer list below the minimum size (``adtier.privacy.release.segment_size``)."""
+    if key.role == "admin":
+        return {row.segment_id: row.size for row in rows}
+    state = app_state(request)
+    policy = privacy_release.Policy.of(state.settings)
+    secret = await privacy_release.load_secret(state.settings.privacy_noise_secret, state.redis)
+    out: dict[str, int | None] = {}
+    for row in rows:
+        size, rel = await _run(privacy_release.segment_size, policy, state.stores.redis, secret,
+                               row.owner, row.segment_id, row.kind, row.definition_json(),
+                               row.version, row.size)
+        out[row.segment_id] = size
+        if rel is not None and rel.spent is not None and rel.spent.charged:
+            await _audit_spend(state, key, rel)
+    return out
+
+
+async def _audit_spend(state: AppState, key: ApiKey, rel, refused=None) -> None:
+    params = privacy_http.spend_parameters(rel, refused)
+    await _run(lambda: audit.write_record(
+        state.api_clickhouse, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+        advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT, method="GET",
+        parameters=params, status=429 if refused else 200, row_count=0, answer_sha256=""))
+
+
+async def _noisy_overlap(request: Request, key: ApiKey, rows: list[store.SegmentRow],
+                         pairs: list[tuple[str, str, int]], k: int) -> Overlap:
+    """An advertiser's overlap: a profile is in at most every pair (n(n+1)/2 counts of
+    sensitivity 1 each), so each count gets scale n(n+1)/2 / ε."""
+    state = app_state(request)
+    versions = ",".join(f"{r.segment_id}:{r.version}" for r in sorted(rows,
+                                                                     key=lambda r: r.segment_id))
+    rel = await privacy_http.release_for(request, key, "segments_overlap",
+                                         {"ids": sorted(r.segment_id for r in rows)})
+    assert rel is not None
+    try:
+        stream = await _run(rel.open, versions)
+    except privacy_budget.BudgetSpent as spent:
+        await _audit_spend(state, key, rel, spent)
+        raise privacy_http.budget_error(spent) from None
+    await _audit_spend(state, key, rel)
+    small = {r.segment_id for r in rows
+             if privacy_release.list_below_minimum(r.kind, r.definition_json(), rel.policy,
+                                                  r.owner)}
+    scale = scale_for(len(pairs), rel.epsilon)
+    out, sizes = [], {}
+    for a, b, n in pairs:
+        if a in small or b in small:
+            out.append(OverlapPair(a, b, None, True))
+            continue
+        noisy = max(0, stream.add(f"{min(a, b)}|{max(a, b)}", n, scale))
+        shown = noisy if privacy_release.over_k(noisy, k) else None
+        out.append(OverlapPair(a, b, shown, shown is None))
+        if a == b:
+            sizes[a] = shown
+    segments = [OverlapSegment(r.segment_id, r.version, sizes.get(r.segment_id)) for r in rows]
+    return Overlap(segments, out, k, {**privacy_release.noise_note(rel.epsilon,
+                                                                   {"pairs": scale}),
+                                      "rows_sum_to_totals": False})
+
+
+async def _present(request: Request, key: ApiKey, rows: list[store.SegmentRow]
+                   ) -> list[Segment]:
+    """A 'building' row whose build lock is gone was interrupted: say so. Sizes as ``key``
+    may see them (``_sizes``)."""
+    state = app_state(request)
+    seen: list[tuple[store.SegmentRow, bool]] = []
     for row in rows:
         stale = row.status == "building" and not await state.redis.exists(
             store.lock_key(row.segment_id))
@@ -153,8 +230,9 @@ async def _present(state: AppState, rows: list[store.SegmentRow]) -> list[Segmen
             # The build may have finished between our read and the lock check: read again.
             row = await _run(store.get_segment, state.api_clickhouse, row.segment_id) or row
             stale = row.status == "building"
-        out.append(_out(row, stale))
-    return out
+        seen.append((row, stale))
+    sizes = await _sizes(request, key, [row for row, _ in seen])
+    return [_out(row, stale, sizes[row.segment_id]) for row, stale in seen]
 
 
 async def _get_visible(request: Request, key: ApiKey, segment_id: str) -> store.SegmentRow:
@@ -165,6 +243,16 @@ async def _get_visible(request: Request, key: ApiKey, segment_id: str) -> store.
         raise ApiError(404, "not_found", f"no segment {segment_id!r}")
     assert row is not None
     return row
+
+
+async def _own_campaigns_only(state: AppState, owner: str, tree) -> None:
+    """A rule of an advertiser's segment names only its own campaigns: another advertiser's
+    campaign answers exactly as a campaign that never existed (404), see
+    ``adtier.privacy.tenancy``."""
+    wanted = tenancy.campaign_keys(catalog_keys(tree))
+    foreign = await _run(tenancy.foreign_campaigns, state.api_clickhouse, owner, wanted)
+    if foreign:
+        raise ApiError(404, "not_found", f"no campaign {foreign[0]!r}")
 
 
 def _builder_client(request: Request, state: AppState):
@@ -223,11 +311,16 @@ class SegmentsController(Controller):
         segment_id = "seg_" + secrets.token_hex(8)
         if data.kind == "rule":
             try:
-                rule = parse_rule(data.rule)
-                check_keys(rule, await _run(load_vocabulary, state.api_clickhouse))
-                definition: dict[str, Any] = {"rule": to_json(rule)}
+                tree = parse_rule(data.rule)
             except RuleError as err:
                 raise ApiError(400, "invalid_rule", str(err)) from err
+            # tenancy first: another advertiser's campaign answers as a never-existing one
+            await _own_campaigns_only(state, owner, tree)
+            try:
+                check_keys(tree, await _run(load_vocabulary, state.api_clickhouse))
+            except RuleError as err:
+                raise ApiError(400, "invalid_rule", str(err)) from err
+            definition: dict[str, Any] = {"rule": to_json(tree)}
         elif data.kind == "lookalike":
             seed = await _run(store.get_segment, state.api_clickhouse, data.seed_segment_id)
             if not _visible(key, seed):
@@ -235,8 +328,9 @@ class SegmentsController(Controller):
                                f"seed_segment_id: no segment {data.seed_segment_id!r}")
             assert seed is not None
             if seed.version and seed.size < MIN_SEED:
-                raise ApiError(400, "seed_too_small", f"seed_segment_id: the seed has "
-                               f"{seed.size} members; a lookalike needs at least {MIN_SEED}")
+                # the exact size is not said: it would be a count released without noise
+                raise ApiError(400, "seed_too_small", "seed_segment_id: a lookalike needs a "
+                               f"seed of at least {MIN_SEED} members")
             definition = {"seed_segment_id": seed.segment_id, "size_percent": data.size_percent}
         else:
             ids = list(dict.fromkeys(data.profile_ids or []))
@@ -259,12 +353,15 @@ class SegmentsController(Controller):
         state = app_state(request)
         owners = None if key.role == "admin" else ["", key.advertiser_id]
         rows = await _run(store.list_segments, state.api_clickhouse, owners)
-        return await _present(state, rows)
+        return await _present(request, key, rows)
 
-    @get("/overlap", summary="Exact pairwise intersections of segments")
+    @get("/overlap", summary="Pairwise intersections of segments")
     async def overlap(self, request: Request, ids: FromQuery[str]) -> Overlap:
         """``ids=a,b,c`` (1 to 20): for every pair (including each segment with itself) the
-        number of profiles in both current versions."""
+        number of profiles in both current versions. Admin: exact. Advertiser keys: each count
+        noised (one query on the budget; the seeded noise answers a repeat the same), a count
+        under k after noise suppressed, and no count at all that involves a customer list below
+        the minimum list size (docs/privacy.md)."""
         key = await authorize(request, "advertiser")
         state = app_state(request)
         wanted = list(dict.fromkeys(s.strip() for s in ids.split(",") if s.strip()))
@@ -276,19 +373,19 @@ class SegmentsController(Controller):
             raise ApiError(409, "not_built", f"not built yet: {', '.join(unbuilt)}")
         counts = await _run(store.overlap, state.api_clickhouse,
                             {r.segment_id: r.version for r in rows})
-        pairs = []
-        for i, a in enumerate(wanted):
-            for b in wanted[i:]:
-                n = counts.get((min(a, b), max(a, b)), 0)
-                hidden = key.role != "admin" and 0 < n < K_MIN
-                pairs.append(OverlapPair(a, b, None if hidden else n, hidden))
-        return Overlap([OverlapSegment(r.segment_id, r.version, r.size) for r in rows], pairs)
+        k = max(1, int(state.settings.privacy_k))
+        pairs = [(a, b, counts.get((min(a, b), max(a, b)), 0))
+                 for i, a in enumerate(wanted) for b in wanted[i:]]
+        if key.role == "admin":
+            return Overlap([OverlapSegment(r.segment_id, r.version, r.size) for r in rows],
+                           [OverlapPair(a, b, n) for a, b, n in pairs], k)
+        return await _noisy_overlap(request, key, rows, pairs, k)
 
     @get("/{segment_id:str}", summary="One segment: definition and build state")
     async def get_segment(self, request: Request, segment_id: FromPath[str]) -> Segment:
         key = await authorize(request, "advertiser")
         row = await _get_visible(request, key, segment_id)
-        return (await _present(app_state(request), [row]))[0]
+        return (await _present(request, key, [row]))[0]
 
     @post("/{segment_id:str}/build", status_code=202, summary="Build a segment (async)")
     async def build(self, request: Request, segment_id: FromPath[str]) -> BuildStarted:
@@ -334,18 +431,19 @@ class ProfileSegmentsController(Controller):
         array: ``{"id": "adtier", "name": "adtier", "segment": [{"id": <segment_id>}]}`` when
         the profile is in a segment, and ``{"id": "adtier-holdout", "name": "adtier holdout",
         "segment": [{"id": "holdout:<campaign_id>"}]}`` when it is in a holdout (exclude line
-        items by that segment); ``[]`` when neither. Admin keys see every segment and holdout;
-        advertiser keys only their own segments and their own campaigns' holdouts.
+        items by that segment); ``[]`` when neither. An admin key (ad decisioning) sees every
+        segment and holdout; an advertiser key its own campaigns' holdouts and no segment.
         """
         key = await authorize(request, "advertiser")
         if not 1 <= len(profile_id) <= 64:
             raise ApiError(400, "invalid_profile_id", "a profile id has 1 to 64 characters")
         own = None if key.role == "admin" else key.advertiser_id
         found, mirror = await _lookup(app_state(request).redis, profile_id, own)
-        segments = sorted(
-            found[i].decode() for i in range(0, len(found), 2)
-            if own is None or found[i + 1].decode() == own
-        )
+        # Segment memberships of one profile go to the admin key (ad decisioning) only: to an
+        # advertiser key they would answer about one person (through a one-profile list: is
+        # this id a kid's or opted out?), so its list is always empty (adtier.privacy).
+        segments = sorted(found[i].decode() for i in range(0, len(found), 2)) if own is None \
+            else []
         today = dt.datetime.now(dt.timezone.utc).date()
         holdouts = holdout_mirror.assigned(mirror, profile_id, today, own)
         if format == "openrtb":

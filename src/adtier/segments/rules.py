@@ -86,6 +86,7 @@ __all__ = [
     "RuleError",
     "parse_rule",
     "predicates",
+    "catalog_keys",
     "to_json",
     "DEFAULT_WINDOW_DAYS",
     "MAX_WINDOW_DAYS",
@@ -287,6 +288,11 @@ def predicates(node: Node) -> list[Predicate]:
     if isinstance(node, Not):
         return predicates(node.child)
     return [p for c in node.children for p in predicates(c)]
+
+
+def catalog_keys(node: Node) -> list[tuple[str, str | None]]:
+    """``(key_kind, key)`` of every keyed predicate: what tenancy checks (``adtier.privacy``)."""
+    return [(FEATURES[p.feature].key_kind, p.key) for p in predicates(node) if p.key is not None]
 
 
 def to_json(node: Node) -> Any:

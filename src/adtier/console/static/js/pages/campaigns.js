@@ -2,8 +2,10 @@
 import { api, hasEndpoint, optional } from "../api.js";
 import { card, el, fmt, label, table } from "../ui.js";
 
-export async function campaignsPage(target) {
-  const [list, budget] = await Promise.all([api("/v1/campaigns"), privacyBudget()]);
+export async function campaignsPage(target, { me }) {
+  // the budget is an advertiser's own; an admin key would have to name one
+  const [list, budget] = await Promise.all([api("/v1/campaigns"),
+    me.role === "advertiser" ? privacyBudget() : ""]);
   const rows = list.items.map((c) => ({ ...c, _link: `#/campaign/${encodeURIComponent(c.campaign_id)}` }));
   const links = el("ul", { class: "campaign-links", "aria-label": "Open a campaign" },
     rows.map((c) => el("li", {}, el("a", { href: c._link, "data-campaign": c.campaign_id },
