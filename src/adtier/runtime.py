@@ -18,6 +18,7 @@ from adtier.settings import Settings
 from adtier.store import connect
 from adtier.store.migrate import apply_migrations
 from adtier.store.migration_lock import migration_lock
+from adtier.store.valkey import connect_redis
 
 __all__ = ["Stores", "DataDirBusy", "open_stores", "bootstrap_admin", "default_consumer_name"]
 
@@ -89,7 +90,7 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
         redis_url = valkey.start()
         log.info("embedded_valkey_started", url=redis_url)
     clickhouse = connect(settings.clickhouse_dsn)
-    valkey_client = redis.Redis.from_url(redis_url)
+    valkey_client = connect_redis(redis_url)
     if migrate:
         for migration in apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
                                           lock=migration_lock(valkey_client)):
