@@ -4,6 +4,8 @@ by event id, a primary killed under load, a flusher killed mid-plan on one parti
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +14,7 @@ from litestar.testing import TestClient
 from redis.cluster import RedisCluster
 
 from adtier.app import create_app
-from adtier.ingest.flusher import Flusher
+from adtier.ingest.flusher import Flusher, build_blocks, token_for, token_scope
 from adtier.ingest.partitions import layout_for
 from adtier.settings import Settings, load_settings
 from adtier.store import connect
@@ -94,3 +96,96 @@ def test_ingest_dedup_and_exactly_once_flush_over_partitions(capi, cluster_setti
                      "WHERE batch_id = {b:String}", parameters={"b": batch_id}).result_rows[0]
     assert parts[0] == parts[3] > 1 and parts[1:3] == (200, 200)
     assert count(ch, "ad_events", "batch_id = {b:String}", {"b": batch_id}) == 150
+
+
+def _post_until_acknowledged(api: Api, body: dict, idem: str, budget_s: float = 60.0) -> dict:
+    """A well-behaved client: retry the same body under its Idempotency-Key until answered."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        answer = api.post_events(body, headers={"Idempotency-Key": idem})
+        if answer.status_code == 200:
+            return answer.json()
+        assert answer.status_code == 503, answer.text  # never a 500, never a silent loss
+        assert time.monotonic() < deadline, f"not acknowledged within {budget_s}s: {answer.text}"
+        time.sleep(0.2)
+
+
+def test_primary_killed_under_load_loses_no_acknowledged_event(capi, cluster_settings, ch,
+                                                               valkey_cluster):
+    layout = layout_for(PARTITIONS, True)
+    flusher = _flusher(cluster_settings, "under-load")
+    flusher.start()  # flushing through the failover too
+    acknowledged: set[str] = set()
+    victim = valkey_cluster.primary_port_of(layout.partitions[0].stream)
+    progress = threading.Semaphore(0)
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for n in range(40):
+                events = [ad_event() for _ in range(50)]
+                answer = _post_until_acknowledged(capi, batch(events), f"load-{n}")
+                assert answer["accepted"] + answer["duplicates"] == 50
+                acknowledged.update(e["event_id"] for e in events)
+                progress.release()
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            failures.append(err)
+            progress.release()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        for _ in range(12):
+            assert progress.acquire(timeout=60)
+        # SIGKILL while batches keep coming; its replica is promoted; then the node comes back
+        # as the new replica (until then its partitions answer 503: nothing is acknowledged
+        # while on one machine only)
+        failover_s = valkey_cluster.kill_primary(victim)
+        valkey_cluster.restart(victim)
+    finally:
+        loader.join(180)
+        flusher.stop()
+    assert not failures, failures[0]
+    assert len(acknowledged) == 40 * 50 and failover_s > 0
+    _flusher(cluster_settings, "after-load").drain()
+    stored = [i for (i,) in ch.query("SELECT toString(event_id) FROM ad_events").result_rows]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    assert set(stored) == acknowledged, "an acknowledged event was lost"
+
+
+def test_flusher_dead_mid_plan_on_one_partition_while_others_flush(capi, cluster_settings, ch,
+                                                                   crds):
+    events = [ad_event() for _ in range(300)]
+    for n in range(3):
+        assert capi.post_events(batch(events[n * 100:(n + 1) * 100])).status_code == 200
+    layout = layout_for(PARTITIONS, True)
+    # A flusher takes partition 2's entries, writes its plan, inserts them... and dies before
+    # acknowledging (nothing of it runs after this).
+    dead = _flusher(cluster_settings, "dead-mid-plan")
+    dead.buffer = dead.buffers[2]
+    dead.buffer.ensure_group()
+    entries = dead.buffer.read_new(count=100, block_ms=100)
+    assert entries
+    entries.sort(key=lambda e: tuple(map(int, e.entry_id.split("-"))))
+    dead.buffer.save_plan([e.entry_id for e in entries])
+    dead._insert(build_blocks(entries), token_for(entries, token_scope(dead.buffer.partition,
+                                                                       layout)))
+    planned = {e.entry_id for e in entries}
+    # Another flusher stores every other partition at once; partition 2's entries stay with
+    # the dead one's plan until it has been idle for claim_idle_ms, then the plan is redone
+    # whole (same entry ids, same token: ClickHouse drops the second insert).
+    alive = _flusher(cluster_settings, "alive")
+    alive.claim_idle_ms = 60_000
+    alive.drain()
+    left = crds.xpending(layout.partitions[2].stream, "flushers")["pending"]
+    assert left == len(planned)
+    for i, buffer in enumerate(alive.buffers):
+        assert crds.xlen(buffer.stream) == (len(planned) if i == 2 else 0)
+    alive.claim_idle_ms = 200
+    time.sleep(0.3)
+    alive.drain()
+    stored = [i for (i,) in ch.query("SELECT toString(event_id) FROM ad_events").result_rows]
+    assert len(stored) == len(set(stored)) == 300
+    assert set(stored) == {e["event_id"] for e in events}
+    assert crds.xlen(layout.partitions[2].stream) == 0
+    assert crds.get(layout.partitions[2].plan_key("dead-mid-plan")) is None

@@ -72,6 +72,7 @@ class ValkeyCluster:
             f"cluster-node-timeout {self.node_timeout_ms}",
             # a replica may take over at once, however stale its last contact looked
             "cluster-replica-validity-factor 0",
+            "repl-diskless-sync-delay 0",  # a replica back after a failover syncs at once
             'save ""', "appendonly yes", "appendfsync everysec", 'logfile "valkey.log"',
         ]) + "\n")
         self.procs[port] = subprocess.Popen([str(get_binary_path()), str(conf)], cwd=node_dir,
@@ -144,6 +145,16 @@ class ValkeyCluster:
         _until(deadline, lambda: port not in self.primary_ports() and len(self.primary_ports()) == self.primaries)
         self.wait_ok(deadline - time.monotonic())
         return time.monotonic() - started
+
+    def restart(self, port: int, timeout: float = 60.0) -> None:
+        """Start a killed node again (same nodes.conf): it rejoins as a replica of the
+        primary that took its place; returns once that replica is in sync."""
+        self._start_node(port)
+        deadline = time.monotonic() + timeout
+        with self.client(port) as c:
+            _until(deadline, lambda: c.info("replication").get("role") == "slave"
+                   and c.info("replication").get("master_link_status") == "up")
+        self.wait_ok(deadline - time.monotonic())
 
     def stop(self) -> None:
         for proc in self.procs.values():

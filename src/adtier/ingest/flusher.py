@@ -29,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
-from adtier.ingest.partitions import LEGACY, BufferLayout
+from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
 from adtier.ingest.erased_events import copy_flushed
 from adtier.ingest.ordinals import Ordinals
 from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
@@ -125,12 +125,19 @@ def _sort_key(entry: Entry) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def token_for_ids(entry_ids: list[str]) -> str:
-    return hashlib.sha256(",".join(entry_ids).encode()).hexdigest()[:40]
+def token_for_ids(entry_ids: list[str], scope: str = "") -> str:
+    """The insert's deduplication token. Entry ids are unique within one stream only (two
+    partitions can each have ``1796639349732-0``), so a partitioned buffer scopes the token
+    by the partition's stream; the one historical stream keeps its unscoped tokens."""
+    return hashlib.sha256((scope + ",".join(entry_ids)).encode()).hexdigest()[:40]
 
 
-def token_for(entries: list[Entry]) -> str:
-    return token_for_ids([e.entry_id for e in entries])
+def token_scope(partition: Partition, layout: BufferLayout) -> str:
+    return f"{partition.stream}|" if layout.tagged else ""
+
+
+def token_for(entries: list[Entry], scope: str = "") -> str:
+    return token_for_ids([e.entry_id for e in entries], scope)
 
 
 def insert_settings(dedup_token: str) -> dict[str, object]:
@@ -212,7 +219,7 @@ class Flusher:
         blocks = build_blocks(entries)
         # The token comes from the plan, not from what could be re-read: an entry missing at a
         # redo was already acknowledged, so it was inserted under this same token.
-        token = token_for_ids(plan_ids)
+        token = token_for_ids(plan_ids, token_scope(self.buffer.partition, self.layout))
         delay = 0.2
         while True:
             if not self.buffer.still_mine(plan_ids):
