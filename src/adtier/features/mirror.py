@@ -36,6 +36,7 @@ from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.features import schema as S
 from adtier.features.live import LiveFeatures, bucket_keys, forget, last_key, live_features
 from adtier.logs import get_logger
+from adtier.store.valkey import is_cluster_client
 
 __all__ = ["BATCH_NAMES", "EXCLUDED_KEY", "READY_KEY", "row_key", "profile_sha256",
            "encode_row", "decode_row", "put_rows", "exclude", "drop_rows", "sync_excluded",
@@ -212,6 +213,12 @@ out[5] = flat
 return out
 """
 _scripts: dict[int, object] = {}
+# On a cluster the ready flag and the exclusion set live in other slots than the profile's
+# keys: asked first, then the profile's keys (all tagged {profile_id}) in one call.
+_HEAD = """local out = {redis.call('EXISTS', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
+if out[1] == 0 or out[2] == 1 then return out end"""
+_LOOKUP_PROFILE = _LOOKUP.replace(_HEAD, "local out = {1, 0}")
+assert _LOOKUP_PROFILE != _LOOKUP
 
 
 @dataclass
@@ -225,11 +232,19 @@ class Lookup:
 
 async def lookup(client: aredis.Redis, profile_id: str, now: float | None = None) -> Lookup:
     """Everything the point look-up needs, in one round trip (one script call)."""
+    cluster = is_cluster_client(client)
     script = _scripts.get(id(client))
     if script is None:
-        script = _scripts[id(client)] = client.register_script(_LOOKUP)
+        script = _scripts[id(client)] = client.register_script(
+            _LOOKUP_PROFILE if cluster else _LOOKUP)
     keys = [READY_KEY, EXCLUDED_KEY, row_key(profile_id), last_key(profile_id),
             *bucket_keys(profile_id, now)]
+    if cluster:
+        if not await client.exists(READY_KEY):
+            return Lookup(ready=False)
+        if await client.sismember(EXCLUDED_KEY, profile_sha256(profile_id)):
+            return Lookup(ready=True, excluded=True)
+        keys[:2] = [keys[2], keys[2]]  # unused by the script; same slot as the rest
     reply = await script(keys=keys, args=[profile_sha256(profile_id)])
     if not reply[0]:
         return Lookup(ready=False)
