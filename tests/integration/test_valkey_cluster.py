@@ -189,3 +189,47 @@ def test_flusher_dead_mid_plan_on_one_partition_while_others_flush(capi, cluster
     assert set(stored) == {e["event_id"] for e in events}
     assert crds.xlen(layout.partitions[2].stream) == 0
     assert crds.get(layout.partitions[2].plan_key("dead-mid-plan")) is None
+
+
+def test_segments_holdouts_and_features_work_on_the_cluster(capi, cluster_settings, crds):
+    """The other key families on a cluster: segment sets and live hash ({seg}), the holdout
+    mirror ({holdouts}), the feature look-up (its per-profile keys apart from the ready flag)."""
+    from adtier.catalog import holdout_mirror
+    from adtier.segments import store
+
+    admin = capi.admin
+    put = capi.client.put
+    assert put("/v1/catalog/advertisers", json={"items": [{"advertiser_id": "adv-1", "name": "A"}]},
+               headers=admin).status_code == 200
+    campaign = {"campaign_id": "cmp-h", "advertiser_id": "adv-1", "name": "H",
+                "ad_category": "IAB2", "start_date": "2025-01-01", "end_date": "2030-12-31",
+                "frequency_cap": 0, "holdout_percent": 50.0}
+    assert put("/v1/catalog/campaigns", json={"items": [campaign]}, headers=admin).status_code == 200
+    assert crds.hlen(holdout_mirror.HOLDOUTS_KEY) == 1
+    seg = capi.client.post("/v1/segments", headers=admin, json={
+        "name": "crm", "kind": "static", "profile_ids": ["pf-a", "pf-b"]}).json()
+    assert capi.client.post(f"/v1/segments/{seg['segment_id']}/build",
+                            headers=admin).status_code == 202
+    deadline = time.monotonic() + 60
+    while (state := capi.client.get(f"/v1/segments/{seg['segment_id']}",
+                                    headers=admin).json())["status"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "ready", state
+    assert crds.scard(store.member_key(seg["segment_id"], state["version"])) == 2
+    got = capi.client.get("/v1/profiles/pf-a/segments", headers=admin)
+    assert got.status_code == 200, got.text
+    assert got.json()["segments"] == [seg["segment_id"]]
+    assert capi.client.get("/v1/profiles/nobody/segments", headers=admin).json()["segments"] == []
+    # live counters written by a flush (grouped per primary), read by the mirror's look-up
+    from adtier.features import mirror
+
+    events = [ad_event(profile_id="pf-a", campaign_id="cmp-h") for _ in range(3)]
+    assert capi.post_events(batch(events)).json()["accepted"] == 3
+    _flusher(cluster_settings).drain()
+    crds.set(mirror.READY_KEY, 1)  # as a mirror build would: look-ups now read Valkey only
+    features = capi.client.get("/v1/features/profiles/pf-a", headers=admin)
+    assert features.status_code == 200, features.text
+    assert features.json()["live"]["impressions"] == 3, features.json()["live"]
+    crds.sadd(mirror.EXCLUDED_KEY, mirror.profile_sha256("pf-a"))
+    assert capi.client.get("/v1/features/profiles/pf-a", headers=admin).status_code == 404
