@@ -256,7 +256,7 @@ class IngestBuffer:
             return await _eval_and_wait_cluster(self._client, self._script, keys, args,
                                                 self._wait, self._wait_timeout_ms)
         async with self._client.pipeline(transaction=False) as pipe:
-            self._script(keys=keys, args=args, client=pipe)
+            await self._script(keys=keys, args=args, client=pipe)  # queued (and loaded)
             pipe.execute_command("WAIT", self._wait, self._wait_timeout_ms)
             reply, replicas = await pipe.execute()
         _check_replicas(replicas, self._wait)
@@ -305,6 +305,7 @@ async def _eval_and_wait_cluster(client, script, keys: list[str], args: list[obj
     that covers a failover."""
     deadline = time.monotonic() + budget_s
     delay = 0.05
+    await client.initialize()  # the topology, if no command has loaded it yet (no-op after)
     while True:
         node = client.get_node_from_key(keys[0])
         conn = node.acquire_connection()
