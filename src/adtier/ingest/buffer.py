@@ -177,8 +177,9 @@ class IngestBuffer:
                 idempotency, keep_record)
         events = ad + content
         where: dict[int, list[int]] = defaultdict(list)
+        crc32, count = zlib.crc32, self.layout.count  # BufferLayout.of_event, inlined (hot)
         for pos, (event_id, _) in enumerate(events):
-            where[self.layout.of_event(event_id)].append(pos)
+            where[crc32(event_id) % count].append(pos)
         where.setdefault(home.index, [])
         n_ad = len(ad)
         parts = len(where)

@@ -118,14 +118,18 @@ class IngestService:
             n_ad=len(prepared.ad_ids),
             rejected=[(r.index, r.event_id, r.reason, r.detail) for r in prepared.rejections],
         )
-        result = await self.buffer.append_split(
-            record,
-            list(zip(prepared.ad_ids, prepared.ad_rows)),
-            list(zip(prepared.content_ids, prepared.content_rows)),
-            rejected_rows(prepared.rejections, received_ms, source, batch_id, key_id),
-            idempotency=layout.idempotency_key(key_id, idempotency) if idempotency else "",
-            keep_record=source == "batch",
-        )
+        rejected = rejected_rows(prepared.rejections, received_ms, source, batch_id, key_id)
+        idem_key = layout.idempotency_key(key_id, idempotency) if idempotency else ""
+        if layout.count == 1:  # one stream entry, as it always was (no per-event routing)
+            result = await self.buffer.append(
+                record, prepared.packed_ids(), b"".join(prepared.ad_rows),
+                b"".join(prepared.content_rows), rejected, idempotency=idem_key,
+                keep_record=source == "batch")
+        else:
+            result = await self.buffer.append_split(
+                record, list(zip(prepared.ad_ids, prepared.ad_rows)),
+                list(zip(prepared.content_ids, prepared.content_rows)), rejected,
+                idempotency=idem_key, keep_record=source == "batch")
         if result.status == "full":
             raise BufferFull(f"{result.buffered} events are waiting to be stored")
         if result.status == "replay":
