@@ -231,5 +231,14 @@ def test_segments_holdouts_and_features_work_on_the_cluster(capi, cluster_settin
     features = capi.client.get("/v1/features/profiles/pf-a", headers=admin)
     assert features.status_code == 200, features.text
     assert features.json()["live"]["impressions"] == 3, features.json()["live"]
+    # the mirror's bulk write on a cluster: rows of many slots, excluded profiles never written
+    crds.sadd(mirror.EXCLUDED_KEY, mirror.profile_sha256("pf-kid"))
+    blob = mirror.encode_row(1, None, [0] * len(mirror.BATCH_NAMES))
+    rows = [("pf-a", blob), ("pf-kid", blob)] + [(f"pf-{n}", blob) for n in range(200)]
+    assert mirror.put_rows(crds, rows) == 202
+    assert crds.exists(mirror.row_key("pf-a")) and not crds.exists(mirror.row_key("pf-kid"))
+    assert sum(crds.exists(mirror.row_key(f"pf-{n}")) for n in range(200)) == 200
+    answer = capi.client.get("/v1/features/profiles/pf-a", headers=admin).json()
+    assert answer["batch"] is not None and answer["live"]["impressions"] == 3, answer
     crds.sadd(mirror.EXCLUDED_KEY, mirror.profile_sha256("pf-a"))
     assert capi.client.get("/v1/features/profiles/pf-a", headers=admin).status_code == 404

@@ -96,9 +96,57 @@ def decode_row(blob: bytes) -> tuple[object, dict[str, object]] | None:
     return computed_at, dict(zip(BATCH_NAMES, values, strict=True))
 
 
+# On a cluster: the rows of one primary per call (the script may touch several slots of its
+# node; its first key routes it), the exclusion set asked apart (it lives on another slot).
+_PUT_ON_NODE = "#!lua flags=allow-cross-slot-keys\n" + """
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('GETRANGE', ARGV[i], 0, 19)
+  if cur == '' or cur <= string.sub(ARGV[i + 1], 1, 20) then
+    redis.call('SET', ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+
+def _put_rows_cluster(client, rows: Iterable[tuple[str, bytes]]) -> int:
+    """``put_rows`` on a cluster: exclusions checked before writing and again after (a profile
+    excluded in between has its row deleted: ``exclude`` adds to the set before it deletes)."""
+    script = client.register_script(_PUT_ON_NODE)
+    written = 0
+    chunk: list[tuple[str, bytes]] = []
+
+    def flush_chunk() -> None:
+        shas = [profile_sha256(p) for p, _ in chunk]
+        excluded = client.smismember(EXCLUDED_KEY, shas)
+        by_node: dict[str, list] = {}
+        for (profile_id, blob), out in zip(chunk, excluded, strict=True):
+            if not out:
+                key = row_key(profile_id)
+                by_node.setdefault(client.get_node_from_key(key).name, []).extend((key, blob))
+        for args in by_node.values():
+            script(keys=[args[0]], args=args)
+        late = [p for (p, _), out in zip(chunk, client.smismember(EXCLUDED_KEY, shas),
+                                         strict=True) if out]
+        if late:
+            drop_rows(client, late)
+
+    for row in rows:
+        chunk.append(row)
+        written += 1
+        if len(chunk) >= _PAIRS_PER_CALL:
+            flush_chunk()
+            chunk = []
+    if chunk:
+        flush_chunk()
+    return written
+
+
 def put_rows(client: redis.Redis, rows: Iterable[tuple[str, bytes]]) -> int:
     """Write (profile_id, blob) rows, newest wins, excluded profiles never; pipelined in
     bounded round trips."""
+    if is_cluster_client(client):
+        return _put_rows_cluster(client, rows)
     script = client.register_script(_PUT)
     pipe = client.pipeline(transaction=False)
     args: list = []
