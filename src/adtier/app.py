@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-import redis
-import redis.asyncio as aredis
 from litestar import Litestar
 
 from adtier import __version__
@@ -27,6 +25,7 @@ from adtier.features.scheduler import FeatureScheduler
 from adtier.ingest.buffer import IngestBuffer
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.normalise import TimePolicy
+from adtier.ingest.partitions import layout_for
 from adtier.ingest.pixel import PixelBatcher, PixelTemplateController, pixel_route
 from adtier.ingest.routes import EventsController
 from adtier.ingest.vast_xml import VastController
@@ -42,6 +41,7 @@ from adtier.privacy.http import PRIVACY_ROUTES
 from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import AppState
+from adtier.store.valkey import connect_redis, connect_redis_async
 
 __all__ = ["create_app"]
 
@@ -65,7 +65,8 @@ def _lifespan(settings: Settings):
         # missing (one small query; versioned, so it never undoes a newer upsert), which also
         # covers campaigns written straight into ClickHouse (the simulator's direct mode).
         holdout_mirror.restore(stores.clickhouse, stores.redis)
-        client = aredis.Redis.from_url(stores.redis_url, max_connections=256)
+        client = connect_redis_async(stores.redis_url, max_connections=256)
+        layout = layout_for(settings.partitions, settings.cluster_redis)
         flushers = []
         if settings.flusher_enabled:
             # several workers on one host each run flushers: give each its own names
@@ -74,17 +75,20 @@ def _lifespan(settings: Settings):
             for index in range(settings.flusher_threads):
                 flusher = Flusher(
                     stores.new_clickhouse(),
-                    redis.Redis.from_url(stores.redis_url),
+                    connect_redis(stores.redis_url),
                     consumer=f"{base}-{index}",
                     max_rows=settings.flush_max_rows,
                     max_seconds=settings.flush_max_seconds,
                     claim_idle_ms=settings.claim_idle_ms,
                     live_counters=settings.live_counters,
+                    layout=layout,
                 )
                 flusher.start()
                 flushers.append(flusher)
         buffer = IngestBuffer(client, settings.buffer_high_water_events,
-                              settings.dedup_window_hours, settings.idempotency_ttl_s)
+                              settings.dedup_window_hours, settings.idempotency_ttl_s,
+                              layout=layout, wait_replicas=settings.wait_replicas,
+                              wait_timeout_ms=settings.buffer_wait_timeout_ms)
         ingest = IngestService(buffer, TimePolicy.from_settings(settings), settings.max_event_bytes)
         app.state.adtier = AppState(
             settings=settings,

@@ -191,11 +191,10 @@ def _fleet_migration_lock(settings: Settings) -> AbstractContextManager | None:
     embedded data dir has one owner (its directory lock), so nothing to share there."""
     if not settings.redis_url:
         return None
-    import redis
-
     from adtier.store.migration_lock import migration_lock
+    from adtier.store.valkey import connect_redis
 
-    return migration_lock(redis.Redis.from_url(settings.redis_url))
+    return migration_lock(connect_redis(settings.redis_url))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -244,6 +243,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_flush(args: argparse.Namespace) -> int:
     from adtier.ingest.flusher import Flusher
+    from adtier.ingest.partitions import layout_for
     from adtier.runtime import default_consumer_name, open_stores
 
     settings = _settings(args)
@@ -251,7 +251,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
     flusher = Flusher(stores.new_clickhouse(), stores.redis,
                       consumer=args.name or default_consumer_name(settings),
                       max_rows=settings.flush_max_rows, max_seconds=settings.flush_max_seconds,
-                      claim_idle_ms=settings.claim_idle_ms, live_counters=settings.live_counters)
+                      claim_idle_ms=settings.claim_idle_ms, live_counters=settings.live_counters,
+                      layout=layout_for(settings.partitions, settings.cluster_redis))
     try:
         if args.once:
             flusher.drain()

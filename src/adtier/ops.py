@@ -8,7 +8,6 @@ from litestar import Controller, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adtier import metrics
-from adtier.ingest.buffer import STREAM
 from adtier.state import AppState, app_state
 
 __all__ = ["OpsController"]
@@ -34,8 +33,7 @@ class OpsController(Controller):
             await state.redis.ping()
             checks["redis"] = "ok"
             buffered = await state.ingest.buffer.buffered_events()
-            oldest = await state.redis.xrange(STREAM, "-", "+", count=1)
-            age = time.time() - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
+            age = await state.ingest.buffer.oldest_age_s()  # over every partition
             checks["buffer_lag_events"] = buffered
             checks["buffer_lag_seconds"] = round(age, 3)
             metrics.BUFFER_LAG.set(buffered)

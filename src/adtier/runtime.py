@@ -19,6 +19,7 @@ from adtier.settings import Settings
 from adtier.store import connect
 from adtier.store.migrate import apply_migrations
 from adtier.store.migration_lock import migration_lock
+from adtier.store.valkey import connect_redis
 
 __all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner",
            "bootstrap_admin", "default_consumer_name"]
@@ -112,7 +113,7 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
         redis_url = valkey.start()
         log.info("embedded_valkey_started", url=redis_url)
     clickhouse = connect(settings.clickhouse_dsn)
-    valkey_client = redis.Redis.from_url(redis_url)
+    valkey_client = connect_redis(redis_url)
     if migrate:
         applied = apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
                                    lock=migration_lock(valkey_client))

@@ -81,6 +81,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # empty: one is generated once and kept in Redis (see adtier.measure.loglevel).
     log_level_secret: str = ""
 
+    # The durable buffer on a Redis/Valkey Cluster (ADTIER_REDIS_URL=redis+cluster://...; see
+    # docs/cluster.md). Partitions: 0 = automatic, 1 on one server, 6 on a cluster; every
+    # process writing or flushing one buffer must use the same number.
+    buffer_partitions: int = 0
+    # Replicas that must confirm an append (WAIT) before it is acknowledged; -1 = automatic,
+    # 1 on a cluster, 0 on one server. Not confirmed within the timeout: 503, retry is safe.
+    buffer_wait_replicas: int = -1
+    buffer_wait_timeout_ms: int = 1000
+
     @property
     def clickhouse_dsn(self) -> str:
         if self.clickhouse_url:
@@ -97,6 +106,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def embedded_redis(self) -> bool:
         return not self.redis_url
+
+    @property
+    def cluster_redis(self) -> bool:
+        return self.redis_url.split("://", 1)[0].lower() in ("redis+cluster", "rediss+cluster")
+
+    @property
+    def partitions(self) -> int:
+        return self.buffer_partitions or (6 if self.cluster_redis else 1)
+
+    @property
+    def wait_replicas(self) -> int:
+        return self.buffer_wait_replicas if self.buffer_wait_replicas >= 0 else int(self.cluster_redis)
 
     @property
     def embedded_clickhouse(self) -> bool:

@@ -161,10 +161,10 @@ def test_sets_filled_during_the_shared_pass_end_as_versions_or_are_unlinked(api,
     with pytest.raises(B.BuildBusy):
         B.build_many(ch, rds, ["seg_r2", "seg_r3"])
     B.release(rds, "seg_r3", token)
-    assert list(rds.scan_iter("adtier:seg:fill:*")) == []
+    assert list(rds.scan_iter("adtier:{seg}:fill:*")) == []
     built = B.build_many(ch, rds, ["seg_r2", "seg_r3"])
     assert [r.status for r in built] == ["ready", "ready"]
-    assert list(rds.scan_iter("adtier:seg:fill:*")) == []
+    assert list(rds.scan_iter("adtier:{seg}:fill:*")) == []
     for row in built:
         key = store.member_key(row.segment_id, row.version)
         assert rds.ttl(key) == -1  # a set that does not expire

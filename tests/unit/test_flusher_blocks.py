@@ -164,3 +164,17 @@ def test_blocks_name_the_batches_with_ad_rows_and_the_earliest_receipt() -> None
     # the flusher's erasure check reads these (ingest/erased_events.copy_flushed)
     assert blocks.ad_batch_ids == ["b-ad"]
     assert blocks.received_from_ms == 1_717_000_000_123 - 5_000
+
+
+def test_tokens_of_two_partitions_differ_for_the_same_entry_ids():
+    # Entry ids are per stream: two partitions appended in the same millisecond both have
+    # "...-0"; one token for both would make ClickHouse drop the second insert as a repeat.
+    from adtier.ingest.flusher import token_for_ids, token_scope
+    from adtier.ingest.partitions import LEGACY, BufferLayout
+
+    ids = ["1796639349732-0", "1796639349733-0"]
+    layout = BufferLayout(3)
+    scoped = {token_for_ids(ids, token_scope(p, layout)) for p in layout.partitions}
+    assert len(scoped) == 3
+    # one partition on one server keeps the tokens it always had (plans in flight at upgrade)
+    assert token_for_ids(ids, token_scope(LEGACY.partitions[0], LEGACY)) == token_for_ids(ids)

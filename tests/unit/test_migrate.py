@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adtier.store.cluster import ClusterRewriteError, cluster_statement, validate_cluster
+from adtier.store.cluster import (
+    DEDUP_WINDOW_SECONDS,
+    ClusterRewriteError,
+    cluster_statement,
+    validate_cluster,
+)
 from adtier.store.migrate import (
     Migration,
     MigrationError,
@@ -221,6 +226,7 @@ def _undo(formatted_sql: str) -> str:
     sql = formatted_sql.replace(f" ON CLUSTER {CLUSTER}", "")
     sql = re.sub(r"Replicated(\w*MergeTree)\('/clickhouse/tables/\{shard\}/\{database\}/\w+', "
                  r"'\{replica\}'(?:, )?", r"\1(", sql)
+    sql = re.sub(r", replicated_deduplication_window_seconds = \d+", "", sql)
     return sql.replace("replicated_deduplication_window", "non_replicated_deduplication_window")
 
 
@@ -252,8 +258,10 @@ def test_every_shipped_statement_rewrites_for_a_cluster(statement: str) -> None:
         assert re.search(r"\bTO\s+\w+", statement), "a view without TO needs an inner engine"
     assert not re.search(r"\bENGINE\s*=\s*(?!Replicated)\w*MergeTree", out), out
     assert "non_replicated_deduplication_window" not in out
-    assert out.count("replicated_deduplication_window") == statement.count(
-        "non_replicated_deduplication_window")
+    windows = statement.count("non_replicated_deduplication_window")
+    assert out.count("replicated_deduplication_window =") == windows
+    # ...and its time bound, which would otherwise expire dedup records after an hour
+    assert out.count(f"replicated_deduplication_window_seconds = {DEDUP_WINDOW_SECONDS}") == windows
 
 
 @pytest.mark.parametrize("statement", SHIPPED)
@@ -295,7 +303,7 @@ SHAPES = [
      "DEFAULT ''")),
     ("ALTER TABLE db1.ad_events MODIFY SETTING non_replicated_deduplication_window = 500",
      ("ALTER TABLE db1.ad_events ON CLUSTER adtier_c1 MODIFY SETTING "
-     "replicated_deduplication_window = 500")),
+     "replicated_deduplication_window = 500, replicated_deduplication_window_seconds = 2592000")),
     ("ALTER TABLE `ad events` DELETE WHERE ts < '2020-01-01'",
      "ALTER TABLE `ad events` ON CLUSTER adtier_c1 DELETE WHERE ts < '2020-01-01'"),
     ("ALTER TABLE profile_ad_daily_mv MODIFY QUERY SELECT 1 AS x",
@@ -451,3 +459,12 @@ def test_cli_migrate_print_is_a_dry_run(capsys, tmp_path: Path, monkeypatch) -> 
     args = build_parser().parse_args(["migrate", "--print", "--cluster", "bad-name"])
     assert args.func(args) == 2
     assert "cluster name 'bad-name'" in capsys.readouterr().err
+
+
+def test_replicated_tables_keep_insert_dedup_records_as_long_as_single_node_ones() -> None:
+    create = ("CREATE TABLE IF NOT EXISTS t (id UInt64) ENGINE = MergeTree ORDER BY id "
+              "SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1")
+    out = cluster_statement(create, CLUSTER)
+    assert out.endswith("SETTINGS replicated_deduplication_window = 10000, "
+                        "replicated_deduplication_window_seconds = 2592000, ttl_only_drop_parts = 1")
+    assert DEDUP_WINDOW_SECONDS >= 7 * 86_400  # far past ClickHouse 26's 3,600 s default

@@ -3,18 +3,21 @@ can name a profile's holdouts without asking ClickHouse.
 
 Keys:
 
-- ``adtier:holdouts`` — hash, campaign_id -> msgspec JSON ``{advertiser_id, holdout_percent,
+- ``adtier:{holdouts}`` — hash, campaign_id -> msgspec JSON ``{advertiser_id, holdout_percent,
   start_date, end_date}``, one field per campaign whose ``holdout_percent > 0`` and whose
   flight has not ended (``end_date >= today``, UTC). The admin look-up reads it whole.
-- ``adtier:holdouts:adv:{advertiser_id}`` — hash, the same entries of one advertiser: an
+- ``adtier:{holdouts}:adv:{advertiser_id}`` — hash, the same entries of one advertiser: an
   advertiser's look-up reads only its own campaigns, whatever the others hold. The two are
   written by one script, so they never disagree.
-- ``adtier:holdouts:versions`` — hash, campaign_id -> the 20-digit catalog row ``version``
+- ``adtier:{holdouts}:versions`` — hash, campaign_id -> the 20-digit catalog row ``version``
   last applied, for every campaign (with a holdout or not, ended or not). A write older than
   what was applied is skipped, and a removal leaves its version behind, so two writers in any
   order (two API workers, a restore reading ClickHouse while a campaign is upserted) converge
   on the newest catalog row: a campaign set to 0 % is never brought back by an older snapshot,
   one set to 20 % is never dropped by one, and an ended flight extended by an upsert returns.
+
+All three share the hash tag ``{holdouts}`` (one slot on a Valkey Cluster: the script that
+writes them touches one slot).
 
 Ended flights are removed (not only skipped by the look-up), so the hashes hold live holdouts
 only and a look-up reads a handful of entries, not every campaign ever run: ``publish`` drops
@@ -50,9 +53,9 @@ __all__ = ["HOLDOUTS_KEY", "VERSIONS_KEY", "REFRESH_S", "Holdout", "advertiser_k
 
 log = get_logger("adtier.catalog.holdouts")
 
-HOLDOUTS_KEY = "adtier:holdouts"
-VERSIONS_KEY = "adtier:holdouts:versions"
-_ADVERTISER_PREFIX = "adtier:holdouts:adv:"  # ':adv:' keeps an advertiser named 'versions' apart
+HOLDOUTS_KEY = "adtier:{holdouts}"
+VERSIONS_KEY = "adtier:{holdouts}:versions"
+_ADVERTISER_PREFIX = "adtier:{holdouts}:adv:"  # ':adv:' keeps an advertiser named 'versions' apart
 REFRESH_S = 60.0  # the server re-applies ClickHouse this often (a few ms: one small query)
 _PER_CALL = 1_000  # campaigns per script call: no call blocks Valkey for long
 

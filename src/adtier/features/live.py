@@ -46,6 +46,7 @@ import redis.asyncio as aredis
 from clickhouse_connect.driver.client import Client
 
 from adtier.logs import get_logger
+from adtier.store.valkey import is_cluster_client
 
 if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
@@ -107,7 +108,7 @@ def _sessions(profile_id: str) -> str:
 # out of order); a mark is a session's last ad event [key, session, ts, expire_at] (kept if
 # newer); a stop is [sessions key, session, ts, bucket key, bucket expire_at]: counted when 0 to
 # 60 s after the session's last ad event, which is then forgotten (one break counts once).
-# Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
+# Keys are not declared: on a cluster the parts are grouped by primary (``_apply_per_node``).
 _APPLY = """
 local data = cmsgpack.unpack(ARGV[1])
 for _, b in ipairs(data[1]) do
@@ -185,6 +186,9 @@ class LiveCounters:
         self.erased_sha256: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
         self._apply = redis_client.register_script(_APPLY)
+        if is_cluster_client(redis_client):
+            self._apply_cluster = redis_client.register_script(
+                "#!lua flags=allow-cross-slot-keys\n" + _APPLY)
 
     def refresh(self) -> None:
         """Reload the campaign -> category map and the exclusion set (kept if ClickHouse fails)."""
@@ -278,6 +282,9 @@ class LiveCounters:
         # expiry from the flush time, not the event time: a late ad row must not shorten it
         mark_args = [[_sessions(pid), ses, repr(ts), int(now) + _SESSION_TTL_S]
                      for (pid, ses), ts in marks.items()]
+        if is_cluster_client(self.redis):
+            self._apply_per_node((buckets, lasts, mark_args, stop_args))
+            return counted
         pipe = self.redis.pipeline(transaction=False)
         # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
         for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
@@ -287,6 +294,20 @@ class LiveCounters:
                 self._apply(keys=[], args=[_pack(parts)], client=pipe)
         pipe.execute()
         return counted
+
+
+    def _apply_per_node(self, kinds: tuple[list, ...]) -> None:
+        """On a cluster: one call per primary and part, with the keys that primary holds (the
+        script is flagged to touch several slots of its node; its first key routes it)."""
+        for slot, items in enumerate(kinds):
+            by_node: dict[str, list[list]] = {}
+            for item in items:
+                by_node.setdefault(self.redis.get_node_from_key(item[0]).name, []).append(item)
+            for node_items in by_node.values():
+                for i in range(0, len(node_items), _PART_KEYS):
+                    parts: list[list] = [[], [], [], []]
+                    parts[slot] = node_items[i:i + _PART_KEYS]
+                    self._apply_cluster(keys=[parts[slot][0][0]], args=[_pack(parts)])
 
 
 class LastAd(msgspec.Struct):

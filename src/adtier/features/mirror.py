@@ -36,6 +36,7 @@ from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.features import schema as S
 from adtier.features.live import LiveFeatures, bucket_keys, forget, last_key, live_features
 from adtier.logs import get_logger
+from adtier.store.valkey import is_cluster_client
 
 __all__ = ["BATCH_NAMES", "EXCLUDED_KEY", "READY_KEY", "row_key", "profile_sha256",
            "encode_row", "decode_row", "put_rows", "exclude", "drop_rows", "sync_excluded",
@@ -95,9 +96,57 @@ def decode_row(blob: bytes) -> tuple[object, dict[str, object]] | None:
     return computed_at, dict(zip(BATCH_NAMES, values, strict=True))
 
 
+# On a cluster: the rows of one primary per call (the script may touch several slots of its
+# node; its first key routes it), the exclusion set asked apart (it lives on another slot).
+_PUT_ON_NODE = "#!lua flags=allow-cross-slot-keys\n" + """
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('GETRANGE', ARGV[i], 0, 19)
+  if cur == '' or cur <= string.sub(ARGV[i + 1], 1, 20) then
+    redis.call('SET', ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+
+def _put_rows_cluster(client, rows: Iterable[tuple[str, bytes]]) -> int:
+    """``put_rows`` on a cluster: exclusions checked before writing and again after (a profile
+    excluded in between has its row deleted: ``exclude`` adds to the set before it deletes)."""
+    script = client.register_script(_PUT_ON_NODE)
+    written = 0
+    chunk: list[tuple[str, bytes]] = []
+
+    def flush_chunk() -> None:
+        shas = [profile_sha256(p) for p, _ in chunk]
+        excluded = client.smismember(EXCLUDED_KEY, shas)
+        by_node: dict[str, list] = {}
+        for (profile_id, blob), out in zip(chunk, excluded, strict=True):
+            if not out:
+                key = row_key(profile_id)
+                by_node.setdefault(client.get_node_from_key(key).name, []).extend((key, blob))
+        for args in by_node.values():
+            script(keys=[args[0]], args=args)
+        late = [p for (p, _), out in zip(chunk, client.smismember(EXCLUDED_KEY, shas),
+                                         strict=True) if out]
+        if late:
+            drop_rows(client, late)
+
+    for row in rows:
+        chunk.append(row)
+        written += 1
+        if len(chunk) >= _PAIRS_PER_CALL:
+            flush_chunk()
+            chunk = []
+    if chunk:
+        flush_chunk()
+    return written
+
+
 def put_rows(client: redis.Redis, rows: Iterable[tuple[str, bytes]]) -> int:
     """Write (profile_id, blob) rows, newest wins, excluded profiles never; pipelined in
     bounded round trips."""
+    if is_cluster_client(client):
+        return _put_rows_cluster(client, rows)
     script = client.register_script(_PUT)
     pipe = client.pipeline(transaction=False)
     args: list = []
@@ -212,6 +261,12 @@ out[5] = flat
 return out
 """
 _scripts: dict[int, object] = {}
+# On a cluster the ready flag and the exclusion set live in other slots than the profile's
+# keys: asked first, then the profile's keys (all tagged {profile_id}) in one call.
+_HEAD = """local out = {redis.call('EXISTS', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
+if out[1] == 0 or out[2] == 1 then return out end"""
+_LOOKUP_PROFILE = _LOOKUP.replace(_HEAD, "local out = {1, 0}")
+assert _LOOKUP_PROFILE != _LOOKUP
 
 
 @dataclass
@@ -225,11 +280,19 @@ class Lookup:
 
 async def lookup(client: aredis.Redis, profile_id: str, now: float | None = None) -> Lookup:
     """Everything the point look-up needs, in one round trip (one script call)."""
+    cluster = is_cluster_client(client)
     script = _scripts.get(id(client))
     if script is None:
-        script = _scripts[id(client)] = client.register_script(_LOOKUP)
+        script = _scripts[id(client)] = client.register_script(
+            _LOOKUP_PROFILE if cluster else _LOOKUP)
     keys = [READY_KEY, EXCLUDED_KEY, row_key(profile_id), last_key(profile_id),
             *bucket_keys(profile_id, now)]
+    if cluster:
+        if not await client.exists(READY_KEY):
+            return Lookup(ready=False)
+        if await client.sismember(EXCLUDED_KEY, profile_sha256(profile_id)):
+            return Lookup(ready=True, excluded=True)
+        keys[:2] = [keys[2], keys[2]]  # unused by the script; same slot as the rest
     reply = await script(keys=keys, args=[profile_sha256(profile_id)])
     if not reply[0]:
         return Lookup(ready=False)

@@ -33,8 +33,8 @@ __all__ = ["Stamps", "LocalStamps", "RedisStamps", "stamps_for", "stamped", "saf
            "LEASE_NS", "SEQ_KEY", "INFLIGHT_KEY"]
 
 LEASE_NS = 30 * 60 * 1_000_000_000
-SEQ_KEY = "adtier:ff:seq"
-INFLIGHT_KEY = "adtier:ff:inflight"
+SEQ_KEY = "adtier:{ff}:seq"
+INFLIGHT_KEY = "adtier:{ff}:inflight"
 
 
 class Stamps(Protocol):

@@ -14,9 +14,15 @@ import zlib
 from dataclasses import dataclass
 from importlib import resources
 
+import asyncio
+from collections import defaultdict
+
 import msgspec
 import redis
 import redis.asyncio as aredis
+
+from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
+from adtier.store.valkey import is_cluster_client
 
 __all__ = [
     "STREAM",
@@ -26,15 +32,18 @@ __all__ = [
     "Entry",
     "IngestBuffer",
     "FlushBuffer",
+    "NotReplicated",
     "PlanPending",
     "batch_key",
     "idempotency_key",
     "plan_key",
 ]
 
-STREAM = "adtier:events"
+# The one-partition, one-server names (BufferLayout's legacy layout), kept for their callers.
+STREAM = LEGACY.partitions[0].stream
 GROUP = "flushers"
-BUFFERED = "adtier:buffered"
+BUFFERED = LEGACY.partitions[0].buffered
+DEDUP_PREFIX = LEGACY.partitions[0].dedup_prefix
 
 
 def _lua(name: str) -> str:
@@ -42,22 +51,24 @@ def _lua(name: str) -> str:
 
 
 def plan_key(consumer: str) -> str:
-    return f"adtier:plan:{consumer}"
+    return LEGACY.partitions[0].plan_key(consumer)
 
 
 class PlanPending(RuntimeError):
     """A flusher tried to start a new plan while its previous one is unfinished."""
 
 
+class NotReplicated(redis.exceptions.RedisError):
+    """Appended on the primary, but no replica confirmed it in time: not acknowledged (503).
+    A retry is safe: its events are found in the dedup sets if the first copy survived."""
+
+
 def batch_key(batch_id: str) -> str:
-    return f"adtier:batch:{batch_id}"
+    return LEGACY.batch_key(batch_id)
 
 
 def idempotency_key(key_id: str, idem: str) -> str:
-    return f"adtier:idem:{key_id}:{idem}"
-
-
-DEDUP_PREFIX = "adtier:dd:"
+    return LEGACY.idempotency_key(key_id, idem)
 
 
 class BatchRecord(msgspec.Struct, array_like=True):
@@ -73,6 +84,9 @@ class BatchRecord(msgspec.Struct, array_like=True):
     valid: int
     n_ad: int
     rejected: list[tuple[int, str, str, str]] = []  # (index, event_id, reason, detail)
+    # How many partitions the batch's events were split over; on a stream entry the record
+    # describes only that entry's part (its events, valid, n_ad; the rejections in one part).
+    parts: int = 1
 
 
 _record_encoder = msgspec.msgpack.Encoder()
@@ -105,17 +119,30 @@ class AppendResult:
 
 
 class IngestBuffer:
-    """Writer side, used by request handlers (async)."""
+    """Writer side, used by request handlers (async).
 
-    def __init__(self, client: aredis.Redis, high_water: int, dedup_hours: int, record_ttl_s: int):
+    With several partitions a batch's events are split by partition (``BufferLayout``): the
+    parts outside the batch's home partition are appended first, together, then the home part
+    with the batch record and the idempotency key; the batch is answered only when every part
+    is appended (and, with ``wait_replicas``, replicated)."""
+
+    def __init__(self, client: aredis.Redis, high_water: int, dedup_hours: int, record_ttl_s: int,
+                 layout: BufferLayout = LEGACY, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000):
         self._client = client
+        self.layout = layout
         self._script = client.register_script(_lua("append"))
-        self._high_water = high_water
+        # the high-water mark is over the whole buffer: each partition takes its share
+        self._high_water = -(-high_water // layout.count) if high_water > 0 else 0
         # Day sets: today's plus enough earlier ones to cover the window; each set lives until
         # the last day that still checks it has passed.
         self._dedup_days_back = max(1, -(-dedup_hours // 24))
         self._dedup_ttl = (self._dedup_days_back + 1) * 86_400 + 3600
         self._record_ttl = record_ttl_s
+        self._day_offset = 0  # the server's day minus ours, learnt from a 'clock' answer
+        self._wait = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
+        self._cluster = is_cluster_client(client)
 
     async def append(
         self,
@@ -127,41 +154,192 @@ class IngestBuffer:
         idempotency: str = "",
         keep_record: bool = True,
     ) -> AppendResult:
-        keys = [STREAM, BUFFERED, idempotency, batch_key(record.batch_id) if keep_record else ""]
-        args = [
-            ids,
-            self._high_water,
-            self._dedup_ttl,
-            self._record_ttl,
-            record.batch_id,
-            pack(_record_encoder.encode(record)),
-            ad_rows,
-            content_rows,
-            pack(rejected_rows),
-            DEDUP_PREFIX,
-            self._dedup_days_back,
+        """The whole batch as one entry of its home partition."""
+        part = self.layout.of_batch(record.batch_id)
+        return await self._append_part(part, record, ids, ad_rows, content_rows, rejected_rows,
+                                       idempotency, keep_record)
+
+    async def append_split(
+        self,
+        record: BatchRecord,
+        ad: list[tuple[bytes, bytes]],
+        content: list[tuple[bytes, bytes]],
+        rejected_rows: bytes,
+        idempotency: str = "",
+        keep_record: bool = True,
+    ) -> AppendResult:
+        """A batch given as (event id, row) pairs, split over the partitions of its events."""
+        home = self.layout.of_batch(record.batch_id)
+        if self.layout.count == 1:
+            return await self.append(
+                record, b"".join(i for i, _ in ad) + b"".join(i for i, _ in content),
+                b"".join(r for _, r in ad), b"".join(r for _, r in content), rejected_rows,
+                idempotency, keep_record)
+        events = ad + content
+        where: dict[int, list[int]] = defaultdict(list)
+        crc32, count = zlib.crc32, self.layout.count  # BufferLayout.of_event, inlined (hot)
+        for pos, (event_id, _) in enumerate(events):
+            where[crc32(event_id) % count].append(pos)
+        where.setdefault(home.index, [])
+        n_ad = len(ad)
+        parts = len(where)
+
+        def part_of(index: int) -> tuple[BatchRecord, bytes, bytes, bytes]:
+            positions = where[index]
+            mine = index == home.index
+            sub = msgspec.structs.replace(
+                record, valid=len(positions), n_ad=sum(1 for p in positions if p < n_ad),
+                events=len(positions) + (record.events - record.valid if mine else 0),
+                rejected=record.rejected if mine else [], parts=parts)
+            return (sub, b"".join(events[p][0] for p in positions),
+                    b"".join(events[p][1] for p in positions if p < n_ad),
+                    b"".join(events[p][1] for p in positions if p >= n_ad))
+
+        others = [i for i in where if i != home.index]
+        results = await asyncio.gather(*(
+            self._append_part(self.layout.partitions[i], *part_of(i), b"", "", False, parts=parts)
+            for i in others))
+        for result in results:
+            if result.status == "full":
+                return result
+        marks = bytearray(b"?" * len(events))
+        duplicates = 0
+        for index, result in zip(others, results):
+            duplicates += result.duplicates
+            for pos, mark in zip(where[index], result.bitmap):
+                marks[pos] = mark
+        sub, ids, ad_rows, content_rows = part_of(home.index)
+        got = await self._append_part(
+            home, sub, ids, ad_rows, content_rows, rejected_rows, idempotency, keep_record,
+            whole_marks=bytes(marks), whole_record=record, parts=parts)
+        if got.status != "ok":
+            return got
+        for pos, mark in zip(where[home.index], got.bitmap):
+            marks[pos] = mark
+        return AppendResult("ok", record.batch_id, bytes(marks), duplicates + got.duplicates)
+
+    async def _append_part(
+        self, part: Partition, record: BatchRecord, ids: bytes, ad_rows: bytes,
+        content_rows: bytes, rejected_rows: bytes, idempotency: str, keep_record: bool,
+        whole_marks: bytes = b"", whole_record: BatchRecord | None = None, parts: int = 1,
+    ) -> AppendResult:
+        back = self._dedup_days_back
+        args: list[object] = [
+            ids, self._high_water, self._dedup_ttl, self._record_ttl, record.batch_id,
+            pack(_record_encoder.encode(record)), ad_rows, content_rows, pack(rejected_rows),
+            0, back, "1" if idempotency else "0", "1" if keep_record else "0", whole_marks,
+            parts, b"" if whole_record is None else pack(_record_encoder.encode(whole_record)),
         ]
-        reply = await self._script(keys=keys, args=args)
-        status = reply[0].decode()
+        for _ in range(3):
+            day = int(time.time() // 86_400) + self._day_offset
+            first = day - back - 1  # a day either side: the server's clock decides which
+            args[9] = first
+            keys = [part.stream, part.buffered, idempotency or part.stream,
+                    part.batch_key(record.batch_id) if keep_record else part.stream,
+                    *(part.dedup_set(d) for d in range(first, day + 2))]
+            reply = await self._eval(keys, args)
+            status = reply[0].decode()
+            if status != "clock":
+                break
+            self._day_offset = int(reply[1]) - int(time.time() // 86_400)
         if status == "ok":
             return AppendResult("ok", record.batch_id, reply[1], int(reply[2]))
         if status == "replay":
             return AppendResult("replay", reply[1].decode())
-        return AppendResult("full", buffered=int(reply[1]))
+        if status == "full":
+            return AppendResult("full", buffered=int(reply[1]))
+        raise redis.exceptions.ResponseError(f"the buffer's server day moves: {reply!r}")
+
+    async def _eval(self, keys: list[str], args: list[object]) -> list:
+        if not self._wait:
+            return await self._script(keys=keys, args=args)
+        if self._cluster:
+            return await _eval_and_wait_cluster(self._client, self._script, keys, args,
+                                                self._wait, self._wait_timeout_ms)
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._script(keys=keys, args=args, client=pipe)  # queued (and loaded)
+            pipe.execute_command("WAIT", self._wait, self._wait_timeout_ms)
+            reply, replicas = await pipe.execute()
+        _check_replicas(replicas, self._wait)
+        return reply
 
     async def load_record(self, batch_id: str) -> tuple[BatchRecord, bytes, str] | None:
-        """(record, duplicate bitmap, state) while the batch is known to Redis."""
-        values = await self._client.hmget(batch_key(batch_id), ["m", "d", "s"])
-        if values[0] is None:
+        """(record, duplicate bitmap, state) while the batch is known to Redis. The state is
+        ``stored`` once every partition holding a part of the batch has stored it."""
+        values = await self._client.hgetall(self.layout.batch_key(batch_id))
+        if b"m" not in values:
             return None
-        return decode_record(values[0]), values[1] or b"", (values[2] or b"").decode()
+        parts = int(values.get(b"n") or 1)
+        done = sum(1 for k in values if k.startswith(b"p"))
+        state = (values.get(b"s") or b"").decode()
+        if done >= parts or state == "stored":
+            state = "stored"
+        return decode_record(values[b"m"]), values.get(b"d") or b"", state
 
     async def idempotent_batch(self, key: str) -> str | None:
         batch_id = await self._client.get(key)
         return None if batch_id is None else batch_id.decode()
 
     async def buffered_events(self) -> int:
-        return int(await self._client.get(BUFFERED) or 0)
+        counts = await asyncio.gather(*(self._client.get(p.buffered) for p in self.layout.partitions))
+        return sum(int(c or 0) for c in counts)
+
+    async def oldest_age_s(self) -> float:
+        """Age of the oldest unacknowledged entry over all partitions (0 when empty)."""
+        firsts = await asyncio.gather(*(self._client.xrange(p.stream, "-", "+", count=1)
+                                        for p in self.layout.partitions))
+        stamps = [int(f[0][0].decode().split("-")[0]) for f in firsts if f]
+        return max(0.0, time.time() - min(stamps) / 1000) if stamps else 0.0
+
+
+def _check_replicas(replicas: int, wanted: int) -> None:
+    if int(replicas) < wanted:
+        raise NotReplicated(f"appended, but {replicas} of {wanted} replicas confirmed it in time")
+
+
+async def _eval_and_wait_cluster(client, script, keys: list[str], args: list[object],
+                                 wanted: int, timeout_ms: int, budget_s: float = 30.0) -> list:
+    """EVALSHA then WAIT on one connection to the partition's primary: WAIT counts the
+    replicas that have this connection's writes, so it must follow them on the same one
+    (redis-py's cluster client would send WAIT to every primary, on other connections).
+    A moved slot or a dead primary refreshes the topology and tries again, within a budget
+    that covers a failover."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.05
+    await client.initialize()  # the topology, if no command has loaded it yet (no-op after)
+    while True:
+        node = client.get_node_from_key(keys[0])
+        conn = node.acquire_connection()
+        try:
+            await conn.connect()
+            await conn.send_packed_command(conn.pack_commands([
+                ("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", wanted, timeout_ms)]))
+            replies = []
+            for _ in range(2):
+                try:
+                    replies.append(await conn.read_response())
+                except redis.exceptions.ResponseError as err:
+                    replies.append(err)
+            reply, replicas = replies
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                await conn.send_command("SCRIPT", "LOAD", script.script)
+                await conn.read_response()
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            _check_replicas(replicas, wanted)
+            return reply
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
+                redis.exceptions.MovedError, redis.exceptions.AskError,
+                redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as err:
+            await conn.disconnect()
+            if time.monotonic() > deadline:
+                raise redis.exceptions.ConnectionError(f"buffer partition unavailable: {err}") from err
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            await client.nodes_manager.initialize()
+        finally:
+            node.release(conn)
 
 
 @dataclass
@@ -204,10 +382,12 @@ class FlushBuffer:
     Every step that depends on who owns which entries runs as one script, so a flusher that is
     slow but alive never has its entries or its plan taken away mid-flush."""
 
-    def __init__(self, client: redis.Redis, consumer: str):
+    def __init__(self, client: redis.Redis, consumer: str, partition: Partition | None = None):
         self.client = client
         self.consumer = consumer
-        self.plan_key = plan_key(consumer)
+        self.partition = partition or LEGACY.partitions[0]
+        self.stream = self.partition.stream
+        self.plan_key = self.partition.plan_key(consumer)
         self._take_over = client.register_script(_lua("take_over"))
         self._still_mine = client.register_script(_lua("still_mine"))
         self._complete = client.register_script(_lua("complete"))
@@ -216,13 +396,13 @@ class FlushBuffer:
 
     def ensure_group(self) -> None:
         try:
-            self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
 
-    def read_new(self, count: int, block_ms: int) -> list[Entry]:
-        reply = self.client.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
+    def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
+        reply = self.client.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return [Entry.from_fields(i, f) for _, entries in reply or [] for i, f in entries if f]
 
     def save_plan(self, entry_ids: list[str]) -> str:
@@ -237,34 +417,34 @@ class FlushBuffer:
 
     def take_over_plan(self, owner: str, min_idle_ms: int) -> list[str] | None:
         """The dead owner's plan, now mine ([] if it had none); None if the owner is alive."""
-        got = self._take_over(keys=[STREAM, plan_key(owner), self.plan_key],
+        got = self._take_over(keys=[self.stream, self.partition.plan_key(owner), self.plan_key],
                               args=[GROUP, self.consumer, owner, min_idle_ms])
         if got is None:
             return None
         return got.decode().split(",") if got else []
 
     def still_mine(self, entry_ids: list[str]) -> bool:
-        return bool(self._still_mine(keys=[STREAM], args=[GROUP, self.consumer, *entry_ids]))
+        return bool(self._still_mine(keys=[self.stream], args=[GROUP, self.consumer, *entry_ids]))
 
     def claim(self, entry_ids: list[str], min_idle_ms: int = 0) -> list[Entry]:
         if not entry_ids:
             return []
-        reply = self.client.xclaim(STREAM, GROUP, self.consumer, min_idle_ms, entry_ids)
+        reply = self.client.xclaim(self.stream, GROUP, self.consumer, min_idle_ms, entry_ids)
         return [Entry.from_fields(i, f) for i, f in reply if f]
 
     def claim_unplanned(self, owner: str, entry_ids: list[str], min_idle_ms: int) -> list[Entry]:
         """Take the owner's idle entries that are not in its plan; return them, read back."""
-        got = self._claim_unplanned(keys=[STREAM, plan_key(owner)],
+        got = self._claim_unplanned(keys=[self.stream, self.partition.plan_key(owner)],
                                     args=[GROUP, self.consumer, min_idle_ms, *entry_ids])
         return self.claim([i.decode() for i in got], 0)
 
     def pending_of(self, consumer: str, count: int = 1000) -> list[str]:
-        rows = self.client.xpending_range(STREAM, GROUP, "-", "+", count, consumername=consumer)
+        rows = self.client.xpending_range(self.stream, GROUP, "-", "+", count, consumername=consumer)
         return [r["message_id"].decode() for r in rows]
 
     def consumers(self) -> list[PendingConsumer]:
         found = []
-        for c in self.client.xinfo_consumers(STREAM, GROUP):
+        for c in self.client.xinfo_consumers(self.stream, GROUP):
             inactive = int(c.get("inactive", -1))
             idle = inactive if inactive >= 0 else int(c["idle"])
             found.append(PendingConsumer(c["name"].decode(), int(c["pending"]), idle))
@@ -274,9 +454,25 @@ class FlushBuffer:
         """Acknowledge stored entries; returns the events this call acknowledged."""
         args: list[object] = [GROUP, plan_value]
         for e in entries:
-            args += [e.entry_id, e.stored_events,
-                     batch_key(e.batch_id) if e.record.source == "batch" else ""]
-        return int(self._complete(keys=[STREAM, BUFFERED, self.plan_key], args=args))
+            args += [e.entry_id, e.stored_events]
+        return int(self._complete(keys=[self.stream, self.partition.buffered, self.plan_key],
+                                  args=args))
+
+    def mark_stored(self, entries: list[Entry], layout: BufferLayout) -> None:
+        """Note on each batch's record (in its home partition) that this partition's part is
+        stored; the record says ``stored`` once every part is. Idempotent: done after the
+        insert and before the acknowledgement, so a redo marks the same part again."""
+        keys = {layout.batch_key(e.batch_id) for e in entries if e.record.source == "batch"}
+        if not keys:
+            return
+        field = f"p{self.partition.index}"
+        # Plain commands (a cluster pipeline sends no scripts): a record that had expired
+        # comes back as a field with a day to live, which load_record ignores (no 'm').
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hset(key, field, 1)
+            pipe.expire(key, 86_400, nx=True)
+        pipe.execute()
 
     def drop_plan(self, plan_value: str) -> None:
         """Forget my plan if it is still this one (used when its entries were taken over)."""
@@ -284,12 +480,13 @@ class FlushBuffer:
                          1, self.plan_key, plan_value)
 
     def forget_consumer(self, consumer: str) -> bool:
-        return bool(self._forget(keys=[STREAM], args=[GROUP, consumer]))
+        return bool(self._forget(keys=[self.stream, self.partition.plan_key(consumer)],
+                                 args=[GROUP, consumer]))
 
     def lag(self) -> tuple[int, float]:
         """(buffered events, age in seconds of the oldest unacknowledged entry)."""
-        buffered = int(self.client.get(BUFFERED) or 0)
-        oldest = self.client.xrange(STREAM, "-", "+", count=1)
+        buffered = int(self.client.get(self.partition.buffered) or 0)
+        oldest = self.client.xrange(self.stream, "-", "+", count=1)
         if not oldest:
             return buffered, 0.0
         ms = int(oldest[0][0].decode().split("-")[0])

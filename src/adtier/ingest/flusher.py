@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
+from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
 from adtier.ingest.erased_events import copy_flushed
 from adtier.ingest.ordinals import Ordinals
 from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
@@ -83,6 +84,7 @@ def _batch_row(entry: Entry) -> bytes:
         "accepted": r.valid - duplicates,
         "duplicates": duplicates,
         "rejected": r.events - r.valid,
+        "parts": r.parts,
     }) + b"\n"
 
 
@@ -123,12 +125,19 @@ def _sort_key(entry: Entry) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def token_for_ids(entry_ids: list[str]) -> str:
-    return hashlib.sha256(",".join(entry_ids).encode()).hexdigest()[:40]
+def token_for_ids(entry_ids: list[str], scope: str = "") -> str:
+    """The insert's deduplication token. Entry ids are unique within one stream only (two
+    partitions can each have ``1796639349732-0``), so a partitioned buffer scopes the token
+    by the partition's stream; the one historical stream keeps its unscoped tokens."""
+    return hashlib.sha256((scope + ",".join(entry_ids)).encode()).hexdigest()[:40]
 
 
-def token_for(entries: list[Entry]) -> str:
-    return token_for_ids([e.entry_id for e in entries])
+def token_scope(partition: Partition, layout: BufferLayout) -> str:
+    return f"{partition.stream}|" if layout.tagged else ""
+
+
+def token_for(entries: list[Entry], scope: str = "") -> str:
+    return token_for_ids([e.entry_id for e in entries], scope)
 
 
 def insert_settings(dedup_token: str) -> dict[str, object]:
@@ -154,9 +163,17 @@ class Flusher:
         failpoint: str = "",
         on_stored: "Callable[[list[Entry], FlushBlocks], None] | None" = None,
         live_counters: bool = True,
+        layout: BufferLayout = LEGACY,
     ):
         self.ch = clickhouse
-        self.buffer = FlushBuffer(redis_client, consumer)
+        # One reader per partition, all under this consumer name: the partitions' consumer
+        # groups spread entries over every live flusher, and a dead flusher's entries and plans
+        # are taken over partition by partition. ``buffer`` is the partition being worked on
+        # (a flusher works on one partition at a time, plan -> insert -> ack as ever).
+        self.layout = layout
+        self.buffers = [FlushBuffer(redis_client, consumer, p) for p in layout.partitions]
+        self.buffer = self.buffers[0]
+        self._next = 0
         self.consumer = consumer
         self.max_rows = max_rows
         self.max_seconds = max_seconds
@@ -202,7 +219,7 @@ class Flusher:
         blocks = build_blocks(entries)
         # The token comes from the plan, not from what could be re-read: an entry missing at a
         # redo was already acknowledged, so it was inserted under this same token.
-        token = token_for_ids(plan_ids)
+        token = token_for_ids(plan_ids, token_scope(self.buffer.partition, self.layout))
         delay = 0.2
         while True:
             if not self.buffer.still_mine(plan_ids):
@@ -224,8 +241,10 @@ class Flusher:
                 if self._stop.wait(delay):
                     raise FlushAborted from err
                 delay = min(delay * 2, 10.0)
-        if self._failpoint == "after_insert":
+        if self._failpoint == "after_insert" or (
+                self._failpoint == f"after_insert_p{self.buffer.partition.index}"):
             os._exit(137)  # fault injection for tests: die between insert and acknowledgement
+        self.buffer.mark_stored(entries, self.layout)
         self.buffer.complete(entries, plan)
         self._succeeded()
         for table, n in Counter(r.table for r in refused).items():
@@ -279,6 +298,13 @@ class Flusher:
         """Redo interrupted flushes: ours first (at start), then those of consumers idle for
         longer than ``claim_idle_ms``. Returns the number of entries redone."""
         redone = 0
+        for buffer in self.buffers:
+            self.buffer = buffer
+            redone += self._recover_partition(at_start)
+        return redone
+
+    def _recover_partition(self, at_start: bool) -> int:
+        redone = 0
         if at_start:
             if plan := self.buffer.own_plan():
                 redone += self.redo(plan)
@@ -310,11 +336,14 @@ class Flusher:
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        self.buffer.ensure_group()
+        for buffer in self.buffers:
+            buffer.ensure_group()
         try:
             self.recover(at_start=True)
             while not self._stop.is_set():
-                self.flush(self._collect())
+                for buffer, entries in self._collect_all():
+                    self.buffer = buffer
+                    self.flush(entries)
                 self._succeeded()  # a round with nothing to store is progress too
                 if time.monotonic() - self._last_recovery > self.claim_idle_ms / 1000:
                     self._last_recovery = time.monotonic()
@@ -322,6 +351,34 @@ class Flusher:
                 self._update_lag()
         except FlushAborted:
             log.info("flusher_stopped_with_pending")
+
+    def _collect_all(self) -> list[tuple[FlushBuffer, list[Entry]]]:
+        """One round's entries, per partition."""
+        if len(self.buffers) == 1:
+            return [(self.buffers[0], self._collect())]
+        got: dict[int, list[Entry]] = {}
+        rows = 0
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set():
+            quiet = True
+            for index, buffer in enumerate(self.buffers):
+                entries = buffer.read_new(count=32, block_ms=None)
+                if entries:
+                    quiet = False
+                    got.setdefault(index, []).extend(entries)
+                    rows += sum(e.record.valid for e in entries)
+            left = deadline - time.monotonic()
+            if rows >= self.max_rows or left <= 0:
+                break
+            if quiet:
+                # nothing anywhere: wait on one partition (in turn), briefly
+                self._next = (self._next + 1) % len(self.buffers)
+                buffer = self.buffers[self._next]
+                entries = buffer.read_new(count=32, block_ms=max(1, int(min(left, 0.05) * 1000)))
+                if entries:
+                    got.setdefault(self._next, []).extend(entries)
+                    rows += sum(e.record.valid for e in entries)
+        return [(self.buffers[i], entries) for i, entries in sorted(got.items())]
 
     def _collect(self) -> list[Entry]:
         entries: list[Entry] = []
@@ -338,22 +395,28 @@ class Flusher:
         return entries
 
     def _update_lag(self) -> None:
-        events, seconds = self.buffer.lag()
+        lags = [buffer.lag() for buffer in self.buffers]
+        events, seconds = sum(e for e, _ in lags), max(s for _, s in lags)
         metrics.BUFFER_LAG.set(events)
         metrics.BUFFER_LAG_SECONDS.set(seconds)
 
     def drain(self, idle_rounds: int = 1) -> None:
         """Flush until the stream has nothing new (tests, ``adtier flush --once``)."""
-        self.buffer.ensure_group()
+        for buffer in self.buffers:
+            buffer.ensure_group()
         self.recover(at_start=True)
         quiet = 0
         while quiet < idle_rounds:
-            entries = self.buffer.read_new(count=500, block_ms=50)
-            if entries:
-                self.flush(entries)
-                quiet = 0
-            else:
-                quiet += 1
+            busy = False
+            for buffer in self.buffers:
+                self.buffer = buffer
+                entries = buffer.read_new(count=500, block_ms=50 if len(self.buffers) == 1 else None)
+                if entries:
+                    self.flush(entries)
+                    busy = True
+            quiet = 0 if busy else quiet + 1
+            if not busy and len(self.buffers) > 1:
+                time.sleep(0.05)  # the reads above do not block: give stragglers a moment
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_forever, name="adtier-flusher", daemon=True)

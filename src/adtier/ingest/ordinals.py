@@ -48,9 +48,10 @@ __all__ = ["GAP", "MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "profi
 
 log = get_logger("adtier.ordinals")
 
-MAP_KEY = "adtier:ord:map"  # hash: profile key (16 bytes) -> ordinal
-NEXT_KEY = "adtier:ord:next"  # the last ordinal given; missing = not loaded
-LOAD_LOCK = "adtier:ord:load"
+# One hash tag, {ord}: the script changes map and counter together (one slot on a cluster).
+MAP_KEY = "adtier:{ord}:map"  # hash: profile key (16 bytes) -> ordinal
+NEXT_KEY = "adtier:{ord}:next"  # the last ordinal given; missing = not loaded
+LOAD_LOCK = "adtier:{ord}:load"
 _CHUNK = 5_000  # keys per script call: keeps one call to a few ms of Valkey time
 _LOAD_CHUNK = 20_000  # HSET fields per pipelined command while loading
 _UINT32 = struct.Struct("<I")

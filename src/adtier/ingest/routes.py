@@ -158,17 +158,19 @@ class EventsController(Controller):
         )
 
     async def _from_store(self, request: Request, batch_id: str) -> BatchStatus | None:
+        # one row per buffer partition the batch was split over (``parts`` of them)
         rows = await app_state(request).query(
-            "SELECT batch_id, key_id, source, toUnixTimestamp64Milli(received_at), body_sha256, "
-            "events, accepted, duplicates, rejected FROM ingest_batches "
-            "WHERE batch_id = {b:String} LIMIT 1",
+            "SELECT batch_id, any(key_id), any(source), toUnixTimestamp64Milli(min(received_at)), "
+            "any(body_sha256), sum(events), sum(accepted), sum(duplicates), sum(rejected), "
+            "count() >= max(parts) FROM ingest_batches "
+            "WHERE batch_id = {b:String} GROUP BY batch_id",
             {"b": batch_id},
         )
         if not rows:
             return None
-        b, k, src, received, sha, events, accepted, dups, rejected = rows[0]
+        b, k, src, received, sha, events, accepted, dups, rejected, whole = rows[0]
         return BatchStatus(b, k, src, _iso(int(received)), sha, events, accepted, dups, rejected,
-                           "stored", 0)
+                           "stored" if whole else "buffered", 0)
 
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 
 from adtier import metrics
-from adtier.ingest.buffer import AppendResult, BatchRecord, IngestBuffer, idempotency_key
+from adtier.ingest.buffer import AppendResult, BatchRecord, IngestBuffer
+from adtier.ingest.partitions import BufferLayout
 from adtier.ingest.normalise import Prepared, Rejection, TimePolicy, prepare_events, rejected_rows
 
 __all__ = ["RejectedItem", "IngestAnswer", "BufferFull", "IngestService", "new_batch_id"]
@@ -37,9 +38,13 @@ class BufferFull(Exception):
     """The buffer is over its high-water mark: the client should retry later."""
 
 
-def new_batch_id(received_ms: int) -> str:
-    # Time-ordered, so ids sort by arrival and reveal nothing about the sender.
-    return f"b{received_ms:011x}{secrets.token_hex(6)}"
+def new_batch_id(received_ms: int, layout: BufferLayout | None = None, home: int = 0) -> str:
+    # Time-ordered, so ids sort by arrival and reveal nothing about the sender. With several
+    # buffer partitions, drawn until it falls in the wanted home partition (P draws on average).
+    while True:
+        batch_id = f"b{received_ms:011x}{secrets.token_hex(6)}"
+        if layout is None or layout.count == 1 or layout.of_batch(batch_id).index == home:
+            return batch_id
 
 
 def answer_from(record: BatchRecord, bitmap: bytes) -> IngestAnswer:
@@ -60,7 +65,8 @@ class IngestService:
 
     async def replay(self, key_id: str, idem: str, body_sha256: str) -> IngestAnswer | None:
         """The first answer for a whole-batch retry, if that batch is known."""
-        batch_id = await self.buffer.idempotent_batch(idempotency_key(key_id, idem))
+        batch_id = await self.buffer.idempotent_batch(
+            self.buffer.layout.idempotency_key(key_id, idem))
         return None if batch_id is None else await self._first_answer(batch_id, body_sha256)
 
     async def _first_answer(self, batch_id: str, body_sha256: str) -> IngestAnswer | None:
@@ -91,7 +97,11 @@ class IngestService:
         extra_rejections: list[Rejection] | None = None,
     ) -> tuple[IngestAnswer, bytes]:
         """The answer, and the duplicate marks of the valid events (ad events first)."""
-        batch_id = new_batch_id(received_ms)
+        layout = self.buffer.layout
+        # The home partition of the batch: that of its idempotency key, so a retry finds both.
+        home = layout.of_idempotency(key_id, idempotency).index if idempotency else (
+            secrets.randbelow(layout.count) if layout.count > 1 else 0)
+        batch_id = new_batch_id(received_ms, layout, home)
         prepared = prepare_events(raws, decoder, self.policy, received_ms, sent_ms, source,
                                   batch_id, key_id, self.max_event_bytes)
         if extra_rejections:
@@ -108,15 +118,18 @@ class IngestService:
             n_ad=len(prepared.ad_ids),
             rejected=[(r.index, r.event_id, r.reason, r.detail) for r in prepared.rejections],
         )
-        result = await self.buffer.append(
-            record,
-            prepared.packed_ids(),
-            b"".join(prepared.ad_rows),
-            b"".join(prepared.content_rows),
-            rejected_rows(prepared.rejections, received_ms, source, batch_id, key_id),
-            idempotency=idempotency_key(key_id, idempotency) if idempotency else "",
-            keep_record=source == "batch",
-        )
+        rejected = rejected_rows(prepared.rejections, received_ms, source, batch_id, key_id)
+        idem_key = layout.idempotency_key(key_id, idempotency) if idempotency else ""
+        if layout.count == 1:  # one stream entry, as it always was (no per-event routing)
+            result = await self.buffer.append(
+                record, prepared.packed_ids(), b"".join(prepared.ad_rows),
+                b"".join(prepared.content_rows), rejected, idempotency=idem_key,
+                keep_record=source == "batch")
+        else:
+            result = await self.buffer.append_split(
+                record, list(zip(prepared.ad_ids, prepared.ad_rows)),
+                list(zip(prepared.content_ids, prepared.content_rows)), rejected,
+                idempotency=idem_key, keep_record=source == "batch")
         if result.status == "full":
             raise BufferFull(f"{result.buffered} events are waiting to be stored")
         if result.status == "replay":

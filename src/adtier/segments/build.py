@@ -280,7 +280,7 @@ class _Prefill:
     def __init__(self, r: redis.Redis, pool: ThreadPoolExecutor, segment_ids: list[str]):
         token = secrets.token_hex(8)
         self.r, self.pool = r, pool
-        self.keys = {sid: f"adtier:seg:fill:{sid}:{token}" for sid in segment_ids}
+        self.keys = {sid: f"adtier:{{seg}}:fill:{sid}:{token}" for sid in segment_ids}
         self.jobs: dict[str, list[Future]] = {sid: [] for sid in segment_ids}
 
     def add(self, segment_id: str, ids: pa.Array) -> None:
@@ -582,6 +582,7 @@ def restore_redis(client: Client, r: redis.Redis, *, only_if_missing: bool = Fal
     ``only_if_missing`` (start-up): do nothing if the live hash exists. Each segment is
     restored under its build lock (a build running now is skipped: it writes its own set), and
     its row is re-read under the lock so the version restored is the one served."""
+    store.drop_untagged(r)
     if only_if_missing and r.exists(store.LIVE):
         return {}
     rows = [row for row in store.list_segments(client) if row.version > 0]

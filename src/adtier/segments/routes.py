@@ -24,6 +24,7 @@ A static segment's uploaded profile ids are never echoed back (the definition sh
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import secrets
@@ -55,6 +56,7 @@ from adtier.privacy.noise import scale_for
 from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.segments.vocabulary import check_keys, load_vocabulary
 from adtier.state import AppState, app_state, authorize
+from adtier.store.valkey import is_cluster_client
 
 __all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES"]
 
@@ -465,10 +467,15 @@ async def _lookup(client: redis.asyncio.Redis, profile_id: str, advertiser_id: s
     advertiser's hash — in one pipelined round trip (a second one only to load the script)."""
     holdouts = (holdout_mirror.HOLDOUTS_KEY if advertiser_id is None
                 else holdout_mirror.advertiser_key(advertiser_id))
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
-        pipe.hgetall(holdouts)
-        found, mirror = await pipe.execute(raise_on_error=False)
+    if is_cluster_client(client):  # other slots: no scripts in a cluster pipeline
+        found, mirror = await asyncio.gather(
+            client.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id), client.hgetall(holdouts),
+            return_exceptions=True)
+    else:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
+            pipe.hgetall(holdouts)
+            found, mirror = await pipe.execute(raise_on_error=False)
     if isinstance(found, redis.exceptions.NoScriptError):
         found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)
     for answer in (found, mirror):

@@ -7,8 +7,8 @@ order, so ClickHouse does not sort the rows it inserts.
 
 Redis holds what ad decisioning reads, without touching ClickHouse:
 
-- ``adtier:seg:m:{segment_id}:{version}`` — a set of the profile ids of one built version;
-- ``adtier:seg:live`` — a hash segment_id -> ``"{version}|{owner}"``: which version is served.
+- ``adtier:{seg}:m:{segment_id}:{version}`` — a set of the profile ids of one built version;
+- ``adtier:{seg}:live`` — a hash segment_id -> ``"{version}|{owner}"``: which version is served.
 
 A new version's set is filled first (invisible: nothing points at it), then one ``HSET`` on the
 live hash switches every reader to it at once, then the old set is unlinked.
@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
+from adtier.store.valkey import is_cluster_client
 
 __all__ = [
     "LIVE",
@@ -72,7 +73,11 @@ __all__ = [
     "forget_profiles",
 ]
 
-LIVE = "adtier:seg:live"
+# Every segment key shares the hash tag {seg}: the look-up script reads the live hash and the
+# member sets it names in one call, and a build renames sets into place (one slot on a Valkey
+# Cluster, so one primary holds the segments). Keys of the untagged names are dropped once.
+LIVE = "adtier:{seg}:live"
+_UNTAGGED_LIVE = "adtier:seg:live"
 _SADD_BATCH = 50_000  # ids per SADD: big enough to amortise, small enough not to stall Valkey
 _INSERT_BATCH = 1_000_000  # rows per insert_arrow (each insert costs ~13 ms on chdb)
 
@@ -82,11 +87,11 @@ _COLUMNS = ("segment_id", "name", "kind", "owner", "definition", "status", "vers
 
 
 def member_key(segment_id: str, version: int) -> str:
-    return f"adtier:seg:m:{segment_id}:{version}"
+    return f"adtier:{{seg}}:m:{segment_id}:{version}"
 
 
 def lock_key(segment_id: str) -> str:
-    return f"adtier:seg:lock:{segment_id}"
+    return f"adtier:{{seg}}:lock:{segment_id}"
 
 
 class SegmentRow(msgspec.Struct, kw_only=True):
@@ -297,6 +302,8 @@ def add_to_set(r: redis.Redis, key: str, ids: pa.Array, expire: int = 0) -> None
 def _raw_connection(r: redis.Redis) -> Iterator[Any]:
     """One pooled connection for hand-pipelined commands; dropped, not reused, if anything
     fails half-way (its unread replies would answer the next caller)."""
+    if is_cluster_client(r):
+        r = r.get_node_from_key(LIVE).redis_connection  # the primary holding {seg}
     conn = r.connection_pool.get_connection()
     try:
         yield conn
@@ -305,6 +312,19 @@ def _raw_connection(r: redis.Redis) -> Iterator[Any]:
         raise
     finally:
         r.connection_pool.release(conn)
+
+
+def drop_untagged(r: redis.Redis) -> int:
+    """Unlink the sets and live hash of the names used before the {seg} tag (an upgraded
+    Valkey); the tagged ones are restored from ClickHouse. Answers the keys dropped."""
+    if is_cluster_client(r) or not r.exists(_UNTAGGED_LIVE):
+        return 0
+    old = [f"adtier:seg:m:{sid.decode()}:{value.decode().split('|', 1)[0]}"
+           for sid, value in r.hgetall(_UNTAGGED_LIVE).items()]
+    for i in range(0, len(old), 1000):
+        r.unlink(*old[i:i + 1000])
+    r.unlink(_UNTAGGED_LIVE)
+    return len(old) + 1
 
 
 def _read_replies(conn: Any, sent: int) -> None:
@@ -404,7 +424,7 @@ for i = 1, #live, 2 do
   local value = live[i + 1]
   local sep = string.find(value, '|', 1, true)
   local version = string.sub(value, 1, sep - 1)
-  if redis.call('SISMEMBER', 'adtier:seg:m:' .. sid .. ':' .. version, ARGV[1]) == 1 then
+  if redis.call('SISMEMBER', 'adtier:{seg}:m:' .. sid .. ':' .. version, ARGV[1]) == 1 then
     out[#out + 1] = sid
     out[#out + 1] = string.sub(value, sep + 1)
   end

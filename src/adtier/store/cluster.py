@@ -17,7 +17,8 @@ How each statement kind is handled:
   table) becomes ``Replicated<Engine>('/clickhouse/tables/{shard}/{database}/<name>',
   '{replica}', <original args>)``, and ``non_replicated_deduplication_window`` becomes
   ``replicated_deduplication_window`` with the same value (the insert dedup window the
-  flusher's tokens rely on). A ``CREATE TABLE`` without an explicit engine, or with an engine
+  flusher's tokens rely on), followed by ``replicated_deduplication_window_seconds`` (30 days:
+  ClickHouse's own default, 3,600 s in 26.x, would drop dedup records after an hour). A ``CREATE TABLE`` without an explicit engine, or with an engine
   that keeps its data on one node (Memory, Log, ...), is refused: it would silently not be
   replicated. Engines that hold no data of their own (Null, Distributed, Merge, Dictionary)
   are kept.
@@ -322,8 +323,20 @@ def _create(toks: list[_Tok], edit: _Edit, cluster: str) -> None:
     _dedup_window_setting(toks[k:stop], edit)
 
 
+# Replicated tables also forget their insert-dedup records after this many seconds, however
+# few blocks came since (ClickHouse 26.x defaults it to 3,600 s): a flush plan redone more than
+# an hour later would be stored twice. A non-replicated table's window is a number of blocks
+# only, so the replicated one is given a time bound far past any plan's redo (30 days): the
+# number of blocks is again what bounds it, the same window on one node and on a cluster.
+DEDUP_WINDOW_SECONDS = 30 * 86_400
+
+
 def _dedup_window_setting(toks: list[_Tok], edit: _Edit) -> None:
-    """The single-node insert dedup window, as the replicated one (same number of blocks)."""
-    for t in toks:
+    """The single-node insert dedup window, as the replicated one (same number of blocks, and
+    a time bound that does not cut it short)."""
+    for i, t in enumerate(toks):
         if t.depth == 0 and t.kind == "word" and t.text.lower() == "non_replicated_deduplication_window":
             edit.replace(t.start, t.end, "replicated_deduplication_window")
+            if i + 2 < len(toks) and toks[i + 1].text == "=":
+                edit.insert(toks[i + 2].end,
+                            f", replicated_deduplication_window_seconds = {DEDUP_WINDOW_SECONDS}")

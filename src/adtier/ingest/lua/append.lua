@@ -1,20 +1,31 @@
--- Append one validated batch to the event stream, atomically with its dedup and idempotency
--- bookkeeping, so a crash can never leave ids marked "seen" for events that were not buffered.
+-- Append one validated batch (or the part of it routed to this partition) to the partition's
+-- event stream, atomically with its dedup and idempotency bookkeeping, so a crash can never
+-- leave ids marked "seen" for events that were not buffered.
 --
--- KEYS: 1 stream, 2 buffered-events counter, 3 idempotency key ('' when none),
---       4 batch record key ('' for pixels)
+-- Every key is declared and shares the partition's hash tag (one slot on a cluster).
+-- KEYS: 1 stream, 2 buffered-events counter, 3 idempotency key, 4 batch record key,
+--       5.. dedup day-sets for consecutive days, the first one for day ARGV[10]
+--       (KEYS[3] and KEYS[4] are only used when ARGV[12] / ARGV[13] say so)
 -- ARGV: 1 packed 16-byte event ids (ad events first, then content events),
 --       2 high-water mark (buffered events), 3 dedup set TTL (s), 4 batch record TTL (s),
 --       5 batch id, 6 meta, 7 ad rows, 8 content rows, 9 rejected rows,
---       10 dedup set prefix, 11 days of earlier sets to check
+--       10 day number of KEYS[5], 11 days of earlier sets to check, 12 '1': check/set the
+--       idempotency key, 13 '1': keep the batch record, 14 the whole batch's duplicate marks
+--       with '?' where this call's marks go ('' = this call is the whole batch), 15 parts,
+--       16 the whole batch's meta for its record ('' = ARGV[6])
 -- Returns {'ok', bitmap, duplicates} | {'replay', batch_id} | {'full', buffered}
+--       | {'clock', day} (the day-sets passed do not cover this server's day: pass them again)
 --
 -- Dedup: one id set per day, the day taken from this server's clock (one clock for every
 -- ingest node, so a retry landing on a node with a skewed clock still finds its first copy).
 -- Today's set and the previous N are checked, so the window is between N and N+1 days; bulk
 -- set commands inside this one call mean no round trip, and no command, per event.
--- (The day-set names are built here, so this script assumes a single Valkey, not a cluster.)
-if KEYS[3] ~= '' then
+local day = math.floor(tonumber(redis.call('TIME')[1]) / 86400)
+local back = tonumber(ARGV[11])
+local today_at = 5 + day - tonumber(ARGV[10])
+if today_at - back < 5 or today_at > #KEYS then return {'clock', tostring(day)} end
+
+if ARGV[12] == '1' then
   local first = redis.call('GET', KEYS[3])
   if first then return {'replay', first} end
 end
@@ -26,12 +37,10 @@ local ids = ARGV[1]
 local n = #ids / 16
 local list = {}
 for i = 1, n do list[i] = string.sub(ids, i * 16 - 15, i * 16) end
-local day = math.floor(tonumber(redis.call('TIME')[1]) / 86400)
-local today = ARGV[10] .. day
+local today = KEYS[today_at]
 local sets = {today}
-for back = 1, tonumber(ARGV[11]) do
-  local key = ARGV[10] .. (day - back)
-  if redis.call('EXISTS', key) == 1 then sets[#sets + 1] = key end
+for k = today_at - back, today_at - 1 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then sets[#sets + 1] = KEYS[k] end
 end
 local marks = {}
 local fresh = {}
@@ -66,11 +75,18 @@ if #fresh > 0 then redis.call('EXPIRE', today, ARGV[3]) end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[5], 'm', ARGV[6], 'a', ARGV[7], 'c', ARGV[8],
   'r', ARGV[9], 'd', bitmap)
 redis.call('INCRBY', KEYS[2], n - dups)
-if KEYS[4] ~= '' then
-  redis.call('HSET', KEYS[4], 'm', ARGV[6], 'd', bitmap, 's', 'buffered')
+if ARGV[13] == '1' then
+  local whole = bitmap
+  if ARGV[14] ~= '' then
+    local k = 0
+    whole = string.gsub(ARGV[14], '%?', function() k = k + 1; return marks[k] end)
+  end
+  local meta = ARGV[16]
+  if meta == '' then meta = ARGV[6] end
+  redis.call('HSET', KEYS[4], 'm', meta, 'd', whole, 's', 'buffered', 'n', ARGV[15])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
-if KEYS[3] ~= '' then
+if ARGV[12] == '1' then
   redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
 return {'ok', bitmap, dups}

