@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Annotated, Any
 
 import msgspec
@@ -21,7 +20,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import RedisError, ResponseError
 
 from adtier.errors import ApiError
-from adtier.ingest.buffer import GROUP, STREAM
+from adtier.ingest.buffer import GROUP
 from adtier.logs import get_logger
 from adtier.state import AppState, app_state, authorize
 
@@ -218,21 +217,25 @@ def _counters() -> dict[str, Any]:
 
 
 async def _pipeline(state: AppState) -> Pipeline:
+    """Over every buffer partition (one on a single server, several on a cluster)."""
     r = state.redis
-    buffered = await state.ingest.buffer.buffered_events()
-    oldest = await r.xrange(STREAM, "-", "+", count=1)
-    age = time.time() - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
+    buffer = state.ingest.buffer
+    buffered = await buffer.buffered_events()
+    age = await buffer.oldest_age_s()
     consumers: list[Consumer] = []
-    if await r.exists(STREAM):
+    entries = 0
+    for part in buffer.layout.partitions:
+        if not await r.exists(part.stream):
+            continue
+        entries += int(await r.xlen(part.stream))
         try:
-            consumers = [Consumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
-                         for c in await r.xinfo_consumers(STREAM, GROUP)]
+            consumers += [Consumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                          for c in await r.xinfo_consumers(part.stream, GROUP)]
         except ResponseError as err:  # NOGROUP: no flusher has run yet
             log.info("console_no_consumer_group", error=str(err)[:200])
     local = [LocalFlusher(f.consumer, bool(f._thread and f._thread.is_alive()))
              for f in state.flushers]
-    return Pipeline(int(buffered), round(max(age, 0.0), 3), int(await r.xlen(STREAM)),
-                    consumers, local, _counters())
+    return Pipeline(int(buffered), round(age, 3), entries, consumers, local, _counters())
 
 
 class OpsReadController(Controller):
