@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import msgspec
 from litestar import Controller, Request, asgi, get
@@ -169,7 +169,9 @@ def rejection_of(query: str, reason: str, detail: str) -> Rejection:
 
 
 def _without_key(query: str) -> str:
-    return "&".join(p for p in query.split("&") if not p.startswith("k="))
+    # by the decoded name, as parse_qsl reads it: `%6B=` authenticates like `k=`
+    return "&".join(p for p in query.split("&")
+                    if unquote_plus(p.partition("=")[0]) != "k")
 
 
 class PixelBatcher:
