@@ -4,7 +4,14 @@ stay well-formed, pages carry their security headers)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
+import pytest
+
 from adtier.ingest.pixel import GIF
+from adtier.ingest.vast_xml import VAST_NAMESPACE
+
+NS = f"{{{VAST_NAMESPACE}}}"
 
 
 def test_a_percent_encoded_pixel_key_is_not_kept_in_rejected_events(api, flush, ch):
@@ -20,3 +27,32 @@ def test_a_percent_encoded_pixel_key_is_not_kept_in_rejected_events(api, flush, 
     for _, raw in rows:
         assert api.ingest_key not in raw
         assert "cmp=cmp-1" in raw and "e=notAnEvent" in raw
+
+
+def _fill(url: str) -> str:
+    """What a player does: the macros substituted (those we need for a storable event)."""
+    for macro, value in {"[ACCOUNT_ID]": "acc-1", "[PROFILE_ID]": "pf-1",
+                         "[SESSION_ID]": "ses-1", "[ADSERVINGID]": "play-1"}.items():
+        url = url.replace(macro, value)
+    return url
+
+
+@pytest.mark.parametrize("campaign_id, creative_id", [
+    ('cmp<1>&"\'', "cr]]>-<!--"),
+    ("cmp-%41", "cr%2Fx 50%"),  # a percent sign in an id must survive the URL
+])
+def test_the_vast_document_carries_hostile_ids_exactly(api, flush, ch, campaign_id, creative_id):
+    answer = api.client.get("/v1/vast/tracking", headers=api.admin, params={
+        "campaign_id": campaign_id, "creative_id": creative_id, "document": "true",
+        "ingest_key": api.ingest_key})
+    assert answer.status_code == 200, answer.text
+    doc = ET.fromstring(answer.content)  # well-formed: everything escaped
+    assert doc.find(f"{NS}Ad").get("id") == campaign_id
+    assert doc.find(f".//{NS}Creative").get("id") == creative_id
+    impression = doc.find(f".//{NS}Impression").text.strip()
+    path = impression[impression.index("/v1/px"):]
+    assert api.client.get(_fill(path)).content == GIF
+    flush()
+    assert ch.query("SELECT campaign_id, creative_id FROM ad_events").result_rows == [
+        (campaign_id, creative_id)]
+

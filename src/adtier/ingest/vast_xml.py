@@ -59,7 +59,9 @@ def tracking_urls(base: str, campaign_id: str, creative_id: str, ingest_key: str
             query["rsn"] = "[REASON]"
         if vast == "progress":
             query["off"] = offset
-        urls[vast] = f"{base}/v1/px?" + urlencode(query, safe="[]:%")
+        # brackets stay readable for the player's macros; "%" is always escaped, or an id
+        # holding one ("cmp-%41") would reach the pixel decoded into another id ("cmp-A")
+        urls[vast] = f"{base}/v1/px?" + urlencode(query, safe="[]:")
     return urls
 
 
