@@ -56,3 +56,14 @@ def test_the_vast_document_carries_hostile_ids_exactly(api, flush, ch, campaign_
     assert ch.query("SELECT campaign_id, creative_id FROM ad_events").result_rows == [
         (campaign_id, creative_id)]
 
+
+@pytest.mark.parametrize("param", ["campaign_id", "creative_id", "ingest_key", "media_url"])
+def test_the_vast_helper_refuses_what_xml_cannot_hold(api, param):
+    """XML 1.0 has no way to write most control characters (not even as &#1;): such an id
+    is a clear 400, never a document a player cannot parse."""
+    params = {"campaign_id": "cmp-1", "creative_id": "cr-1", "document": "true",
+              param: "bad\x01\x1b[31m"}
+    answer = api.client.get("/v1/vast/tracking", headers=api.admin, params=params)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_parameter"
+    assert param in answer.json()["detail"]
