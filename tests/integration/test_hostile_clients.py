@@ -67,3 +67,22 @@ def test_the_vast_helper_refuses_what_xml_cannot_hold(api, param):
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_parameter"
     assert param in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/static/js/app.js",
+                                  "/console/vendor/plotly.min.js", "/docs", "/docs/swagger",
+                                  "/docs/openapi.json"])
+def test_the_console_and_docs_carry_their_security_headers(api, path):
+    """No MIME sniffing of what the pages load; the HTML pages refuse to be framed
+    (clickjacking a signed-in console) and any script but this server's own."""
+    answer = api.client.get(path)
+    assert answer.status_code == 200, answer.text[:200]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    if answer.headers["content-type"].startswith("text/html"):
+        assert answer.headers["x-frame-options"] == "DENY"
+        policy = dict(part.strip().split(" ", 1) for part in
+                      answer.headers["content-security-policy"].split(";"))
+        assert policy["frame-ancestors"] == "'none'"
+        assert policy["connect-src"] == "'self'"
+        assert not [s for s in policy["script-src"].split() if not s.startswith("'")]
+        assert answer.headers["referrer-policy"] == "no-referrer"
