@@ -431,3 +431,17 @@ def test_a_formula_in_a_name_is_text_in_the_downloaded_csv(tab, world, hostile, 
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
     assert "'" + _FORMULA in cells  # kept whole, neutralised the way spreadsheets document
 
+
+def test_markup_in_a_name_is_text_in_charts_and_tables(tab, world, hostile, tmp_path):
+    tab.sign_in(world.advertiser_key)
+    tab.wait_ready()
+    tab.open("#/segments")
+    tab.series("chart-overlap")
+    chart = tab.page.locator("#chart-overlap")
+    assert chart.locator("a").count() == 0  # no link the name smuggled in
+    assert chart.locator("img").count() == 0
+    assert "evil.example" in chart.text_content()  # drawn, as the text it is
+    assert tab.page.evaluate("window.__pwned") is None
+    assert _HOSTILE in tab.page.inner_text("#segments-table")
+    cells = _csv_cells(tab, "button[data-csv='segment-overlap.csv']", tmp_path / "overlap.csv")
+    assert _HOSTILE in cells
