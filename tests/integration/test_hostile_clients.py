@@ -86,3 +86,18 @@ def test_the_console_and_docs_carry_their_security_headers(api, path):
         assert policy["connect-src"] == "'self'"
         assert not [s for s in policy["script-src"].split() if not s.startswith("'")]
         assert answer.headers["referrer-policy"] == "no-referrer"
+
+
+def test_readyz_tells_an_anonymous_caller_what_is_down_not_the_stores_errors(api, monkeypatch):
+    """/readyz answers without a key (load balancers, probes): the stores' error texts (their
+    addresses, a statement) are for the log, not for whoever asks."""
+    from redis import asyncio as aredis
+
+    state = api.client.app.state.adtier
+    monkeypatch.setattr(state, "redis",
+                        aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5))
+    answer = api.client.get("/readyz")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["redis"] == "unreachable" and "redis unreachable" in body["problems"]
+    assert "127.0.0.1" not in answer.text and "Error" not in answer.text
