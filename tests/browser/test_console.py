@@ -445,3 +445,21 @@ def test_markup_in_a_name_is_text_in_charts_and_tables(tab, world, hostile, tmp_
     assert _HOSTILE in tab.page.inner_text("#segments-table")
     cells = _csv_cells(tab, "button[data-csv='segment-overlap.csv']", tmp_path / "overlap.csv")
     assert _HOSTILE in cells
+
+
+def test_the_key_never_reaches_a_url_even_before_the_scripts_run(chromium, world):
+    """The sign-in form works without its script (a slow or blocked module, Enter pressed at
+    once): a native submit must not put the key in the address, the history or a log."""
+    page = chromium.new_page()
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url))
+    page.route("**/console/static/js/**", lambda route: route.abort())
+    try:
+        page.goto(world.url + "/console")
+        page.fill("#key", world.advertiser_key)
+        page.press("#key", "Enter")
+        page.wait_for_load_state()
+        assert world.advertiser_key not in page.url
+        assert not [u for u in sent if world.advertiser_key in u]
+    finally:
+        page.close()
