@@ -128,3 +128,21 @@ def test_a_body_of_many_gzip_members_is_refused_not_inflated_for_minutes(api, fl
     flush()  # the refused body is kept, with its reason
     assert ch.query("SELECT count() FROM rejected_events WHERE reason = 'bad_encoding'"
                     ).result_rows == [(1,)]
+
+
+def test_an_admin_key_hidden_behind_a_second_k_is_still_refused_and_kept(api, flush, ch):
+    """A tag with `k` twice (an ingest key appended after an admin one): the pixel read the last
+    and stored the event, and the published admin key left no trace to revoke it by."""
+    from urllib.parse import urlencode
+
+    base = {"e": "impression", "asid": "a", "cmp": "c", "cr": "r", "acc": "a", "pf": "p",
+            "ses": "s"}
+    admin, ingest = api.settings.admin_key, api.ingest_key
+    for keys in (f"k={admin}&k={ingest}", f"k={ingest}&k={admin}", f"%6B={admin}&k={ingest}"):
+        answer = api.client.get(f"/v1/px?{keys}&{urlencode(base)}")
+        assert answer.status_code == 200 and answer.content == GIF
+    flush()
+    assert ch.query("SELECT count() FROM ad_events").result_rows == [(0,)]
+    rows = ch.query("SELECT reason, raw FROM rejected_events").result_rows
+    assert [r[0] for r in rows] == ["wrong_key_role"] * 3
+    assert all(api.settings.admin_key not in r[1] and api.ingest_key not in r[1] for r in rows)

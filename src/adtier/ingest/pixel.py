@@ -253,9 +253,11 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
     kept in rejected_events."""
     state = scope["app"].state.adtier
     query = scope["query_string"].decode("latin-1")
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    params = dict(pairs)
     try:
-        key = await pixel_key(state, params)
+        others = [v for n, v in pairs if n == "k"][:-1]  # a repeated k (even as %6B)
+        key = await pixel_key(state, params, others)
         outcome = await state.pixels.submit(key.key_id, _parsed(query, params, scope))
         metrics.PIXELS.labels(outcome).inc()
     except AuthError as err:
