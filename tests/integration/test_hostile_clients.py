@@ -146,3 +146,21 @@ def test_an_admin_key_hidden_behind_a_second_k_is_still_refused_and_kept(api, fl
     rows = ch.query("SELECT reason, raw FROM rejected_events").result_rows
     assert [r[0] for r in rows] == ["wrong_key_role"] * 3
     assert all(api.settings.admin_key not in r[1] and api.ingest_key not in r[1] for r in rows)
+
+
+def test_an_unreachable_buffer_is_a_503_without_the_stores_error_text(api, monkeypatch):
+    """Ingest keys sit in VAST tags (anyone can read one): a 503 tells the client to retry,
+    the Redis error (its address) goes to the log with the request id."""
+    from redis import asyncio as aredis
+
+    from tests.helpers import ad_event, batch
+
+    api.post_events(batch([ad_event("impression")]))  # the key is known and cached
+    buffer = api.client.app.state.adtier.ingest.buffer
+    dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    monkeypatch.setattr(buffer, "_client", dead)
+    monkeypatch.setattr(buffer, "_script", dead.register_script(buffer._script.script))
+    answer = api.post_events(batch([ad_event("impression")]))
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "buffer_unavailable" and answer.headers["retry-after"]
+    assert "127.0.0.1" not in answer.text and "Error" not in answer.text
