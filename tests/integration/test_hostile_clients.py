@@ -164,3 +164,19 @@ def test_an_unreachable_buffer_is_a_503_without_the_stores_error_text(api, monke
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"] == "buffer_unavailable" and answer.headers["retry-after"]
     assert "127.0.0.1" not in answer.text and "Error" not in answer.text
+
+
+def test_pixel_values_that_are_not_utf8_are_rejected_not_merged(api, flush, ch):
+    """`cmp=%FF` and `cmp=%FE` both decoded to U+FFFD: two plays of different campaigns became
+    one event (the second a "duplicate"), under an id no catalog holds. Such a pixel is
+    rejected naming the parameter, and kept; a real U+FFFD (valid UTF-8) is a value like any."""
+    base = f"k={api.ingest_key}&e=impression&asid=a&cr=r&acc=a&pf=p&ses=s"
+    for value in ("%FF", "%FE", "ok%C3", "%EF%BF%BD", "caf%C3%A9"):
+        answer = api.client.get(f"/v1/px?{base}&cmp={value}")
+        assert answer.status_code == 200 and answer.content == GIF
+    flush()
+    assert sorted(ch.query("SELECT campaign_id FROM ad_events").result_rows) == [
+        ("café",), ("\ufffd",)]
+    rows = ch.query("SELECT reason, detail FROM rejected_events").result_rows
+    assert len(rows) == 3
+    assert all(reason == "invalid_field" and "`cmp`" in detail for reason, detail in rows)

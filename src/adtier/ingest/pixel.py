@@ -271,6 +271,8 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
 def _parsed(query: str, params: dict[str, str], scope: Scope) -> bytes | Rejection:
     """The pixel's event, or its rejection: every pixel ends stored or rejected with a reason."""
     try:
+        if (bad := _not_utf8(query, params)) is not None:
+            raise PixelRejected("invalid_field", f"`{bad[:16]}`: not UTF-8 once percent-decoded")
         headers = dict(scope["headers"])
         return msgspec.json.encode(pixel_event(params, time.time_ns() // 1_000_000, headers))
     except PixelRejected as err:
@@ -278,6 +280,21 @@ def _parsed(query: str, params: dict[str, str], scope: Scope) -> bytes | Rejecti
     except Exception as err:  # noqa: BLE001 - a parser bug still keeps the pixel, with a reason
         log.warning("pixel_parse_failed", error=str(err)[:300])
         return rejection_of(query, "malformed", f"unreadable pixel: {type(err).__name__}")
+
+
+def _not_utf8(query: str, params: dict[str, str]) -> str | None:
+    """The first parameter whose percent-escapes are not UTF-8. parse_qsl replaces them with
+    U+FFFD, which would merge different ids (%FF, %FE) into one; only a value holding U+FFFD
+    (rare) is decoded again, strictly, to tell a real one from a replaced byte."""
+    if not any("\ufffd" in value for value in params.values()):
+        return None
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        try:
+            unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            return unquote_plus(name)
+    return None
 
 
 class PixelTemplateController(Controller):
