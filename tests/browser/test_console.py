@@ -463,3 +463,31 @@ def test_the_key_never_reaches_a_url_even_before_the_scripts_run(chromium, world
         assert not [u for u in sent if world.advertiser_key in u]
     finally:
         page.close()
+
+
+def test_hostile_rejected_bytes_are_text_on_the_operator_page(tab, world, valkey, clickhouse_dsn):
+    """Rejected pixels keep what the client sent (the query string): on the pipeline page it is
+    shown as text, never markup, whatever it holds."""
+    import redis
+
+    from adtier.ingest.flusher import Flusher
+    from adtier.store import connect
+
+    admin = world.headers(world.admin_key)
+    key = httpx.post(world.url + "/v1/keys", headers=admin, json={"role": "ingest"}).json()["key"]
+    hostile = "<img src=x onerror=window.__pwned=1></pre><script>window.__pwned=2</script>"
+    assert httpx.get(world.url + "/v1/px", params={"k": key, "e": hostile}).status_code == 200
+    client = connect(clickhouse_dsn)
+    try:
+        Flusher(client, redis.Redis.from_url(valkey.url), consumer="browser-hostile").drain()
+    finally:
+        client.close()
+    tab.sign_in(world.admin_key)
+    tab.wait_ready()
+    tab.open("#/ops/1")
+    for details in tab.page.query_selector_all("#page details"):
+        details.evaluate("d => { d.open = true; }")
+    text = tab.page.inner_text("#page")
+    assert "onerror=window.__pwned=1" in text  # the detail names the value, as text
+    assert tab.page.query_selector("#page img, #page script") is None
+    assert tab.page.evaluate("window.__pwned") is None
