@@ -34,6 +34,7 @@ from adtier.key_routes import KeysController
 from adtier.logs import configure_logging, get_logger
 from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
+from adtier.console.headers import browser_headers_middleware
 from adtier.request_ids import request_id_middleware
 from adtier.runtime import bootstrap_admin, default_consumer_name, open_stores
 from adtier.segments.build import restore_redis
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                         VastController, *CONSOLE_ROUTES, *CONSOLE_API_ROUTES, *PRIVACY_ROUTES],
         lifespan=[_lifespan(settings)],
         exception_handlers=exception_handlers,
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, browser_headers_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(__version__),
     )

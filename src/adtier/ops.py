@@ -8,7 +8,10 @@ from litestar import Controller, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adtier import metrics
+from adtier.logs import get_logger
 from adtier.state import AppState, app_state
+
+log = get_logger("adtier.ops")
 
 __all__ = ["OpsController"]
 
@@ -41,13 +44,17 @@ class OpsController(Controller):
                 problems.append(f"oldest buffered entry is {age:.0f} s old "
                                 f"(bound {state.settings.ready_max_buffer_age_s:g} s)")
         except Exception as err:  # noqa: BLE001 - report, do not raise
-            checks["redis"] = f"unreachable: {err}"
+            # anyone may ask /readyz: the store's error text (addresses, statements) goes to
+            # the log only
+            log.warning("readyz_redis_unreachable", error=str(err)[:300])
+            checks["redis"] = "unreachable"
             problems.append("redis unreachable")
         try:
             await state.query("SELECT 1")
             checks["clickhouse"] = "ok"
         except Exception as err:  # noqa: BLE001
-            checks["clickhouse"] = f"unreachable: {err}"
+            log.warning("readyz_clickhouse_unreachable", error=str(err)[:300])
+            checks["clickhouse"] = "unreachable"
             problems.append("clickhouse unreachable")
         checks["flushers"], stuck = _flushers(state)
         problems += stuck

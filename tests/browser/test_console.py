@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -381,3 +382,119 @@ def test_api_docs_render_offline(tab, world):
     tab.page.wait_for_selector(".swagger-ui .btn.authorize")  # the bearer scheme
     assert tab.page.query_selector("#operations-ingest-VastTrackingPixel") is not None
     tab.shot("api-docs", full_page=False)
+
+
+# What an advertiser (or anyone who can name a catalog row) may write into a name, and what the
+# console must show as plain text: never markup (plotly reads tags in its labels), never a
+# formula in a downloaded CSV (a spreadsheet runs cells that start with = + - @).
+_HOSTILE = ('<a href="https://evil.example/x">click</a><img src=x '
+            'onerror="window.__pwned=1"></script>')
+_FORMULA = '=HYPERLINK("https://evil.example/x","open")'
+
+
+def _hostile_catalog(world: ServedWorld) -> tuple[str, str]:
+    admin = world.headers(world.admin_key)
+    campaign = {"campaign_id": "cmp-hostile", "advertiser_id": world.advertiser_id,
+                "name": _FORMULA, "ad_category": "IAB2", "start_date": "2026-01-01",
+                "end_date": "2026-12-31", "frequency_cap": 0, "holdout_percent": 0}
+    answer = httpx.put(world.url + "/v1/catalog/campaigns", headers=admin,
+                       json={"items": [campaign]})
+    assert answer.status_code == 200, answer.text
+    # the advertiser's own segment, built, so the overlap chart labels it
+    mine = world.headers(world.advertiser_key)
+    created = httpx.post(world.url + "/v1/segments", headers=mine, timeout=60, json={
+        "name": _HOSTILE, "kind": "rule", "rule": {"all": [
+            {"feature": "watch_minutes", "window_days": 30, "op": ">=", "value": 60}]}})
+    assert created.status_code == 201, created.text
+    segment_id = created.json()["segment_id"]
+    assert httpx.post(f"{world.url}/v1/segments/{segment_id}/build", headers=mine,
+                      timeout=60).status_code == 202
+    deadline = time.monotonic() + 120
+    while world.get(f"/v1/segments/{segment_id}")["status"] != "ready":
+        assert time.monotonic() < deadline, "segment not built"
+        time.sleep(0.2)
+    return campaign["campaign_id"], segment_id
+
+
+def _csv_cells(tab, selector: str, path) -> list[str]:
+    with tab.page.expect_download() as got:
+        tab.page.click(selector)
+    got.value.save_as(path)
+    with path.open(newline="") as f:
+        return [cell for row in csv.reader(f) for cell in row]
+
+
+@pytest.fixture(scope="module")
+def hostile(world) -> tuple[str, str]:
+    return _hostile_catalog(world)
+
+
+def test_a_formula_in_a_name_is_text_in_the_downloaded_csv(tab, world, hostile, tmp_path):
+    campaign_id, _ = hostile
+    tab.sign_in(world.advertiser_key)
+    tab.wait_ready()
+    cells = _csv_cells(tab, "button[data-csv='campaigns.csv']", tmp_path / "campaigns.csv")
+    assert campaign_id in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+    assert "'" + _FORMULA in cells  # kept whole, neutralised the way spreadsheets document
+
+
+def test_markup_in_a_name_is_text_in_charts_and_tables(tab, world, hostile, tmp_path):
+    tab.sign_in(world.advertiser_key)
+    tab.wait_ready()
+    tab.open("#/segments")
+    tab.series("chart-overlap")
+    chart = tab.page.locator("#chart-overlap")
+    assert chart.locator("a").count() == 0  # no link the name smuggled in
+    assert chart.locator("img").count() == 0
+    assert "evil.example" in chart.text_content()  # drawn, as the text it is
+    assert tab.page.evaluate("window.__pwned") is None
+    assert _HOSTILE in tab.page.inner_text("#segments-table")
+    cells = _csv_cells(tab, "button[data-csv='segment-overlap.csv']", tmp_path / "overlap.csv")
+    assert _HOSTILE in cells
+
+
+def test_the_key_never_reaches_a_url_even_before_the_scripts_run(chromium, world):
+    """The sign-in form works without its script (a slow or blocked module, Enter pressed at
+    once): a native submit must not put the key in the address, the history or a log."""
+    page = chromium.new_page()
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url))
+    page.route("**/console/static/js/**", lambda route: route.abort())
+    try:
+        page.goto(world.url + "/console")
+        page.fill("#key", world.advertiser_key)
+        page.press("#key", "Enter")
+        page.wait_for_load_state()
+        assert world.advertiser_key not in page.url
+        assert not [u for u in sent if world.advertiser_key in u]
+    finally:
+        page.close()
+
+
+def test_hostile_rejected_bytes_are_text_on_the_operator_page(tab, world, valkey, clickhouse_dsn):
+    """Rejected pixels keep what the client sent (the query string): on the pipeline page it is
+    shown as text, never markup, whatever it holds."""
+    import redis
+
+    from adtier.ingest.flusher import Flusher
+    from adtier.store import connect
+
+    admin = world.headers(world.admin_key)
+    key = httpx.post(world.url + "/v1/keys", headers=admin, json={"role": "ingest"}).json()["key"]
+    hostile = "<img src=x onerror=window.__pwned=1></pre><script>window.__pwned=2</script>"
+    assert httpx.get(world.url + "/v1/px", params={"k": key, "e": hostile}).status_code == 200
+    client = connect(clickhouse_dsn)
+    try:
+        Flusher(client, redis.Redis.from_url(valkey.url), consumer="browser-hostile").drain()
+    finally:
+        client.close()
+    tab.sign_in(world.admin_key)
+    tab.wait_ready()
+    tab.open("#/ops/1")
+    for details in tab.page.query_selector_all("#page details"):
+        details.evaluate("d => { d.open = true; }")
+    text = tab.page.inner_text("#page")
+    assert "onerror=window.__pwned=1" in text  # the detail names the value, as text
+    assert tab.page.query_selector("#page img, #page script") is None
+    assert tab.page.evaluate("window.__pwned") is None

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import msgspec
 from litestar import Controller, Request, asgi, get
@@ -169,7 +169,9 @@ def rejection_of(query: str, reason: str, detail: str) -> Rejection:
 
 
 def _without_key(query: str) -> str:
-    return "&".join(p for p in query.split("&") if not p.startswith("k="))
+    # by the decoded name, as parse_qsl reads it: `%6B=` authenticates like `k=`
+    return "&".join(p for p in query.split("&")
+                    if unquote_plus(p.partition("=")[0]) != "k")
 
 
 class PixelBatcher:
@@ -251,9 +253,11 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
     kept in rejected_events."""
     state = scope["app"].state.adtier
     query = scope["query_string"].decode("latin-1")
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    params = dict(pairs)
     try:
-        key = await pixel_key(state, params)
+        others = [v for n, v in pairs if n == "k"][:-1]  # a repeated k (even as %6B)
+        key = await pixel_key(state, params, others)
         outcome = await state.pixels.submit(key.key_id, _parsed(query, params, scope))
         metrics.PIXELS.labels(outcome).inc()
     except AuthError as err:
@@ -267,6 +271,8 @@ async def pixel_route(scope: Scope, receive: Receive, send: Send) -> None:
 def _parsed(query: str, params: dict[str, str], scope: Scope) -> bytes | Rejection:
     """The pixel's event, or its rejection: every pixel ends stored or rejected with a reason."""
     try:
+        if (bad := _not_utf8(query, params)) is not None:
+            raise PixelRejected("invalid_field", f"`{bad[:16]}`: not UTF-8 once percent-decoded")
         headers = dict(scope["headers"])
         return msgspec.json.encode(pixel_event(params, time.time_ns() // 1_000_000, headers))
     except PixelRejected as err:
@@ -274,6 +280,21 @@ def _parsed(query: str, params: dict[str, str], scope: Scope) -> bytes | Rejecti
     except Exception as err:  # noqa: BLE001 - a parser bug still keeps the pixel, with a reason
         log.warning("pixel_parse_failed", error=str(err)[:300])
         return rejection_of(query, "malformed", f"unreadable pixel: {type(err).__name__}")
+
+
+def _not_utf8(query: str, params: dict[str, str]) -> str | None:
+    """The first parameter whose percent-escapes are not UTF-8. parse_qsl replaces them with
+    U+FFFD, which would merge different ids (%FF, %FE) into one; only a value holding U+FFFD
+    (rare) is decoded again, strictly, to tell a real one from a replaced byte."""
+    if not any("\ufffd" in value for value in params.values()):
+        return None
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        try:
+            unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            return unquote_plus(name)
+    return None
 
 
 class PixelTemplateController(Controller):

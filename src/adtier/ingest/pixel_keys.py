@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -23,9 +24,21 @@ if TYPE_CHECKING:
 __all__ = ["pixel_key"]
 
 
-async def pixel_key(state: "AppState", params: dict[str, str]) -> ApiKey:
-    """The pixel's ingest key; AuthError 401 (no such key) or 403 (any other role, kept)."""
+async def pixel_key(state: "AppState", params: dict[str, str],
+                    others: Sequence[str] = ()) -> ApiKey:
+    """The pixel's ingest key; AuthError 401 (no such key) or 403 (any other role, kept).
+    ``others``: the other values of a repeated ``k`` (``params`` holds the last): a key of
+    another role among them is refused and kept the same, or a second ``k`` would hide it."""
     key = await state.keys.require(f"Bearer {params.get('k', '')}")
+    for other in others:
+        if other != params.get("k"):
+            try:
+                found = await state.keys.require(f"Bearer {other}")
+            except AuthError:
+                continue  # an unknown value names no key to revoke
+            if found.role != "ingest":
+                key = found
+                break
     if key.role == "ingest":
         return key
     query = urlencode({name: value for name, value in params.items() if name != "k"})

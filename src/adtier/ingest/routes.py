@@ -16,6 +16,7 @@ from adtier.errors import ApiError, status_code_name
 from adtier.ingest.decode import BodyError, DecodedBody, decode_body, inflate
 from adtier.ingest.normalise import Rejection, storable, to_ms
 from adtier.ingest.service import BufferFull, IdempotencyConflict, IngestAnswer
+from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 
 __all__ = ["EventsController", "BatchStatus"]
@@ -93,7 +94,10 @@ class EventsController(Controller):
         except BufferFull as err:
             raise ApiError(503, "buffer_full", str(err), {"Retry-After": "2"}) from err
         except redis.exceptions.RedisError as err:  # down, loading, out of memory...
-            raise ApiError(503, "buffer_unavailable", f"the event buffer cannot take events: {err}",
+            # an ingest key is in every VAST tag: the error's text (the buffer's address) is
+            # for the log, where the answer's request id finds it
+            get_logger("adtier.ingest").warning("buffer_unavailable", error=str(err)[:300])
+            raise ApiError(503, "buffer_unavailable", "the event buffer cannot take events; retry",
                            {"Retry-After": "5"}) from err
 
     async def _ingest(self, request: Request, key_id: str, received_ms: int,

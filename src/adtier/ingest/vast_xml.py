@@ -44,6 +44,9 @@ _MACROS = {
     "cb": "[CACHEBUSTING]",
 }
 _DURATION = re.compile(r"^\d{2}:[0-5]\d:[0-5]\d(\.\d{3})?$")
+# What XML 1.0 can hold at all (its Char production): the other control characters cannot be
+# written even as references, so a value holding one would make a document no player parses.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _OFFSET = re.compile(r"^(\d{2}:[0-5]\d:[0-5]\d(\.\d\d\d)?|1?\d?\d(\.?\d)*%)$")
 
 
@@ -59,7 +62,9 @@ def tracking_urls(base: str, campaign_id: str, creative_id: str, ingest_key: str
             query["rsn"] = "[REASON]"
         if vast == "progress":
             query["off"] = offset
-        urls[vast] = f"{base}/v1/px?" + urlencode(query, safe="[]:%")
+        # brackets stay readable for the player's macros; "%" is always escaped, or an id
+        # holding one ("cmp-%41") would reach the pixel decoded into another id ("cmp-A")
+        urls[vast] = f"{base}/v1/px?" + urlencode(query, safe="[]:")
     return urls
 
 
@@ -142,6 +147,11 @@ class VastController(Controller):
         pixel URLs and the IAB macros, to paste into an ``<InLine>`` ad; ``document=true`` gives a
         whole minimal VAST 4.2 document around them."""
         await authorize(request, "admin")
+        for name, value in (("campaign_id", campaign_id), ("creative_id", creative_id),
+                            ("ingest_key", ingest_key), ("media_url", media_url)):
+            if _NOT_XML.search(value):
+                raise ApiError(400, "invalid_parameter",
+                               f"`{name}` holds a character XML cannot carry")
         offsets = [o.strip() for o in progress.split(",") if o.strip()]
         for value, pattern, name in [(duration, _DURATION, "duration")] + [
                 (o, _OFFSET, "progress") for o in offsets]:

@@ -85,15 +85,16 @@ async function route() {
 async function start() {
   const form = document.getElementById("sign-in-form");
   const error = document.getElementById("sign-in-error");
+  const field = document.getElementById("key");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
-    const key = form.key.value.trim();
+    const key = field.value.trim();
     try {
       me = await signIn(key);
     } catch (err) {
       error.textContent = err.message;
-      form.key.focus();
+      field.focus();
       return;
     }
     session.set(key);

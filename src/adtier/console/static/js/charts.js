@@ -36,11 +36,27 @@ export async function drawQueued() {
   await Promise.all(pending.map(([node, spec]) => plot(node, spec)));
 }
 
+// plotly reads tags in its text (<a href>, <b>, <br> ...): a name from the API (a segment's,
+// a title's) is escaped so it is drawn as the text it is, never as a link or markup.
+function plain(value) {
+  if (Array.isArray(value)) return value.map(plain);
+  return typeof value === "string"
+    ? value.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;") : value;
+}
+
+function plainTrace(trace) {
+  const out = { ...trace };
+  for (const field of ["x", "y", "name", "text"]) {
+    if (field in out) out[field] = plain(out[field]);
+  }
+  return out;
+}
+
 function plot(node, { x, series, kind = "bar", xTitle, yTitle, extra = {}, traces }) {
-  const data = traces || Object.entries(series).map(([name, values], i) => ({
+  const data = (traces || Object.entries(series).map(([name, values], i) => ({
     type: kind === "line" ? "scatter" : "bar", mode: kind === "line" ? "lines+markers" : undefined,
     name, x, y: values, marker: { color: PALETTE[i % PALETTE.length] },
-  }));
+  }))).map(plainTrace);
   return window.Plotly.newPlot(node, data, layout({
     xaxis: { title: { text: xTitle || "" }, automargin: true, type: "category" },
     yaxis: { title: { text: yTitle || "" }, automargin: true, rangemode: "tozero" }, ...extra,

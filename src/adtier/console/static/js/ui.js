@@ -45,9 +45,13 @@ export function kpis(entries) {
 }
 
 function csvCell(value) {
-  const text = value === null || value === undefined ? ""
+  let text = value === null || value === undefined ? ""
     : typeof value === "object" ? JSON.stringify(value) : String(value);
-  return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  // A spreadsheet runs a text cell starting with = + - @ (or tab, CR) as a formula: a name
+  // anyone can set ("=HYPERLINK(...)") would act in the reader's spreadsheet. The leading
+  // apostrophe (OWASP's advice) keeps it text; numbers stay numbers.
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
 export function toCsv(columns, rows) {
