@@ -1,4 +1,4 @@
-"""Prometheus metrics (names are a contract: BRIEF §4 Operations)."""
+"""Prometheus metrics (names are a contract: docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An opt-out, a kids' profile or an erasure recorded AFTER a build leaves the served segments
-at once (BRIEF §5: kids' and opted-out profiles are never members), not at the next rebuild:
+at once (docs/privacy.md: kids' and opted-out profiles are never members), not at the next rebuild:
 the look-up (JSON and OpenRTB), the overlap, the recorded size, the served version's ClickHouse
 rows and its Valkey set all stop counting them. Through the admin API, on real stores."""
 

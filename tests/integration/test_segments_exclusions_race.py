@@ -1,4 +1,4 @@
-"""Exclusions recorded while a build runs never go live with the version it builds (BRIEF §5).
+"""Exclusions recorded while a build runs never go live with the version it builds (docs/privacy.md).
 
 A build computes its members against the exclusions of that moment, then writes them and
 swaps. An erasure, opt-out or kids' profile recorded in between would be in the new version:

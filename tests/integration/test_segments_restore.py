@@ -1,4 +1,4 @@
-"""Valkey look-up sets rebuilt from ClickHouse, and every build in the audit log (BRIEF §5).
+"""Valkey look-up sets rebuilt from ClickHouse, and every build in the audit log (docs/privacy.md).
 
 Real stores only: the session's Valkey is emptied with FLUSHALL (what a replaced or wiped
 Valkey looks like), then the look-up state comes back from ``segment_members`` at start-up

@@ -1,4 +1,4 @@
-"""Audit records of the feature feed (BRIEF §5): every export (HTTP and CLI) and every batch
+"""Audit records of the feature feed (docs/privacy.md): every export (HTTP and CLI) and every batch
 computation, through ``measure.audit.write_record`` (the one audit log, ``GET /v1/audit``).
 
 Who: the API key (``key_id``, ``role``), or ``cli:<user>`` / ``scheduler`` for runs without

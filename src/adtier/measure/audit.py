@@ -1,4 +1,4 @@
-"""The audit log of measurement answers (BRIEF §5): who asked what, when, and what we answered.
+"""The audit log of measurement answers (docs/privacy.md): who asked what, when, and what we answered.
 
 Each record keeps the key, the endpoint and its parameters, the status, how many rows were
 released and the SHA-256 of the exact response body. ``GET /v1/audit`` (admin) lists them.

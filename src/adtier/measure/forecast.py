@@ -895,7 +895,7 @@ def forecast(client: Client, segment_keys: list[str], impressions: int, frequenc
     }
 
 
-# ---- what an advertiser may see (BRIEF §5) ------------------------------------------------
+# ---- what an advertiser may see (docs/privacy.md) ------------------------------------------------
 
 def coarse(value: float, k: int) -> int:
     """``value`` rounded to a step of ``k`` or its second significant figure, the coarser.

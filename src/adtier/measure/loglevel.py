@@ -5,7 +5,7 @@ campaign whose event time falls on that UTC day (impressions and the VAST events
 them), one row per event, for third-party verification (IVT, viewability and delivery
 reconciliation on ``ad_serving_id``).
 
-**Why it is allowed although it is per-profile** (BRIEF §5 asks every advertiser-facing row to
+**Why it is allowed although it is per-profile** (docs/privacy.md asks every advertiser-facing row to
 cover >= k profiles): a verification vendor needs event-level rows to reconcile delivery, so k
 cannot apply row by row here. The feed is restricted instead:
 

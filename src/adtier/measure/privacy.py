@@ -1,4 +1,4 @@
-"""Privacy rules for everything measurement releases (BRIEF §5).
+"""Privacy rules for everything measurement releases (docs/privacy.md).
 
 - **Tenancy**: an advertiser key sees only campaigns whose ``advertiser_id`` is its own; any
   other campaign (or an unknown one) answers 404, never 403, so ids cannot be probed.

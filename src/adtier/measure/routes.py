@@ -1,4 +1,4 @@
-"""Measurement endpoints (BRIEF §4 Measurement, §5 privacy and trust).
+"""Measurement endpoints (docs/measurement.md, docs/privacy.md).
 
 - ``GET /v1/campaigns/{id}/report?from&to&by=day|device|country|creative|break_position``
 - ``GET /v1/campaigns/{id}/frequency?from&to``

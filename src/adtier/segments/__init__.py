@@ -1,4 +1,4 @@
-"""First-party audiences (BRIEF §4 Segments): rule, lookalike and static segments.
+"""First-party audiences (docs/segments.md): rule, lookalike and static segments.
 
 - ``rules``: the rule language (JSON trees) and the feature catalog;
 - ``features``: per-profile pre-aggregation in ClickHouse, as Arrow, in chunks of profiles;

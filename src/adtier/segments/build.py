@@ -74,7 +74,7 @@ __all__ = ["BuildBusy", "BuildFailed", "Members", "acquire", "release", "evaluat
 
 log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600
-AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (BRIEF §5)
+AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (docs/privacy.md)
 # Exclusions are re-checked from a little before the build started: opt-outs and profiles
 # carry the writer's clock, erasures ClickHouse's; re-checking a few extra is harmless.
 CLOCK_MARGIN = dt.timedelta(seconds=60)
@@ -508,7 +508,7 @@ def build_segment(client: Client, r: redis.Redis, segment_id: str, *, token: str
 
 def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version: int,
            size: int, digest: str) -> None:
-    """One audit row per build (BRIEF §5): who (key id and role; "cli" from the shell), what
+    """One audit row per build (docs/privacy.md): who (key id and role; "cli" from the shell), what
     (segment, kind, owner, the version built, or the error), when, the row count (members)
     and the SHA-256 of the member ids (newline-joined, in the order written). Never the ids. An
     audit write that fails is logged and does not undo the build (it is already served)."""

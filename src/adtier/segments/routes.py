@@ -1,4 +1,4 @@
-"""Segment endpoints (BRIEF §4 Segments).
+"""Segment endpoints (docs/segments.md).
 
 - ``POST /v1/segments`` — create (kind rule | lookalike | static); status ``pending``.
 - ``GET /v1/segments``, ``GET /v1/segments/{id}`` — definitions and build state.

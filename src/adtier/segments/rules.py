@@ -1,4 +1,4 @@
-"""The segment rule language (BRIEF §4): JSON trees validated into typed nodes.
+"""The segment rule language (docs/segments.md): JSON trees validated into typed nodes.
 
 A tree is ``{"all": [node, ...]}``, ``{"any": [node, ...]}``, ``{"not": node}`` or a predicate
 ``{"feature", "key"?, "window_days"?, "op", "value"}``. Each predicate is decoded by msgspec

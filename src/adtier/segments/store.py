@@ -466,7 +466,7 @@ _BY_PROFILE = ("profile_hash IN (SELECT cityHash64(arrayJoin({p:Array(String)}))
 def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], *,
                     uploads: bool = False) -> list[str]:
     """Take profiles out of every built segment at once, not at the next build: an opt-out,
-    a kids' profile, an erasure (BRIEF §5: they are never members).
+    a kids' profile, an erasure (docs/privacy.md: they are never members).
 
     In this order: the live Valkey sets (the look-up stops serving them first; every live
     set, whatever ClickHouse says, so a retry after a failure further on still cleans Valkey),

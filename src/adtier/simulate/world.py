@@ -2,7 +2,7 @@
 
 Everything is drawn from the seed, in bulk: profile traits are NumPy arrays (one row a profile),
 the catalog (titles, advertisers, campaigns, creatives) is small and kept both as arrays for the
-generator and as the catalog API's JSON items (BRIEF §4) for loading.
+generator and as the catalog API's JSON items (the README tour shows them) for loading.
 """
 
 from __future__ import annotations
