@@ -39,7 +39,6 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.measure import audit
+from adtier.privacy import release as privacy_release
 
 __all__ = ["SCHEMA", "SECRET_KEY", "FeedFile", "advertiser_key", "load_secret",
            "pseudonymise", "write_feed"]
@@ -108,11 +108,7 @@ def pseudonymise(key: bytes, profile_id: str) -> str:
 
 async def load_secret(configured: str, redis) -> bytes:
     """The configured secret, else the one kept in Redis (created once, ``SET NX``)."""
-    if configured:
-        return configured.encode()
-    await redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
-    value = await redis.get(SECRET_KEY)
-    return value if isinstance(value, bytes) else str(value).encode()
+    return await privacy_release.load_secret(configured, redis, SECRET_KEY)
 
 
 def _hash_column(profile_ids: pa.Array, key: bytes) -> pa.Array:

@@ -52,12 +52,13 @@ class Policy:
                    impressions_bound=int(settings.privacy_impressions_bound))
 
 
-async def load_secret(configured: str, redis) -> bytes:
-    """The configured noise secret, else the one kept in Redis (created once, ``SET NX``)."""
+async def load_secret(configured: str, redis, key: str = SECRET_KEY) -> bytes:
+    """The configured secret, else the one kept in Redis under ``key`` (created once with
+    ``SET NX``, so concurrent first requests on a fleet agree on one value)."""
     if configured:
         return configured.encode()
-    await redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
-    value = await redis.get(SECRET_KEY)
+    await redis.set(key, secrets.token_hex(32), nx=True)
+    value = await redis.get(key)
     return value if isinstance(value, bytes) else str(value).encode()
 
 
