@@ -107,9 +107,9 @@ def _sessions(profile_id: str) -> str:
 # One call applies a part of a flush: ARGV[1] is msgpack {buckets, lasts, marks, stops}; a
 # bucket is [key, expire_at, field, n, field, n, ...]; a last ad is [key, ts, campaign,
 # creative, expire_at] and is written only if newer than the stored one (flushes may arrive
-# out of order); marks are [[profile, session], ts] sorted by profile, each a session's last ad
-# event time (kept if newer; one HMGET, one HSET and one EXPIREAT at data[5] per run of one
-# profile's sessions; ts travels as a number); a stop is [sessions key, session, ts, bucket key,
+# out of order); marks are [[profile, session], ts], each a session's last ad event time (kept
+# if newer; grouped by profile here, then one HMGET, one HSET and one EXPIREAT at data[5] per
+# profile and call; ts travels as a number); a stop is [sessions key, session, ts, bucket key,
 # bucket expire_at]: counted when 0 to 60 s after the session's last ad event, which is then
 # forgotten (one break counts once).
 # Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
@@ -128,15 +128,21 @@ for _, l in ipairs(data[2]) do
     redis.call('EXPIREAT', l[1], l[5])
   end
 end
-local marks, i = data[3], 1
-while i <= #marks do
-  local pid, sessions, times = marks[i][1][1], {}, {}
-  while i <= #marks and marks[i][1][1] == pid and #sessions < MARKS_PER_CALL do
-    sessions[#sessions + 1] = marks[i][1][2]
-    times[#times + 1] = marks[i][2]
-    i = i + 1
+local groups, order = {}, {}
+for _, m in ipairs(data[3]) do
+  local pid = m[1][1]
+  local g = groups[pid]
+  if not g or #g[1] >= MARKS_PER_CALL then
+    g = {{}, {}}
+    groups[pid] = g
+    order[#order + 1] = g
+    g[3] = 'adtier:fl:{' .. pid .. '}:ses'
   end
-  local key = 'adtier:fl:{' .. pid .. '}:ses'
+  g[1][#g[1] + 1] = m[1][2]
+  g[2][#g[2] + 1] = m[2]
+end
+for _, g in ipairs(order) do
+  local sessions, times, key = g[1], g[2], g[3]
   local cur = redis.call('HMGET', key, unpack(sessions))
   local newer = {}
   for j = 1, #sessions do
@@ -312,11 +318,12 @@ def _last_impressions(rows: list[_AdRow], from_ts: float) -> dict[str, _AdRow]:
 
 
 def _session_marks(rows: list[_AdRow]) -> list[tuple[tuple[str, str], float]]:
-    """[((profile, session), ts)] sorted by profile: each session's newest ad event time in
-    these rows (any ad event type). Only C-level passes per row; Lua groups by profile."""
+    """[((profile, session), ts)]: each session's newest ad event time in these rows (any ad
+    event type). Only C-level passes per row (sorting by time makes the newest win); the
+    script groups them by profile."""
     newest = {(r.profile_id, r.session_id): r.ts
               for r in sorted((r for r in rows if r.session_id), key=_ts)}
-    return sorted(newest.items())
+    return list(newest.items())
 
 
 def _parts(items: list) -> Iterator[list]:
