@@ -107,13 +107,12 @@ def _sessions(profile_id: str) -> str:
 # One call applies a part of a flush: ARGV[1] is msgpack {buckets, lasts, marks, stops}; a
 # bucket is [key, expire_at, field, n, field, n, ...]; a last ad is [key, ts, campaign,
 # creative, expire_at] and is written only if newer than the stored one (flushes may arrive
-# out of order); marks are [[profile, session], ts], each a session's last ad event time (kept
-# if newer; grouped by profile here, then one HMGET, one HSET and one EXPIREAT at data[5] per
-# profile and call; ts travels as a number); a stop is [sessions key, session, ts, bucket key,
-# bucket expire_at]: counted when 0 to 60 s after the session's last ad event, which is then
-# forgotten (one break counts once).
+# out of order); a mark is one profile's sessions' last ad events [key, expire_at, session, ts,
+# session, ts, ...] (each kept if newer: one HMGET, one HSET, one EXPIREAT per profile; ts is a
+# number, which Valkey writes in its shortest exact form); a stop is [sessions key, session,
+# ts, bucket key, bucket expire_at]: counted when 0 to 60 s after the session's last ad event,
+# which is then forgotten (one break counts once).
 # Keys are not declared (standalone Valkey; on a cluster, group parts by slot first).
-_SESSIONS_PER_MARK = 500  # sessions of one profile per HMGET/HSET (Lua unpack stays small)
 _APPLY = """
 local data = cmsgpack.unpack(ARGV[1])
 for _, b in ipairs(data[1]) do
@@ -128,31 +127,20 @@ for _, l in ipairs(data[2]) do
     redis.call('EXPIREAT', l[1], l[5])
   end
 end
-local groups, order = {}, {}
 for _, m in ipairs(data[3]) do
-  local pid = m[1][1]
-  local g = groups[pid]
-  if not g or #g[1] >= MARKS_PER_CALL then
-    g = {{}, {}}
-    groups[pid] = g
-    order[#order + 1] = g
-    g[3] = 'adtier:fl:{' .. pid .. '}:ses'
-  end
-  g[1][#g[1] + 1] = m[1][2]
-  g[2][#g[2] + 1] = m[2]
-end
-for _, g in ipairs(order) do
-  local sessions, times, key = g[1], g[2], g[3]
-  local cur = redis.call('HMGET', key, unpack(sessions))
+  local sessions = {}
+  for i = 3, #m, 2 do sessions[#sessions + 1] = m[i] end
+  local cur = redis.call('HMGET', m[1], unpack(sessions))
   local newer = {}
   for j = 1, #sessions do
-    if not cur[j] or times[j] > tonumber(cur[j]) then
+    local ts = m[2 + 2 * j]
+    if not cur[j] or tonumber(ts) > tonumber(cur[j]) then
       newer[#newer + 1] = sessions[j]
-      newer[#newer + 1] = times[j]
+      newer[#newer + 1] = ts
     end
   end
-  if #newer > 0 then redis.call('HSET', key, unpack(newer)) end
-  redis.call('EXPIREAT', key, data[5])
+  if #newer > 0 then redis.call('HSET', m[1], unpack(newer)) end
+  redis.call('EXPIREAT', m[1], m[2])
 end
 for _, s in ipairs(data[4]) do
   local ad = redis.call('HGET', s[1], s[2])
@@ -166,7 +154,7 @@ for _, s in ipairs(data[4]) do
   end
 end
 return 0
-""".replace("ABANDON_S", repr(_ABANDON_S)).replace("MARKS_PER_CALL", str(_SESSIONS_PER_MARK))
+""".replace("ABANDON_S", repr(_ABANDON_S))
 _PART_FIELDS = 10_000  # values per script call: a call never blocks Valkey for long
 _pack = msgspec.msgpack.Encoder().encode
 
@@ -256,7 +244,8 @@ class LiveCounters:
         lasts = [[_last(pid), repr(row.ts), row.campaign_id, row.creative_id,
                   int(row.ts) + WINDOW_HOURS * 3600]
                  for pid, row in _last_impressions(rows, oldest_hour * 3600).items()]
-        mark_args = _session_marks(rows)
+        # expiry from the flush time, not the event time: a late ad row must not shorten it
+        mark_args = _session_marks(rows, int(now) + _SESSION_TTL_S)
         stop_args = []
         for stop in stops or ():
             hour = int(stop.ts // 3600)
@@ -270,8 +259,7 @@ class LiveCounters:
         # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
         for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
             for part in _parts(items):
-                # expiry from the flush time, not the event time: a late ad row must not shorten it
-                parts: list = [[], [], [], [], int(now) + _SESSION_TTL_S]
+                parts: list[list] = [[], [], [], []]
                 parts[slot] = part
                 self._apply(keys=[], args=[_pack(parts)], client=pipe)
         pipe.execute()
@@ -308,6 +296,7 @@ class LiveCounters:
 
 
 _ts = attrgetter("ts")
+_SESSIONS_PER_MARK = 500  # sessions of one profile per mark item (Lua unpack stays small)
 
 
 def _last_impressions(rows: list[_AdRow], from_ts: float) -> dict[str, _AdRow]:
@@ -317,22 +306,30 @@ def _last_impressions(rows: list[_AdRow], from_ts: float) -> dict[str, _AdRow]:
     return {r.profile_id: r for r in reversed(newest_first)}
 
 
-def _session_marks(rows: list[_AdRow]) -> list[tuple[tuple[str, str], float]]:
-    """[((profile, session), ts)]: each session's newest ad event time in these rows (any ad
-    event type). Only C-level passes per row (sorting by time makes the newest win); the
-    script groups them by profile."""
+def _session_marks(rows: list[_AdRow], expire_at: int) -> list[list]:
+    """Per profile: [sessions key, expire_at, session, ts, session, ts, ...] with each
+    session's newest ad event time in these rows (any ad event type)."""
     newest = {(r.profile_id, r.session_id): r.ts
               for r in sorted((r for r in rows if r.session_id), key=_ts)}
-    return list(newest.items())
+    by_profile: dict[str, list] = defaultdict(list)
+    for (pid, session), ts in newest.items():
+        by_profile[pid] += (session, ts)
+    marks = []
+    step = 2 * _SESSIONS_PER_MARK
+    for pid, pairs in by_profile.items():
+        key = _sessions(pid)
+        for i in range(0, len(pairs), step):
+            marks.append([key, expire_at, *pairs[i:i + step]])
+    return marks
 
 
-def _parts(items: list) -> Iterator[list]:
+def _parts(items: list[list]) -> Iterator[list[list]]:
     """Items in parts of about ``_PART_FIELDS`` values: a call never blocks Valkey for long."""
-    part: list = []
+    part: list[list] = []
     size = 0
     for item in items:
         part.append(item)
-        size += len(item) if isinstance(item, list) else 2
+        size += len(item)
         if size >= _PART_FIELDS:
             yield part
             part, size = [], 0
