@@ -164,3 +164,24 @@ def test_blocks_name_the_batches_with_ad_rows_and_the_earliest_receipt() -> None
     # the flusher's erasure check reads these (ingest/erased_events.copy_flushed)
     assert blocks.ad_batch_ids == ["b-ad"]
     assert blocks.received_from_ms == 1_717_000_000_123 - 5_000
+
+
+def test_with_ordinals_over_many_slices_matches_one_pass():
+    """A block larger than one GIL-bounded slice gets the same bytes as row by row."""
+    from adtier.ingest.flusher import with_ordinals
+    from adtier.ingest.ordinals import SLICE_BYTES, line_slices
+
+    class Assigned:
+        def take(self, ids, token):
+            return {pid: n + 1 for n, pid in enumerate(dict.fromkeys(ids))}
+
+    rows = [b'{"profile_id":"p%d","pad":"%s"}\n' % (i % 37, b"x" * (i % 300)) for i in range(30_000)]
+    block = b"".join(rows)
+    assert len(block) > 2 * SLICE_BYTES
+    slices = list(line_slices(block))
+    assert len(slices) > 2 and b"".join(slices) == block
+    assert all(bytes(s).endswith(b"\n") for s in slices)
+    ords = Assigned().take([f"p{i % 37}" for i in range(30_000)], "")
+    expected = b"".join(r[:-2] + b',"profile_ord":%d}\n' % ords[f"p{i % 37}"]
+                        for i, r in enumerate(rows))
+    assert with_ordinals(block, Assigned(), "t") == expected

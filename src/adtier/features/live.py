@@ -48,6 +48,7 @@ import redis
 import redis.asyncio as aredis
 from clickhouse_connect.driver.client import Client
 
+from adtier.ingest.ordinals import line_slices
 from adtier.logs import get_logger
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ def forget(client: redis.Redis, profile_ids: list[str], now: float | None = None
 
 def parse_ad_rows(block: bytes) -> list[_AdRow]:
     """JSONEachRow lines -> rows, with one decode call for the whole block."""
-    return _rows_decoder.decode_lines(block) if block else []
+    return [row for part in line_slices(block) for row in _rows_decoder.decode_lines(part)]
 
 
 def parse_stop_rows(block: bytes) -> list[_StopRow]:
