@@ -33,7 +33,7 @@ end of each system and on any failure; temp dirs are removed unless ``--keep-dat
 Run from the project root::
 
     uv run --group bench python -m loadtest.bench_ingest            # default, ~2-3 minutes
-    uv run --group bench python -m loadtest.bench_ingest --quick    # the guard: < 90 s, exits 2 below naive
+    uv run --group bench python -m loadtest.bench_ingest --quick    # the guard: exits 2 below naive
     uv run --group bench python -m loadtest.bench_ingest --skip-naive --seconds 10
 """
 

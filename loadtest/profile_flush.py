@@ -67,7 +67,8 @@ def _patch(flusher: flusher_mod.Flusher) -> None:
     if flusher.on_stored is not None:
         flusher.on_stored = _timed("flusher: live counters", flusher.on_stored)
     for name in ("save_plan", "complete", "claim", "read_new", "still_mine"):
-        setattr(flusher.buffer, name, _timed(f"valkey: buffer {name}", getattr(flusher.buffer, name)))
+        timed = _timed(f"valkey: buffer {name}", getattr(flusher.buffer, name))
+        setattr(flusher.buffer, name, timed)
 
 
 def _query_log(ch, since: float) -> list[tuple]:

@@ -175,7 +175,8 @@ def test_with_ordinals_over_many_slices_matches_one_pass():
         def take(self, ids, token):
             return {pid: n + 1 for n, pid in enumerate(dict.fromkeys(ids))}
 
-    rows = [b'{"profile_id":"p%d","pad":"%s"}\n' % (i % 37, b"x" * (i % 300)) for i in range(30_000)]
+    rows = [b'{"profile_id":"p%d","pad":"%s"}\n' % (i % 37, b"x" * (i % 300))
+            for i in range(30_000)]
     block = b"".join(rows)
     assert len(block) > 2 * SLICE_BYTES
     slices = list(line_slices(block))
