@@ -1106,6 +1106,7 @@ async def amain(args) -> int:
                   + 2 * args.drain_timeout + 180)
     servers: list[ServerProc] = []
     results: list[Result] = []
+    load0 = os.getloadavg()
     busy0, c0, t0 = cpu_system()[0], cpu_self(), time.perf_counter()
     await asyncio.sleep(1.0)
     idle_load = max(0.0, (cpu_system()[0] - busy0 - (cpu_self() - c0)) / (time.perf_counter() - t0))
@@ -1124,7 +1125,9 @@ async def amain(args) -> int:
         for server in servers:
             server.stop()
     report(results, args)
-    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s; load average at the "
+          f"start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, at the end "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     if not all(r.ok for r in results):
         return 1
     return floor_check(results)
