@@ -65,3 +65,42 @@ def test_excluded_profiles_get_no_counters(rds, valkey):
     assert n == 1
     assert {k.decode().split("{")[1].split("}")[0] for k in rds.scan_iter("adtier:fl:*")} == {"ok"}
     assert read(valkey.url, "kid").empty and not read(valkey.url, "ok").empty
+
+
+def test_session_marks_keep_each_sessions_newest_ad_across_flushes(rds, valkey):
+    """Marks are applied per profile (one item for many sessions); each session keeps the
+    newest ad time over rows and flushes, and a stop counts 0-60 s after that time only."""
+    from adtier.features.live import _SESSIONS_PER_MARK, _StopRow
+
+    counters = LiveCounters(rds, None)
+    many = _SESSIONS_PER_MARK + 7  # one profile's sessions span two mark items
+
+    def ad(ts: float, session: str) -> _AdRow:
+        return _AdRow(type="start", ts=ts, profile_id="p1", session_id=session)
+
+    counters.update([ad(NOW - 300, f"s{i}") for i in range(many)] + [ad(NOW - 200, "s0")],
+                    now=NOW)
+    counters.update([ad(NOW - 250, "s0"), ad(NOW - 100, "s1")], now=NOW)  # s0: older, kept
+    marks = {k.decode(): float(v) for k, v in rds.hgetall("adtier:fl:{p1}:ses").items()}
+    assert len(marks) == many
+    assert (marks["s0"], marks["s1"], marks[f"s{many - 1}"]) == (NOW - 200, NOW - 100, NOW - 300)
+    assert 0 < rds.ttl("adtier:fl:{p1}:ses") <= 6 * 3600 + 3600  # NOW is up to 1 h ahead
+
+    def stop(ts: float, session: str) -> _StopRow:
+        return _StopRow(type="content_stop", ts=ts, profile_id="p1", session_id=session)
+
+    # s0: 30 s after its newest ad (counted); s1: 90 s after (not); s2: 10 s after (counted)
+    counters.update([], now=NOW, stops=[stop(NOW - 170, "s0"), stop(NOW - 10, "s1"),
+                                        stop(NOW - 290, "s2")])
+    assert read(valkey.url, "p1").post_ad_abandons == 2
+    # a counted break is forgotten: the same stop again counts nothing
+    counters.update([], now=NOW, stops=[stop(NOW - 170, "s0")])
+    assert read(valkey.url, "p1").post_ad_abandons == 2
+
+
+def test_last_ad_is_the_first_of_equally_new_impressions(rds, valkey):
+    counters = LiveCounters(rds, None)
+    counters.update([row("impression", NOW - 10, campaign="first"),
+                     row("impression", NOW - 10, campaign="second"),
+                     row("impression", NOW - 20, campaign="older")], now=NOW)
+    assert read(valkey.url, "p1").last_ad.campaign_id == "first"

@@ -178,3 +178,25 @@ def test_tokens_of_two_partitions_differ_for_the_same_entry_ids():
     assert len(scoped) == 3
     # one partition on one server keeps the tokens it always had (plans in flight at upgrade)
     assert token_for_ids(ids, token_scope(LEGACY.partitions[0], LEGACY)) == token_for_ids(ids)
+
+
+def test_with_ordinals_over_many_slices_matches_one_pass():
+    """A block larger than one GIL-bounded slice gets the same bytes as row by row."""
+    from adtier.ingest.flusher import with_ordinals
+    from adtier.ingest.ordinals import SLICE_BYTES, line_slices
+
+    class Assigned:
+        def take(self, ids, token):
+            return {pid: n + 1 for n, pid in enumerate(dict.fromkeys(ids))}
+
+    rows = [b'{"profile_id":"p%d","pad":"%s"}\n' % (i % 37, b"x" * (i % 300))
+            for i in range(30_000)]
+    block = b"".join(rows)
+    assert len(block) > 2 * SLICE_BYTES
+    slices = list(line_slices(block))
+    assert len(slices) > 2 and b"".join(slices) == block
+    assert all(bytes(s).endswith(b"\n") for s in slices)
+    ords = Assigned().take([f"p{i % 37}" for i in range(30_000)], "")
+    expected = b"".join(r[:-2] + b',"profile_ord":%d}\n' % ords[f"p{i % 37}"]
+                        for i, r in enumerate(rows))
+    assert with_ordinals(block, Assigned(), "t") == expected

@@ -31,7 +31,7 @@ from adtier import metrics
 from adtier.ingest.buffer import Entry, FlushBuffer
 from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
 from adtier.ingest.erased_events import copy_flushed
-from adtier.ingest.ordinals import Ordinals
+from adtier.ingest.ordinals import Ordinals, line_slices
 from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
 from adtier.logs import get_logger
 
@@ -41,7 +41,7 @@ log = get_logger("adtier.flusher")
 _json = msgspec.json.Encoder()
 
 
-class _Profile(msgspec.Struct):
+class _Profile(msgspec.Struct, gc=False):  # one str field: never in a cycle
     profile_id: str
 
 
@@ -112,12 +112,20 @@ def with_ordinals(rows: bytes, ordinals: Ordinals, token: str) -> bytes:
     """The ad rows, each with its profile's ``profile_ord`` (assigned and recorded first)."""
     if not rows:
         return rows
-    ids = [p.profile_id for p in _profile_lines.decode_lines(rows)]
+    slices = list(line_slices(rows))  # bounded GIL holds (ordinals.SLICE_BYTES)
+    ids = [p.profile_id for part in slices for p in _profile_lines.decode_lines(part)]
     ords = ordinals.take(ids, token)
     # Every row is one JSON object on one line ending in '}' (normalise.py writes them, and
-    # JSON strings escape newlines): add one field before each '}\n'.
-    ends = [b',"profile_ord":%d}\n' % ords[pid] for pid in ids]
-    return b"".join(chain.from_iterable(zip(rows.split(b"}\n"), ends)))
+    # JSON strings escape newlines): add one field before each '}\n'. One ending per profile,
+    # looked up per row by C-level map/zip/join (no Python bytecode per row).
+    ends = iter(list(map({pid: b',"profile_ord":%d}\n' % o for pid, o in ords.items()}
+                         .__getitem__, ids)))
+    out = []
+    for part in slices:
+        lines = part.tobytes().split(b"}\n")
+        lines.pop()  # after the last line's '}\n'
+        out.append(b"".join(chain.from_iterable(zip(lines, ends))))
+    return b"".join(out)
 
 
 def _sort_key(entry: Entry) -> tuple[int, int]:

@@ -1,0 +1,171 @@
+"""Where an ingested event's CPU goes, stage by stage, in one process (no HTTP generator).
+
+Posts ``--batches`` batches of ``--batch-events`` events (the bench's generator) through the
+app's request path with the in-app flusher off, then flushes them with one ``Flusher`` whose
+stages are timed in thread CPU time; ClickHouse's ``system.query_log`` and
+``system.query_views_log`` split the inserts into the table write and each materialized view.
+Thread CPU time (not wall time) is what it reports, so a busy machine changes it much less
+than it changes the bench's rates; run it twice and compare when it matters.
+
+    uv run --group bench python -m loadtest.profile_flush --batches 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from litestar.testing import TestClient
+
+from adtier.app import create_app
+from adtier.embedded_valkey import EmbeddedValkey
+from adtier.ingest import flusher as flusher_mod
+from adtier.settings import load_settings
+from adtier.store import connect
+from adtier.store.migrate import apply_migrations
+from loadtest.bench_ingest import BatchFactory
+
+STAGES: dict[str, float] = defaultdict(float)
+
+
+def _timed(name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            STAGES[name] += time.thread_time() - started
+    return wrapper
+
+
+def _patch(flusher: flusher_mod.Flusher) -> None:
+    """Wrap each stage of one flusher so its thread CPU time is added to STAGES."""
+    flusher_mod.build_blocks = _timed("flusher: build_blocks", flusher_mod.build_blocks)
+    flusher_mod.with_ordinals = _timed("flusher: ordinals (assign + store)",
+                                       flusher_mod.with_ordinals)
+    flusher_mod.copy_flushed = _timed("flusher: erasure check", flusher_mod.copy_flushed)
+    raw = flusher._raw_insert
+
+    def raw_insert(table, block, token):
+        # process CPU: ClickHouse runs parts of an insert (its views) on threads of its own
+        started = time.process_time()
+        try:
+            return raw(table, block, token)
+        finally:
+            STAGES[f"clickhouse insert: {table} (process CPU)"] += time.process_time() - started
+    flusher._raw_insert = raw_insert  # type: ignore[method-assign]
+    if flusher.on_stored is not None:
+        flusher.on_stored = _timed("flusher: live counters", flusher.on_stored)
+    for name in ("save_plan", "complete", "claim", "read_new", "still_mine"):
+        timed = _timed(f"valkey: buffer {name}", getattr(flusher.buffer, name))
+        setattr(flusher.buffer, name, timed)
+
+
+def _query_log(ch, since: float) -> list[tuple]:
+    ch.command("SYSTEM FLUSH LOGS")
+    return ch.query(
+        "SELECT 'insert ' || arrayStringConcat(tables, ','), count(), "
+        "sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']), "
+        "sum(query_duration_ms), sum(written_rows) FROM system.query_log "
+        "WHERE type = 'QueryFinish' AND query_kind = 'Insert' AND event_time >= {t:DateTime} "
+        "GROUP BY 1 ORDER BY 3 DESC", parameters={"t": int(since)}).result_rows
+
+
+def _views_log(ch, since: float) -> list[tuple]:
+    return ch.query(
+        "SELECT 'view ' || view_name, count(), "
+        "sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']), "
+        "sum(view_duration_ms), sum(written_rows) FROM system.query_views_log "
+        "WHERE event_time >= {t:DateTime} GROUP BY 1 ORDER BY 3 DESC",
+        parameters={"t": int(since)}).result_rows
+
+
+def _pid_cpu(valkey: EmbeddedValkey) -> float:
+    """CPU seconds of the embedded Valkey's process (utime + stime)."""
+    with contextlib.suppress(Exception):
+        pid = valkey.process.pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, default=200)
+    p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--max-rows", type=int, default=200_000, help="the flusher's rows per flush")
+    args = p.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="adtier-profile-"))
+    valkey = EmbeddedValkey(work / "valkey")
+    try:
+        url = valkey.start()
+        dsn = f"chdb://{work / 'clickhouse'}"
+        ch = connect(dsn)
+        apply_migrations(ch)
+        admin = "adt_profile_" + uuid.uuid4().hex
+        settings = load_settings({}, data_dir=work / "data", clickhouse_url=dsn, redis_url=url,
+                                 admin_key=admin, flusher_enabled=False)
+        factory = BatchFactory(args.batch_events)
+        with TestClient(create_app(settings)) as client:
+            made = client.post("/v1/keys", json={"role": "ingest", "name": "profile"},
+                               headers={"Authorization": f"Bearer {admin}"})
+            headers = {"Authorization": f"Bearer {made.json()['key']}",
+                       "Content-Type": "application/json"}
+            bodies = [factory.make() for _ in range(args.batches)]
+            started, valkey_cpu = time.process_time(), _pid_cpu(valkey)  # app: portal thread
+            for body in bodies:
+                answer = client.post("/v1/events", content=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+            STAGES["request path + append, client side (process CPU)"] = (
+                time.process_time() - started)
+            STAGES["valkey server during the requests (its process CPU)"] = (
+                _pid_cpu(valkey) - valkey_cpu)
+        import redis
+
+        rds = redis.Redis.from_url(url)
+        flusher = flusher_mod.Flusher(connect(dsn), rds, consumer="profile",
+                                      max_rows=args.max_rows, max_seconds=0.5)
+        _patch(flusher)
+        since = time.time() - 1
+        valkey_cpu = _pid_cpu(valkey)
+        started = time.process_time()
+        flusher.buffer.ensure_group()
+        while entries := flusher._collect():
+            flusher.flush(entries)
+        STAGES["flusher total (process CPU)"] = time.process_time() - started
+        STAGES["valkey server during the flush (its process CPU)"] = _pid_cpu(valkey) - valkey_cpu
+        events = args.batches * args.batch_events
+        print(f"{events:,} events in {args.batches} batches of {args.batch_events}; "
+              f"flush of up to {args.max_rows:,} rows\n")
+        print(f"{'stage':<52} {'µs/event':>9}")
+        for name, seconds in sorted(STAGES.items()):
+            print(f"{name:<52} {seconds / events * 1e6:9.2f}")
+        print(f"\n{'ClickHouse (query_log / query_views_log)':<52} {'n':>5} {'CPU µs/ev':>9} "
+              f"{'wall ms':>8} {'rows':>9}")
+        try:
+            for name, n, cpu_us, ms, rows in _query_log(ch, since) + _views_log(ch, since):
+                print(f"{name[:52]:<52} {n:5d} {cpu_us / events:9.2f} {ms:8.0f} {rows:9d}")
+        except Exception as err:  # noqa: BLE001 - a store without these logs still profiles
+            print(f"(no query log: {str(err)[:200]})")
+        parts = ch.query("SELECT table, count() FROM system.parts WHERE active "
+                         "AND database = currentDatabase() GROUP BY table ORDER BY 2 DESC "
+                         "LIMIT 12").result_rows
+        print("\nactive parts:", ", ".join(f"{t} {n}" for t, n in parts))
+    finally:
+        valkey.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
