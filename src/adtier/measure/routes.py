@@ -31,7 +31,8 @@ from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
-from adtier.measure import audit, forecast, lift, loglevel, noisy, reach
+from adtier import audit
+from adtier.measure import forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
@@ -99,7 +100,7 @@ async def audited(request: Request, endpoint: str, parameters: dict[str, Any],
     report_id = audit.new_audit_id()
 
     async def record(status: int, rows: int, digest: str) -> None:
-        await run_query(request, lambda client: audit.write_record(
+        await run_query(request, lambda client: audit.record(
             client, audit_id=report_id, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint=endpoint, method=request.method,
             parameters=parameters, status=status, row_count=rows, answer_sha256=digest))
@@ -128,8 +129,8 @@ async def record_spends(request: Request, key: ApiKey, report_id: str,
             continue
         params = {**privacy_http.spend_parameters(rel, refused if rel.spent is None else None),
                   "answer_of": report_id}
-        await run_query(request, lambda client, p=params: audit.write_record(
-            client, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+        await run_query(request, lambda client, p=params: audit.record(
+            client, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT,
             method=request.method, parameters=p, status=429 if p.get("refused") else 200,
             row_count=0, answer_sha256=""))
@@ -296,7 +297,7 @@ async def log_level_feed(request: Request, campaign_id: str, date: str | None) -
     parameters = {"campaign_id": campaign_id, "date": date}
 
     async def record(status: int, rows: int, digest: str) -> None:
-        await run_query(request, lambda client: audit.write_record(
+        await run_query(request, lambda client: audit.record(
             client, audit_id=report_id, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint="campaign_log_level",
             method=request.method, parameters=parameters, status=status, row_count=rows,

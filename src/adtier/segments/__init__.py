@@ -7,17 +7,25 @@
 - ``lookalike``: seed centroid and cosine similarity of affinity vectors;
 - ``store``: the tables and Redis keys; ``routes``: the HTTP endpoints.
 
-``SEGMENT_ROUTES`` is imported lazily so the CLI and tests can use the builder alone.
+``SEGMENT_ROUTES`` is imported lazily (as every package"s names are) so the CLI and tests can
+use the builder alone.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adtier.segments.routes import SEGMENT_ROUTES
+
 __all__ = ["SEGMENT_ROUTES"]
 
+_WHERE = {"SEGMENT_ROUTES": "routes"}
 
-def __getattr__(name: str):
-    if name == "SEGMENT_ROUTES":
-        from adtier.segments.routes import SEGMENT_ROUTES
 
-        return SEGMENT_ROUTES
+def __getattr__(name: str) -> Any:
+    # Submodules are not listed: on this AttributeError the import system loads them itself.
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"adtier.segments.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'adtier.segments' has no attribute {name!r}")

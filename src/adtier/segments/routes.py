@@ -47,7 +47,7 @@ from adtier.logs import get_logger
 from adtier.segments import build as B
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
-from adtier.measure import audit
+from adtier import audit
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
 from adtier.privacy import release as privacy_release
@@ -177,8 +177,8 @@ async def _sizes(request: Request, key: ApiKey, rows: list[store.SegmentRow]
 
 async def _audit_spend(state: AppState, key: ApiKey, rel, refused=None) -> None:
     params = privacy_http.spend_parameters(rel, refused)
-    await _run(lambda: audit.write_record(
-        state.api_clickhouse, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+    await _run(lambda: audit.record(
+        state.api_clickhouse, key_id=key.key_id, role=key.role,
         advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT, method="GET",
         parameters=params, status=429 if refused else 200, row_count=0, answer_sha256=""))
 
