@@ -20,9 +20,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
@@ -30,7 +28,6 @@ from litestar.response import Stream
 from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
-from adtier.logs import get_logger
 from adtier import audit
 from adtier.measure import forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
@@ -39,13 +36,12 @@ from adtier.privacy import http as privacy_http
 from adtier.privacy.noise import accuracy
 from adtier.privacy.release import Release, noise_note
 from adtier.segments import store as segment_store
-from adtier.state import app_state, authorize
+from adtier.state import app_state, authorize, off_loop
 from adtier.streams import file_chunks
 
 __all__ = ["MeasureController", "AuditController", "MEASURE_ROUTES", "privacy_k",
            "campaign_for", "audited", "run_query"]
 
-log = get_logger("adtier.measure")
 
 _ENCODE = msgspec.json.Encoder().encode
 By = Annotated[str, QueryParameter(pattern="^(day|device|country|creative|break_position)$",
@@ -58,13 +54,7 @@ def privacy_k(request: Request) -> int:
 
 async def run_query(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
     """A measurement read off the event loop; a store failure answers 503 (safe to retry)."""
-    client = app_state(request).api_clickhouse
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(client, *args))
-    except ClickHouseError as err:
-        log.error("measure_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+    return await off_loop("measure", fn, app_state(request).api_clickhouse, *args)
 
 
 def _campaign(client, campaign_id: str) -> CampaignInfo | None:

@@ -29,13 +29,13 @@ import datetime as dt
 import hashlib
 import secrets
 import threading
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import msgspec
 import redis.asyncio
 import redis.exceptions
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from msgspec import Meta
@@ -55,7 +55,7 @@ from adtier.privacy import tenancy
 from adtier.privacy.noise import scale_for
 from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.segments.vocabulary import check_keys, load_vocabulary
-from adtier.state import AppState, app_state, authorize
+from adtier.state import AppState, app_state, authorize, off_loop
 from adtier.store.valkey import is_cluster_client
 
 __all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES"]
@@ -131,13 +131,7 @@ _BUILD_MUTEX = threading.Lock()  # one build at a time per process (they are CPU
 _CLIENT_MUTEX = threading.Lock()
 
 
-async def _run(fn, *args):
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
-    except ClickHouseError as err:
-        log.error("segments_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+_run = partial(off_loop, "segments")  # a ClickHouse call off the loop; failure answers 503
 
 
 def _visible(key: ApiKey, row: store.SegmentRow | None) -> bool:
