@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("catalog", {"catalog"}),
     ("ingest", {"ingest"}),
     ("privacy", {"privacy"}),
-    ("base", {"adtier", "store", "audit", "auth", "api_error", "settings", "logs", "events",
+    ("base", {"adtier", "lazy", "store", "audit", "auth", "api_error", "settings", "logs", "events",
               "countries", "request_ids", "metrics", "streams", "embedded_valkey"}),
 ]
 

@@ -11,8 +11,9 @@ Names are imported lazily, as every package"s are.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
 
 if TYPE_CHECKING:
     from adtier.console.endpoints import CONSOLE_API_ROUTES
@@ -21,11 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSOLE_ROUTES", "CONSOLE_API_ROUTES", "openapi_config"]
 
-_WHERE = {"CONSOLE_ROUTES": "routes", "CONSOLE_API_ROUTES": "endpoints", "openapi_config": "openapi"}
+_WHERE = {"CONSOLE_ROUTES": "routes", "CONSOLE_API_ROUTES": "endpoints",
+          "openapi_config": "openapi"}
 
-
-def __getattr__(name: str) -> Any:
-    # Submodules are not listed: on this AttributeError the import system loads them itself.
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.console.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.console' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -6,8 +6,9 @@ CLI, the simulator, batch jobs) must not pull in the routes and the web stack.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
 
 if TYPE_CHECKING:
     from adtier.measure.routes import MEASURE_ROUTES
@@ -16,9 +17,4 @@ __all__ = ["MEASURE_ROUTES"]
 
 _WHERE = {"MEASURE_ROUTES": "routes"}
 
-
-def __getattr__(name: str) -> Any:
-    # Submodules are not listed: on this AttributeError the import system loads them itself.
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.measure.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.measure' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -13,8 +13,9 @@ use the builder alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
 
 if TYPE_CHECKING:
     from adtier.segments.routes import SEGMENT_ROUTES
@@ -23,9 +24,4 @@ __all__ = ["SEGMENT_ROUTES"]
 
 _WHERE = {"SEGMENT_ROUTES": "routes"}
 
-
-def __getattr__(name: str) -> Any:
-    # Submodules are not listed: on this AttributeError the import system loads them itself.
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.segments.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.segments' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

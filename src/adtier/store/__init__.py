@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
 
 if TYPE_CHECKING:
     from adtier.store.client import connect
@@ -15,9 +16,4 @@ __all__ = ["connect"]
 
 _WHERE = {"connect": "client"}
 
-
-def __getattr__(name: str) -> Any:
-    # Submodules are not listed: on this AttributeError the import system loads them itself.
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.store.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.store' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)
