@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from adtier.measure import forecast as F
+from adtier.measure.forecast.history import _universe_sql
 from adtier.measure import lift as L
 from adtier.measure import noisy as N
 from adtier.privacy.noise import NoiseStream, seed_key
@@ -127,7 +128,7 @@ def flights(client, truth: Truth) -> list[dict[str, Any]]:
     """Each served campaign's own plan (impressions to the universe, cap, flight days) against
     the reach it had in the universe: signed error (predicted / actual - 1) of the answer and
     of every candidate."""
-    sql = _SERVED.replace("__UNIVERSE__", F._universe_sql([]))
+    sql = _SERVED.replace("__UNIVERSE__", _universe_sql([]))
     served = {c: (i, r) for c, i, r in client.query(sql, parameters={"segments": []})
               .result_rows}
     rows = []

@@ -378,7 +378,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         select_columns,
         write_parquet,
     )
-    from adtier.measure import audit
+    from adtier import audit
     from adtier.runtime import open_stores
 
     try:

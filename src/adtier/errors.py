@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from adtier.api_error import ApiError
 from adtier.auth import AuthError
 from adtier.ingest.decode import BodyError
 from adtier.logs import get_logger
@@ -22,15 +23,6 @@ __all__ = ["ApiError", "ErrorBody", "exception_handlers", "error_response", "dec
 class ErrorBody(msgspec.Struct):
     error: str
     detail: str
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -12,8 +12,6 @@ import pytest
 from adtier.measure import forecast as F
 from adtier.measure.forecast import (
     Flight,
-    _choose,
-    _shift,
     backtest,
     beta_binomial,
     counts_on,
@@ -32,6 +30,9 @@ from adtier.measure.forecast import (
     targeted_reach,
     thinning_reach,
 )
+from adtier.measure.forecast.answer import _choose
+from adtier.measure.forecast import models as forecast_models
+from adtier.measure.forecast.models import _shift
 
 
 def clumped_universe(seed: int, n: int = 20_000, days: int = 7) -> np.ndarray:
@@ -316,9 +317,10 @@ def test_a_cap_above_every_count_is_no_cap_and_allocates_nothing_for_it(monkeypa
     # solver step (~1 GB at the sample size) for a cap no count reaches
     slots = clumped_universe(21, n=2_000, days=3)
     top = int(slots.max())
-    head = F._binomial_head
+    head = forecast_models._binomial_head
     asked: list[int] = []
-    monkeypatch.setattr(F, "_binomial_head", lambda o, q, k: asked.append(k) or head(o, q, k))
+    monkeypatch.setattr(forecast_models, "_binomial_head",
+                        lambda o, q, k: asked.append(k) or head(o, q, k))
     big = plan_reach(slots, np.ones(len(slots)), 5_000, 1000)
     assert asked and max(asked) <= top
     exact = plan_reach(slots, np.ones(len(slots)), 5_000, top)

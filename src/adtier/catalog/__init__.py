@@ -10,8 +10,9 @@ Names are imported lazily (as ``adtier.simulate`` does): importing ``adtier.cata
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
 
 if TYPE_CHECKING:
     from adtier.catalog.routes import CATALOG_ROUTES
@@ -25,10 +26,4 @@ _WHERE = {
     "excluded_profile_hashes_sql": "store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # Submodules (``from adtier.catalog import holdout_mirror``) are not listed: on this
-    # AttributeError the import system loads them itself.
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.catalog.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.catalog' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
 import msgspec
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from redis.exceptions import RedisError
 from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
@@ -44,7 +44,7 @@ from adtier.catalog.models import (
 from adtier.errors import ApiError, decode_json
 from adtier.features import mirror as features_mirror
 from adtier.logs import get_logger
-from adtier.state import app_state, authorize
+from adtier.state import app_state, authorize, off_loop
 
 __all__ = ["CatalogController", "ProfilesController", "PrivacyController", "CATALOG_ROUTES"]
 
@@ -63,14 +63,7 @@ Row = dict[str, object]
 T = TypeVar("T")
 
 
-async def _run(fn, *args):
-    """A ClickHouse call off the event loop; a store failure answers 503 (safe to retry)."""
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
-    except ClickHouseError as err:
-        log.error("catalog_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+_run = partial(off_loop, "catalog")  # a ClickHouse call off the loop; failure answers 503
 
 
 async def _redis_or_503(event: str, work: Awaitable[T]) -> T:

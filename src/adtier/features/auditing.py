@@ -1,5 +1,5 @@
 """Audit records of the feature feed (docs/privacy.md): every export (HTTP and CLI) and every batch
-computation, through ``measure.audit.write_record`` (the one audit log, ``GET /v1/audit``).
+computation, through ``adtier.audit.record`` (the one audit log, ``GET /v1/audit``).
 
 Who: the API key (``key_id``, ``role``), or ``cli:<user>`` / ``scheduler`` for runs without
 one. What: ``endpoint`` (``features_export``, ``features_export_cli``, ``features_compute``)
@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
-from adtier.measure import audit
+from adtier import audit
 
 __all__ = ["record", "record_compute", "hashed", "cli_who"]
 
@@ -27,11 +27,9 @@ __all__ = ["record", "record_compute", "hashed", "cli_who"]
 def record(client: Client, *, who: str, role: str, endpoint: str, parameters: dict[str, Any],
            row_count: int, answer_sha256: str, status: int = 200, method: str = "GET") -> str:
     """Write one audit record; answers its id."""
-    audit_id = audit.new_audit_id()
-    audit.write_record(client, audit_id=audit_id, key_id=who, role=role, advertiser_id="",
-                       endpoint=endpoint, method=method, parameters=parameters, status=status,
-                       row_count=row_count, answer_sha256=answer_sha256)
-    return audit_id
+    return audit.record(client, key_id=who, role=role, advertiser_id="", endpoint=endpoint,
+                        method=method, parameters=parameters, status=status,
+                        row_count=row_count, answer_sha256=answer_sha256)
 
 
 def record_compute(client: Client, result: object, *, who: str, role: str,

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.store import excluded_profile_hashes_sql
-from adtier.measure import audit
+from adtier import audit
 from adtier.privacy import release as privacy_release
 
 __all__ = ["SCHEMA", "SECRET_KEY", "FeedFile", "advertiser_key", "load_secret",

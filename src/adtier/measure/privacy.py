@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adtier.errors import ApiError
+from adtier.api_error import ApiError
 
 __all__ = ["DEFAULT_K", "CampaignInfo", "fold_small_rows", "Folded", "not_found"]
 

@@ -20,9 +20,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
@@ -30,21 +28,20 @@ from litestar.response import Stream
 from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
-from adtier.logs import get_logger
-from adtier.measure import audit, forecast, lift, loglevel, noisy, reach
+from adtier import audit
+from adtier.measure import forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
 from adtier.privacy.noise import accuracy
 from adtier.privacy.release import Release, noise_note
 from adtier.segments import store as segment_store
-from adtier.state import app_state, authorize
+from adtier.state import app_state, authorize, off_loop
 from adtier.streams import file_chunks
 
 __all__ = ["MeasureController", "AuditController", "MEASURE_ROUTES", "privacy_k",
            "campaign_for", "audited", "run_query"]
 
-log = get_logger("adtier.measure")
 
 _ENCODE = msgspec.json.Encoder().encode
 By = Annotated[str, QueryParameter(pattern="^(day|device|country|creative|break_position)$",
@@ -57,13 +54,7 @@ def privacy_k(request: Request) -> int:
 
 async def run_query(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
     """A measurement read off the event loop; a store failure answers 503 (safe to retry)."""
-    client = app_state(request).api_clickhouse
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(client, *args))
-    except ClickHouseError as err:
-        log.error("measure_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+    return await off_loop("measure", fn, app_state(request).api_clickhouse, *args)
 
 
 def _campaign(client, campaign_id: str) -> CampaignInfo | None:
@@ -99,7 +90,7 @@ async def audited(request: Request, endpoint: str, parameters: dict[str, Any],
     report_id = audit.new_audit_id()
 
     async def record(status: int, rows: int, digest: str) -> None:
-        await run_query(request, lambda client: audit.write_record(
+        await run_query(request, lambda client: audit.record(
             client, audit_id=report_id, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint=endpoint, method=request.method,
             parameters=parameters, status=status, row_count=rows, answer_sha256=digest))
@@ -128,8 +119,8 @@ async def record_spends(request: Request, key: ApiKey, report_id: str,
             continue
         params = {**privacy_http.spend_parameters(rel, refused if rel.spent is None else None),
                   "answer_of": report_id}
-        await run_query(request, lambda client, p=params: audit.write_record(
-            client, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+        await run_query(request, lambda client, p=params: audit.record(
+            client, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT,
             method=request.method, parameters=p, status=429 if p.get("refused") else 200,
             row_count=0, answer_sha256=""))
@@ -296,7 +287,7 @@ async def log_level_feed(request: Request, campaign_id: str, date: str | None) -
     parameters = {"campaign_id": campaign_id, "date": date}
 
     async def record(status: int, rows: int, digest: str) -> None:
-        await run_query(request, lambda client: audit.write_record(
+        await run_query(request, lambda client: audit.record(
             client, audit_id=report_id, key_id=key.key_id, role=key.role,
             advertiser_id=key.advertiser_id, endpoint="campaign_log_level",
             method=request.method, parameters=parameters, status=status, row_count=rows,

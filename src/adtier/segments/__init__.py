@@ -7,17 +7,21 @@
 - ``lookalike``: seed centroid and cosine similarity of affinity vectors;
 - ``store``: the tables and Redis keys; ``routes``: the HTTP endpoints.
 
-``SEGMENT_ROUTES`` is imported lazily so the CLI and tests can use the builder alone.
+``SEGMENT_ROUTES`` is imported lazily (as every package"s names are) so the CLI and tests can
+use the builder alone.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from adtier.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from adtier.segments.routes import SEGMENT_ROUTES
+
 __all__ = ["SEGMENT_ROUTES"]
 
+_WHERE = {"SEGMENT_ROUTES": "routes"}
 
-def __getattr__(name: str):
-    if name == "SEGMENT_ROUTES":
-        from adtier.segments.routes import SEGMENT_ROUTES
-
-        return SEGMENT_ROUTES
-    raise AttributeError(f"module 'adtier.segments' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -59,7 +59,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.catalog import excluded_profile_hashes_sql
 from adtier.logs import get_logger
-from adtier.measure import audit
+from adtier import audit
 from adtier.segments import features as F
 from adtier.segments import kernels as K
 from adtier.segments import store
@@ -516,11 +516,10 @@ def _audit(client: Client, row: store.SegmentRow, by: str, role: str, *, version
                   "data_through": row.data_through, "error": row.error or None,
                   "definition_sha256": audit.sha256_hex(row.definition.encode())}
     try:
-        audit.write_record(client, audit_id=audit.new_audit_id(), key_id=by or "unknown",
-                           role=role, advertiser_id=row.owner, endpoint=AUDIT_ENDPOINT,
-                           method="BUILD", parameters=parameters,
-                           status=200 if row.status == "ready" else 500, row_count=size,
-                           answer_sha256=digest)
+        audit.record(client, key_id=by or "unknown", role=role, advertiser_id=row.owner,
+                     endpoint=AUDIT_ENDPOINT, method="BUILD", parameters=parameters,
+                     status=200 if row.status == "ready" else 500, row_count=size,
+                     answer_sha256=digest)
     except Exception as err:  # noqa: BLE001 - the build stands; the gap is logged loudly
         log.error("segment_audit_failed", segment_id=row.segment_id, error=str(err)[:300])
 

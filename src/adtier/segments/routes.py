@@ -29,13 +29,13 @@ import datetime as dt
 import hashlib
 import secrets
 import threading
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import msgspec
 import redis.asyncio
 import redis.exceptions
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from msgspec import Meta
@@ -47,7 +47,7 @@ from adtier.logs import get_logger
 from adtier.segments import build as B
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
-from adtier.measure import audit
+from adtier import audit
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
 from adtier.privacy import release as privacy_release
@@ -55,7 +55,7 @@ from adtier.privacy import tenancy
 from adtier.privacy.noise import scale_for
 from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.segments.vocabulary import check_keys, load_vocabulary
-from adtier.state import AppState, app_state, authorize
+from adtier.state import AppState, app_state, authorize, off_loop
 from adtier.store.valkey import is_cluster_client
 
 __all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES"]
@@ -131,13 +131,7 @@ _BUILD_MUTEX = threading.Lock()  # one build at a time per process (they are CPU
 _CLIENT_MUTEX = threading.Lock()
 
 
-async def _run(fn, *args):
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
-    except ClickHouseError as err:
-        log.error("segments_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+_run = partial(off_loop, "segments")  # a ClickHouse call off the loop; failure answers 503
 
 
 def _visible(key: ApiKey, row: store.SegmentRow | None) -> bool:
@@ -177,8 +171,8 @@ async def _sizes(request: Request, key: ApiKey, rows: list[store.SegmentRow]
 
 async def _audit_spend(state: AppState, key: ApiKey, rel, refused=None) -> None:
     params = privacy_http.spend_parameters(rel, refused)
-    await _run(lambda: audit.write_record(
-        state.api_clickhouse, audit_id=audit.new_audit_id(), key_id=key.key_id, role=key.role,
+    await _run(lambda: audit.record(
+        state.api_clickhouse, key_id=key.key_id, role=key.role,
         advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT, method="GET",
         parameters=params, status=429 if refused else 200, row_count=0, answer_sha256=""))
 

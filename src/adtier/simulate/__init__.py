@@ -15,7 +15,7 @@ Submodules are imported lazily: ``adtier.simulate.build_world`` etc. work as att
 
 from __future__ import annotations
 
-import importlib
+from adtier.lazy import lazy_names
 
 __all__ = ["build_world", "World", "iterate_days", "simulate_day", "TruthRecorder", "Truth",
            "run_direct", "run_http", "HttpOptions", "in_holdout", "HOLDOUT_SQL"]
@@ -27,8 +27,4 @@ _WHERE = {
     "in_holdout": "ids", "HOLDOUT_SQL": "ids",
 }
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"adtier.simulate.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'adtier.simulate' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

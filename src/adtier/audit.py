@@ -1,6 +1,8 @@
-"""The audit log of measurement answers (docs/privacy.md): who asked what, when, and what we answered.
+"""The one audit log (docs/privacy.md): who asked what, when, and what we answered.
 
-Each record keeps the key, the endpoint and its parameters, the status, how many rows were
+Measurement answers, segment builds and privacy-budget spends, feature exports and computes all
+write here through ``record``; it lives outside those packages so none of them reaches into
+another to audit. Each record keeps the key, the endpoint and its parameters, the status, how many rows were
 released and the SHA-256 of the exact response body. ``GET /v1/audit`` (admin) lists them.
 """
 
@@ -15,8 +17,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["AuditRecord", "file_sha256", "new_audit_id", "sha256_hex", "write_record",
-           "list_records"]
+__all__ = ["record", "list_records", "new_audit_id", "sha256_hex", "file_sha256"]
 
 _COLUMNS = ["audit_id", "ts", "key_id", "role", "advertiser_id", "endpoint", "method",
             "parameters", "status", "row_count", "answer_sha256"]
@@ -39,16 +40,16 @@ def file_sha256(path: Path, size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-class AuditRecord(dict):
-    """One audit row as a dict (column -> value)."""
-
-
-def write_record(client: Client, *, audit_id: str, key_id: str, role: str, advertiser_id: str,
-                 endpoint: str, method: str, parameters: dict[str, Any], status: int,
-                 row_count: int, answer_sha256: str) -> None:
+def record(client: Client, *, key_id: str, role: str, advertiser_id: str, endpoint: str,
+           method: str, parameters: dict[str, Any], status: int, row_count: int,
+           answer_sha256: str, audit_id: str | None = None) -> str:
+    """Write one audit row; answers its id (``audit_id`` when the caller named the answer
+    before writing it, e.g. a report id sent in the response, else a new one)."""
+    audit_id = audit_id or new_audit_id()
     row = [audit_id, datetime.now(timezone.utc), key_id, role, advertiser_id, endpoint, method,
            json.dumps(parameters, sort_keys=True, default=str), status, row_count, answer_sha256]
     client.insert("audit_log", [row], column_names=_COLUMNS)
+    return audit_id
 
 
 def list_records(client: Client, *, limit: int, offset: int, key_id: str | None = None,
