@@ -32,10 +32,11 @@ def _need_chromium() -> None:
     on a developer's machine the tests skip and say why."""
     if CHROMIUM.exists():
         return
-    message = f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver"
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+        pytest.fail(f"no Chromium at {CHROMIUM} in CI: .ci/run installs it "
+                    "(apt-get install -y chromium chromium-driver) before the tests")
+    pytest.skip(reason=f"no Chromium at {CHROMIUM}, so the console's browser tests cannot run "
+                "here: apt-get install -y chromium chromium-driver (in CI they fail instead)")
 
 
 @pytest.fixture(scope="module")
