@@ -32,6 +32,8 @@ from adtier.ingest.wiring import consumer_names
 from adtier.logs import get_logger
 from adtier.runtime import bootstrap_admin, default_consumer_name, new_flusher, open_stores
 from adtier.segments.build import restore_redis
+from adtier.segments.store import on_excluded as segments_on_excluded
+from adtier.features.mirror import on_excluded as features_on_excluded
 from adtier.settings import Settings
 from adtier.state import AppState, app_state_of
 from adtier.store.valkey import connect_redis, connect_redis_async
@@ -78,9 +80,11 @@ def _stores(settings: Settings) -> Lifespan:
 @asynccontextmanager
 async def segments(app: Litestar) -> AsyncIterator[None]:
     """Valkey emptied or replaced (no live-version hash): reload the served segments' look-up
-    sets from ClickHouse before answering look-ups."""
-    stores = app_state_of(app).stores
-    restore_redis(stores.clickhouse, stores.redis, only_if_missing=True)
+    sets from ClickHouse before answering look-ups. An exclusion recorded by the catalog
+    leaves every built segment at once."""
+    state = app_state_of(app)
+    restore_redis(state.stores.clickhouse, state.stores.redis, only_if_missing=True)
+    state.exclusions.subscribe(segments_on_excluded)
     yield
 
 
@@ -145,6 +149,7 @@ async def flushers(app: Litestar) -> AsyncIterator[None]:
 async def features(app: Litestar) -> AsyncIterator[None]:
     """Feature feed upkeep: the look-up's Valkey mirror, periodic batch computations."""
     state = app_state_of(app)
+    state.exclusions.subscribe(features_on_excluded)  # out of the look-up's mirror at once
     scheduler = FeatureScheduler(state.settings.clickhouse_dsn, state.stores.redis,
                                  state.settings.features_compute_interval_s)
     scheduler.start()

@@ -17,6 +17,7 @@ from adtier.auth import ApiKey, KeyCache, KeyRegistry
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.service import IngestService
 from adtier.logs import get_logger
+from adtier.privacy.exclusions import ExclusionFeed
 from adtier.runtime import Stores
 from adtier.settings import Settings
 
@@ -42,6 +43,8 @@ class AppState:
     ingest: IngestService = None  # type: ignore[assignment]  # set by the ingest lifespan
     pixels: "PixelBatcher" = None  # type: ignore[assignment]  # set by the ingest lifespan
     flushers: list[Flusher] = field(default_factory=list)
+    # kids, opt-outs, erasures recorded by the catalog; segments and features subscribe
+    exclusions: ExclusionFeed = field(default_factory=ExclusionFeed)
 
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
         """A ClickHouse read off the event loop (the chdb backend is synchronous)."""

@@ -6,11 +6,8 @@ import hashlib
 
 import pytest
 
-from adtier.catalog.store import (
-    delete_profile_rows,
-    excluded_profile_hashes_sql,
-    excluded_profiles_sql,
-)
+from adtier.catalog.store import delete_profile_rows
+from adtier.privacy.exclusions import excluded_profile_hashes_sql, excluded_profiles_sql
 from tests.helpers import ad_event, batch, content_event
 from tests.integration.conftest import count
 

@@ -17,7 +17,7 @@ import json
 import numpy as np
 import pytest
 
-from adtier.catalog import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.segments import build as B
 from adtier.segments import features as F
 from adtier.segments import store

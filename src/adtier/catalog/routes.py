@@ -26,7 +26,6 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
 from adtier.catalog import holdout_mirror, store
-from adtier.segments.store import forget_profiles
 from adtier.catalog.models import (
     Advertiser,
     Campaign,
@@ -42,8 +41,8 @@ from adtier.catalog.models import (
     Upserted,
 )
 from adtier.errors import ApiError, decode_json
-from adtier.features import mirror as features_mirror
 from adtier.logs import get_logger
+from adtier.privacy.exclusions import Excluded
 from adtier.state import app_state, authorize, off_loop
 
 __all__ = ["CatalogController", "ProfilesController", "PrivacyController", "CATALOG_ROUTES"]
@@ -78,23 +77,18 @@ async def _redis_or_503(event: str, work: Awaitable[T]) -> T:
 
 
 async def _publish_exclusions(request: Request, profile_ids: list[str], *,
-                              uploads: bool = False) -> None:
+                              erased: bool = False) -> None:
     """Make an exclusion (kids, opted out or erased) take effect at once, after its ClickHouse
-    record and before answering: out of every built segment (the look-up sets, the member rows
-    and sizes: ``forget_profiles``, in bulk; ``uploads``: the uploaded lists of static segments
-    too, an erasure) and out of the feature look-up's Valkey mirror. A Redis failure answers
-    503 with Retry-After: the exclusion is recorded in ClickHouse already, a retry is
-    idempotent."""
+    record and before answering: the exclusion event goes to its subscribers (segments: out of
+    every built segment; features: out of the look-up's mirror; see privacy.exclusions). A
+    Redis failure answers 503 with Retry-After: the exclusion is recorded in ClickHouse
+    already, a retry is idempotent."""
     if not profile_ids:
         return
     state = app_state(request)
-    r, client = state.stores.redis, state.api_clickhouse
-
-    async def publish() -> None:
-        await _run(lambda: forget_profiles(client, r, profile_ids, uploads=uploads))
-        await anyio.to_thread.run_sync(lambda: features_mirror.exclude(r, profile_ids))
-
-    await _redis_or_503("exclusion_publish_failed", publish())
+    event = Excluded(profile_ids, erased=erased)
+    await _redis_or_503("exclusion_publish_failed", _run(
+        state.exclusions.publish, state.api_clickhouse, state.stores.redis, event))
 
 
 async def _check_references(
@@ -298,7 +292,7 @@ class PrivacyController(Controller):
         state = app_state(request)
         methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
         # out of every built segment (uploaded lists too) and the feature feed at once
-        await _publish_exclusions(request, [profile_id], uploads=True)
+        await _publish_exclusions(request, [profile_id], erased=True)
         log.info("profile_erased", methods=methods)  # never the profile id itself
         return Erased(profile_id, True)
 

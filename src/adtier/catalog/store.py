@@ -2,8 +2,7 @@
 
 Every value reaches ClickHouse as a bound ``{name:Type}`` parameter or through
 ``client.insert(..., column_names=...)``; table and column names come only from the constants
-below. ``excluded_profiles_sql()`` is the one definition of "never target this profile" that
-segment, lookalike and feature code share.
+below. Who is never targeted (kids, opted out, erased) is ``adtier.privacy.exclusions``.
 """
 
 from __future__ import annotations
@@ -27,6 +26,11 @@ from adtier.catalog.models import (
     Title,
 )
 from adtier.ingest.erased_events import copy_profile_events
+from adtier.privacy.exclusions import (  # re-exported: measurement imports them from here
+    excluded_profile_hashes_sql,
+    excluded_profiles_sql,
+    is_excluded,
+)
 
 __all__ = [
     "Kind",
@@ -41,8 +45,6 @@ __all__ = [
     "erase_profile",
     "delete_profile_rows",
     "privacy_status",
-    "excluded_profiles_sql",
-    "excluded_profile_hashes_sql",
 ]
 
 _ID_CHUNK = 1_000  # ids per IN-list look-up: keeps a request's parameters small on a server
@@ -243,46 +245,5 @@ def privacy_status(client: Client, profile_id: str) -> PrivacyStatus:
         opted_out_at=_utc(opted),
         erased=erased is not None,
         last_erased_at=_utc(erased),
-        excluded=kind_value == "kids" or opted is not None or erased is not None,
+        excluded=is_excluded(kind_value, opted is not None, erased is not None),
     )
-
-
-_EXCLUDED_PROFILES = """SELECT DISTINCT profile_id FROM
-(
-    SELECT profile_id FROM profiles FINAL WHERE kind = 'kids'
-    UNION ALL
-    SELECT profile_id FROM privacy_optouts
-    UNION ALL
-    SELECT profile_id FROM ad_events WHERE profile_hash IN (SELECT profile_hash FROM erasures)
-    UNION ALL
-    SELECT profile_id FROM content_events WHERE profile_hash IN (SELECT profile_hash FROM erasures)
-)"""
-
-_EXCLUDED_HASHES = """SELECT DISTINCT profile_hash FROM
-(
-    SELECT cityHash64(profile_id) AS profile_hash FROM profiles FINAL WHERE kind = 'kids'
-    UNION ALL
-    SELECT cityHash64(profile_id) AS profile_hash FROM privacy_optouts
-    UNION ALL
-    SELECT profile_hash FROM erasures
-)"""
-
-
-def excluded_profiles_sql() -> str:
-    """A subquery selecting every ``profile_id`` that must never enter targeting.
-
-    Kids' profiles (latest profile version), opted-out profiles, and erased profiles. Erasures
-    keep no profile id, so an erased profile is found through events stored after its erasure
-    (late arrivals from a player or the buffer) by ``profile_hash``. Use as
-    ``f"... WHERE profile_id NOT IN ({excluded_profiles_sql()})"``; it has no parameters.
-    On a large scan of the event tables prefer ``excluded_profile_hashes_sql()``: the erased
-    branch here reads the event tables' ``profile_hash`` column.
-    """
-    return _EXCLUDED_PROFILES
-
-
-def excluded_profile_hashes_sql() -> str:
-    """The same set as ``excluded_profiles_sql()`` as ``profile_hash`` values (cityHash64 of
-    the profile id, as materialized in ad_events and content_events), without reading events:
-    ``f"... WHERE profile_hash NOT IN ({excluded_profile_hashes_sql()})"``."""
-    return _EXCLUDED_HASHES

@@ -29,7 +29,7 @@ import numpy as np
 import redis
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.features import mirror
 from adtier.features import schema as S
 from adtier.features.live import forget

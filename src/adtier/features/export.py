@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import redis
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.features import schema as S
 from adtier.features.batch import TABLE, sync_exclusions
 from adtier.features.watermark import safe_upto, stamps_for

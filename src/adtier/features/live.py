@@ -36,7 +36,6 @@ rows are applied first.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.ingest.ordinals import line_slices
 from adtier.logs import get_logger
+from adtier.privacy.exclusions import ERASED_SHA256_SQL, EXCLUDED_IDS_SQL, excluded
 from adtier.store.valkey import is_cluster_client
 
 if TYPE_CHECKING:
@@ -212,19 +212,15 @@ class LiveCounters:
             self.categories = dict(self.ch.query(
                 "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
                 "GROUP BY campaign_id").result_rows)
-            self.excluded_ids = frozenset(r[0] for r in self.ch.query(
-                "SELECT profile_id FROM profiles FINAL WHERE kind = 'kids' "
-                "UNION DISTINCT SELECT profile_id FROM privacy_optouts").result_rows)
-            self.erased_sha256 = frozenset(r[0] for r in self.ch.query(
-                "SELECT DISTINCT profile_sha256 FROM erasures").result_rows)
+            self.excluded_ids = frozenset(
+                r[0] for r in self.ch.query(EXCLUDED_IDS_SQL).result_rows)
+            self.erased_sha256 = frozenset(
+                r[0] for r in self.ch.query(ERASED_SHA256_SQL).result_rows)
         except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
             log.warning("live_counters_refresh_failed", error=str(err)[:300])
 
     def _excluded(self, profile_id: str) -> bool:
-        if profile_id in self.excluded_ids:
-            return True
-        return bool(self.erased_sha256) and (
-            hashlib.sha256(profile_id.encode()).hexdigest() in self.erased_sha256)
+        return excluded(profile_id, self.excluded_ids, self.erased_sha256)
 
     def on_stored(self, entries: list["Entry"], blocks: "FlushBlocks") -> None:
         self.update(parse_ad_rows(blocks.ad), stops=parse_stop_rows(blocks.content))

@@ -22,7 +22,6 @@ needs anyway): a missing row key then means "no batch features", not "evicted".
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -32,20 +31,26 @@ import redis
 import redis.asyncio as aredis
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog.store import excluded_profile_hashes_sql
 from adtier.features import schema as S
 from adtier.features.live import LiveFeatures, bucket_keys, forget, last_key, live_features
 from adtier.logs import get_logger
+from adtier.privacy.exclusions import (
+    EXCLUDED_SHA256_KEY,
+    EXCLUDED_SHA256_SQL,
+    Excluded,
+    excluded_profile_hashes_sql,
+    profile_sha256,
+)
 from adtier.store.valkey import is_cluster_client
 
 __all__ = ["BATCH_NAMES", "EXCLUDED_KEY", "READY_KEY", "row_key", "profile_sha256",
-           "encode_row", "decode_row", "put_rows", "exclude", "drop_rows", "sync_excluded",
+           "encode_row", "decode_row", "put_rows", "exclude", "on_excluded", "drop_rows", "sync_excluded",
            "rebuild", "RebuildResult", "is_ready", "Lookup", "lookup"]
 
 log = get_logger("adtier.features.mirror")
 
 BATCH_NAMES = [c for c in S.FEATURE_COLUMNS if c != "computed_at"]
-EXCLUDED_KEY = "adtier:fx"
+EXCLUDED_KEY = EXCLUDED_SHA256_KEY
 READY_KEY = f"adtier:ff:ready:v{S.FEATURE_SCHEMA_VERSION}"
 _PAIRS_PER_CALL = 500   # rows per script call: no call blocks Valkey for long
 _CALLS_PER_TRIP = 20    # script calls per pipelined round trip: bounded client memory
@@ -70,18 +75,8 @@ end
 return 0
 """
 
-_EXCLUDED_SHA_SQL = """
-SELECT lower(hex(SHA256(profile_id))) FROM profiles FINAL WHERE kind = 'kids'
-UNION DISTINCT SELECT lower(hex(SHA256(profile_id))) FROM privacy_optouts
-UNION DISTINCT SELECT profile_sha256 FROM erasures"""
-
-
 def row_key(profile_id: str) -> str:
     return f"adtier:ff:{{{profile_id}}}"
-
-
-def profile_sha256(profile_id: str) -> str:
-    return hashlib.sha256(profile_id.encode()).hexdigest()
 
 
 def encode_row(watermark: int, computed_at: object, values: list) -> bytes:
@@ -184,6 +179,11 @@ def exclude(client: redis.Redis, profile_ids: list[str]) -> None:
         forget(client, part)
 
 
+def on_excluded(_client: Client, r: redis.Redis, event: Excluded) -> None:
+    """The feature feed's subscription to the exclusion event (``privacy.exclusions``)."""
+    exclude(r, event.profile_ids)
+
+
 def sync_excluded(client: Client, r: redis.Redis) -> tuple[int, int]:
     """Make ``adtier:fx`` equal to ClickHouse's exclusions; answers (added, removed).
 
@@ -191,7 +191,7 @@ def sync_excluded(client: Client, r: redis.Redis) -> tuple[int, int]:
     profile made adult); members added concurrently by ``exclude`` after the read of
     ``before`` are never removed, because they are not in ``before``."""
     before = r.smembers(EXCLUDED_KEY)
-    snapshot = {row[0].encode() for row in client.query(_EXCLUDED_SHA_SQL).result_rows}
+    snapshot = {row[0].encode() for row in client.query(EXCLUDED_SHA256_SQL).result_rows}
     added, removed = list(snapshot - before), list(before - snapshot)
     for i in range(0, len(added), _SET_CHUNK):
         r.sadd(EXCLUDED_KEY, *added[i:i + _SET_CHUNK])

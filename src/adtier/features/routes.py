@@ -42,6 +42,7 @@ from adtier.features.export import (
 from adtier.features.live import LiveFeatures, read_live
 from adtier.features.scheduler import RUNNER, ComputeStatus
 from adtier.logs import get_logger
+from adtier.privacy.exclusions import PROFILE_EXCLUDED_SQL
 from adtier.state import app_state, authorize
 from adtier.store import connect
 from adtier.streams import fail_loudly, file_chunks
@@ -55,11 +56,6 @@ ROLES = ("recs", "admin")
 WATERMARK_HEADER = "X-Adtier-Watermark"
 _BATCH = [c for c in S.FEATURE_COLUMNS if c not in ("computed_at",)]
 
-# One query: is the profile excluded (kids, opted out, erased), and its latest batch row.
-_EXCLUDED_SQL = """SELECT
-    (SELECT count() FROM profiles FINAL WHERE profile_id = {p:String} AND kind = 'kids')
-  + (SELECT count() FROM privacy_optouts WHERE profile_id = {p:String})
-  + (SELECT count() FROM erasures WHERE profile_hash = cityHash64({p:String}))"""
 _ROW_SQL = (f"SELECT {', '.join(_BATCH)}, computed_at FROM {TABLE} FINAL "
             "WHERE profile_hash = cityHash64({p:String}) AND profile_id = {p:String} "
             "AND deleted = 0")
@@ -135,7 +131,7 @@ class FeaturesController(Controller):
 
         def read() -> tuple[int, list[tuple]]:
             ch, params = state.api_clickhouse, {"p": profile_id}
-            excluded = ch.query(_EXCLUDED_SQL, parameters=params).result_rows[0][0]
+            excluded = ch.query(PROFILE_EXCLUDED_SQL, parameters=params).result_rows[0][0]
             if excluded:
                 return excluded, []
             return 0, ch.query(_ROW_SQL, parameters=params).result_rows

@@ -21,11 +21,12 @@ does (readers leave erased profiles out by hash).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import uuid
 
 import msgspec
 from clickhouse_connect.driver.client import Client
+
+from adtier.privacy.exclusions import ERASED_SINCE_SQL, profile_sha256
 
 __all__ = ["CLOCK_MARGIN_MS", "copy_profile_events", "copy_flushed"]
 
@@ -67,13 +68,11 @@ def copy_flushed(client: Client, rows: bytes, batch_ids: list[str],
     bloom-indexed) only if one of the block's own profiles was erased."""
     since = dt.datetime.fromtimestamp((received_from_ms - CLOCK_MARGIN_MS) / 1000,
                                       dt.timezone.utc)
-    recent = {r[0] for r in client.query(
-        "SELECT profile_sha256 FROM erasures WHERE erased_at >= {t:DateTime64(3, 'UTC')}",
-        parameters={"t": since}).result_rows}
+    recent = {r[0] for r in client.query(ERASED_SINCE_SQL, parameters={"t": since}).result_rows}
     if not recent or not rows:
         return []
     ids = {p.profile_id for p in _profile_lines.decode_lines(rows)}
-    erased = sorted(p for p in ids if hashlib.sha256(p.encode()).hexdigest() in recent)
+    erased = sorted(p for p in ids if profile_sha256(p) in recent)
     if erased:
         client.command(
             f"INSERT INTO ad_erased_events ({', '.join(_COLUMNS)}) {_SELECT} "

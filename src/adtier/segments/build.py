@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import EXCLUDED_SINCE_SQL, excluded_profile_hashes_sql
 from adtier.logs import get_logger
 from adtier import audit
 from adtier.segments import features as F
@@ -225,19 +225,9 @@ def _distinct(members: Members) -> Members:
     return Members(table.column("id").combine_chunks(), table.column("h").to_numpy())
 
 
-# Exclusions recorded since a moment: erasures (by hash), opt-outs, and profiles written as
-# kids' (any version: one made adult again right after is only left out of this build).
-_EXCLUDED_SINCE = """SELECT DISTINCT h FROM (
-    SELECT profile_hash AS h FROM erasures WHERE erased_at >= {since:DateTime64(3, 'UTC')}
-    UNION ALL SELECT cityHash64(profile_id) AS h FROM privacy_optouts
-    WHERE opted_out_at >= {since:DateTime64(3, 'UTC')}
-    UNION ALL SELECT cityHash64(profile_id) AS h FROM profiles
-    WHERE kind = 'kids' AND updated_at >= {since:DateTime64(3, 'UTC')})"""
-
-
 def excluded_since(client: Client, since: dt.datetime) -> np.ndarray:
     """profile_hash (uint64) of every profile excluded since ``since``."""
-    got = client.query_arrow(_EXCLUDED_SINCE, parameters={"since": since})
+    got = client.query_arrow(EXCLUDED_SINCE_SQL, parameters={"since": since})
     return got.column("h").to_numpy().astype(np.uint64)
 
 

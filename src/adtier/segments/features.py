@@ -60,7 +60,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.segments import kernels as K
 from adtier.segments.rules import (
     AFFINITY_HALF_LIFE_DAYS,

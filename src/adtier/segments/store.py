@@ -28,7 +28,6 @@ deployments.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,10 +39,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
+from adtier.privacy.exclusions import RECENT_ERASURES_SQL, Excluded, profile_sha256
 from adtier.store.valkey import is_cluster_client
 
 __all__ = [
     "LIVE",
+    "on_excluded",
     "SegmentRow",
     "member_key",
     "lock_key",
@@ -381,15 +382,11 @@ def restore_set(client: Client, r: redis.Redis, segment_id: str, version: int,
 # An erasure records itself, SREMs the profile from the served sets, then deletes its members.
 # One that ran while a set was being reloaded may have had its id read before the delete and
 # removed from the old set before the RENAME: take recent erasures out of the reloaded set.
-_RECENT_ERASURES = ("SELECT profile_sha256 FROM erasures "
-                    "WHERE erased_at >= now64(3) - INTERVAL 1 HOUR")
-
-
 def _forget_recent_erasures(client: Client, r: redis.Redis, key: str, ids: pa.Array) -> None:
-    erased = {row[0] for row in client.query(_RECENT_ERASURES).result_rows}
+    erased = {row[0] for row in client.query(RECENT_ERASURES_SQL).result_rows}
     if not erased:
         return
-    gone = [p for p in ids.to_pylist() if hashlib.sha256(p.encode()).hexdigest() in erased]
+    gone = [p for p in ids.to_pylist() if profile_sha256(p) in erased]
     if gone:
         r.srem(key, *gone)
 
@@ -461,6 +458,11 @@ _SREM_BATCH = 10_000  # ids per SREM (an opt-out call carries at most 10,000)
 # The profile_id test stays: a hash collision must not take another profile out.
 _BY_PROFILE = ("profile_hash IN (SELECT cityHash64(arrayJoin({p:Array(String)}))) "
                "AND profile_id IN {p:Array(String)}")
+
+
+def on_excluded(client: Client, r: redis.Redis, event: Excluded) -> None:
+    """Segments' subscription to the exclusion event (``privacy.exclusions``)."""
+    forget_profiles(client, r, event.profile_ids, uploads=event.erased)
 
 
 def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], *,
