@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar.exceptions import HTTPException
+from redis.exceptions import RedisError
 
 from adtier.api_error import ApiError
 from adtier.auth import AuthError
@@ -157,5 +160,21 @@ def _internal(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", f"internal error; request id {request_id}")
 
 
+def _store_unavailable(store: str) -> Callable[[Request, Exception], Response]:
+    """A store that did not complete a request: 503 with Retry-After (every route's store
+    work is safe to retry), logged with the request id; the store's error text (addresses,
+    statements) goes to the log only."""
+
+    def handler(request: Request, exc: Exception) -> Response:
+        get_logger("adtier.errors").error(
+            "store_error", store=store, request_id=current_request_id(), method=request.method,
+            path=request.url.path, error=f"{type(exc).__name__}: {exc}"[:500])
+        return error_response(503, "store_unavailable",
+                              f"{store} did not complete the request; retry", {"Retry-After": "5"})
+
+    return handler
+
+
 exception_handlers = {ApiError: _api, BodyError: _body, AuthError: _auth, HTTPException: _http,
-                      RecursionError: _too_deep, Exception: _internal}
+                      RecursionError: _too_deep, ClickHouseError: _store_unavailable("ClickHouse"),
+                      RedisError: _store_unavailable("Redis"), Exception: _internal}

@@ -9,14 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 import redis.asyncio as aredis
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Litestar, Request
 
-from adtier.api_error import ApiError
 from adtier.auth import ApiKey, KeyCache, KeyRegistry
 from adtier.ingest.flusher import Flusher
 from adtier.ingest.service import IngestService
-from adtier.logs import get_logger
 from adtier.privacy.exclusions import ExclusionFeed
 from adtier.runtime import Stores
 from adtier.settings import Settings
@@ -48,9 +45,8 @@ class AppState:
 
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
         """A ClickHouse read off the event loop (the chdb backend is synchronous)."""
-        return await anyio.to_thread.run_sync(
-            lambda: self.api_clickhouse.query(sql, parameters=parameters or {}).result_rows
-        )
+        return await off_loop(
+            lambda: self.api_clickhouse.query(sql, parameters=parameters or {}).result_rows)
 
 
 def app_state(request: Request) -> AppState:
@@ -65,13 +61,8 @@ async def authorize(request: Request, *roles: str) -> ApiKey:
     return await app_state(request).keys.require(request.headers.get("authorization"), *roles)
 
 
-async def off_loop(area: str, fn: Callable[..., T], *args: Any) -> T:
-    """A blocking ClickHouse call off the event loop, the one way route modules make it: a store
-    failure is logged as ``<area>_store_error`` (logger ``adtier.<area>``) and answers 503 with
-    Retry-After, since a retry is safe."""
-    try:
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
-    except ClickHouseError as err:
-        get_logger(f"adtier.{area}").error(f"{area}_store_error", error=str(err)[:500])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """A blocking store call off the event loop (the chdb backend and redis-py are
+    synchronous), the one way route modules make it. A store failure propagates: the app's
+    exception handlers answer it 503 with Retry-After (adtier.errors)."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args))

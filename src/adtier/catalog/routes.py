@@ -15,13 +15,10 @@ decoder per model, so a bad item answers 400 naming its index and field, strictl
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Sequence
-from functools import partial
-from typing import Annotated, TypeVar
+from collections.abc import Sequence
+from typing import Annotated
 
-import anyio.to_thread
 import msgspec
-from redis.exceptions import RedisError
 from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 
@@ -59,21 +56,6 @@ _MAX_ID = 64
 Limit = Annotated[int, QueryParameter(ge=1, le=10_000, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, description="rows to skip")]
 Row = dict[str, object]
-T = TypeVar("T")
-
-
-_run = partial(off_loop, "catalog")  # a ClickHouse call off the loop; failure answers 503
-
-
-async def _redis_or_503(event: str, work: Awaitable[T]) -> T:
-    """``work`` (a Valkey write after its ClickHouse record); a Redis failure is logged as
-    ``event`` and answers 503 with Retry-After: the record stands, a retry is idempotent."""
-    try:
-        return await work
-    except RedisError as err:
-        log.error(event, error=str(err)[:300])
-        raise ApiError(503, "store_unavailable", "Redis did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
 
 
 async def _publish_exclusions(request: Request, profile_ids: list[str], *,
@@ -81,14 +63,13 @@ async def _publish_exclusions(request: Request, profile_ids: list[str], *,
     """Make an exclusion (kids, opted out or erased) take effect at once, after its ClickHouse
     record and before answering: the exclusion event goes to its subscribers (segments: out of
     every built segment; features: out of the look-up's mirror; see privacy.exclusions). A
-    Redis failure answers 503 with Retry-After: the exclusion is recorded in ClickHouse
-    already, a retry is idempotent."""
+    store failure answers 503 with Retry-After (adtier.errors): the exclusion is recorded in
+    ClickHouse already, a retry is idempotent."""
     if not profile_ids:
         return
     state = app_state(request)
     event = Excluded(profile_ids, erased=erased)
-    await _redis_or_503("exclusion_publish_failed", _run(
-        state.exclusions.publish, state.api_clickhouse, state.stores.redis, event))
+    await off_loop(state.exclusions.publish, state.api_clickhouse, state.stores.redis, event)
 
 
 async def _check_references(
@@ -101,7 +82,7 @@ async def _check_references(
     """
     wanted = {getattr(i, field) for i in items}
     client = app_state(request).api_clickhouse
-    known = await _run(store.existing_ids, client, parent.table, parent.id_column, wanted)
+    known = await off_loop(store.existing_ids, client, parent.table, parent.id_column, wanted)
     missing = [(n, getattr(i, field)) for n, i in enumerate(items)
                if getattr(i, field) in wanted - known]
     if missing:
@@ -119,11 +100,10 @@ async def _upsert_campaigns(request: Request, items: Sequence[Campaign]) -> int:
     ``holdout_mirror.keep_restored`` repairs the mirror from ClickHouse within a minute."""
     state = app_state(request)
     version = time.time_ns()
-    count = await _run(store.upsert, state.api_clickhouse, _CMP, items, version)
+    count = await off_loop(store.upsert, state.api_clickhouse, _CMP, items, version)
     latest = list({c.campaign_id: c for c in items}.values())  # the last of a repeated id wins
     r = state.stores.redis
-    await _redis_or_503("holdout_publish_failed", anyio.to_thread.run_sync(
-        lambda: holdout_mirror.publish(r, latest, version)))
+    await off_loop(holdout_mirror.publish, r, latest, version)
     return count
 
 
@@ -138,7 +118,7 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
     if kind.name == "campaigns":
         return Upserted(await _upsert_campaigns(request, items))
     client = app_state(request).api_clickhouse
-    upserted = Upserted(await _run(store.upsert, client, kind, items))
+    upserted = Upserted(await off_loop(store.upsert, client, kind, items))
     if kind is store.PROFILES:  # the last item of a repeated id wins, as in store.upsert
         latest = {i.profile_id: i for i in items}
         await _publish_exclusions(request, [p for p, i in latest.items() if i.kind == "kids"])
@@ -148,7 +128,7 @@ async def _upsert(request: Request, kind: store.Kind) -> Upserted:
 async def _list(request: Request, kind: store.Kind, limit: int, offset: int) -> Page:
     await authorize(request, "admin")
     client = app_state(request).api_clickhouse
-    rows, total = await _run(store.list_rows, client, kind, limit, offset)
+    rows, total = await off_loop(store.list_rows, client, kind, limit, offset)
     return Page(rows, total, limit, offset)
 
 
@@ -156,7 +136,7 @@ async def _one(request: Request, kind: store.Kind, item_id: str) -> dict[str, ob
     await authorize(request, "admin")
     row = None
     if len(item_id) <= _MAX_ID:
-        row = await _run(store.get_row, app_state(request).api_clickhouse, kind, item_id)
+        row = await off_loop(store.get_row, app_state(request).api_clickhouse, kind, item_id)
     if row is None:
         raise ApiError(404, "not_found", f"no {kind.name.removesuffix('s')} {item_id!r}")
     return row
@@ -278,7 +258,7 @@ class PrivacyController(Controller):
         await authorize(request, "admin")
         body = await decode_json(request, _OPT_OUT)
         client = app_state(request).api_clickhouse
-        total, already = await _run(store.record_optouts, client, body.profile_ids)
+        total, already = await off_loop(store.record_optouts, client, body.profile_ids)
         await _publish_exclusions(request, list(dict.fromkeys(body.profile_ids)))
         return OptedOut(total, already)
 
@@ -290,7 +270,7 @@ class PrivacyController(Controller):
         Idempotent; an unknown profile is erased too (no existence oracle)."""
         await authorize(request, "admin")
         state = app_state(request)
-        methods = await _run(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
+        methods = await off_loop(store.erase_profile, state.api_clickhouse, _profile_id(profile_id))
         # out of every built segment (uploaded lists too) and the feature feed at once
         await _publish_exclusions(request, [profile_id], erased=True)
         log.info("profile_erased", methods=methods)  # never the profile id itself
@@ -300,7 +280,7 @@ class PrivacyController(Controller):
     async def status(self, request: Request, profile_id: FromPath[str]) -> PrivacyStatus:
         await authorize(request, "admin")
         client = app_state(request).api_clickhouse
-        return await _run(store.privacy_status, client, _profile_id(profile_id))
+        return await off_loop(store.privacy_status, client, _profile_id(profile_id))
 
 
 CATALOG_ROUTES = [CatalogController, ProfilesController, PrivacyController]

@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio.to_thread
 import msgspec
 from clickhouse_connect.driver.client import Client
 from litestar import Controller, Request, get, post
@@ -27,7 +26,6 @@ from adtier.auth import ApiKey
 from adtier.errors import ApiError
 from adtier.features import auditing, mirror
 from adtier.features import schema as S
-from adtier.features.batch import TABLE
 from adtier.features.export import (
     EXPORT_READERS,
     ColumnsError,
@@ -40,10 +38,10 @@ from adtier.features.export import (
     write_parquet,
 )
 from adtier.features.live import LiveFeatures, read_live
+from adtier.features.profile_read import BATCH_COLUMNS, read_profile
 from adtier.features.scheduler import RUNNER, ComputeStatus
 from adtier.logs import get_logger
-from adtier.privacy.exclusions import PROFILE_EXCLUDED_SQL
-from adtier.state import app_state, authorize
+from adtier.state import app_state, authorize, off_loop
 from adtier.store import connect
 from adtier.streams import fail_loudly, file_chunks
 
@@ -54,11 +52,6 @@ log = get_logger("adtier.features.routes")
 
 ROLES = ("recs", "admin")
 WATERMARK_HEADER = "X-Adtier-Watermark"
-_BATCH = [c for c in S.FEATURE_COLUMNS if c not in ("computed_at",)]
-
-_ROW_SQL = (f"SELECT {', '.join(_BATCH)}, computed_at FROM {TABLE} FINAL "
-            "WHERE profile_hash = cityHash64({p:String}) AND profile_id = {p:String} "
-            "AND deleted = 0")
 
 
 class ProfileFeatures(msgspec.Struct):
@@ -129,14 +122,7 @@ class FeaturesController(Controller):
     async def _from_clickhouse(self, state, profile_id: str) -> ProfileFeatures:
         """The slow path, while the mirror is not built: two ClickHouse queries."""
 
-        def read() -> tuple[int, list[tuple]]:
-            ch, params = state.api_clickhouse, {"p": profile_id}
-            excluded = ch.query(PROFILE_EXCLUDED_SQL, parameters=params).result_rows[0][0]
-            if excluded:
-                return excluded, []
-            return 0, ch.query(_ROW_SQL, parameters=params).result_rows
-
-        excluded, rows = await anyio.to_thread.run_sync(read)
+        excluded, rows = await off_loop(read_profile, state.api_clickhouse, profile_id)
         if excluded:
             raise _not_found(profile_id)  # kids, opted out, erased: as if unknown
         live = await read_live(state.redis, profile_id)
@@ -146,7 +132,7 @@ class FeaturesController(Controller):
         computed_at = None
         if rows:
             row = rows[0]
-            batch = {name: _round(v) for name, v in zip(_BATCH, row[:-1], strict=True)}
+            batch = {name: _round(v) for name, v in zip(BATCH_COLUMNS, row[:-1], strict=True)}
             computed_at = _utc(row[-1])
         return ProfileFeatures(profile_id=profile_id, schema_version=S.FEATURE_SCHEMA_VERSION,
                                computed_at=computed_at, batch=batch, live=live)
@@ -182,12 +168,12 @@ class FeaturesController(Controller):
             raise ApiError(400, "invalid_request", str(err)) from err
         state = app_state(request)
         dsn = state.settings.clickhouse_dsn
-        clients = [await anyio.to_thread.run_sync(connect, dsn)]
+        clients = [await off_loop(connect, dsn)]
         try:
-            plan = await anyio.to_thread.run_sync(plan_export, clients[0], since, names,
+            plan = await off_loop(plan_export, clients[0], since, names,
                                                   state.stores.redis)
             if len(export_slices(plan.rows)) > 1:  # read the next slice on another core
-                clients += [await anyio.to_thread.run_sync(connect, dsn)
+                clients += [await off_loop(connect, dsn)
                             for _ in range(EXPORT_READERS - 1)]
         except Exception:
             _close(clients)
@@ -199,7 +185,7 @@ class FeaturesController(Controller):
         if format == "arrow":
             return Stream(audit.wrap(_arrow(clients, plan)),
                           media_type="application/vnd.apache.arrow.stream", headers=headers)
-        path = await anyio.to_thread.run_sync(_parquet_file, clients, plan)
+        path = await off_loop(_parquet_file, clients, plan)
         headers["Content-Disposition"] = 'attachment; filename="features.parquet"'
         return Stream(audit.wrap(file_chunks(path)), media_type="application/vnd.apache.parquet",
                       headers=headers)

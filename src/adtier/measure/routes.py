@@ -54,7 +54,7 @@ def privacy_k(request: Request) -> int:
 
 async def run_query(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
     """A measurement read off the event loop; a store failure answers 503 (safe to retry)."""
-    return await off_loop("measure", fn, app_state(request).api_clickhouse, *args)
+    return await off_loop(fn, app_state(request).api_clickhouse, *args)
 
 
 def _campaign(client, campaign_id: str) -> CampaignInfo | None:

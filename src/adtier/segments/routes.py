@@ -29,10 +29,8 @@ import datetime as dt
 import hashlib
 import secrets
 import threading
-from functools import partial
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 import msgspec
 import redis.asyncio
 import redis.exceptions
@@ -131,7 +129,6 @@ _BUILD_MUTEX = threading.Lock()  # one build at a time per process (they are CPU
 _CLIENT_MUTEX = threading.Lock()
 
 
-_run = partial(off_loop, "segments")  # a ClickHouse call off the loop; failure answers 503
 
 
 def _visible(key: ApiKey, row: store.SegmentRow | None) -> bool:
@@ -160,7 +157,7 @@ async def _sizes(request: Request, key: ApiKey, rows: list[store.SegmentRow]
     secret = await privacy_release.load_secret(state.settings.privacy_noise_secret, state.redis)
     out: dict[str, int | None] = {}
     for row in rows:
-        size, rel = await _run(privacy_release.segment_size, policy, state.stores.redis, secret,
+        size, rel = await off_loop(privacy_release.segment_size, policy, state.stores.redis, secret,
                                row.owner, row.segment_id, row.kind, row.definition_json(),
                                row.version, row.size)
         out[row.segment_id] = size
@@ -171,7 +168,7 @@ async def _sizes(request: Request, key: ApiKey, rows: list[store.SegmentRow]
 
 async def _audit_spend(state: AppState, key: ApiKey, rel, refused=None) -> None:
     params = privacy_http.spend_parameters(rel, refused)
-    await _run(lambda: audit.record(
+    await off_loop(lambda: audit.record(
         state.api_clickhouse, key_id=key.key_id, role=key.role,
         advertiser_id=key.advertiser_id, endpoint=privacy_http.SPEND_ENDPOINT, method="GET",
         parameters=params, status=429 if refused else 200, row_count=0, answer_sha256=""))
@@ -188,7 +185,7 @@ async def _noisy_overlap(request: Request, key: ApiKey, rows: list[store.Segment
                                          {"ids": sorted(r.segment_id for r in rows)})
     assert rel is not None
     try:
-        stream = await _run(rel.open, versions)
+        stream = await off_loop(rel.open, versions)
     except privacy_budget.BudgetSpent as spent:
         await _audit_spend(state, key, rel, spent)
         raise privacy_http.budget_error(spent) from None
@@ -224,7 +221,7 @@ async def _present(request: Request, key: ApiKey, rows: list[store.SegmentRow]
             store.lock_key(row.segment_id))
         if stale:
             # The build may have finished between our read and the lock check: read again.
-            row = await _run(store.get_segment, state.api_clickhouse, row.segment_id) or row
+            row = await off_loop(store.get_segment, state.api_clickhouse, row.segment_id) or row
             stale = row.status == "building"
         seen.append((row, stale))
     sizes = await _sizes(request, key, [row for row, _ in seen])
@@ -234,7 +231,7 @@ async def _present(request: Request, key: ApiKey, rows: list[store.SegmentRow]
 async def _get_visible(request: Request, key: ApiKey, segment_id: str) -> store.SegmentRow:
     row = None
     if len(segment_id) <= 64:
-        row = await _run(store.get_segment, app_state(request).api_clickhouse, segment_id)
+        row = await off_loop(store.get_segment, app_state(request).api_clickhouse, segment_id)
     if not _visible(key, row):
         raise ApiError(404, "not_found", f"no segment {segment_id!r}")
     assert row is not None
@@ -246,7 +243,7 @@ async def _own_campaigns_only(state: AppState, owner: str, tree) -> None:
     campaign answers exactly as a campaign that never existed (404), see
     ``adtier.privacy.tenancy``."""
     wanted = tenancy.campaign_keys(catalog_keys(tree))
-    foreign = await _run(tenancy.foreign_campaigns, state.api_clickhouse, owner, wanted)
+    foreign = await off_loop(tenancy.foreign_campaigns, state.api_clickhouse, owner, wanted)
     if foreign:
         raise ApiError(404, "not_found", f"no campaign {foreign[0]!r}")
 
@@ -313,12 +310,12 @@ class SegmentsController(Controller):
             # tenancy first: another advertiser's campaign answers as a never-existing one
             await _own_campaigns_only(state, owner, tree)
             try:
-                check_keys(tree, await _run(load_vocabulary, state.api_clickhouse))
+                check_keys(tree, await off_loop(load_vocabulary, state.api_clickhouse))
             except RuleError as err:
                 raise ApiError(400, "invalid_rule", str(err)) from err
             definition: dict[str, Any] = {"rule": to_json(tree)}
         elif data.kind == "lookalike":
-            seed = await _run(store.get_segment, state.api_clickhouse, data.seed_segment_id)
+            seed = await off_loop(store.get_segment, state.api_clickhouse, data.seed_segment_id)
             if not _visible(key, seed):
                 raise ApiError(400, "unknown_seed",
                                f"seed_segment_id: no segment {data.seed_segment_id!r}")
@@ -333,12 +330,12 @@ class SegmentsController(Controller):
             if not ids:
                 raise ApiError(400, "invalid_request", "profile_ids: at least one profile id")
             definition = {"profile_count": len(ids)}
-            await _run(store.insert_members, state.api_clickhouse, segment_id, 0, ids)
+            await off_loop(store.insert_members, state.api_clickhouse, segment_id, 0, ids)
         now = dt.datetime.now(dt.timezone.utc)
         row = store.SegmentRow(segment_id=segment_id, name=data.name, kind=data.kind,
                                owner=owner, definition=msgspec.json.encode(definition).decode(),
                                created_at=now, created_by=key.key_id)
-        row = await _run(lambda: store.write_state(state.api_clickhouse, row))
+        row = await off_loop(lambda: store.write_state(state.api_clickhouse, row))
         log.info("segment_created", segment_id=segment_id, kind=data.kind, owner=owner,
                  by=key.key_id)
         return _out(row)
@@ -348,7 +345,7 @@ class SegmentsController(Controller):
         key = await authorize(request, "advertiser")
         state = app_state(request)
         owners = None if key.role == "admin" else ["", key.advertiser_id]
-        rows = await _run(store.list_segments, state.api_clickhouse, owners)
+        rows = await off_loop(store.list_segments, state.api_clickhouse, owners)
         return await _present(request, key, rows)
 
     @get("/overlap", summary="Pairwise intersections of segments")
@@ -367,7 +364,7 @@ class SegmentsController(Controller):
         unbuilt = [r.segment_id for r in rows if r.version == 0]
         if unbuilt:
             raise ApiError(409, "not_built", f"not built yet: {', '.join(unbuilt)}")
-        counts = await _run(store.overlap, state.api_clickhouse,
+        counts = await off_loop(store.overlap, state.api_clickhouse,
                             {r.segment_id: r.version for r in rows})
         k = max(1, int(state.settings.privacy_k))
         pairs = [(a, b, counts.get((min(a, b), max(a, b)), 0))
@@ -394,15 +391,15 @@ class SegmentsController(Controller):
         if key.role != "admin" and row.owner != key.advertiser_id:
             raise ApiError(403, "forbidden", "platform segments are built by the platform")
         r = state.stores.redis
-        token = await anyio.to_thread.run_sync(lambda: B.acquire(r, segment_id))
+        token = await off_loop(B.acquire, r, segment_id)
         if token is None:
             raise ApiError(409, "already_building", f"segment {segment_id} is being built")
         client = _builder_client(request, state)
         try:
-            row = await _run(lambda: store.write_state(state.api_clickhouse, row,
+            row = await off_loop(lambda: store.write_state(state.api_clickhouse, row,
                                                        status="building", error=""))
         except BaseException:
-            await anyio.to_thread.run_sync(lambda: B.release(r, segment_id, token))
+            await off_loop(B.release, r, segment_id, token)
             raise
         _spawn_build(client, r, segment_id, token, key.key_id, key.role)
         return BuildStarted(segment_id, "building", row.version)
