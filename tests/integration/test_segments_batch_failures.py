@@ -15,6 +15,7 @@ import time
 import pytest
 
 from adtier.segments import build as B
+from adtier.segments import members as M
 from adtier.segments import store
 from adtier.segments.rules import parse_rule, to_json
 from tests.helpers import ad_event, batch
@@ -86,7 +87,7 @@ def test_clickhouse_failing_at_commit_releases_every_lock(ch, rds) -> None:
     for sid in sids:
         b = B._begin(ch, rds, sid, None)
         b.version = store.next_version(ch, b.row)
-        B._stage(ch, rds, b, 0, None, (B.static_members(ch, sid), None, None), "", None)
+        B._stage(ch, rds, b, 0, None, (M.static_members(ch, sid), None, None), "", None)
         assert b.error is None
         builds.append(b)
     assert _locks(rds, sids) == sids

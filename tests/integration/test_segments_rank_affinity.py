@@ -19,7 +19,8 @@ import pytest
 
 from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.segments import build as B
-from adtier.segments import features as F
+from adtier.segments import aggregate as F
+from adtier.segments import aggregate_arrow as FA
 from adtier.segments import store
 from adtier.segments.rules import NO_RANK, parse_rule, predicates, to_json
 from tests.integration.conftest import load_world
@@ -100,10 +101,10 @@ def test_rank_and_affinity_segments_match_sql(ch, rds, world):
     rules = {sid: parse_rule(rule) for sid, rule in RULES.items()}
     plan = F.plan_for(p for r in rules.values() for p in predicates(r))
     assert plan.daily_days == {"content": 30} and plan.bounds == [RANK_WINDOW, 30]
-    chunk = F.load_chunk(ch, plan, day, 0, 2**64 - 1)
+    chunk = FA.load_chunk(ch, plan, day, 0, 2**64 - 1)
     ids = chunk.profile_ids
-    got_rank = F.feature_values(chunk, "genre_rank", GENRE, RANK_WINDOW)
-    got_aff = F.feature_values(chunk, "genre_affinity", GENRE, 30)
+    got_rank = FA.feature_values(chunk, "genre_rank", GENRE, RANK_WINDOW)
+    got_aff = FA.feature_values(chunk, "genre_affinity", GENRE, 30)
     want_rank = np.array([rank.get(pid, NO_RANK) for pid in ids])
     want_aff = np.array([affinity.get(pid, 0.0) for pid in ids])
     np.testing.assert_array_equal(got_rank, want_rank)
@@ -135,13 +136,13 @@ def test_rank_and_affinity_segments_match_sql(ch, rds, world):
 
     # 3. the rollup path (the builder's) and the event path agree on all six new features
     preds = [p for rule in [*RULES.values(), *OTHERS] for p in predicates(parse_rule(rule))]
-    old, new = (F.load_chunk(ch, F.plan_for(preds, source), day, 0, 2**64 - 1)
+    old, new = (FA.load_chunk(ch, F.plan_for(preds, source), day, 0, 2**64 - 1)
                 for source in ("events", "rollup"))
     np.testing.assert_array_equal(old.profile_ids, new.profile_ids)
     assert len(new.plan.labels["content"]) > 5  # every genre of the catalog, for the rank
     for p in preds:
-        values = F.feature_values(new, p.feature, p.key, p.window_days)
-        np.testing.assert_allclose(values, F.feature_values(old, p.feature, p.key,
+        values = FA.feature_values(new, p.feature, p.key, p.window_days)
+        np.testing.assert_allclose(values, FA.feature_values(old, p.feature, p.key,
                                                              p.window_days),
                                    rtol=1e-12, atol=0, err_msg=f"{p.feature}[{p.key}]")
         assert 0 < np.count_nonzero((values > 0) & (values < NO_RANK)) < new.size, p.feature
@@ -160,10 +161,10 @@ def test_plan_keeps_days_for_decay_and_every_key_for_ranks():
     assert {"dev:tv", "dev:console", "dp:morning", "dp:late_night"} <= set(
         plan.labels["activity"])
     for family in ("content", "activity"):  # days 0-29 stay days; later ones never join
-        buckets = F._bucket_of(plan, family)
+        buckets = FA._bucket_of(plan, family)
         assert list(buckets[:30]) == list(range(30)) and set(buckets[30:]) == {30}
-    assert list(F._bucket_of(plan, "ad")[:8]) == [0, 0, 0, 3, 4, 5, 5, RANK_WINDOW]
+    assert list(FA._bucket_of(plan, "ad")[:8]) == [0, 0, 0, 3, 4, 5, 5, RANK_WINDOW]
     plain = F.plan_for(predicates(parse_rule(
         {"feature": "genre_share", "key": GENRE, "window_days": 7, "op": ">", "value": 0})))
     assert plain.daily_days == {} and not plain.all_keys
-    assert list(F._bucket_of(plain, "content")) == [0] * 7  # no rank, no decay: as before
+    assert list(FA._bucket_of(plain, "content")) == [0] * 7  # no rank, no decay: as before

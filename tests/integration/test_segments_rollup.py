@@ -19,8 +19,10 @@ import pytest
 
 from adtier.catalog.store import erase_profile
 from adtier.ingest.flusher import insert_settings
+from adtier.segments import aggregate as F
+from adtier.segments import aggregate_arrow as FA
 from adtier.segments import build as B
-from adtier.segments import features as F
+from adtier.segments import members as M
 from adtier.segments import store
 from adtier.segments.lookalike import lookalike_members
 from adtier.segments.rules import parse_rule, predicates
@@ -98,20 +100,20 @@ def test_rollup_path_equals_event_path(ch, world):
         plans = [F.plan_for((p for r in rules.values() for p in predicates(r)), s)
                  for s in source_pair]
         for lo, hi in F.hash_ranges(2):
-            old, new = (F.load_chunk(ch, plan, day, lo, hi) for plan in plans)
+            old, new = (FA.load_chunk(ch, plan, day, lo, hi) for plan in plans)
             assert old.size > 100
             np.testing.assert_array_equal(old.hashes, new.hashes)
             np.testing.assert_array_equal(old.profile_ids, new.profile_ids)
             for rule in rules.values():
                 for p in predicates(rule):
                     np.testing.assert_allclose(
-                        F.feature_values(new, p.feature, p.key, p.window_days),
-                        F.feature_values(old, p.feature, p.key, p.window_days),
+                        FA.feature_values(new, p.feature, p.key, p.window_days),
+                        FA.feature_values(old, p.feature, p.key, p.window_days),
                         rtol=1e-12, atol=0, err_msg=f"{p.feature}[{p.key}] {p.window_days}d")
 
     # 2. members of every rule, built in one shared pass each way
-    old = B.shared_rule_members(ch, rules, day, chunk_profiles=500, source="events")
-    new = B.shared_rule_members(ch, rules, day, chunk_profiles=500, source="rollup")
+    old = M.shared_rule_members(ch, rules, day, chunk_profiles=500, source="events")
+    new = M.shared_rule_members(ch, rules, day, chunk_profiles=500, source="rollup")
     sizes = {}
     for name in rules:
         assert sorted(new[name].to_pylist()) == sorted(old[name].to_pylist()), name

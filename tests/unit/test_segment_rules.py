@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adtier.segments import features as F
+from adtier.segments import aggregate as F
+from adtier.segments import aggregate_arrow as FA
 from adtier.segments.rules import (
     DEFAULT_WINDOW_DAYS,
     FEATURES,
@@ -137,11 +138,11 @@ def test_a_decayed_feature_keeps_days_in_its_own_family_only() -> None:
     assert plan.bounds == same_windows.bounds == [7, 30, 365]
     before = np.repeat([0, 7, 30], [7, 23, 335])
     for family in ("ad", "content"):
-        np.testing.assert_array_equal(F._bucket_of(plan, family), before)
-        np.testing.assert_array_equal(F._bucket_of(same_windows, family), before)
+        np.testing.assert_array_equal(FA._bucket_of(plan, family), before)
+        np.testing.assert_array_equal(FA._bucket_of(same_windows, family), before)
         assert F._bucket_sql(plan, family) == F._bucket_sql(same_windows, family) \
             == "toInt32(multiIf(d < 7, 0, d < 30, 7, 30))"
-    np.testing.assert_array_equal(F._bucket_of(plan, "activity"), np.arange(365))
+    np.testing.assert_array_equal(FA._bucket_of(plan, "activity"), np.arange(365))
     assert F._bucket_sql(plan, "activity") \
         == "toInt32(if(d < 365, d, multiIf(d < 7, 0, d < 30, 7, 30)))"
     # every family's query, not only the bucket expression
@@ -157,8 +158,8 @@ def test_decayed_features_of_two_families_keep_their_own_windows() -> None:
                  p("ad_clicks", window_days=90))
     assert plan.daily_days == {"content": 14, "activity": 60}
     assert plan.bounds == [14, 60, 90]
-    np.testing.assert_array_equal(F._bucket_of(plan, "content"),
+    np.testing.assert_array_equal(FA._bucket_of(plan, "content"),
                                   np.r_[np.arange(14), np.repeat([14, 60], [46, 30])])
-    np.testing.assert_array_equal(F._bucket_of(plan, "activity"),
+    np.testing.assert_array_equal(FA._bucket_of(plan, "activity"),
                                   np.r_[np.arange(60), np.repeat(60, 30)])
-    np.testing.assert_array_equal(F._bucket_of(plan, "ad"), np.repeat([0, 14, 60], [14, 46, 30]))
+    np.testing.assert_array_equal(FA._bucket_of(plan, "ad"), np.repeat([0, 14, 60], [14, 46, 30]))

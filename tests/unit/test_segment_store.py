@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from adtier.segments import features as F
-from adtier.segments import store
+from adtier.segments import aggregate as F
+from adtier.segments import store, valkey_bulk
 from adtier.segments.rules import parse_rule, predicates
 
 
@@ -35,7 +35,7 @@ def test_resp_sadd_is_the_command(ids) -> None:
     arrow = store.as_arrow_ids(ids)
     for start in range(len(arrow)):  # sliced arrays (non-zero offsets) too
         part = arrow.slice(start)
-        parts = _parse_resp(b"".join(store._resp_sadd(b"adtier:seg:m:s:1", part)))
+        parts = _parse_resp(b"".join(valkey_bulk.resp_sadd(b"adtier:seg:m:s:1", part)))
         assert parts == [b"SADD", b"adtier:seg:m:s:1"] + [s.encode() for s in part.to_pylist()]
 
 

@@ -1,7 +1,7 @@
 """Batch features: the segment builder's pre-aggregation and kernels, written to
 ``profile_features`` only for profiles whose features changed (so exports stay incremental).
 
-``compute(client)`` walks the profile-hash space in chunks (``segments.features.iter_chunks``:
+``compute(client)`` walks the profile-hash space in chunks (``segments.aggregate_arrow.iter_chunks``:
 one row per profile x day x key label, from ClickHouse as Arrow, kids / opted-out / erased
 profiles excluded in the SQL), derives every feature of ``schema.COLUMNS`` with the Numba kernels
 of ``segments.kernels`` (windowed sums, Beta-smoothed rates, decayed key shares), adds two
@@ -35,7 +35,8 @@ from adtier.features import schema as S
 from adtier.features.live import forget
 from adtier.features.watermark import Stamps, stamped, stamps_for
 from adtier.segments import kernels as K
-from adtier.segments.features import CTR_PRIOR, RATE_PRIOR, Plan, as_of, iter_chunks
+from adtier.segments.aggregate import CTR_PRIOR, RATE_PRIOR, Plan, as_of
+from adtier.segments.aggregate_arrow import iter_chunks
 
 __all__ = ["ComputeResult", "compute", "sync_exclusions", "TABLE"]
 

@@ -5,9 +5,9 @@ foreground):
 
 1. take the segment's build lock in Redis (one build of a segment at a time) and record
    ``status = building``;
-2. compute the members: rule (``features`` + ``kernels`` per chunk of profiles), lookalike
-   (``lookalike``) or static (the uploaded list); kids', opted-out and erased profiles are
-   excluded in every case;
+2. compute the members (``members``): rule (``aggregate`` + ``kernels`` per chunk of
+   profiles), lookalike (``lookalike``) or static (the uploaded list); kids', opted-out and
+   erased profiles are excluded in every case;
 3. write them to ``segment_members`` under a new version, fill the version's Redis set;
 4. re-check the exclusions recorded since the members were computed (an erasure, opt-out or
    kids' profile recorded while the build ran) and drop those profiles from the new version in
@@ -57,20 +57,25 @@ import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
-from adtier.privacy.exclusions import EXCLUDED_SINCE_SQL, excluded_profile_hashes_sql
-from adtier.logs import get_logger
 from adtier import audit
-from adtier.segments import features as F
-from adtier.segments import kernels as K
+from adtier.logs import get_logger
+from adtier.segments import aggregate as A
 from adtier.segments import store
-from adtier.segments.lookalike import lookalike_members_hashed
-from adtier.privacy import tenancy
-from adtier.segments.rules import (All, AnyOf, Node, Not, Predicate, catalog_keys, parse_rule,
-                                   predicates)
+from adtier.segments.members import (
+    Members,
+    Precomputed,
+    Progress,
+    check_tenancy,
+    distinct,
+    excluded_since,
+    members_of,
+    rule_members_hashed,
+)
+from adtier.segments.rules import Node, parse_rule
+from adtier.segments.valkey_bulk import add_to_set
 
-__all__ = ["BuildBusy", "BuildFailed", "Members", "acquire", "release", "evaluate",
-           "rule_members", "static_members", "excluded_since", "drop_excluded", "build_segment",
-           "build_many", "restore_redis", "LOCK_SECONDS", "AUDIT_ENDPOINT", "CLOCK_MARGIN"]
+__all__ = ["BuildBusy", "acquire", "release", "drop_excluded", "build_segment", "build_many",
+           "restore_redis", "LOCK_SECONDS", "AUDIT_ENDPOINT", "CLOCK_MARGIN"]
 
 log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600
@@ -78,36 +83,11 @@ AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (docs
 # Exclusions are re-checked from a little before the build started: opt-outs and profiles
 # carry the writer's clock, erasures ClickHouse's; re-checking a few extra is harmless.
 CLOCK_MARGIN = dt.timedelta(seconds=60)
-Progress = Callable[[int, int], None]
 Hook = Callable[[], Any]
-
-
-@dataclass
-class Members:
-    """A build's members: ids (Arrow strings) and their ``profile_hash`` (cityHash64, uint64,
-    aligned). The hashes let a build drop exclusions recorded while it ran: an erasure keeps
-    only the hash."""
-
-    ids: pa.Array
-    hashes: np.ndarray
-
-    def keep(self, mask: np.ndarray) -> Members:
-        return Members(self.ids.filter(pa.array(mask)), self.hashes[mask])
-
-    @staticmethod
-    def empty() -> Members:
-        return Members(pa.array([], pa.string()), np.zeros(0, np.uint64))
-
-
-Precomputed = tuple[Members, dt.date, Any]  # (members, as-of day, data through)
 
 
 class BuildBusy(RuntimeError):
     """Another build of the segment holds its lock."""
-
-
-class BuildFailed(RuntimeError):
-    pass
 
 
 def acquire(r: redis.Redis, segment_id: str) -> str | None:
@@ -121,114 +101,6 @@ _RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DE
 
 def release(r: redis.Redis, segment_id: str, token: str) -> None:
     r.eval(_RELEASE, 1, store.lock_key(segment_id), token)
-
-
-def evaluate(node: Node, chunk: F.Chunk) -> np.ndarray:
-    """The rule over one chunk: a bool per profile."""
-    if isinstance(node, Predicate):
-        values = F.feature_values(chunk, node.feature, node.key, node.window_days)
-        return K.compare(values, K.OPS[node.op], np.asarray(node.value, np.float64))
-    if isinstance(node, Not):
-        return ~evaluate(node.child, chunk)
-    parts = [evaluate(c, chunk) for c in node.children]
-    if isinstance(node, All):
-        return np.logical_and.reduce(parts) if parts else np.ones(chunk.size, bool)
-    assert isinstance(node, AnyOf)
-    return np.logical_or.reduce(parts) if parts else np.zeros(chunk.size, bool)
-
-
-def rule_members(client: Client, rule: Node, day: dt.date, chunk_profiles: int = 200_000,
-                 progress: Progress | None = None, source: str = "rollup") -> pa.Array:
-    return _rule_members(client, {"": rule}, day, chunk_profiles, progress, source)[""].ids
-
-
-def static_members(client: Client, segment_id: str) -> Members:
-    """The uploaded list (version 0) minus excluded profiles."""
-    rows = client.query_arrow(
-        "SELECT profile_id, any(profile_hash) AS h FROM segment_members "
-        "WHERE segment_id = {id:String} AND version = 0 "
-        f"AND profile_hash NOT IN ({excluded_profile_hashes_sql()}) GROUP BY profile_id",
-        parameters={"id": segment_id})
-    return Members(store.as_arrow_ids(rows.column("profile_id")),
-                   rows.column("h").to_numpy().astype(np.uint64))
-
-
-def _check_tenancy(client: Client, owner: str, tree: Node) -> None:
-    """Checked again at build: a campaign may have changed hands since the rule was made."""
-    foreign = tenancy.foreign_campaigns(client, owner,
-                                        tenancy.campaign_keys(catalog_keys(tree)))
-    if foreign:
-        raise BuildFailed(f"no campaign {foreign[0]!r}")
-
-
-def _members(client: Client, row: store.SegmentRow, day: dt.date, chunk_profiles: int,
-             progress: Progress | None, source: str = "rollup") -> Members:
-    definition = row.definition_json()
-    if row.kind == "rule":
-        tree = parse_rule(definition["rule"])
-        _check_tenancy(client, row.owner, tree)
-        return _rule_members(client, {"": tree}, day, chunk_profiles, progress, source)[""]
-    if row.kind == "static":
-        return static_members(client, row.segment_id)
-    if row.kind == "lookalike":
-        seed = store.get_segment(client, definition["seed_segment_id"])
-        if seed is None or seed.version == 0:
-            raise BuildFailed(f"the seed segment {definition['seed_segment_id']} has no built "
-                              "version yet; build it first")
-        ids, hashes = lookalike_members_hashed(
-            client, seed.segment_id, seed.version, float(definition["size_percent"]), day,
-            chunk_profiles, progress, source)
-        return Members(store.as_arrow_ids(ids), hashes)
-    raise BuildFailed(f"unknown segment kind {row.kind!r}")
-
-
-def shared_rule_members(client: Client, rules: dict[str, Node], day: dt.date,
-                        chunk_profiles: int = 200_000, progress: Progress | None = None,
-                        source: str = "rollup") -> dict[str, pa.Array]:
-    """Members (Arrow strings) of several rule segments from one pass over the data: the union
-    of their features is pre-aggregated once per chunk, and every rule is evaluated on it.
-
-    ``source``: "rollup" (profile-first daily tables) or "events" (raw event tables, the
-    reference the rollup path is checked against)."""
-    shared = _rule_members(client, rules, day, chunk_profiles, progress, source)
-    return {sid: members.ids for sid, members in shared.items()}
-
-
-def _rule_members(client: Client, rules: dict[str, Node], day: dt.date,
-                  chunk_profiles: int = 200_000, progress: Progress | None = None,
-                  source: str = "rollup",
-                  sink: Callable[[str, pa.Array], Any] | None = None) -> dict[str, Members]:
-    """``shared_rule_members`` with each member's profile_hash (members come in hash order).
-    ``sink(segment_id, ids)`` is handed each chunk's members of each rule as they are found."""
-    plan = F.plan_for((p for rule in rules.values() for p in predicates(rule)), source)
-    found: dict[str, list[Members]] = {sid: [] for sid in rules}
-    for i, n, chunk in F.iter_chunks(client, plan, day, chunk_profiles):
-        if chunk.size:
-            whole = Members(chunk.ids, chunk.hashes)
-            for sid, rule in rules.items():
-                # filtered in Arrow: the members go to ClickHouse and Valkey as Arrow anyway
-                found[sid].append(whole.keep(evaluate(rule, chunk)))
-                if sink is not None:
-                    sink(sid, found[sid][-1].ids)
-        if progress:
-            progress(i + 1, n)
-    return {sid: Members(pa.concat_arrays([m.ids for m in parts]),
-                         np.concatenate([m.hashes for m in parts]))
-            if parts else Members.empty() for sid, parts in found.items()}
-
-
-def _distinct(members: Members) -> Members:
-    """Each id once (a static list may repeat one)."""
-    if not len(members.ids):
-        return members
-    table = pa.table({"id": members.ids, "h": members.hashes}).group_by(["id", "h"]).aggregate([])
-    return Members(table.column("id").combine_chunks(), table.column("h").to_numpy())
-
-
-def excluded_since(client: Client, since: dt.datetime) -> np.ndarray:
-    """profile_hash (uint64) of every profile excluded since ``since``."""
-    got = client.query_arrow(EXCLUDED_SINCE_SQL, parameters={"since": since})
-    return got.column("h").to_numpy().astype(np.uint64)
 
 
 def drop_excluded(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
@@ -276,7 +148,7 @@ class _Prefill:
     def add(self, segment_id: str, ids: pa.Array) -> None:
         if len(ids):
             self.jobs[segment_id].append(self.pool.submit(
-                store.add_to_set, self.r, self.keys[segment_id], ids, LOCK_SECONDS))
+                add_to_set, self.r, self.keys[segment_id], ids, LOCK_SECONDS))
 
     def filling(self, segment_id: str) -> bool:
         return segment_id in self.jobs
@@ -344,10 +216,10 @@ def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
         if precomputed is not None:
             members, _, b.through = precomputed
         else:
-            day, b.through = F.as_of(client)
-            members = _members(client, b.row, day, chunk_profiles, progress, source)
+            day, b.through = A.as_of(client)
+            members = members_of(client, b.row, day, chunk_profiles, progress, source)
         if b.row.kind != "rule":  # rule members are distinct by construction
-            members = _distinct(members)
+            members = distinct(members)
         b.members = members
         b.version = b.version or store.next_version(client, b.row)
         if fill is not None and fill.filling(b.segment_id):
@@ -619,14 +491,14 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
     # Rule segments share one pass over the data (a rule that does not parse is left to its own
     # build, which records the error).
     since = dt.datetime.now(dt.timezone.utc)  # before the shared pass reads the exclusions
-    day, through = F.as_of(client)
+    day, through = A.as_of(client)
     rules: dict[str, Node] = {}
     for sid in order:
         row = rows.get(sid)
         if row is not None and row.kind == "rule":
             try:
                 tree = parse_rule(row.definition_json()["rule"])
-                _check_tenancy(client, row.owner, tree)
+                check_tenancy(client, row.owner, tree)
                 rules[sid] = tree
             except Exception:  # noqa: BLE001
                 pass
@@ -640,7 +512,7 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
             shared: dict[str, Members] = {}
             if len(rules) > 1:
                 fill = _Prefill(r, pool, list(rules))
-                shared = _rule_members(client, rules, day, chunk_profiles, progress, source,
+                shared = rule_members_hashed(client, rules, day, chunk_profiles, progress, source,
                                        fill.add)
             _build_precomputed(client, r, [sid for sid in order if sid in shared], shared,
                                (day, through, since), done, on_done, by, role, cleanup,

@@ -30,7 +30,8 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from adtier.segments import kernels as K
-from adtier.segments.features import Chunk, Plan, iter_chunks, load_chunk, hash_ranges
+from adtier.segments.aggregate import Plan, hash_ranges
+from adtier.segments.aggregate_arrow import Chunk, iter_chunks, load_chunk
 
 __all__ = ["MIN_SEED", "LOOKALIKE_DAYS", "HALF_LIFE_DAYS", "LookalikeError", "vocabulary",
            "affinity", "lookalike_members", "lookalike_members_hashed"]

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
+
 from adtier.privacy.exclusions import RECENT_ERASURES_SQL, Excluded, profile_sha256
+from adtier.segments.valkey_bulk import add_to_set, remove_from_sets
 from adtier.store.valkey import is_cluster_client
 
 __all__ = [
@@ -64,7 +64,6 @@ __all__ = [
     "member_ids",
     "stage_redis",
     "fill_set",
-    "add_to_set",
     "move_set",
     "restore_set",
     "swap_redis",
@@ -79,7 +78,6 @@ __all__ = [
 # Cluster, so one primary holds the segments). Keys of the untagged names are dropped once.
 LIVE = "adtier:{seg}:live"
 _UNTAGGED_LIVE = "adtier:seg:live"
-_SADD_BATCH = 50_000  # ids per SADD: big enough to amortise, small enough not to stall Valkey
 _INSERT_BATCH = 1_000_000  # rows per insert_arrow (each insert costs ~13 ms on chdb)
 
 _COLUMNS = ("segment_id", "name", "kind", "owner", "definition", "status", "version", "size",
@@ -248,24 +246,6 @@ def member_ids(client: Client, segment_id: str, version: int) -> list[str]:
         parameters={"id": segment_id, "v": version}).result_rows]
 
 
-def _resp_sadd(key: bytes, ids: pa.Array) -> list[bytes]:
-    """One ``SADD key id...`` in RESP, encoded with Arrow compute (no per-id Python work)."""
-    return [_resp_head(b"SADD", key, len(ids)), _resp_ids(ids)]
-
-
-def _resp_head(command: bytes, key: bytes, n: int) -> bytes:
-    """The RESP header of a 4-letter set command on ``key`` with ``n`` members to follow."""
-    return b"*%d\r\n$4\r\n%s\r\n$%d\r\n%s\r\n" % (n + 2, command, len(key), key)
-
-
-def _resp_ids(ids: pa.Array) -> bytes:
-    """The members of a set command in RESP, one bulk string each, encoded with Arrow."""
-    lengths = pc.cast(pc.binary_length(ids), pa.string())
-    body = pc.binary_join_element_wise("$", lengths, "\r\n", ids, "\r\n", "")
-    offsets = np.frombuffer(body.buffers()[1], np.int32, len(body) + 1, body.offset * 4)
-    return body.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
-
-
 def stage_redis(r: redis.Redis, segment_id: str, version: int,
                 profile_ids: Iterable[str] | np.ndarray | pa.Array) -> None:
     """Fill the (not yet visible) set of a new version: variadic SADDs of ``_SADD_BATCH`` ids,
@@ -282,39 +262,6 @@ def fill_set(r: redis.Redis, key: str, ids: pa.Array) -> None:
     add_to_set(r, key, ids)
 
 
-def add_to_set(r: redis.Redis, key: str, ids: pa.Array, expire: int = 0) -> None:
-    """SADD ``ids`` to ``key`` (pipelined variadic SADDs); ``expire`` > 0 also (re)sets its
-    time to live (a set being filled that nobody may ever rename: see ``move_set``)."""
-    if not len(ids):
-        return
-    with _raw_connection(r) as conn:
-        sent = 0
-        for start in range(0, len(ids), _SADD_BATCH):
-            conn.send_packed_command(_resp_sadd(key.encode(), ids.slice(start, _SADD_BATCH)),
-                                     check_health=False)
-            sent += 1
-        if expire > 0:
-            conn.send_command("EXPIRE", key, expire, check_health=False)
-            sent += 1
-        _read_replies(conn, sent)
-
-
-@contextmanager
-def _raw_connection(r: redis.Redis) -> Iterator[Any]:
-    """One pooled connection for hand-pipelined commands; dropped, not reused, if anything
-    fails half-way (its unread replies would answer the next caller)."""
-    if is_cluster_client(r):
-        r = r.get_node_from_key(LIVE).redis_connection  # the primary holding {seg}
-    conn = r.connection_pool.get_connection()
-    try:
-        yield conn
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        r.connection_pool.release(conn)
-
-
 def drop_untagged(r: redis.Redis) -> int:
     """Unlink the sets and live hash of the names used before the {seg} tag (an upgraded
     Valkey); the tagged ones are restored from ClickHouse. Answers the keys dropped."""
@@ -326,19 +273,6 @@ def drop_untagged(r: redis.Redis) -> int:
         r.unlink(*old[i:i + 1000])
     r.unlink(_UNTAGGED_LIVE)
     return len(old) + 1
-
-
-def _read_replies(conn: Any, sent: int) -> None:
-    """Read all ``sent`` replies before raising the first error, so the connection stays in
-    step with what was sent."""
-    errors = []
-    for _ in range(sent):
-        try:
-            conn.read_response()
-        except redis.ResponseError as err:
-            errors.append(err)
-    if errors:
-        raise errors[0]
 
 
 _MOVE_SET = """
@@ -451,7 +385,6 @@ def overlap(client: Client, current: dict[str, int]) -> dict[tuple[str, str], in
     return {(a, b): int(n) for a, b, n in rows}
 
 
-_SREM_BATCH = 10_000  # ids per SREM (an opt-out call carries at most 10,000)
 # The profiles {p:Array(String)}, by their sort-key hash first (sql/0012: profile_hash is
 # MATERIALIZED cityHash64(profile_id), last in the key): ClickHouse then skips the granules of
 # every (segment, version) range that cannot hold them, instead of reading every profile_id.
@@ -502,23 +435,13 @@ def forget_profiles(client: Client, r: redis.Redis, profile_ids: Sequence[str], 
 
 
 def _srem_live(r: redis.Redis, ids: list[str]) -> None:
-    """SREM ``ids`` from every live set: variadic SREMs of ``_SREM_BATCH`` ids, the ids'
-    RESP encoded once with Arrow and pipelined on one connection (all sent, then all read)."""
+    """SREM ``ids`` from every live set, in bulk (``valkey_bulk``)."""
     live = r.hgetall(LIVE)
     if not live:
         return
-    keys = [member_key(sid.decode(), int(value.decode().split("|", 1)[0])).encode()
+    keys = [member_key(sid.decode(), int(value.decode().split("|", 1)[0]))
             for sid, value in live.items()]
-    arr = as_arrow_ids(ids)
-    # the ids' part is the same for every key: encoded once, sent to each
-    bodies = [(len(chunk), _resp_ids(chunk))
-              for chunk in (arr.slice(s, _SREM_BATCH) for s in range(0, len(arr), _SREM_BATCH))]
-    with _raw_connection(r) as conn:
-        for key in keys:
-            for n, body in bodies:
-                conn.send_packed_command([_resp_head(b"SREM", key, n), body],
-                                         check_health=False)
-        _read_replies(conn, len(keys) * len(bodies))
+    remove_from_sets(r, keys, as_arrow_ids(ids))
 
 
 def _record_sizes(client: Client, held: dict[str, set[int]]) -> list[str]:
