@@ -21,7 +21,7 @@ import msgspec
 
 from adtier.settings import Settings, load_settings
 
-__all__ = ["main", "CliError", "build_parser"]
+__all__ = ["main", "build_parser"]
 
 EXPORT_SUFFIXES = (".parquet", ".arrow")
 

@@ -18,8 +18,7 @@ from adtier.ingest.decode import BodyError
 from adtier.logs import get_logger
 from adtier.request_ids import current_request_id
 
-__all__ = ["ApiError", "ErrorBody", "exception_handlers", "error_response", "decode_json",
-           "status_code_name"]
+__all__ = ["ApiError", "ErrorBody", "exception_handlers", "decode_json", "status_code_name"]
 
 
 

@@ -14,8 +14,6 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
-    "MAX_ITEMS",
-    "MATURITY_RATINGS",
     "Id",
     "Advertiser",
     "Campaign",

@@ -42,7 +42,7 @@ from adtier.logs import get_logger
 from adtier.privacy.exclusions import Excluded
 from adtier.state import app_state, authorize, off_loop
 
-__all__ = ["CatalogController", "ProfilesController", "PrivacyController", "CATALOG_ROUTES"]
+__all__ = ["CATALOG_ROUTES"]
 
 log = get_logger("adtier.catalog")
 

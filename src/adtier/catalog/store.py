@@ -36,7 +36,6 @@ __all__ = [
     "Kind",
     "CATALOG",
     "PROFILES",
-    "ERASE_TABLES",
     "upsert",
     "existing_ids",
     "list_rows",

@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 
-__all__ = ["LiveCounters", "LiveFeatures", "LastAd", "read_live", "queue_live", "parse_live",
-           "LIVE_REPLIES", "bucket_keys", "last_key", "live_features", "forget", "parse_ad_rows", "parse_stop_rows", "WINDOW_HOURS"]
+__all__ = ["LiveCounters", "LiveFeatures", "read_live", "bucket_keys", "last_key", "live_features",
+           "forget", "parse_ad_rows", "parse_stop_rows"]
 
 log = get_logger("adtier.features.live")
 

@@ -43,9 +43,9 @@ from adtier.privacy.exclusions import (
 )
 from adtier.store.valkey import is_cluster_client
 
-__all__ = ["BATCH_NAMES", "EXCLUDED_KEY", "READY_KEY", "row_key", "profile_sha256",
-           "encode_row", "decode_row", "put_rows", "exclude", "on_excluded", "drop_rows", "sync_excluded",
-           "rebuild", "RebuildResult", "is_ready", "Lookup", "lookup"]
+__all__ = ["BATCH_NAMES", "EXCLUDED_KEY", "READY_KEY", "row_key", "profile_sha256", "encode_row",
+           "decode_row", "put_rows", "exclude", "on_excluded", "drop_rows", "sync_excluded",
+           "rebuild", "is_ready", "lookup"]
 
 log = get_logger("adtier.features.mirror")
 

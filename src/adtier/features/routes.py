@@ -45,8 +45,7 @@ from adtier.state import app_state, authorize, off_loop
 from adtier.store import connect
 from adtier.streams import fail_loudly, file_chunks
 
-__all__ = ["FEATURE_ROUTES", "ComputeStatus", "FeaturesController", "ProfileFeatures",
-           "WATERMARK_HEADER"]
+__all__ = ["FEATURE_ROUTES", "ComputeStatus"]
 
 log = get_logger("adtier.features.routes")
 

@@ -29,7 +29,7 @@ from adtier.features.batch import ComputeResult, compute
 from adtier.logs import get_logger
 from adtier.store import connect
 
-__all__ = ["ComputeStatus", "ComputeRunner", "RUNNER", "FeatureScheduler", "SLOT_KEY"]
+__all__ = ["ComputeStatus", "ComputeRunner", "RUNNER", "FeatureScheduler"]
 
 log = get_logger("adtier.features.scheduler")
 

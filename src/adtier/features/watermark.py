@@ -29,8 +29,8 @@ from typing import Protocol
 
 import redis
 
-__all__ = ["Stamps", "LocalStamps", "RedisStamps", "stamps_for", "stamped", "safe_upto",
-           "LEASE_NS", "SEQ_KEY", "INFLIGHT_KEY"]
+__all__ = ["Stamps", "RedisStamps", "stamps_for", "stamped", "safe_upto", "LEASE_NS",
+           "INFLIGHT_KEY"]
 
 LEASE_NS = 30 * 60 * 1_000_000_000
 SEQ_KEY = "adtier:{ff}:seq"

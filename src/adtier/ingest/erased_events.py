@@ -28,7 +28,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier.privacy.exclusions import ERASED_SINCE_SQL, profile_sha256
 
-__all__ = ["CLOCK_MARGIN_MS", "copy_profile_events", "copy_flushed"]
+__all__ = ["copy_profile_events", "copy_flushed"]
 
 _COLUMNS = ["campaign_id", "day", "event_id", "type", "device", "country", "creative_id",
             "break_position", "batch_id"]

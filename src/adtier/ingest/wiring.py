@@ -18,7 +18,7 @@ from adtier.ingest.flusher import FlushBlocks, Flusher
 from adtier.ingest.partitions import layout_for
 from adtier.settings import Settings
 
-__all__ = ["OnStored", "StoredHook", "build_flusher", "consumer_names"]
+__all__ = ["StoredHook", "build_flusher", "consumer_names"]
 
 # Called after a flush is acknowledged, with its entries and (deduplicated) rows.
 OnStored = Callable[[list[Entry], FlushBlocks], None]

@@ -75,7 +75,7 @@ from adtier.segments.rules import Node, parse_rule
 from adtier.segments.valkey_bulk import add_to_set
 
 __all__ = ["BuildBusy", "acquire", "release", "drop_excluded", "build_segment", "build_many",
-           "restore_redis", "LOCK_SECONDS", "AUDIT_ENDPOINT", "CLOCK_MARGIN"]
+           "restore_redis", "AUDIT_ENDPOINT"]
 
 log = get_logger("adtier.segments")
 LOCK_SECONDS = 3600

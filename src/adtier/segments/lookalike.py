@@ -33,8 +33,7 @@ from adtier.segments import kernels as K
 from adtier.segments.aggregate import Plan, hash_ranges
 from adtier.segments.aggregate_arrow import Chunk, iter_chunks, load_chunk
 
-__all__ = ["MIN_SEED", "LOOKALIKE_DAYS", "HALF_LIFE_DAYS", "LookalikeError", "vocabulary",
-           "affinity", "lookalike_members", "lookalike_members_hashed"]
+__all__ = ["MIN_SEED", "vocabulary", "affinity", "lookalike_members", "lookalike_members_hashed"]
 
 MIN_SEED = 100
 LOOKALIKE_DAYS = 90

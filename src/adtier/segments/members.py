@@ -25,9 +25,8 @@ from adtier.segments.lookalike import lookalike_members_hashed
 from adtier.segments.rules import (All, AnyOf, Node, Not, Predicate, catalog_keys, parse_rule,
                                    predicates)
 
-__all__ = ["BuildFailed", "Members", "Progress", "evaluate", "rule_members",
-           "shared_rule_members", "static_members", "excluded_since", "members_of",
-           "rule_members_hashed", "distinct", "check_tenancy"]
+__all__ = ["Members", "Progress", "evaluate", "shared_rule_members", "static_members",
+           "excluded_since", "members_of", "rule_members_hashed", "distinct", "check_tenancy"]
 
 Progress = Callable[[int, int], None]
 

@@ -56,7 +56,7 @@ from adtier.segments.vocabulary import check_keys, load_vocabulary
 from adtier.state import AppState, app_state, authorize, off_loop
 from adtier.store.valkey import is_cluster_client
 
-__all__ = ["SegmentsController", "ProfileSegmentsController", "SEGMENT_ROUTES"]
+__all__ = ["SEGMENT_ROUTES"]
 
 log = get_logger("adtier.segments")
 
