@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from redis.cluster import RedisCluster
 
 from adtier.app import create_app
+from adtier.features.live import LiveCounters
 from adtier.ingest.flusher import Flusher, build_blocks, token_for, token_scope
 from adtier.ingest.partitions import layout_for
 from adtier.settings import Settings, load_settings
@@ -50,9 +51,10 @@ def capi(cluster_settings: Settings) -> Iterator[Api]:
 
 
 def _flusher(settings: Settings, name: str = "cluster-flusher") -> Flusher:
-    return Flusher(connect(settings.clickhouse_dsn), connect_redis(settings.redis_url),
-                   consumer=name, max_rows=50_000, max_seconds=0.2,
-                   layout=layout_for(settings.partitions, settings.cluster_redis))
+    client, r = connect(settings.clickhouse_dsn), connect_redis(settings.redis_url)
+    return Flusher(client, r, consumer=name, max_rows=50_000, max_seconds=0.2,
+                   layout=layout_for(settings.partitions, settings.cluster_redis),
+                   on_stored=LiveCounters(r, client).on_stored)  # as the app subscribes
 
 
 def test_settings_choose_a_cluster_client_partitions_and_wait(cluster_settings, crds):
