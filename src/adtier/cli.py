@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from adtier.settings import Settings, load_settings
+from adtier.settings import ROLES, Settings, load_settings
 
 __all__ = ["main", "build_parser"]
 
@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="env ADTIER_HOST, default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="env ADTIER_PORT, default 8000")
     serve.add_argument("--workers", type=int, default=None, help="HTTP worker processes")
-    serve.add_argument("--role", choices=("all", "ingest"), default=None,
+    serve.add_argument("--role", choices=ROLES, default=None,
                        help="all: every endpoint, flushers, feature jobs; ingest: events into "
                             "the Valkey buffer only, no ClickHouse (env ADTIER_ROLE, default all)")
     serve.add_argument("--demo", action="store_true",
