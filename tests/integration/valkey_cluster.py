@@ -3,7 +3,9 @@ own ``valkey-server``, on loopback ports (cluster bus = port + 10000), set up wi
 (CLUSTER ADDSLOTSRANGE / MEET / REPLICATE) and torn down with its processes.
 
 ``kill_primary`` SIGKILLs the primary owning a slot and waits until its replica is promoted
-and the cluster answers ``cluster_state:ok`` again.
+and the cluster answers ``cluster_state:ok`` again. ``add_primary`` joins a new empty primary
+(with a replica) and ``move_slot`` reshards one slot onto it the way ``valkey-cli --cluster
+reshard`` does: SETSLOT IMPORTING/MIGRATING, MIGRATE of its keys a few at a time, SETSLOT NODE.
 """
 
 from __future__ import annotations
@@ -105,6 +107,68 @@ class ValkeyCluster:
         for c in clients:
             c.close()
         return self
+
+    def node_id(self, port: int) -> str:
+        with self.client(port) as c:
+            return c.execute_command("CLUSTER", "MYID").decode()
+
+    def add_primary(self, timeout: float = 60.0) -> int:
+        """Start a new primary that owns no slot, and one replica of it; join both to the
+        cluster. Returns the primary's port once its replica is in sync."""
+        base = _free_base(2)
+        primary, replica = base, base + 1
+        self.ports += [primary, replica]
+        self.primaries += 1
+        self.size += 2
+        for port in (primary, replica):
+            self._start_node(port)
+        deadline = time.monotonic() + timeout
+        clients = [self.client(primary), self.client(replica)]
+        try:
+            for c in clients:
+                _until(deadline, lambda c=c: c.ping())
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+            _until(deadline, lambda: all(_known_nodes(c) == self.size for c in clients))
+            clients[1].execute_command("CLUSTER", "REPLICATE", self.node_id(primary))
+            _until(deadline, lambda: clients[1].info("replication").get("master_link_status") == "up")
+        finally:
+            for c in clients:
+                c.close()
+        self.wait_ok(deadline - time.monotonic())
+        return primary
+
+    def move_slot(self, slot: int, to_port: int, keys_per_step: int = 10,
+                  pause_s: float = 0.0) -> int:
+        """Reshard one slot onto the primary on ``to_port`` while clients keep using it: mark
+        it importing on the target and migrating on its owner, MIGRATE its keys
+        ``keys_per_step`` at a time (``pause_s`` between steps keeps the slot half-moved for a
+        while, as a large slot would be), then give the slot to the target everywhere.
+        Returns the number of keys moved."""
+        with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+            source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
+        target_id, source_id = self.node_id(to_port), self.node_id(source_port)
+        moved = 0
+        with self.client(source_port) as source, self.client(to_port) as target:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, keys_per_step):
+                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause_s)
+            # the target first, then the old owner, then everyone (as valkey-cli does)
+            target.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            try:
+                source.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            except redis.ResponseError:
+                # a primary whose last slot this was may already have heard of the new owner
+                # and become its replica (cluster-allow-replica-migration): nothing to tell it
+                if source.info("replication").get("role") != "slave":
+                    raise
+        for port in self.primary_ports():
+            if port not in (source_port, to_port):
+                with self.client(port) as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

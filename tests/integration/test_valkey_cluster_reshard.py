@@ -1,0 +1,144 @@
+"""Live resharding of the buffer on a real Valkey Cluster: a fourth primary joins and one
+partition's slot is moved onto it, key by key, while batches are posted through HTTP and a
+flusher drains; every acknowledged event is then stored exactly once and nothing is refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from litestar.testing import TestClient
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from adtier.app import create_app
+from adtier.ingest.flusher import Flusher
+from adtier.ingest.partitions import layout_for
+from adtier.settings import Settings, load_settings
+from adtier.store import connect
+from adtier.store.valkey import connect_redis
+from tests.helpers import ad_event, batch
+from tests.integration.conftest import Api, count
+from tests.integration.valkey_cluster import ValkeyCluster, valkey_cluster  # noqa: F401
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def crds(valkey_cluster: ValkeyCluster) -> Iterator[RedisCluster]:
+    client = connect_redis(valkey_cluster.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def capi(tmp_path, valkey_cluster: ValkeyCluster, clickhouse_dsn: str, ch, crds,
+         wait_replicas: int) -> Iterator[Api]:
+    settings = load_settings(
+        {}, data_dir=tmp_path / "data", clickhouse_url=clickhouse_dsn, redis_url=valkey_cluster.url,
+        admin_key="adt_test_admin_" + uuid.uuid4().hex, flusher_enabled=False,
+        log_level="warning", buffer_partitions=PARTITIONS, buffer_wait_replicas=wait_replicas)
+    assert settings.wait_replicas == wait_replicas
+    with TestClient(create_app(settings)) as client:
+        yield Api(client, settings)
+
+
+def _flusher(settings: Settings, name: str) -> Flusher:
+    return Flusher(connect(settings.clickhouse_dsn), connect_redis(settings.redis_url),
+                   consumer=name, max_rows=5_000, max_seconds=0.1,
+                   layout=layout_for(settings.partitions, settings.cluster_redis))
+
+
+def _redirects(cluster: ValkeyCluster) -> dict[str, int]:
+    """TRYAGAIN and ASK answers given so far, summed over the nodes (a primary that gave its
+    last slot away becomes a replica, and keeps its counts)."""
+    seen = {"TRYAGAIN": 0, "ASK": 0}
+    for port in (p for p in cluster.ports if cluster.procs[p].poll() is None):
+        with cluster.client(port) as c:
+            stats = c.info("errorstats")
+        for kind in seen:
+            seen[kind] += stats.get(f"errorstat_{kind}", {}).get("count", 0)
+    return seen
+
+
+@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait", "no-wait"])
+def test_a_partition_moves_to_a_new_primary_under_load_exactly_once(capi, ch, crds,
+                                                                    valkey_cluster,
+                                                                    wait_replicas):
+    settings = capi.settings
+    layout = layout_for(PARTITIONS, True)
+    moving = layout.partitions[0]
+    slot = key_slot(moving.stream.encode())
+    flusher = _flusher(settings, "during-reshard")
+    flusher.start()
+    acknowledged: set[str] = set()
+    answers: list[int] = []
+    in_flight_while_moving = 0
+    moving_now = threading.Event()
+    batches_done = threading.Semaphore(0)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        nonlocal in_flight_while_moving
+        try:
+            n = 0
+            while not stop.is_set() or n < 30:
+                events = [ad_event() for _ in range(40)]
+                body, idem = batch(events), f"reshard-{n}"
+                while True:
+                    during = moving_now.is_set()
+                    answer = capi.post_events(body, headers={"Idempotency-Key": idem})
+                    answers.append(answer.status_code)
+                    in_flight_while_moving += during or moving_now.is_set()
+                    if answer.status_code == 200:
+                        break
+                    assert answer.status_code == 503, answer.text  # never a 500
+                    time.sleep(0.2)
+                got = answer.json()
+                assert got["accepted"] + got["duplicates"] == 40 and got["rejected"] == [], got
+                acknowledged.update(e["event_id"] for e in events)
+                batches_done.release()
+                n += 1
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            failures.append(err)
+            batches_done.release()
+
+    def wait_for(batches: int) -> None:
+        for _ in range(batches):
+            assert batches_done.acquire(timeout=60) and not failures, failures
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        wait_for(8)
+        new_primary = valkey_cluster.add_primary()
+        wait_for(4)
+        # the slot stays half-moved for a while (a large partition), ingest and flush going on
+        redirects = _redirects(valkey_cluster)
+        moving_now.set()
+        started = time.monotonic()
+        moved_keys = valkey_cluster.move_slot(slot, new_primary, keys_per_step=3, pause_s=0.05)
+        moving_s = time.monotonic() - started
+        moving_now.clear()
+        wait_for(8)
+    finally:
+        stop.set()
+        loader.join(120)
+        flusher.stop()
+    assert not failures, failures[0]
+    assert moved_keys > 3 and moving_s > 0.2 and in_flight_while_moving > 0
+    # the appends and flushes did meet the slot half-moved, and were refused meanwhile
+    assert _redirects(valkey_cluster)["TRYAGAIN"] > redirects["TRYAGAIN"]
+    assert valkey_cluster.primary_port_of(moving.stream) == new_primary
+    _flusher(settings, "after-reshard").drain()
+    stored = [i for (i,) in ch.query("SELECT toString(event_id) FROM ad_events").result_rows]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    assert set(stored) == acknowledged, "an acknowledged event was lost"
+    assert count(ch, "rejected_events") == 0
+    # the migration is absorbed by the append's retries: no request had to be answered 503
+    assert answers.count(503) == 0, answers
