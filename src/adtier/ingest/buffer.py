@@ -312,7 +312,15 @@ async def _eval_and_wait_cluster(client, script, keys: list[str], args: list[obj
     await client.initialize()  # the topology, if no command has loaded it yet (no-op after)
     while True:
         node = client.get_node_from_key(keys[0])
-        conn = node.acquire_connection()
+        try:
+            conn = node.acquire_connection()
+        except redis.exceptions.MaxConnectionsError:
+            # every connection to this primary is busy (many requests, each with parts on
+            # several of its partitions): wait for one, as a bounded pool would
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.002)
+            continue
         try:
             await conn.connect()
             commands = [("EVALSHA", script.sha, len(keys), *keys, *args)]
