@@ -142,3 +142,37 @@ def test_a_partition_moves_to_a_new_primary_under_load_exactly_once(capi, ch, cr
     assert count(ch, "rejected_events") == 0
     # the migration is absorbed by the append's retries: no request had to be answered 503
     assert answers.count(503) == 0, answers
+
+
+def test_holdout_mirror_declares_the_advertiser_hashes_it_writes_while_its_slot_moves(
+        crds, valkey_cluster):
+    """A campaign moving to another advertiser leaves the old advertiser's hash. While the
+    ``{holdouts}`` slot is half-moved (that hash already on the new owner, the others not), a
+    script that did not declare that hash would run on the old owner and miss it there; one
+    that declares it is refused (TRYAGAIN) until the slot has moved, then applies it whole."""
+    import datetime as dt
+
+    from adtier.catalog import holdout_mirror as hm
+    from adtier.catalog.models import Campaign
+
+    def campaign(advertiser: str) -> Campaign:
+        return Campaign("cmp-m", advertiser, "M", "IAB2", dt.date(2025, 1, 1),
+                        dt.date(2030, 12, 31), 0, 20.0)
+
+    today = dt.date(2026, 1, 1)
+    hm.publish(crds, [campaign("adv-a")], version=1, today=today)
+    assert crds.hkeys(hm.advertiser_key("adv-a")) == [b"cmp-m"]
+    slot = key_slot(hm.HOLDOUTS_KEY.encode())
+    source = valkey_cluster.primary_port_of(hm.HOLDOUTS_KEY)
+    target = next(p for p in valkey_cluster.primary_ports() if p != source)
+    valkey_cluster.begin_move(slot, target)
+    valkey_cluster.migrate_keys(slot, source, target, keys=[hm.advertiser_key("adv-a").encode()])
+    moved = threading.Thread(target=hm.publish, args=(crds, [campaign("adv-b")], 2, today))
+    moved.start()
+    time.sleep(0.5)  # the publish meets the half-moved slot
+    valkey_cluster.finish_move(slot, source, target)
+    moved.join(30)
+    assert not moved.is_alive()
+    assert valkey_cluster.primary_port_of(hm.HOLDOUTS_KEY) == target
+    assert crds.hkeys(hm.advertiser_key("adv-a")) == []
+    assert crds.hkeys(hm.advertiser_key("adv-b")) == [b"cmp-m"]

@@ -144,18 +144,40 @@ class ValkeyCluster:
         ``keys_per_step`` at a time (``pause_s`` between steps keeps the slot half-moved for a
         while, as a large slot would be), then give the slot to the target everywhere.
         Returns the number of keys moved."""
+        source_port = self.begin_move(slot, to_port)
+        moved = 0
+        while keys := self.migrate_keys(slot, source_port, to_port, keys_per_step):
+            moved += len(keys)
+            time.sleep(pause_s)
+        self.finish_move(slot, source_port, to_port)
+        return moved
+
+    def begin_move(self, slot: int, to_port: int) -> int:
+        """Mark the slot importing on the target, migrating on its owner; returns the owner."""
         with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
             source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
-        target_id, source_id = self.node_id(to_port), self.node_id(source_port)
-        moved = 0
         with self.client(source_port) as source, self.client(to_port) as target:
-            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, keys_per_step):
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source_port))
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to_port))
+        return source_port
+
+    def migrate_keys(self, slot: int, source_port: int, to_port: int, count: int = 10,
+                     keys: list[bytes] | None = None) -> list[bytes]:
+        """MIGRATE these keys (default: up to ``count`` keys of the slot); returns them."""
+        with self.client(source_port) as source:
+            if keys is None:
+                keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+            if keys:
                 source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
-                moved += len(keys)
-                time.sleep(pause_s)
-            # the target first, then the old owner, then everyone (as valkey-cli does)
+        return keys
+
+    def finish_move(self, slot: int, source_port: int, to_port: int) -> None:
+        """Move the slot's remaining keys, then give the slot to the target everywhere (the
+        target first, then the old owner, then everyone, as valkey-cli does)."""
+        while self.migrate_keys(slot, source_port, to_port, 100):
+            pass
+        target_id = self.node_id(to_port)
+        with self.client(source_port) as source, self.client(to_port) as target:
             target.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
             try:
                 source.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
@@ -168,7 +190,6 @@ class ValkeyCluster:
             if port not in (source_port, to_port):
                 with self.client(port) as c:
                     c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        return moved
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
