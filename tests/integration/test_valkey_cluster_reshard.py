@@ -176,3 +176,46 @@ def test_holdout_mirror_declares_the_advertiser_hashes_it_writes_while_its_slot_
     assert valkey_cluster.primary_port_of(hm.HOLDOUTS_KEY) == target
     assert crds.hkeys(hm.advertiser_key("adv-a")) == []
     assert crds.hkeys(hm.advertiser_key("adv-b")) == [b"cmp-m"]
+
+
+@pytest.mark.parametrize("wait_replicas", [1])
+def test_segment_lookup_declares_the_member_sets_it_reads_while_its_slot_moves(
+        capi, crds, valkey_cluster):
+    """While the ``{seg}`` slot is half-moved (a segment's member set already on the new owner,
+    the live hash not), the look-up, which declares the sets it reads, waits for the move and
+    then answers the profile's segments; an undeclared set would be a non-local key to the
+    old owner, refused half-way through the script."""
+    from adtier.segments import store
+
+    admin = capi.admin
+    seg = capi.client.post("/v1/segments", headers=admin, json={
+        "name": "crm", "kind": "static", "profile_ids": ["pf-a", "pf-b"]}).json()
+    assert capi.client.post(f"/v1/segments/{seg['segment_id']}/build",
+                            headers=admin).status_code == 202
+    deadline = time.monotonic() + 60
+    while (state := capi.client.get(f"/v1/segments/{seg['segment_id']}",
+                                    headers=admin).json())["status"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "ready", state
+
+    def lookup(profile_id: str) -> list[str]:
+        answer = capi.client.get(f"/v1/profiles/{profile_id}/segments", headers=admin)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["segments"]
+
+    assert lookup("pf-a") == [seg["segment_id"]] and lookup("nobody") == []
+    members = store.member_key(seg["segment_id"], state["version"])
+    slot = key_slot(store.LIVE.encode())
+    source = valkey_cluster.primary_port_of(store.LIVE)
+    target = next(p for p in valkey_cluster.primary_ports() if p != source)
+    valkey_cluster.begin_move(slot, target)
+    valkey_cluster.migrate_keys(slot, source, target, keys=[members.encode()])
+    finish = threading.Timer(0.5, valkey_cluster.finish_move, args=(slot, source, target))
+    finish.start()
+    try:
+        assert lookup("pf-a") == [seg["segment_id"]]  # asked while the slot is half-moved
+    finally:
+        finish.join(30)
+    assert valkey_cluster.primary_port_of(store.LIVE) == target
+    assert lookup("pf-b") == [seg["segment_id"]] and lookup("nobody") == []

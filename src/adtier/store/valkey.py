@@ -16,8 +16,9 @@ retries a call through a whole slot migration.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -29,7 +30,7 @@ from redis.asyncio.cluster import NodesManager as AsyncNodesManager
 from redis.cluster import PRIMARY, ClusterNode, NodesManager, RedisCluster
 
 __all__ = ["is_cluster_url", "connect_redis", "connect_redis_async", "is_cluster_client",
-           "SLOT_MOVING", "retry_while_slot_moves"]
+           "SLOT_MOVING", "retry_while_slot_moves", "retry_while_slot_moves_async"]
 
 T = TypeVar("T")
 
@@ -84,6 +85,21 @@ def retry_while_slot_moves(call: Callable[[], T], budget_s: float = 30.0) -> T:
             if time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+async def retry_while_slot_moves_async(call: Callable[[], Awaitable[T]],
+                                       budget_s: float = 30.0) -> T:
+    """``retry_while_slot_moves`` for a coroutine."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except SLOT_MOVING:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
 
