@@ -5,7 +5,9 @@ own ``valkey-server``, on loopback ports (cluster bus = port + 10000), set up wi
 ``kill_primary`` SIGKILLs the primary owning a slot and waits until its replica is promoted
 and the cluster answers ``cluster_state:ok`` again. ``add_primary`` joins a new empty primary
 (with a replica) and ``move_slot`` reshards one slot onto it the way ``valkey-cli --cluster
-reshard`` does: SETSLOT IMPORTING/MIGRATING, MIGRATE of its keys a few at a time, SETSLOT NODE.
+reshard`` does: SETSLOT IMPORTING/MIGRATING, MIGRATE of its keys a few at a time, SETSLOT NODE
+(``begin_move``/``migrate_keys``/``finish_move`` do it in steps); ``move_slot_atomic`` uses
+Valkey 9's CLUSTER MIGRATESLOTS instead.
 """
 
 from __future__ import annotations
@@ -151,6 +153,23 @@ class ValkeyCluster:
             time.sleep(pause_s)
         self.finish_move(slot, source_port, to_port)
         return moved
+
+    def move_slot_atomic(self, slot: int, to_port: int, timeout: float = 30.0) -> None:
+        """Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS): the owner copies the
+        slot to the target in the background and hands it over at once at the end; returns
+        once the target owns it."""
+        with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+            source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
+        with self.client(source_port) as source:
+            source.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
+                                   "NODE", self.node_id(to_port))
+        deadline = time.monotonic() + timeout
+
+        def owned() -> bool:
+            with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+                return int(rc.nodes_manager.get_node_from_slot(slot).port) == to_port
+
+        _until(deadline, owned)
 
     def begin_move(self, slot: int, to_port: int) -> int:
         """Mark the slot importing on the target, migrating on its owner; returns the owner."""
