@@ -79,6 +79,10 @@ NAMES = {"adtier": "adtier", "ceiling": "ceiling-204", "naive": "naive-per-reque
          # the 3-primary cluster, then one `adtier flush` process draining what it accepted
          "adtier-c3-wait-ingest": "3p-wait-halves"}
 
+# --redis-cluster: the column whose latency load a column reuses (same load, same cluster size)
+LOAD_OF = {"adtier-c1-wait": "adtier-c1", "adtier-c3-wait": "adtier-c3",
+           "adtier-c3-wait-ingest": "adtier-c3"}
+
 TARGETS = {
     "e2e": 300_000,
     "ceiling_ratio": 0.25,
@@ -628,6 +632,7 @@ class Result:
     lag_seconds_all: list[float] = field(default_factory=list)
     final_check: str = ""
     load_avg: float | None = None  # the machine's 1-minute load average at the end of run 1
+    latency_basis: float | None = None  # the events/s whose half the latency phase offered
     # --redis-cluster halves: one `adtier flush` process draining the ingest-only run's buffer
     flush_drained: int | None = None
     flush_rate: float | None = None
@@ -842,10 +847,13 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                   f"{fmt_num(res.cpu_us_per_event, '.2f')} us/event", flush=True)
 
         # -- 2. open loop latency at half the e2e rate -------------------------------------
-        # (ingest-only, where nothing drains: the same load as the full node on the same
-        # cluster got, for a like-for-like p99; half the accepted rate without one)
-        basis = ((args.halves_basis or stats.accepted / max(stats.t_last - stats.t_first, 1e-9))
-                 if ingest_only else res.e2e_rate)
+        # (--redis-cluster: a WAIT column, and the ingest-only node, get the load its no-WAIT
+        # partner got, so p50/p99 compare at the same load; the ingest-only node, where
+        # nothing drains, half its accepted rate without one)
+        basis = args.latency_basis or (
+            stats.accepted / max(stats.t_last - stats.t_first, 1e-9) if ingest_only
+            else res.e2e_rate)
+        res.latency_basis = basis
         if basis and basis > 0 and args.latency_seconds > 0:
             small = BatchFactory(args.latency_batch_events)
             small.make()
@@ -1102,7 +1110,9 @@ def report(results: list[Result], args) -> None:
           " ceiling: last 204.\n"
           f"       latency load = half of each system's own e2e rate, sent as "
           f"{args.latency_batch_events}-event batches, open loop, capped at "
-          f"{args.latency_max_rps:,.0f} req/s;\n"
+          f"{args.latency_max_rps:,.0f} req/s"
+          + (" (--redis-cluster: WAIT and ingest-only columns at their no-WAIT partner's load)"
+             if args.redis_cluster else "") + ";\n"
           "       p50/p99 = send -> answer read; 'from schedule' adds the generator's lateness;"
           f" at most {args.latency_inflight} in flight, later sends skipped.\n"
           "       other CPU = machine busy - server - generator; it includes server children that\n"
@@ -1199,7 +1209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=0,
                    help="buffer partitions on a cluster (default: 2 per primary)")
     args = p.parse_args(argv)
-    args.halves_basis = None
+    args.latency_basis = None
     if args.quick:
         args.seconds, args.latency_seconds, args.pixel_seconds = 6.0, 3.0, 2.0
         args.drain_timeout = min(args.drain_timeout, 30.0)
@@ -1231,9 +1241,9 @@ async def amain(args) -> int:
     try:
         for kind in kinds:
             try:
-                if kind == "adtier-c3-wait-ingest":
-                    full = next((r for r in results if r.name == NAMES["adtier-c3-wait"]), None)
-                    args.halves_basis = full.e2e_rate if full else None
+                partner = next((r for r in results if r.name == NAMES.get(LOAD_OF.get(kind, ""))),
+                               None)
+                args.latency_basis = partner.latency_basis if partner else None
                 results.append(await asyncio.wait_for(run_system(kind, args, servers), per_system))
             except asyncio.TimeoutError:
                 failed = Result(NAMES[kind], ok=False, failure=f"gave up after {per_system:.0f} s")

@@ -21,26 +21,16 @@ from adtier.store import connect
 from adtier.store.valkey import connect_redis
 from tests.helpers import ad_event, batch, content_event
 from tests.integration.conftest import Api, count
-from tests.integration.valkey_cluster import ValkeyCluster, valkey_cluster  # noqa: F401
+from tests.integration.valkey_cluster import (  # noqa: F401
+    ValkeyCluster, cluster_settings_for, crds, valkey_cluster)
 
 PARTITIONS = 6
 
 
 @pytest.fixture
-def crds(valkey_cluster: ValkeyCluster) -> Iterator[RedisCluster]:
-    client = connect_redis(valkey_cluster.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def cluster_settings(tmp_path, valkey_cluster: ValkeyCluster, clickhouse_dsn: str, ch,
                      crds) -> Settings:
-    return load_settings(
-        {}, data_dir=tmp_path / "data", clickhouse_url=clickhouse_dsn, redis_url=valkey_cluster.url,
-        admin_key="adt_test_admin_" + uuid.uuid4().hex, flusher_enabled=False,
-        log_level="warning", buffer_partitions=PARTITIONS)
+    return cluster_settings_for(valkey_cluster, tmp_path, clickhouse_dsn, PARTITIONS)
 
 
 @pytest.fixture

@@ -288,6 +288,30 @@ def _until(deadline: float, check, every: float = 0.1) -> None:
     raise TimeoutError(f"Valkey Cluster not ready in time (last error: {last})")
 
 
+@pytest.fixture
+def crds(valkey_cluster: ValkeyCluster):
+    """A cluster client (adtier's) on the module's cluster, emptied first."""
+    from adtier.store.valkey import connect_redis
+
+    client = connect_redis(valkey_cluster.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def cluster_settings_for(cluster: ValkeyCluster, tmp_path: Path, clickhouse_dsn: str,
+                         partitions: int, **overrides):
+    """adtier's settings on this cluster (no flusher in the app: the tests run their own)."""
+    import uuid
+
+    from adtier.settings import load_settings
+
+    return load_settings(
+        {}, data_dir=tmp_path / "data", clickhouse_url=clickhouse_dsn, redis_url=cluster.url,
+        admin_key="adt_test_admin_" + uuid.uuid4().hex, flusher_enabled=False,
+        log_level="warning", buffer_partitions=partitions, **overrides)
+
+
 @pytest.fixture(scope="module")
 def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
     cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
@@ -297,4 +321,4 @@ def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
         cluster.stop()
 
 
-__all__ = ["ValkeyCluster", "valkey_cluster", "os"]
+__all__ = ["ValkeyCluster", "valkey_cluster", "crds", "cluster_settings_for", "os"]

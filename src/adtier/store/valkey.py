@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -53,23 +54,25 @@ class _Nodes(NodesManager):
     __slots__ = ()
 
     def get_node(self, host=None, port=None, node_name=None):
-        node = super().get_node(host, port, node_name)
-        if node is None and node_name:  # an ASK towards a primary that owns no slot yet
-            host, _, port = node_name.rpartition(":")
-            node = self.nodes_cache[node_name] = ClusterNode(host, int(port), PRIMARY)
-        return node
+        return super().get_node(host, port, node_name) or _ask_target(self, node_name, ClusterNode)
 
 
 class _AsyncNodes(AsyncNodesManager):
     __slots__ = ()
 
     def get_node(self, host=None, port=None, node_name=None):
-        node = super().get_node(host, port, node_name)
-        if node is None and node_name:  # an ASK towards a primary that owns no slot yet
-            host, _, port = node_name.rpartition(":")
-            node = AsyncClusterNode(host, int(port), PRIMARY, **self.connection_kwargs)
-            self.set_nodes(self.nodes_cache, {node.name: node})
-        return node
+        return super().get_node(host, port, node_name) or _ask_target(
+            self, node_name, partial(AsyncClusterNode, **self.connection_kwargs))
+
+
+def _ask_target(manager, node_name: str | None, make):
+    """The node of an ``ASK`` towards a primary that owns no slot yet (redis-py's table lists
+    the nodes owning slots), added to the table as a MOVED to a new node would be."""
+    if not node_name:
+        return None
+    host, _, port = node_name.rpartition(":")
+    node = manager.nodes_cache[node_name] = make(host, int(port), PRIMARY)
+    return node
 
 
 def retry_while_slot_moves(call: Callable[[], T], budget_s: float = 30.0) -> T:
