@@ -75,7 +75,7 @@ NAMES = {"adtier": "adtier", "ceiling": "ceiling-204", "naive": "naive-per-reque
          # (<primaries>p, each with one replica), WAIT for one replica or not
          "adtier-c1": "1p-nowait", "adtier-c1-wait": "1p-wait",
          "adtier-c3": "3p-nowait", "adtier-c3-wait": "3p-wait",
-         # the two halves of a fleet apart: an API node that only accepts (no flushers) into
+         # the two halves of a fleet apart: an API node that only accepts (`--role ingest`) into
          # the 3-primary cluster, then one `adtier flush` process draining what it accepted
          "adtier-c3-wait-ingest": "3p-wait-halves"}
 
@@ -735,7 +735,7 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
         cluster = start_cluster(kind, workdir, env, args)
         kind = "adtier"
     if ingest_only:
-        env["ADTIER_FLUSHER_ENABLED"] = "false"  # accept into the buffer, flush nothing
+        env["ADTIER_ROLE"] = "ingest"  # `serve --role ingest`: accepts, opens no ClickHouse
     if kind == "adtier":
         env.update(ADTIER_DATA_DIR=str(workdir / "data"), ADTIER_ADMIN_KEY=admin,
                    ADTIER_LOG_LEVEL="warning")
@@ -757,7 +757,13 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
 
         headers = {"Content-Type": "application/json"}
         key = ""
-        if kind == "adtier":
+        if ingest_only:  # the ingest role serves no /v1/keys: the CLI writes the key
+            created = subprocess.run(
+                [sys.executable, "-m", "adtier", "keys", "create", "ingest", "--name", "bench"],
+                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+            key = msgspec.json.decode(created.stdout)["key"]
+            headers["Authorization"] = f"Bearer {key}"
+        elif kind == "adtier":
             async with ctl.post(server.base + "/v1/keys", json={"role": "ingest", "name": "bench"},
                                 headers={"Authorization": f"Bearer {admin}"}) as r:
                 body = await r.read()
