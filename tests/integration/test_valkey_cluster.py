@@ -40,8 +40,13 @@ def capi(cluster_settings: Settings) -> Iterator[Api]:
 
 
 def _flusher(settings: Settings, name: str = "cluster-flusher") -> Flusher:
-    return Flusher(connect(settings.clickhouse_dsn), connect_redis(settings.redis_url),
-                   consumer=name, max_rows=50_000, max_seconds=0.2,
+    """A flusher with the server's stored-block hook (the live counters, as
+    ``runtime.stored_hook`` subscribes them), flushing small and often."""
+    from adtier.features.live import LiveCounters
+
+    clickhouse, redis_client = connect(settings.clickhouse_dsn), connect_redis(settings.redis_url)
+    return Flusher(clickhouse, redis_client, consumer=name, max_rows=50_000, max_seconds=0.2,
+                   on_stored=LiveCounters(redis_client, clickhouse).on_stored,
                    layout=layout_for(settings.partitions, settings.cluster_redis))
 
 

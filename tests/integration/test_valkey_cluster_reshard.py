@@ -149,8 +149,9 @@ def test_holdout_mirror_declares_the_advertiser_hashes_it_writes_while_its_slot_
         crds, valkey_cluster):
     """A campaign moving to another advertiser leaves the old advertiser's hash. While the
     ``{holdouts}`` slot is half-moved (that hash already on the new owner, the others not), a
-    script that did not declare that hash would run on the old owner and miss it there; one
-    that declares it is refused (TRYAGAIN) until the slot has moved, then applies it whole."""
+    script that did not declare that hash would start on the old owner and be refused there
+    half-way (a non-local key), its first writes done; one that declares it is refused
+    (TRYAGAIN) before it starts, until the slot has moved, then applies the change whole."""
     import datetime as dt
 
     from adtier.catalog import holdout_mirror as hm

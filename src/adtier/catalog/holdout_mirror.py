@@ -20,8 +20,9 @@ All three share the hash tag ``{holdouts}`` (one slot on a Valkey Cluster: the s
 writes them touches one slot), and the script declares every key it touches (``KEYS``): the
 advertiser hashes of the campaigns' new advertisers and of the ones their entries held before
 (read first; a call that meets an entry moved meanwhile is refused, naming the missing hash,
-and made again). While the slot migrates, a declared key is one the server checks: the call
-waits (TRYAGAIN) until the slot has moved instead of missing a hash already moved.
+and made again). While the slot migrates, a declared key is one the server checks before the
+call starts: the call waits (TRYAGAIN) until the slot has moved, instead of starting on the old
+owner and being refused half-way by a hash already moved.
 
 Ended flights are removed (not only skipped by the look-up), so the hashes hold live holdouts
 only and a look-up reads a handful of entries, not every campaign ever run: ``publish`` drops
