@@ -22,7 +22,7 @@ from adtier.store.valkey import connect_redis
 from tests.helpers import ad_event, batch, content_event
 from tests.integration.conftest import Api, count
 from tests.integration.valkey_cluster import (  # noqa: F401
-    ValkeyCluster, cluster_settings_for, crds, valkey_cluster)
+    ValkeyCluster, built_static_segment, cluster_settings_for, crds, valkey_cluster)
 
 PARTITIONS = 6
 
@@ -201,16 +201,7 @@ def test_segments_holdouts_and_features_work_on_the_cluster(capi, cluster_settin
                 "frequency_cap": 0, "holdout_percent": 50.0}
     assert put("/v1/catalog/campaigns", json={"items": [campaign]}, headers=admin).status_code == 200
     assert crds.hlen(holdout_mirror.HOLDOUTS_KEY) == 1
-    seg = capi.client.post("/v1/segments", headers=admin, json={
-        "name": "crm", "kind": "static", "profile_ids": ["pf-a", "pf-b"]}).json()
-    assert capi.client.post(f"/v1/segments/{seg['segment_id']}/build",
-                            headers=admin).status_code == 202
-    deadline = time.monotonic() + 60
-    while (state := capi.client.get(f"/v1/segments/{seg['segment_id']}",
-                                    headers=admin).json())["status"] not in ("ready", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert state["status"] == "ready", state
+    seg = state = built_static_segment(capi.client, admin, ["pf-a", "pf-b"])
     assert crds.scard(store.member_key(seg["segment_id"], state["version"])) == 2
     got = capi.client.get("/v1/profiles/pf-a/segments", headers=admin)
     assert got.status_code == 200, got.text

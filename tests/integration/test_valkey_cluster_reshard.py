@@ -26,7 +26,7 @@ from adtier.store.valkey import connect_redis
 from tests.helpers import ad_event, batch
 from tests.integration.conftest import Api, count
 from tests.integration.valkey_cluster import (  # noqa: F401
-    ValkeyCluster, cluster_settings_for, crds, valkey_cluster)
+    ValkeyCluster, built_static_segment, cluster_settings_for, crds, valkey_cluster)
 
 PARTITIONS = 6
 
@@ -190,16 +190,7 @@ def test_segment_lookup_declares_the_member_sets_it_reads_while_its_slot_moves(
     from adtier.segments import store
 
     admin = capi.admin
-    seg = capi.client.post("/v1/segments", headers=admin, json={
-        "name": "crm", "kind": "static", "profile_ids": ["pf-a", "pf-b"]}).json()
-    assert capi.client.post(f"/v1/segments/{seg['segment_id']}/build",
-                            headers=admin).status_code == 202
-    deadline = time.monotonic() + 60
-    while (state := capi.client.get(f"/v1/segments/{seg['segment_id']}",
-                                    headers=admin).json())["status"] not in ("ready", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert state["status"] == "ready", state
+    seg = state = built_static_segment(capi.client, admin, ["pf-a", "pf-b"])
 
     def lookup(profile_id: str) -> list[str]:
         answer = capi.client.get(f"/v1/profiles/{profile_id}/segments", headers=admin)

@@ -132,7 +132,8 @@ class ValkeyCluster:
                 c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
             _until(deadline, lambda: all(_known_nodes(c) == self.size for c in clients))
             clients[1].execute_command("CLUSTER", "REPLICATE", self.node_id(primary))
-            _until(deadline, lambda: clients[1].info("replication").get("master_link_status") == "up")
+            _until(deadline,
+                   lambda: clients[1].info("replication").get("master_link_status") == "up")
         finally:
             for c in clients:
                 c.close()
@@ -176,7 +177,8 @@ class ValkeyCluster:
         with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
             source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
         with self.client(source_port) as source, self.client(to_port) as target:
-            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source_port))
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                   self.node_id(source_port))
             source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to_port))
         return source_port
 
@@ -312,6 +314,21 @@ def cluster_settings_for(cluster: ValkeyCluster, tmp_path: Path, clickhouse_dsn:
         log_level="warning", buffer_partitions=partitions, **overrides)
 
 
+def built_static_segment(client, admin: dict[str, str], profile_ids: list[str]) -> dict:
+    """Create a static segment of these profiles through the API and build it; its state
+    once ready (``segment_id``, ``version``, ...)."""
+    seg = client.post("/v1/segments", headers=admin, json={
+        "name": "crm", "kind": "static", "profile_ids": profile_ids}).json()
+    assert client.post(f"/v1/segments/{seg['segment_id']}/build", headers=admin).status_code == 202
+    deadline = time.monotonic() + 60
+    while (state := client.get(f"/v1/segments/{seg['segment_id']}",
+                               headers=admin).json())["status"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "ready", state
+    return state
+
+
 @pytest.fixture(scope="module")
 def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
     cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
@@ -321,4 +338,5 @@ def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
         cluster.stop()
 
 
-__all__ = ["ValkeyCluster", "valkey_cluster", "crds", "cluster_settings_for", "os"]
+__all__ = ["ValkeyCluster", "valkey_cluster", "crds", "cluster_settings_for",
+           "built_static_segment", "os"]
