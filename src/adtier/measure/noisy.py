@@ -254,6 +254,7 @@ class EffectsPrivatizer:
     def __init__(self, open_stream: Callable[[str], NoiseStream], epsilon: float, days: int):
         self.open_stream = open_stream
         self.epsilon = epsilon
+        self.days = days
         self.scales = content_effects_scales(days, epsilon)
 
     def __call__(self, groups: dict[int, dict[str, Any]], version: Any
@@ -269,6 +270,11 @@ class EffectsPrivatizer:
             _consistent(noisy[arm])
             var[arm] = {name: variance(scale) for name, scale in self.scales.items()}
         return noisy, var
+
+    def bounds(self) -> dict[str, float]:
+        """Per-profile caps the SQL applies before summing (``lift.content_effects``)."""
+        return {"sessions": SESSIONS_PER_DAY * self.days,
+                "minutes": TARGET_MINUTES_PER_DAY * self.days}
 
     def note(self) -> dict[str, Any]:
         return {**noise_note(self.epsilon, self.scales), "rows_sum_to_totals": False,
@@ -342,7 +348,7 @@ def effects_answer(client: Any, rel: Release, info: Any, days: int, k: int) -> d
 
     def compute(stream: NoiseStream) -> dict[str, Any]:
         privatize = EffectsPrivatizer(lambda _version: stream, rel.epsilon, days)
-        return {**lift.content_effects(client, info, days, k, privatize),
+        return {**lift.content_effects(client, info, days, k, privatize, privatize.bounds()),
                 "noise": privatize.note()}
 
     return rel.answered(version, compute)
