@@ -84,6 +84,11 @@ def test_frequency_buckets_follow_their_scale(api, rds, loaded):
     got, note = _draws(api, url, key_for(api, "adv-a"),
                        lambda b: b["distribution"][0]["profiles"])
     _check([g - first for g in got], note["scales"]["buckets"])
+    # the cumulative curve's first point is the first day's noisy new profiles
+    day_one = exact["cumulative_reach"][0]["reach"]
+    points, note = _draws(api, url, key_for(api, "adv-a"),
+                          lambda b: b["cumulative_reach"][0]["reach"])
+    _check([p - day_one for p in points], note["scales"]["new_by_day"])
 
 
 def test_segment_sizes_and_overlaps_follow_their_scales(api, rds, loaded):
