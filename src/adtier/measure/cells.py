@@ -88,6 +88,23 @@ def attribution_rank(by: str, who: str) -> str:
     return ATTRIBUTION.get(by, _HASH_RANK.format(who=who))
 
 
+def _first_days(client: Client, params: dict[str, Any]) -> dict[str, int]:
+    """``by=day`` attribution with bitmaps alone: each day's reached profiles less those of
+    the days before it (one fold over the days in order), no per-profile rows."""
+    got = client.query(f"""
+        WITH {_ERASED} AS erased
+        SELECT arrayFold((acc, d) -> (bitmapOr(acc.1, d.2),
+                                      arrayPushBack(acc.2, (d.1, bitmapCardinality(
+                                          bitmapAndnot(d.2, acc.1))))),
+                         arraySort(x -> x.1, groupArray((row_key, bm))),
+                         (bitmapAndnot(erased, erased), [('', toUInt64(0))])).2
+        FROM (SELECT toString(day) AS row_key,
+                     bitmapAndnot(groupBitmapMergeState(reach), erased) AS bm
+              FROM ad_campaign_cells WHERE {_RANGE} GROUP BY row_key)""", parameters=params)
+    pairs = got.result_rows[0][0] if got.result_rows else []
+    return {str(key): int(n) for key, n in pairs if key and n}
+
+
 @dataclass
 class CellRows:
     """One report's cells (``key`` and values each), its totals, and how to merge a subset;
@@ -168,6 +185,8 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
         return _subtract(got, [erased[k] for k in keys if k in erased])
 
     def attributed() -> dict[str, int]:
+        if by == "day":
+            return _first_days(client, params)
         got = client.query(f"""
             SELECT key, count() AS reach FROM (
                 SELECT ord, argMin(row_key, {attribution_rank(by, "ord")}) AS key FROM (
