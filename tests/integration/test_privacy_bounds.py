@@ -63,6 +63,8 @@ def test_row_noise_scale_is_the_documented_one_whatever_the_breakdown(ch, api, r
                 f"by=creative&from={d1}&to={d3}"):
         body = api.client.get(f"/v1/campaigns/cmp-a/report?{url}", headers=adv).json()
         assert body["noise"]["scales"]["rows_reach"] == pytest.approx(documented, abs=1e-6)
+        # impressions where they happened over a reach counted once: no frequency, withheld
+        assert all(row["avg_frequency"] is None for row in body["rows"])
     assert documented < 11  # at the default ε (before: 1,339 by country, 171 over 31 days)
     # and the released rows follow it: 100 deployments, the GB row against its bounded count
     truth = reach.report_cells(ch, "cmp-a", "country", d1, d3).attributed()["GB"]

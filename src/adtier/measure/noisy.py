@@ -114,6 +114,13 @@ def _metrics(values: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+def _row_metrics(values: dict[str, int]) -> dict[str, Any]:
+    """A row's metrics, but its average frequency withheld (None): the row's reach counts each
+    profile in one row and its impressions stay where they happened, so their ratio is no
+    frequency (by day: a day's impressions over its new profiles)."""
+    return {**_metrics(values), "avg_frequency": None}
+
+
 ROW_REACH = {by: ("profiles first reached on the day (each profile counted on one day)"
                   if by == "day" else
                   f"profiles counted in one {by.replace('_', ' ')} each (of several: one, "
@@ -138,7 +145,7 @@ def report(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to
         merged = {**got.merge(keys), "reach": sum(attributed.get(key, 0) for key in keys)}
         rest = _noisy(merged, "suppressed/" + ",".join(keys), stream,
                       scales["rows_reach"], scales["rows_events"])
-        suppressed = _metrics(rest) if over_k(rest["reach"], threshold) else None
+        suppressed = _row_metrics(rest) if over_k(rest["reach"], threshold) else None
     totals = None
     if got.totals is not None:
         noisy_totals = _noisy(got.totals, "totals", stream, scales["totals_reach"],
@@ -148,7 +155,7 @@ def report(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to
     return {
         "campaign_id": campaign_id, "by": by, "from": date_from.isoformat(),
         "to": date_to.isoformat(), "k": k,
-        "rows": [{by: key, **_metrics(values)} for key, values in released],
+        "rows": [{by: key, **_row_metrics(values)} for key, values in released],
         "totals": totals,
         "suppressed_rows": len(folded),
         "suppressed": suppressed,
