@@ -18,7 +18,7 @@ from adtier.events import AdEvent, rejection_reason
 from adtier.settings import Settings
 
 __all__ = ["TimePolicy", "Rejection", "Prepared", "prepare_events", "rejected_rows", "to_ms",
-           "STORABLE_MS", "storable"]
+           "STORABLE_MS", "storable", "ORD_FIELD", "ORD_WIDTH", "ORD_PLACEHOLDER"]
 
 _encoder = msgspec.json.Encoder()
 _UTC = timezone.utc
@@ -95,6 +95,14 @@ def _seconds(ms: int) -> bytes:
     return sign + b"%d.%03d" % divmod(abs(ms), 1000)
 
 
+# Every ad row ends with this field: a ``profile_ord`` of 0 right-aligned in ten characters
+# (JSON allows the spaces), which the flusher overwrites in place with the profile's ordinal
+# (flusher.with_ordinals) instead of splitting and re-joining the block to add a field.
+ORD_FIELD = b',"profile_ord":'
+ORD_WIDTH = 10  # digits of the largest UInt32
+ORD_PLACEHOLDER = ORD_FIELD + b"0".rjust(ORD_WIDTH)
+
+
 def _suffix(received_ms: int, sent_ms: int | None, skew: int, source: str, batch_id: str, key_id: str) -> bytes:
     sent = b"null" if sent_ms is None else _seconds(sent_ms)
     return (
@@ -120,6 +128,7 @@ def prepare_events(
     out = Prepared()
     skew = policy.skew(received_ms, sent_ms)
     tail = _suffix(received_ms, sent_ms, skew, source, batch_id, key_id)
+    ad_tail = tail[:-2] + ORD_PLACEHOLDER + b"}\n"
     newest = received_ms + policy.max_future_ms
     oldest = received_ms - policy.retention_ms
     first_storable, last_storable = STORABLE_MS
@@ -161,13 +170,13 @@ def prepare_events(
         seconds = _seconds(ts)
         event.ts = msgspec.Raw(seconds)
         client = seconds if not skew else _seconds(client_ms)
-        row = _encoder.encode(event)[:-1] + b',"client_ts":' + client + tail
+        row = _encoder.encode(event)[:-1] + b',"client_ts":' + client
         if isinstance(event, AdEvent):
-            out.ad_rows.append(row)
+            out.ad_rows.append(row + ad_tail)
             out.ad_ids.append(event.event_id.bytes)
             out.ad_types.append(event.__struct_config__.tag)
         else:
-            out.content_rows.append(row)
+            out.content_rows.append(row + tail)
             out.content_ids.append(event.event_id.bytes)
             out.content_types.append(event.__struct_config__.tag)
     return out
