@@ -28,6 +28,7 @@ from litestar.testing import TestClient
 
 from adtier.app import create_app
 from adtier.embedded_valkey import EmbeddedValkey
+from adtier.features.live import LiveCounters
 from adtier.ingest import flusher as flusher_mod
 from adtier.settings import load_settings
 from adtier.store import connect
@@ -134,8 +135,10 @@ def main() -> None:
         import redis
 
         rds = redis.Redis.from_url(url)
-        flusher = flusher_mod.Flusher(connect(dsn), rds, consumer="profile",
-                                      max_rows=args.max_rows, max_seconds=0.5)
+        flush_ch = connect(dsn)
+        flusher = flusher_mod.Flusher(flush_ch, rds, consumer="profile", max_rows=args.max_rows,
+                                      max_seconds=0.5,
+                                      on_stored=LiveCounters(rds, flush_ch).on_stored)
         _patch(flusher)
         since = time.time() - 1
         valkey_cpu = _pid_cpu(valkey)

@@ -43,11 +43,15 @@ def batch(events: list[dict[str, Any]], sent_at: int | None = None) -> dict[str,
     return {"sent_at": now_ms() if sent_at is None else sent_at, "events": events}
 
 
-def run_cli(data_dir: object, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
-    """``adtier ARGS`` in a subprocess on its own embedded data dir."""
+def run_cli(data_dir: object, *args: str, timeout: float = 120,
+            redis_url: str = "") -> "subprocess.CompletedProcess[str]":
+    """``adtier ARGS`` in a subprocess on its own embedded data dir (``redis_url``: an
+    external Valkey instead of the embedded one)."""
     env = {**os.environ, "ADTIER_DATA_DIR": str(data_dir), "ADTIER_LOG_LEVEL": "warning"}
     env.pop("ADTIER_CLICKHOUSE_URL", None)
     env.pop("ADTIER_REDIS_URL", None)
+    if redis_url:
+        env["ADTIER_REDIS_URL"] = redis_url
     return subprocess.run([sys.executable, "-m", "adtier", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -44,16 +44,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    settings = load_settings(data_dir=getattr(args, "data_dir", None), host=args.host, port=args.port, workers=args.workers)
-    if settings.embedded_clickhouse and settings.workers > 1:
-        raise CliError("the embedded ClickHouse (chdb) is opened by one process; use --workers 1",
-                       "or set ADTIER_CLICKHOUSE_URL to a ClickHouse server to run several "
-                       "workers", code=2)
+    settings = load_settings(data_dir=getattr(args, "data_dir", None), host=args.host,
+                             port=args.port, workers=args.workers, role=args.role)
+    _refuse_embedded_workers(settings)
     # Both checks before anything starts: granian binds with SO_REUSEPORT, so a second server on
     # a busy port would start and take half the requests; a busy data dir fails deep in start-up.
     _refuse_busy_data_dir(settings)
     _refuse_busy_port(settings.host, settings.port)
-    if not settings.embedded_clickhouse:
+    if not settings.embedded_clickhouse and settings.role == "all":
         # Several workers would race to apply migrations: do it once, before they start.
         from adtier.store import connect
         from adtier.store.migrate import apply_migrations
@@ -69,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "ADTIER_HOST": settings.host,
         "ADTIER_PORT": str(settings.port),
         "ADTIER_WORKERS": str(settings.workers),
+        "ADTIER_ROLE": settings.role,
         "ADTIER_DIE_WITH_PARENT": "1",
     })
     print(f"adtier {_version()} starting on http://{settings.host}:{settings.port} "
@@ -92,8 +91,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_embedded_workers(settings: Settings) -> None:
+    """An embedded store belongs to one process: several workers need it external (the
+    ingest role opens no ClickHouse, so there only Valkey counts)."""
+    if settings.workers <= 1:
+        return
+    if settings.role == "all" and settings.embedded_clickhouse:
+        raise CliError("the embedded ClickHouse (chdb) is opened by one process; use --workers 1",
+                       "or set ADTIER_CLICKHOUSE_URL to a ClickHouse server to run several "
+                       "workers (or serve --role ingest: no ClickHouse)", code=2)
+    if settings.embedded_redis:
+        raise CliError("the embedded Valkey is started by one process; use --workers 1",
+                       "or set ADTIER_REDIS_URL to a Valkey/Redis server to run several "
+                       "workers", code=2)
+
+
 def _refuse_busy_data_dir(settings: Settings) -> None:
-    if not (settings.embedded_clickhouse or settings.embedded_redis):
+    if not ((settings.embedded_clickhouse and settings.role == "all")
+            or settings.embedded_redis):
         return
     from adtier.runtime import data_dir_owner
 
@@ -242,17 +257,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    from adtier.ingest.flusher import Flusher
-    from adtier.ingest.partitions import layout_for
-    from adtier.runtime import default_consumer_name, open_stores
+    from adtier.runtime import default_consumer_name, new_flusher, open_stores
 
     settings = _settings(args)
     stores = open_stores(settings)
-    flusher = Flusher(stores.new_clickhouse(), stores.redis,
-                      consumer=args.name or default_consumer_name(settings),
-                      max_rows=settings.flush_max_rows, max_seconds=settings.flush_max_seconds,
-                      claim_idle_ms=settings.claim_idle_ms, live_counters=settings.live_counters,
-                      layout=layout_for(settings.partitions, settings.cluster_redis))
+    flusher = new_flusher(settings, stores.new_clickhouse(), stores.redis,
+                          args.name or default_consumer_name(settings))
     try:
         if args.once:
             flusher.drain()
@@ -475,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="env ADTIER_HOST, default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="env ADTIER_PORT, default 8000")
     serve.add_argument("--workers", type=int, default=None, help="HTTP worker processes")
+    serve.add_argument("--role", choices=("all", "ingest"), default=None,
+                       help="all: every endpoint, flushers, feature jobs; ingest: events into "
+                            "the Valkey buffer only, no ClickHouse (env ADTIER_ROLE, default all)")
     serve.add_argument("--demo", action="store_true",
                        help="load a demo catalog and replay a simulated week through the API")
     serve.set_defaults(func=cmd_serve)

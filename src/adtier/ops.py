@@ -49,13 +49,16 @@ class OpsController(Controller):
             log.warning("readyz_redis_unreachable", error=str(err)[:300])
             checks["redis"] = "unreachable"
             problems.append("redis unreachable")
-        try:
-            await state.query("SELECT 1")
-            checks["clickhouse"] = "ok"
-        except Exception as err:  # noqa: BLE001
-            log.warning("readyz_clickhouse_unreachable", error=str(err)[:300])
-            checks["clickhouse"] = "unreachable"
-            problems.append("clickhouse unreachable")
+        if state.api_clickhouse is None:
+            checks["clickhouse"] = "not used (ingest role)"
+        else:
+            try:
+                await state.query("SELECT 1")
+                checks["clickhouse"] = "ok"
+            except Exception as err:  # noqa: BLE001
+                log.warning("readyz_clickhouse_unreachable", error=str(err)[:300])
+                checks["clickhouse"] = "unreachable"
+                problems.append("clickhouse unreachable")
         checks["flushers"], stuck = _flushers(state)
         problems += stuck
         checks["problems"] = problems

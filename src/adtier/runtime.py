@@ -8,6 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from clickhouse_connect.driver.client import Client
@@ -21,8 +22,12 @@ from adtier.store.migrate import apply_migrations
 from adtier.store.migration_lock import migration_lock
 from adtier.store.valkey import connect_redis
 
+if TYPE_CHECKING:
+    from adtier.ingest.flusher import Flusher
+    from adtier.ingest.wiring import StoredHook
+
 __all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner",
-           "bootstrap_admin", "default_consumer_name"]
+           "bootstrap_admin", "default_consumer_name", "new_flusher"]
 
 log = get_logger("adtier.runtime")
 
@@ -30,7 +35,7 @@ log = get_logger("adtier.runtime")
 @dataclass
 class Stores:
     settings: Settings
-    clickhouse: Client
+    clickhouse: Client | None  # None in the ingest role (ADTIER_ROLE=ingest): Valkey only
     redis_url: str
     redis: redis.Redis
     valkey: EmbeddedValkey | None = None
@@ -44,7 +49,7 @@ class Stores:
         return client
 
     def close(self) -> None:
-        for client in [*self.extra_clients, self.clickhouse]:
+        for client in [*self.extra_clients, *([self.clickhouse] if self.clickhouse is not None else [])]:
             try:
                 client.close()
             except Exception:  # noqa: BLE001 - closing is best effort
@@ -99,10 +104,11 @@ def lock_data_dir(data_dir: Path, owner: str = "") -> int:
 
 
 def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = True,
-                owner: str = "") -> Stores:
+                owner: str = "", clickhouse: bool = True) -> Stores:
+    """The stores of a process; ``clickhouse=False``: Valkey only (the ingest role)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = None
-    if settings.embedded_clickhouse or settings.embedded_redis:
+    if (clickhouse and settings.embedded_clickhouse) or settings.embedded_redis:
         lock_fd = lock_data_dir(settings.data_dir, owner)
     valkey = None
     redis_url = settings.redis_url
@@ -112,15 +118,17 @@ def open_stores(settings: Settings, migrate: bool = True, start_valkey: bool = T
         valkey = EmbeddedValkey(settings.data_dir / "valkey")
         redis_url = valkey.start()
         log.info("embedded_valkey_started", url=redis_url)
-    clickhouse = connect(settings.clickhouse_dsn)
     valkey_client = connect_redis(redis_url)
+    if not clickhouse:
+        return Stores(settings, None, redis_url, valkey_client, valkey, lock_fd=lock_fd)
+    client = connect(settings.clickhouse_dsn)
     if migrate:
-        applied = apply_migrations(clickhouse, cluster=settings.clickhouse_cluster,
+        applied = apply_migrations(client, cluster=settings.clickhouse_cluster,
                                    lock=migration_lock(valkey_client))
         if applied:  # one line, not one per file: a first start applies them all
             log.info("migrations_applied", count=len(applied),
                      names=[f"{m.version:04d}_{m.name}" for m in applied])
-    return Stores(settings, clickhouse, redis_url, valkey_client, valkey, lock_fd=lock_fd)
+    return Stores(settings, client, redis_url, valkey_client, valkey, lock_fd=lock_fd)
 
 
 def bootstrap_admin(stores: Stores) -> NewKey | None:
@@ -151,3 +159,21 @@ def bootstrap_admin(stores: Stores) -> NewKey | None:
 def default_consumer_name(settings: Settings) -> str:
     """Stable across restarts on one host, so a restarted flusher redoes its own plan at once."""
     return settings.flusher_name or f"{socket.gethostname()}-{Path(settings.data_dir).resolve().name}"
+
+
+def new_flusher(settings: Settings, clickhouse: Client, redis_client: redis.Redis,
+                consumer: str) -> "Flusher":
+    """A flusher as the server and ``adtier flush`` run it: with the feature feed subscribed to
+    its stored blocks (``ADTIER_LIVE_COUNTERS``); ingest itself knows no consumer."""
+    from adtier.ingest.wiring import build_flusher
+
+    return build_flusher(settings, clickhouse, redis_client, consumer, stored_hook(settings))
+
+
+def stored_hook(settings: Settings) -> "StoredHook | None":
+    """What every stored block feeds: the live per-profile counters of the feature feed."""
+    if not settings.live_counters:
+        return None
+    from adtier.features.live import LiveCounters
+
+    return lambda redis_client, clickhouse: LiveCounters(redis_client, clickhouse).on_stored

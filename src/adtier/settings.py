@@ -7,7 +7,9 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "ROLES"]
+
+ROLES = ("all", "ingest")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,6 +23,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # What this server runs: "all" (every endpoint, the flushers, the feature scheduler) or
+    # "ingest" (events in, into the Valkey buffer; no ClickHouse, so any number of workers;
+    # `adtier flush` processes store what it buffers). See docs/operations.md.
+    role: str = "all"
     admin_key: str = ""
     log_level: str = "info"
     # A worker that has not stopped this long after SIGTERM/SIGINT is killed. Nothing acknowledged
@@ -89,6 +95,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 1 on a cluster, 0 on one server. Not confirmed within the timeout: 503, retry is safe.
     buffer_wait_replicas: int = -1
     buffer_wait_timeout_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role {self.role!r} (ADTIER_ROLE): expected one of {', '.join(ROLES)}")
 
     @property
     def clickhouse_dsn(self) -> str:

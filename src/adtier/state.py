@@ -10,7 +10,7 @@ import anyio.to_thread
 import redis.asyncio as aredis
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from litestar import Request
+from litestar import Litestar, Request
 
 from adtier.api_error import ApiError
 from adtier.auth import ApiKey, KeyCache, KeyRegistry
@@ -23,21 +23,24 @@ from adtier.settings import Settings
 if TYPE_CHECKING:
     from adtier.ingest.pixel import PixelBatcher
 
-__all__ = ["AppState", "app_state", "authorize", "off_loop"]
+__all__ = ["AppState", "app_state", "app_state_of", "authorize", "off_loop"]
 
 T = TypeVar("T")
 
 
 @dataclass
 class AppState:
+    """Filled by the lifespans (adtier.lifespans): the stores' first, then each capability's.
+    In the ingest role ``registry`` and ``api_clickhouse`` stay None (no ClickHouse)."""
+
     settings: Settings
     stores: Stores
     redis: aredis.Redis
     keys: KeyCache
-    registry: KeyRegistry
-    ingest: IngestService
-    api_clickhouse: Client
-    pixels: "PixelBatcher"
+    registry: KeyRegistry | None = None
+    api_clickhouse: Client | None = None
+    ingest: IngestService = None  # type: ignore[assignment]  # set by the ingest lifespan
+    pixels: "PixelBatcher" = None  # type: ignore[assignment]  # set by the ingest lifespan
     flushers: list[Flusher] = field(default_factory=list)
 
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
@@ -49,6 +52,10 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     return request.app.state.adtier
+
+
+def app_state_of(app: Litestar) -> AppState:
+    return app.state.adtier
 
 
 async def authorize(request: Request, *roles: str) -> ApiKey:

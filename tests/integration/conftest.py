@@ -7,6 +7,7 @@ import redis
 from litestar.testing import TestClient
 
 from adtier.app import create_app
+from adtier.features.live import LiveCounters
 from adtier.ingest.flusher import Flusher
 from adtier.settings import Settings
 from adtier.store import connect
@@ -39,7 +40,8 @@ def api(settings: Settings) -> Iterator[Api]:
 def flush(settings: Settings, ch, rds: redis.Redis):
     """Run a flusher until the buffer is empty (the in-app flusher is off in these tests)."""
     client = connect(settings.clickhouse_dsn)
-    flusher = Flusher(client, rds, consumer="test-flusher", max_rows=50_000, max_seconds=0.2)
+    flusher = Flusher(client, rds, consumer="test-flusher", max_rows=50_000, max_seconds=0.2,
+                      on_stored=LiveCounters(rds, client).on_stored)  # as the app subscribes
 
     def run() -> Flusher:
         flusher.drain()

@@ -21,8 +21,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, **env: str):
+    def __init__(self, data_dir: Path, *serve_args: str, redis_url: str = "", **env: str):
+        """``serve_args`` go after ``adtier serve``; ``redis_url``: an external Valkey instead
+        of the embedded one."""
         self.data_dir = data_dir
+        self.serve_args = serve_args
+        self.redis_url = redis_url
         self.port = free_port()
         self.admin_key = "adt_admin_" + uuid.uuid4().hex
         self.extra_env = env
@@ -39,9 +43,11 @@ class ServerProcess:
                    "ADTIER_FLUSH_MAX_SECONDS": "0.2", **self.extra_env, **env}
         environ.pop("ADTIER_CLICKHOUSE_URL", None)  # these tests are about the embedded stores
         environ.pop("ADTIER_REDIS_URL", None)
+        if self.redis_url:
+            environ["ADTIER_REDIS_URL"] = self.redis_url
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adtier", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "adtier", "serve", "--port", str(self.port), *self.serve_args],
             env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

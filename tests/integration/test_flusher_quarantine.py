@@ -35,8 +35,7 @@ def test_a_poison_row_past_validation_is_quarantined_and_the_rest_stored_once(
         sent |= _send(api, 25)
     quarantined = metrics.QUARANTINED.labels(table)._value.get()
     client = connect(settings.clickhouse_dsn)
-    flusher = Flusher(client, rds, "poisoned", max_rows=10_000, failpoint=f"poison_{table}",
-                      live_counters=False)
+    flusher = Flusher(client, rds, "poisoned", max_rows=10_000, failpoint=f"poison_{table}")
     flusher.drain()  # returns: the plan completed
     kept = ch.query("SELECT reason, detail, raw FROM rejected_events").result_rows
     assert [r[0] for r in kept] == ["store_refused"]
@@ -153,7 +152,7 @@ def test_direct_append_of_a_bad_row_is_what_the_failpoint_simulates(settings, ch
         await client.aclose()
 
     asyncio.run(append())
-    flusher = Flusher(connect(settings.clickhouse_dsn), rds, "direct", live_counters=False)
+    flusher = Flusher(connect(settings.clickhouse_dsn), rds, "direct")
     flusher.drain()
     assert count(ch, "content_events") == 1
     assert ch.query("SELECT reason, batch_id FROM rejected_events").result_rows == [

@@ -39,7 +39,8 @@ def test_bools(field: str, raw: str, value: bool) -> None:
      ("flush_max_seconds", "2", 2.0), ("host", "0.0.0.0", "0.0.0.0"),
      ("redis_url", "redis://localhost:6379/0", "redis://localhost:6379/0"),
      ("clickhouse_url", "http://ch:8123", "http://ch:8123"), ("log_level", "debug", "debug"),
-     ("admin_key", "adt_secret", "adt_secret"), ("flusher_name", "", "")],
+     ("admin_key", "adt_secret", "adt_secret"), ("flusher_name", "", ""),
+     ("role", "ingest", "ingest")],
 )
 def test_typed_values(field: str, raw: str, value: object) -> None:
     settings = load_settings({f"ADTIER_{field.upper()}": raw})
@@ -61,7 +62,7 @@ def test_any_int_round_trips_through_the_environment(port: int, rows: int) -> No
 
 
 @pytest.mark.parametrize(("field", "raw"), [("port", "abc"), ("port", ""), ("workers", "2.5"),
-                                            ("flush_max_seconds", "soon")])
+                                            ("flush_max_seconds", "soon"), ("role", "leader")])
 def test_invalid_values_are_refused_naming_the_field(field: str, raw: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=field):
         load_settings({f"ADTIER_{field.upper()}": raw})

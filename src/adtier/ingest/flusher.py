@@ -215,7 +215,6 @@ class Flusher:
         claim_idle_ms: int = 30_000,
         failpoint: str = "",
         on_stored: "Callable[[list[Entry], FlushBlocks], None] | None" = None,
-        live_counters: bool = True,
         layout: BufferLayout = LEGACY,
     ):
         self.ch = clickhouse
@@ -235,12 +234,8 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._failpoint = failpoint or os.environ.get("ADTIER_FAILPOINT", "")
         self._last_recovery = 0.0
-        # Called after a flush is acknowledged, with its entries and (deduplicated) rows; by
-        # default the live per-profile counters of the feature feed (adtier.features.live).
-        if on_stored is None and live_counters:
-            from adtier.features.live import LiveCounters  # lazy: features imports ingest
-
-            on_stored = LiveCounters(redis_client, clickhouse).on_stored
+        # Called after a flush is acknowledged, with its entries and (deduplicated) rows: the
+        # owner's subscriber (the feature feed's live counters; see ingest.wiring), or none.
         self.on_stored = on_stored
         self.ordinals = Ordinals(redis_client, clickhouse)
         # Health, for /readyz and /metrics: failed attempts of the current plan, and when the

@@ -19,7 +19,7 @@ from adtier.ingest.service import BufferFull, IdempotencyConflict, IngestAnswer
 from adtier.logs import get_logger
 from adtier.state import app_state, authorize
 
-__all__ = ["EventsController", "BatchStatus"]
+__all__ = ["EventsController", "BatchStatusController", "BatchStatus"]
 
 _MAX_IDEMPOTENCY_KEY = 128
 
@@ -133,6 +133,12 @@ class EventsController(Controller):
                             settings.max_decompressed_bytes)
         return decode_body(seen.text, request.headers.get("content-type", ""),
                            settings.max_events_per_batch)
+
+class BatchStatusController(Controller):
+    """A batch's state reads ClickHouse too: not served by an ingest-role server."""
+
+    path = "/v1"
+    tags = ["ingest"]
 
     @get("/ingest/batches/{batch_id:str}", summary="Provenance and storage state of one batch")
     async def get_batch(self, request: Request, batch_id: FromPath[str]) -> BatchStatus:
