@@ -250,3 +250,22 @@ def test_with_ordinals_gives_each_row_its_profiles_ordinal_once(kind, as_bytearr
         assert parsed["profile_id"] == pid and parsed["profile_ord"] == ords[pid]
     # a redo (the same block, filled in place or not) gives the same bytes
     assert bytes(with_ordinals(block, _Assigned(), "t")) == bytes(out)
+
+
+def test_a_flush_blocks_ad_rows_get_their_ordinals_in_place():
+    """build_blocks joins the entries' ad rows (each with normalise's placeholder) into a
+    bytearray; with_ordinals fills that block itself (no second copy of it) and every row
+    parses with its profile's ordinal, once."""
+    from adtier.ingest.flusher import with_ordinals
+
+    profiles = [f"pf-{i % 5}" for i in range(12)]
+    ad = _ad_rows(profiles, [True] * 12)
+    e = Entry(entry_id="1-0", batch_id="b-1", record=record(events=12, valid=12, n_ad=12),
+              ad_rows=ad, content_rows=b"", rejected_rows=b"", bitmap=b"0" * 12)
+    blocks = build_blocks([e])
+    out = with_ordinals(blocks.ad, _Assigned(), "t")
+    assert out is blocks.ad
+    ords = _Assigned().take(profiles, "")
+    for line, pid in zip(bytes(out).splitlines(), profiles):
+        assert line.count(b'"profile_ord"') == 1
+        assert json.loads(line)["profile_ord"] == ords[pid]
