@@ -269,3 +269,14 @@ def test_a_flush_blocks_ad_rows_get_their_ordinals_in_place():
     for line, pid in zip(bytes(out).splitlines(), profiles):
         assert line.count(b'"profile_ord"') == 1
         assert json.loads(line)["profile_ord"] == ords[pid]
+
+
+def test_a_short_first_row_takes_the_path_without_placeholder():
+    """The in-place fill never reads before the block's start (a first row shorter than the
+    placeholder has none): the rows still get their ordinals, each once."""
+    from adtier.ingest.flusher import with_ordinals
+
+    block = b'{"profile_id":"a"}\n' + _ad_rows(["pf-1"], [True])
+    out = bytes(with_ordinals(block, _Assigned(), "t")).splitlines()
+    assert [json.loads(line)["profile_ord"] for line in out] == [1, 7]
+    assert all(line.count(b'"profile_ord"') == 1 for line in out)

@@ -140,8 +140,8 @@ def fill_ordinals(rows: bytearray, values: list[int]) -> bool:
     False (nothing changed) if a row has no placeholder (buffered before normalise wrote one)."""
     out = np.frombuffer(rows, dtype=np.uint8)  # a view: writes go to ``rows``
     ends = np.flatnonzero(out == 10)  # JSON escapes newlines: one per row, at its end
-    if len(ends) != len(values) or not len(values):
-        return False
+    if len(ends) != len(values) or not len(values) or ends[0] < len(ORD_PLACEHOLDER) + 1:
+        return False  # (a first row too short to hold the placeholder has none)
     if not np.array_equal(out[ends[:, None] + _FIELD_AT],
                           np.broadcast_to(_FIELD_BYTES, (len(ends), len(_FIELD_BYTES)))):
         return False
