@@ -369,3 +369,9 @@ def test_ad_rows_end_with_a_profile_ord_placeholder_the_flusher_fills() -> None:
         assert row.endswith(ORD_PLACEHOLDER + b"}\n")
         assert parse(row)["profile_ord"] == 0
     assert all(b"profile_ord" not in row for row in out.content_rows)
+
+
+def test_no_events_need_no_decoder() -> None:
+    """A refused request is kept through the same step with no events and no decoder."""
+    out = prepare([], decoder=None)
+    assert out.valid == 0 and out.rejections == [] and out.ad_rows == out.content_rows == []

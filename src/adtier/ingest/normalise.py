@@ -125,7 +125,7 @@ def _kind(cls: type) -> tuple[bool, str]:
 
 def prepare_events(
     raws: list[bytes] | list[msgspec.Raw],
-    decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+    decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder | None,
     policy: TimePolicy,
     received_ms: int,
     sent_ms: int | None,
@@ -147,7 +147,9 @@ def prepare_events(
     ad_rows, ad_ids, ad_types = out.ad_rows.append, out.ad_ids.append, out.ad_types.append
     content_rows, content_ids, content_types = (
         out.content_rows.append, out.content_ids.append, out.content_types.append)
-    decode, encode, raw_value = decoder.decode, _encoder.encode, msgspec.Raw
+    # (no decoder when there is nothing to decode: a refused request kept with its reason)
+    decode = decoder.decode if decoder is not None else None
+    encode, raw_value = _encoder.encode, msgspec.Raw
     for index, raw in enumerate(raws):
         if len(raw) > max_event_bytes:
             raw = bytes(raw)
