@@ -109,3 +109,29 @@ def test_idle_consumer_is_forgotten_only_when_it_holds_nothing(api, settings, ch
     survivor.drain()
     assert count(ch, "ad_events") == 3
     assert "idle" not in [c.name for c in survivor.buffer.consumers()]
+
+
+def test_flushers_of_one_process_take_turns_collecting(api, settings, rds):
+    """Each flush has a fixed cost whatever its size: two flushers collecting side by side
+    at a trickle would flush twice per ``max_seconds``; in turn, the second starts collecting
+    when the first's round ends, and the entries go to one flush."""
+    a = Flusher(connect(settings.clickhouse_dsn), rds, "host-a", max_seconds=0.5)
+    b = Flusher(connect(settings.clickhouse_dsn), rds, "host-b", max_seconds=0.5)
+    for flusher in (a, b):
+        flusher.buffer.ensure_group()
+    _send(api, 3)
+    done: dict[str, tuple[float, int]] = {}
+
+    def collect(flusher: Flusher) -> None:
+        rounds = flusher._collect_turn()
+        done[flusher.consumer] = (time.monotonic(), sum(len(e) for _, e in rounds))
+
+    first = threading.Thread(target=collect, args=(a,))
+    first.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    collect(b)
+    first.join()
+    # b waited for the rest of a's round (~0.4 s), then collected for its own 0.5 s
+    assert done["host-b"][0] - started >= 0.8
+    assert done["host-a"][1] == 3 and done["host-b"][1] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import msgspec
 import pytest
@@ -200,3 +201,82 @@ def test_with_ordinals_over_many_slices_matches_one_pass():
     expected = b"".join(r[:-2] + b',"profile_ord":%d}\n' % ords[f"p{i % 37}"]
                         for i, r in enumerate(rows))
     assert with_ordinals(block, Assigned(), "t") == expected
+
+
+class _Assigned:
+    def take(self, ids, token):
+        return {pid: 7 ** (n % 12) for n, pid in enumerate(dict.fromkeys(ids))}
+
+
+def _ad_rows(profiles: list[str], placeholder: list[bool]) -> bytes:
+    """Ad rows as normalise writes them (with the placeholder) or as it wrote them before."""
+    from tests.helpers import ad_event
+    from adtier.events import DECODERS
+    from adtier.ingest.normalise import TimePolicy, prepare_events
+
+    events = [msgspec.json.encode(ad_event("impression", profile_id=p, ts=1_717_000_000_000,
+                                           event_id=str(uuid.UUID(int=i + 1))))
+              for i, p in enumerate(profiles)]
+    out = prepare_events(events, DECODERS.json_event, TimePolicy(120_000, 300_000, 10**12),
+                         1_717_000_000_100, None, "batch", "b-1", "k-1", 16_384)
+    assert out.rejections == []
+    from adtier.ingest.normalise import ORD_PLACEHOLDER
+
+    cut = len(ORD_PLACEHOLDER) + 2
+    return b"".join(row if keep else row[:-cut] + b"}\n"
+                    for row, keep in zip(out.ad_rows, placeholder))
+
+
+@pytest.mark.parametrize("kind", ["placeholders", "none", "mixed"])
+@pytest.mark.parametrize("as_bytearray", [False, True])
+def test_with_ordinals_gives_each_row_its_profiles_ordinal_once(kind, as_bytearray):
+    """Rows with the placeholder are filled in place, rows without get the field added, and a
+    block that mixes both (buffered across an upgrade) names the field once per row."""
+    from adtier.ingest.flusher import with_ordinals
+
+    profiles = [f"pf-{i % 13}" for i in range(40)]
+    marks = {"placeholders": [True] * 40, "none": [False] * 40,
+             "mixed": [i % 3 == 0 for i in range(40)]}[kind]
+    block = _ad_rows(profiles, marks)
+    ords = _Assigned().take(profiles, "")
+    if as_bytearray:
+        block = bytearray(block)
+    out = with_ordinals(block, _Assigned(), "t")
+    lines = bytes(out).splitlines()
+    assert len(lines) == 40
+    for line, pid in zip(lines, profiles):
+        assert line.count(b'"profile_ord"') == 1
+        parsed = json.loads(line)
+        assert parsed["profile_id"] == pid and parsed["profile_ord"] == ords[pid]
+    # a redo (the same block, filled in place or not) gives the same bytes
+    assert bytes(with_ordinals(block, _Assigned(), "t")) == bytes(out)
+
+
+def test_a_flush_blocks_ad_rows_get_their_ordinals_in_place():
+    """build_blocks joins the entries' ad rows (each with normalise's placeholder) into a
+    bytearray; with_ordinals fills that block itself (no second copy of it) and every row
+    parses with its profile's ordinal, once."""
+    from adtier.ingest.flusher import with_ordinals
+
+    profiles = [f"pf-{i % 5}" for i in range(12)]
+    ad = _ad_rows(profiles, [True] * 12)
+    e = Entry(entry_id="1-0", batch_id="b-1", record=record(events=12, valid=12, n_ad=12),
+              ad_rows=ad, content_rows=b"", rejected_rows=b"", bitmap=b"0" * 12)
+    blocks = build_blocks([e])
+    out = with_ordinals(blocks.ad, _Assigned(), "t")
+    assert out is blocks.ad
+    ords = _Assigned().take(profiles, "")
+    for line, pid in zip(bytes(out).splitlines(), profiles):
+        assert line.count(b'"profile_ord"') == 1
+        assert json.loads(line)["profile_ord"] == ords[pid]
+
+
+def test_a_short_first_row_takes_the_path_without_placeholder():
+    """The in-place fill never reads before the block's start (a first row shorter than the
+    placeholder has none): the rows still get their ordinals, each once."""
+    from adtier.ingest.flusher import with_ordinals
+
+    block = b'{"profile_id":"a"}\n' + _ad_rows(["pf-1"], [True])
+    out = bytes(with_ordinals(block, _Assigned(), "t")).splitlines()
+    assert [json.loads(line)["profile_ord"] for line in out] == [1, 7]
+    assert all(line.count(b'"profile_ord"') == 1 for line in out)

@@ -356,3 +356,22 @@ def test_rejected_rows_truncate_detail_and_clamp_index() -> None:
 
 def test_rejected_rows_empty() -> None:
     assert rejected_rows([], RECEIVED, "batch", "b", "k") == b""
+
+
+def test_ad_rows_end_with_a_profile_ord_placeholder_the_flusher_fills() -> None:
+    """Every ad row carries ``profile_ord`` 0 in a fixed width at its end (valid JSON as it
+    is); viewing rows have no such field."""
+    from adtier.ingest.normalise import ORD_PLACEHOLDER
+
+    out = prepare([enc(e) for e in EVENTS])
+    assert out.ad_rows and out.content_rows
+    for row in out.ad_rows:
+        assert row.endswith(ORD_PLACEHOLDER + b"}\n")
+        assert parse(row)["profile_ord"] == 0
+    assert all(b"profile_ord" not in row for row in out.content_rows)
+
+
+def test_no_events_need_no_decoder() -> None:
+    """A refused request is kept through the same step with no events and no decoder."""
+    out = prepare([], decoder=None)
+    assert out.valid == 0 and out.rejections == [] and out.ad_rows == out.content_rows == []
