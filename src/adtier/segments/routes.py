@@ -210,15 +210,27 @@ async def _noisy_overlap(request: Request, key: ApiKey, rows: list[store.Segment
                                       "rows_sum_to_totals": False})
 
 
+async def _locks_held(r: redis.asyncio.Redis, rows: list[store.SegmentRow]) -> list[bool]:
+    """Whether each row's build lock is held (one MGET: the lock keys share a slot)."""
+    if not rows:
+        return []
+    return [v is not None for v in await r.mget([store.lock_key(row.segment_id)
+                                                 for row in rows])]
+
+
 async def _present(request: Request, key: ApiKey, rows: list[store.SegmentRow]
                    ) -> list[Segment]:
-    """A 'building' row whose build lock is gone was interrupted: say so. Sizes as ``key``
-    may see them (``_sizes``)."""
+    """A row whose build lock is held is ``building``, whatever it says: a build writes its
+    ``ready`` (or ``failed``) row, then switches Valkey's live pointer and releases the lock,
+    and a client that saw ``ready`` before that would find the look-up without the new
+    version and a new build refused. A ``building`` row whose lock is gone was interrupted:
+    say so. Sizes as ``key`` may see them (``_sizes``)."""
     state = app_state(request)
     seen: list[tuple[store.SegmentRow, bool]] = []
-    for row in rows:
-        stale = row.status == "building" and not await state.redis.exists(
-            store.lock_key(row.segment_id))
+    for row, locked in zip(rows, await _locks_held(state.redis, rows)):
+        if locked and row.status != "building":
+            row = msgspec.structs.replace(row, status="building", error="")
+        stale = row.status == "building" and not locked
         if stale:
             # The build may have finished between our read and the lock check: read again.
             row = await off_loop(store.get_segment, state.api_clickhouse, row.segment_id) or row
