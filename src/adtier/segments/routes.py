@@ -43,6 +43,7 @@ from adtier.catalog import holdout_mirror
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.segments import build as B
+from adtier.segments import build_lock
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
 from adtier import audit
@@ -277,7 +278,7 @@ def _spawn_build(client, r, segment_id: str, token: str, by: str, role: str) -> 
             except Exception as err:  # noqa: BLE001 - the thread must not die silently
                 log.error("segment_build_crashed", segment_id=segment_id, error=str(err)[:500])
                 try:
-                    B.release(r, segment_id, token)
+                    build_lock.release(r, segment_id, token)
                 except Exception:  # noqa: BLE001
                     pass
 
@@ -403,7 +404,7 @@ class SegmentsController(Controller):
         if key.role != "admin" and row.owner != key.advertiser_id:
             raise ApiError(403, "forbidden", "platform segments are built by the platform")
         r = state.stores.redis
-        token = await off_loop(B.acquire, r, segment_id)
+        token = await off_loop(build_lock.acquire, r, segment_id)
         if token is None:
             raise ApiError(409, "already_building", f"segment {segment_id} is being built")
         client = _builder_client(request, state)
@@ -411,7 +412,7 @@ class SegmentsController(Controller):
             row = await off_loop(lambda: store.write_state(state.api_clickhouse, row,
                                                        status="building", error=""))
         except BaseException:
-            await off_loop(B.release, r, segment_id, token)
+            await off_loop(build_lock.release, r, segment_id, token)
             raise
         _spawn_build(client, r, segment_id, token, key.key_id, key.role)
         return BuildStarted(segment_id, "building", row.version)
