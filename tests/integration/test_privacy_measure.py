@@ -135,3 +135,32 @@ def test_budget_exhaustion_answers_429_and_every_spend_is_audited(api, rds, days
     assert charged == [0.0, 0.5, 0.5]  # two spends, and the free repeat
     refusals = [r for r in spends if r["status"] == 429]
     assert len(refusals) == 1 and refusals[0]["parameters"]["refused"] is True
+
+
+def test_new_events_within_the_hour_cost_nothing_and_change_nothing(api, rds, flush, days):
+    """A live campaign's report: the data version is its newest event's hour, so asking again
+    after new events of the same hour is the same paid query with the same answer (before, the
+    newest event itself was the version and every refresh spent ε again)."""
+    d1, d2 = days
+    adv = key(api, "adv-a")
+    url = f"/v1/campaigns/cmp-a/report?by=day&from={d1}&to={d2}"
+    first = api.client.get(url, headers=adv).json()
+    newest = (now_ms() // DAY_MS - 2) * DAY_MS + 3_600_000  # day 2's events, 01:00 UTC
+
+    def arrive(ts: int, tag: str) -> None:
+        events = [ad_event("impression", profile_id=f"late{tag}{i}", campaign_id="cmp-a",
+                           ad_serving_id=f"late-{tag}-{i}", ts=ts) for i in range(30)]
+        assert api.post_events(batch(events)).status_code == 200
+
+    arrive(newest + 20 * 60_000, "a")  # 30 more profiles, 01:20: the same hour
+    flush()
+    exact = api.client.get(url, headers=api.admin).json()
+    assert exact["totals"]["reach"] == 93  # the data did change
+    again = api.client.get(url, headers=adv).json()
+    assert {**again, "report_id": ""} == {**first, "report_id": ""}
+    assert api.client.get("/v1/privacy/budget", headers=adv).json()["queries"] == 1
+    arrive(newest + 2 * 3_600_000, "b")  # 03:00: a new hour, a new query
+    flush()
+    later = api.client.get(url, headers=adv).json()
+    assert later["data_through"] != first["data_through"]
+    assert api.client.get("/v1/privacy/budget", headers=adv).json()["queries"] == 2

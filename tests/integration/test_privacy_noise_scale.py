@@ -84,6 +84,11 @@ def test_frequency_buckets_follow_their_scale(api, rds, loaded):
     got, note = _draws(api, url, key_for(api, "adv-a"),
                        lambda b: b["distribution"][0]["profiles"])
     _check([g - first for g in got], note["scales"]["buckets"])
+    # the cumulative curve's first point is the first day's noisy new profiles
+    day_one = exact["cumulative_reach"][0]["reach"]
+    points, note = _draws(api, url, key_for(api, "adv-a"),
+                          lambda b: b["cumulative_reach"][0]["reach"])
+    _check([p - day_one for p in points], note["scales"]["new_by_day"])
 
 
 def test_segment_sizes_and_overlaps_follow_their_scales(api, rds, loaded):
@@ -127,3 +132,52 @@ def test_content_effects_arm_counts_follow_their_scale(api, flush):
     got, note = _draws(api, url, key_for(api, "adv-a"), lambda b: b["arms"][0]["profiles"])
     _check([g - truth for g in got], note["scales"]["profiles"])
     assert note["ci_widened_for_noise"] is True
+
+
+def _coarse_distribution(truth: float, scale: float, k: int) -> dict[int | None, float]:
+    """What ``forecast.release`` makes of truth + discrete Laplace noise: P(released = v)."""
+    from adtier.measure.forecast.release import coarse
+    from adtier.privacy.noise import pmf
+
+    noise = np.arange(-int(40 * scale) - 1, int(40 * scale) + 2)
+    out: dict[int | None, float] = {}
+    for n, p in zip(noise.tolist(), pmf(noise, scale).tolist()):
+        value = max(0.0, truth + n)
+        released = None if value < k else coarse(value, k)
+        out[released] = out.get(released, 0.0) + p
+    return out
+
+
+def _check_distribution(got: list, predicted: dict) -> None:
+    """Each released value's share over the fixed seeds against its predicted probability
+    (binomial, 4 standard deviations): a scale twice or half the documented one fails."""
+    n = len(got)
+    for value in set(predicted) | set(got):
+        p = predicted.get(value, 0.0)
+        seen = sum(1 for g in got if g == value)
+        assert abs(seen - n * p) <= 4 * math.sqrt(n * p * (1 - p)) + 2, (value, seen, n * p)
+
+
+def test_forecast_counts_follow_their_scale(api, rds, loaded):
+    """The reach forecast's universe and reach, released coarse (steps of k) after the noise:
+    their distribution over 100 deployments is the coarse image of the documented scale."""
+    viewers = create(api, {"name": "viewers", "kind": "static",
+                           "profile_ids": [f"p{i:03d}" for i in range(400)]})
+    assert build(api, viewers["segment_id"])["status"] == "ready"
+    plan = {"segment_ids": [viewers["segment_id"]], "impressions": 10**9, "days": 1}
+    exact = api.client.post("/v1/forecast/reach", json=plan, headers=api.admin).json()
+    adv = key_for(api, "adv-a")
+    universes, reaches, note = [], [], {}
+    for secret in SECRETS[:100]:
+        use_noise_secret(api, secret)
+        body = api.client.post("/v1/forecast/reach", json=plan, headers=adv).json()
+        universes.append(body["universe"])
+        reaches.append(body["reach"])
+        note = body["noise"]
+    k = 50  # ADTIER_PRIVACY_K, the coarse step
+    _check_distribution(universes, _coarse_distribution(exact["universe"],
+                                                        note["scales"]["universe"], k))
+    _check_distribution(reaches, _coarse_distribution(exact["reach"], note["scales"]["reach"],
+                                                      k))
+    # the coarse step alone would give one value: the noise spreads it over its neighbours
+    assert len(set(universes)) > 1 and len(set(reaches)) > 1

@@ -22,26 +22,16 @@ from adtier.store import connect
 from adtier.store.valkey import connect_redis
 from tests.helpers import ad_event, batch, content_event
 from tests.integration.conftest import Api, count
-from tests.integration.valkey_cluster import ValkeyCluster, valkey_cluster  # noqa: F401
+from tests.integration.valkey_cluster import (  # noqa: F401
+    ValkeyCluster, built_static_segment, cluster_settings_for, crds, valkey_cluster)
 
 PARTITIONS = 6
 
 
 @pytest.fixture
-def crds(valkey_cluster: ValkeyCluster) -> Iterator[RedisCluster]:
-    client = connect_redis(valkey_cluster.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def cluster_settings(tmp_path, valkey_cluster: ValkeyCluster, clickhouse_dsn: str, ch,
                      crds) -> Settings:
-    return load_settings(
-        {}, data_dir=tmp_path / "data", clickhouse_url=clickhouse_dsn, redis_url=valkey_cluster.url,
-        admin_key="adt_test_admin_" + uuid.uuid4().hex, flusher_enabled=False,
-        log_level="warning", buffer_partitions=PARTITIONS)
+    return cluster_settings_for(valkey_cluster, tmp_path, clickhouse_dsn, PARTITIONS)
 
 
 @pytest.fixture
@@ -208,16 +198,7 @@ def test_segments_holdouts_and_features_work_on_the_cluster(capi, cluster_settin
                 "frequency_cap": 0, "holdout_percent": 50.0}
     assert put("/v1/catalog/campaigns", json={"items": [campaign]}, headers=admin).status_code == 200
     assert crds.hlen(holdout_mirror.HOLDOUTS_KEY) == 1
-    seg = capi.client.post("/v1/segments", headers=admin, json={
-        "name": "crm", "kind": "static", "profile_ids": ["pf-a", "pf-b"]}).json()
-    assert capi.client.post(f"/v1/segments/{seg['segment_id']}/build",
-                            headers=admin).status_code == 202
-    deadline = time.monotonic() + 60
-    while (state := capi.client.get(f"/v1/segments/{seg['segment_id']}",
-                                    headers=admin).json())["status"] not in ("ready", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert state["status"] == "ready", state
+    seg = state = built_static_segment(capi.client, admin, ["pf-a", "pf-b"])
     assert crds.scard(store.member_key(seg["segment_id"], state["version"])) == 2
     got = capi.client.get("/v1/profiles/pf-a/segments", headers=admin)
     assert got.status_code == 200, got.text

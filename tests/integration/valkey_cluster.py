@@ -3,7 +3,11 @@ own ``valkey-server``, on loopback ports (cluster bus = port + 10000), set up wi
 (CLUSTER ADDSLOTSRANGE / MEET / REPLICATE) and torn down with its processes.
 
 ``kill_primary`` SIGKILLs the primary owning a slot and waits until its replica is promoted
-and the cluster answers ``cluster_state:ok`` again.
+and the cluster answers ``cluster_state:ok`` again. ``add_primary`` joins a new empty primary
+(with a replica) and ``move_slot`` reshards one slot onto it the way ``valkey-cli --cluster
+reshard`` does: SETSLOT IMPORTING/MIGRATING, MIGRATE of its keys a few at a time, SETSLOT NODE
+(``begin_move``/``migrate_keys``/``finish_move`` do it in steps); ``move_slot_atomic`` uses
+Valkey 9's CLUSTER MIGRATESLOTS instead.
 """
 
 from __future__ import annotations
@@ -106,6 +110,108 @@ class ValkeyCluster:
             c.close()
         return self
 
+    def node_id(self, port: int) -> str:
+        with self.client(port) as c:
+            return c.execute_command("CLUSTER", "MYID").decode()
+
+    def add_primary(self, timeout: float = 60.0) -> int:
+        """Start a new primary that owns no slot, and one replica of it; join both to the
+        cluster. Returns the primary's port once its replica is in sync."""
+        base = _free_base(2)
+        primary, replica = base, base + 1
+        self.ports += [primary, replica]
+        self.primaries += 1
+        self.size += 2
+        for port in (primary, replica):
+            self._start_node(port)
+        deadline = time.monotonic() + timeout
+        clients = [self.client(primary), self.client(replica)]
+        try:
+            for c in clients:
+                _until(deadline, lambda c=c: c.ping())
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+            _until(deadline, lambda: all(_known_nodes(c) == self.size for c in clients))
+            clients[1].execute_command("CLUSTER", "REPLICATE", self.node_id(primary))
+            _until(deadline,
+                   lambda: clients[1].info("replication").get("master_link_status") == "up")
+        finally:
+            for c in clients:
+                c.close()
+        self.wait_ok(deadline - time.monotonic())
+        return primary
+
+    def move_slot(self, slot: int, to_port: int, keys_per_step: int = 10,
+                  pause_s: float = 0.0) -> int:
+        """Reshard one slot onto the primary on ``to_port`` while clients keep using it: mark
+        it importing on the target and migrating on its owner, MIGRATE its keys
+        ``keys_per_step`` at a time (``pause_s`` between steps keeps the slot half-moved for a
+        while, as a large slot would be), then give the slot to the target everywhere.
+        Returns the number of keys moved."""
+        source_port = self.begin_move(slot, to_port)
+        moved = 0
+        while keys := self.migrate_keys(slot, source_port, to_port, keys_per_step):
+            moved += len(keys)
+            time.sleep(pause_s)
+        self.finish_move(slot, source_port, to_port)
+        return moved
+
+    def move_slot_atomic(self, slot: int, to_port: int, timeout: float = 30.0) -> None:
+        """Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS): the owner copies the
+        slot to the target in the background and hands it over at once at the end; returns
+        once the target owns it."""
+        with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+            source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
+        with self.client(source_port) as source:
+            source.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
+                                   "NODE", self.node_id(to_port))
+        deadline = time.monotonic() + timeout
+
+        def owned() -> bool:
+            with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+                return int(rc.nodes_manager.get_node_from_slot(slot).port) == to_port
+
+        _until(deadline, owned)
+
+    def begin_move(self, slot: int, to_port: int) -> int:
+        """Mark the slot importing on the target, migrating on its owner; returns the owner."""
+        with redis.RedisCluster(host="127.0.0.1", port=self._alive_port()) as rc:
+            source_port = int(rc.nodes_manager.get_node_from_slot(slot).port)
+        with self.client(source_port) as source, self.client(to_port) as target:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                   self.node_id(source_port))
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to_port))
+        return source_port
+
+    def migrate_keys(self, slot: int, source_port: int, to_port: int, count: int = 10,
+                     keys: list[bytes] | None = None) -> list[bytes]:
+        """MIGRATE these keys (default: up to ``count`` keys of the slot); returns them."""
+        with self.client(source_port) as source:
+            if keys is None:
+                keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+            if keys:
+                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+        return keys
+
+    def finish_move(self, slot: int, source_port: int, to_port: int) -> None:
+        """Move the slot's remaining keys, then give the slot to the target everywhere (the
+        target first, then the old owner, then everyone, as valkey-cli does)."""
+        while self.migrate_keys(slot, source_port, to_port, 100):
+            pass
+        target_id = self.node_id(to_port)
+        with self.client(source_port) as source, self.client(to_port) as target:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            try:
+                source.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            except redis.ResponseError:
+                # a primary whose last slot this was may already have heard of the new owner
+                # and become its replica (cluster-allow-replica-migration): nothing to tell it
+                if source.info("replication").get("role") != "slave":
+                    raise
+        for port in self.primary_ports():
+            if port not in (source_port, to_port):
+                with self.client(port) as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         alive = [p for p in self.ports if self.procs[p].poll() is None]
@@ -184,6 +290,45 @@ def _until(deadline: float, check, every: float = 0.1) -> None:
     raise TimeoutError(f"Valkey Cluster not ready in time (last error: {last})")
 
 
+@pytest.fixture
+def crds(valkey_cluster: ValkeyCluster):
+    """A cluster client (adtier's) on the module's cluster, emptied first."""
+    from adtier.store.valkey import connect_redis
+
+    client = connect_redis(valkey_cluster.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def cluster_settings_for(cluster: ValkeyCluster, tmp_path: Path, clickhouse_dsn: str,
+                         partitions: int, **overrides):
+    """adtier's settings on this cluster (no flusher in the app: the tests run their own)."""
+    import uuid
+
+    from adtier.settings import load_settings
+
+    return load_settings(
+        {}, data_dir=tmp_path / "data", clickhouse_url=clickhouse_dsn, redis_url=cluster.url,
+        admin_key="adt_test_admin_" + uuid.uuid4().hex, flusher_enabled=False,
+        log_level="warning", buffer_partitions=partitions, **overrides)
+
+
+def built_static_segment(client, admin: dict[str, str], profile_ids: list[str]) -> dict:
+    """Create a static segment of these profiles through the API and build it; its state
+    once ready (``segment_id``, ``version``, ...)."""
+    seg = client.post("/v1/segments", headers=admin, json={
+        "name": "crm", "kind": "static", "profile_ids": profile_ids}).json()
+    assert client.post(f"/v1/segments/{seg['segment_id']}/build", headers=admin).status_code == 202
+    deadline = time.monotonic() + 60
+    while (state := client.get(f"/v1/segments/{seg['segment_id']}",
+                               headers=admin).json())["status"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "ready", state
+    return state
+
+
 @pytest.fixture(scope="module")
 def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
     cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
@@ -193,4 +338,5 @@ def valkey_cluster(tmp_path_factory) -> Iterator[ValkeyCluster]:
         cluster.stop()
 
 
-__all__ = ["ValkeyCluster", "valkey_cluster", "os"]
+__all__ = ["ValkeyCluster", "valkey_cluster", "crds", "cluster_settings_for",
+           "built_static_segment", "os"]

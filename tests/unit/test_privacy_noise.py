@@ -44,3 +44,17 @@ def test_draws_follow_the_discrete_laplace(scale):
 
 def test_scale_zero_is_exact():
     assert discrete_laplace(np.random.default_rng(0), 0) == 0
+
+
+def test_live_data_versions_are_whole_hours():
+    import datetime as dt
+
+    from adtier.privacy.release import snapped_version
+
+    utc = dt.timezone.utc
+    a = snapped_version(dt.datetime(2026, 12, 7, 12, 1, 5, tzinfo=utc))
+    b = snapped_version("2026-12-07T12:59:59.999+00:00")
+    assert a == b == "2026-12-07T12:00:00+00:00"
+    assert snapped_version(dt.datetime(2026, 12, 7, 13, 0, tzinfo=utc)) != a
+    # naive times are UTC (ClickHouse answers them so); several parts, and no data yet
+    assert snapped_version(dt.datetime(2026, 12, 7, 12, 30), None) == a + "|None"

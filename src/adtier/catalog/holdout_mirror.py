@@ -17,7 +17,12 @@ Keys:
   one set to 20 % is never dropped by one, and an ended flight extended by an upsert returns.
 
 All three share the hash tag ``{holdouts}`` (one slot on a Valkey Cluster: the script that
-writes them touches one slot).
+writes them touches one slot), and the script declares every key it touches (``KEYS``): the
+advertiser hashes of the campaigns' new advertisers and of the ones their entries held before
+(read first; a call that meets an entry moved meanwhile is refused, naming the missing hash,
+and made again). While the slot migrates, a declared key is one the server checks before the
+call starts: the call waits (TRYAGAIN) until the slot has moved, instead of starting on the old
+owner and being refused half-way by a hash already moved.
 
 Ended flights are removed (not only skipped by the look-up), so the hashes hold live holdouts
 only and a look-up reads a handful of entries, not every campaign ever run: ``publish`` drops
@@ -47,6 +52,7 @@ from clickhouse_connect.driver.client import Client
 from adtier.catalog.holdouts import bucket_of_crcs, threshold
 from adtier.catalog.models import Campaign
 from adtier.logs import get_logger
+from adtier.store.valkey import is_cluster_client, retry_while_slot_moves
 
 __all__ = ["HOLDOUTS_KEY", "VERSIONS_KEY", "REFRESH_S", "Holdout", "advertiser_key",
            "publish", "restore", "refresh", "keep_restored", "assigned"]
@@ -74,8 +80,10 @@ def advertiser_key(advertiser_id: str) -> str:
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Holdout)
 
-# ARGV[1]: the advertiser hashes' prefix; then (campaign_id, 20-digit version, advertiser_id,
-# entry | '' to remove) quadruples. Equal-length digit strings compare like the numbers (a Lua
+# KEYS: the all-campaigns hash, the versions hash, then every advertiser hash the call may
+# touch. ARGV[1]: the advertiser hashes' prefix; then (campaign_id, 20-digit version,
+# advertiser_id, entry | '' to remove) quadruples. Answers 1, or (touching nothing) the
+# advertisers whose hashes it would touch and were not declared. Equal-length digit strings compare like the numbers (a Lua
 # number cannot hold a nanosecond stamp exactly). The same version is applied again (same row,
 # same entry): a restore repairs a lost key even when the versions hash survived, and removes
 # a flight that ended since. The entry held before names the advertiser hash to leave when a
@@ -83,6 +91,23 @@ _decoder = msgspec.json.Decoder(Holdout)
 # (in case the all-campaigns hash was lost).
 _APPLY = """
 local prefix = ARGV[1]
+local declared, missing = {}, {}
+for i = 3, #KEYS do declared[KEYS[i]] = true end
+local function need(adv)
+  if not declared[prefix .. adv] then
+    declared[prefix .. adv] = true
+    missing[#missing + 1] = adv
+  end
+end
+for i = 2, #ARGV, 4 do
+  local seen = redis.call('HGET', KEYS[2], ARGV[i])
+  if not seen or seen <= ARGV[i + 1] then
+    need(ARGV[i + 2])
+    local old = redis.call('HGET', KEYS[1], ARGV[i])
+    if old then need(cjson.decode(old)['advertiser_id']) end
+  end
+end
+if #missing > 0 then return missing end
 for i = 2, #ARGV, 4 do
   local id, version, adv, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local seen = redis.call('HGET', KEYS[2], id)
@@ -131,14 +156,23 @@ def _of_row(row: dict[str, Any]) -> Holdout:
 def _apply(r: redis.Redis, changes: Sequence[tuple[str, int, Holdout]], today: dt.date) -> int:
     """Apply (campaign_id, version, holdout) changes; answers how many hold a live holdout."""
     script = r.register_script(_APPLY)
+    call = ((lambda **kw: retry_while_slot_moves(lambda: script(**kw)))
+            if is_cluster_client(r) else script)
     live = 0
     for start in range(0, len(changes), _PER_CALL):
+        chunk = changes[start:start + _PER_CALL]
         argv: list[object] = [_ADVERTISER_PREFIX]
-        for campaign_id, version, holdout in changes[start:start + _PER_CALL]:
+        for campaign_id, version, holdout in chunk:
             entry = _entry(holdout, today)
             live += bool(entry)
             argv += [campaign_id, f"{version:020d}", holdout.advertiser_id, entry]
-        script(keys=[HOLDOUTS_KEY, VERSIONS_KEY], args=argv)
+        advertisers = {h.advertiser_id for _, _, h in chunk}
+        advertisers |= {_decoder.decode(old).advertiser_id
+                        for old in r.hmget(HOLDOUTS_KEY, [c for c, _, _ in chunk]) if old}
+        # an entry changed between the read and the call names its hash: declare it, again
+        while (missing := call(keys=[HOLDOUTS_KEY, VERSIONS_KEY,
+                                     *map(advertiser_key, sorted(advertisers))], args=argv)) != 1:
+            advertisers |= {m.decode() for m in missing}
     return live
 
 

@@ -23,7 +23,7 @@ import redis.asyncio as aredis
 
 from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
 from adtier.logs import get_logger
-from adtier.store.valkey import is_cluster_client
+from adtier.store.valkey import is_cluster_client, retry_while_slot_moves
 
 __all__ = [
     "STREAM",
@@ -254,11 +254,11 @@ class IngestBuffer:
         raise redis.exceptions.ResponseError(f"the buffer's server day moves: {reply!r}")
 
     async def _eval(self, keys: list[str], args: list[object]) -> list:
-        if not self._wait:
-            return await self._script(keys=keys, args=args)
-        if self._cluster:
+        if self._cluster:  # with or without WAIT: waits out a failover or a slot's migration
             return await _eval_and_wait_cluster(self._client, self._script, keys, args,
                                                 self._wait, self._wait_timeout_ms)
+        if not self._wait:
+            return await self._script(keys=keys, args=args)
         async with self._client.pipeline(transaction=False) as pipe:
             await self._script(keys=keys, args=args, client=pipe)  # queued (and loaded)
             pipe.execute_command("WAIT", self._wait, self._wait_timeout_ms)
@@ -328,25 +328,38 @@ async def _eval_and_wait_cluster(client, script, keys: list[str], args: list[obj
     """EVALSHA then WAIT on one connection to the partition's primary: WAIT counts the
     replicas that have this connection's writes, so it must follow them on the same one
     (redis-py's cluster client would send WAIT to every primary, on other connections).
-    A moved slot or a dead primary refreshes the topology and tries again, within a budget
-    that covers a failover."""
+    ``wanted`` 0: the EVALSHA alone. A moved slot or a dead primary refreshes the topology and
+    tries again, within a budget that covers a failover. So does a slot being migrated: the
+    script declares keys that do not exist yet (the idempotency key, tomorrow's dedup set), so
+    while its slot moves both nodes refuse it (TRYAGAIN; an ASK leads to the same) until the
+    slot has moved whole; nothing ran, so trying again cannot count an event twice."""
     deadline = time.monotonic() + budget_s
     delay = 0.05
     await client.initialize()  # the topology, if no command has loaded it yet (no-op after)
     while True:
         node = client.get_node_from_key(keys[0])
-        conn = node.acquire_connection()
+        try:
+            conn = node.acquire_connection()
+        except redis.exceptions.MaxConnectionsError:
+            # every connection to this primary is busy (many requests, each with parts on
+            # several of its partitions): wait for one, as a bounded pool would
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.002)
+            continue
         try:
             await conn.connect()
-            await conn.send_packed_command(conn.pack_commands([
-                ("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", wanted, timeout_ms)]))
+            commands = [("EVALSHA", script.sha, len(keys), *keys, *args)]
+            if wanted:
+                commands.append(("WAIT", wanted, timeout_ms))
+            await conn.send_packed_command(conn.pack_commands(commands))
             replies = []
-            for _ in range(2):
+            for _ in commands:
                 try:
                     replies.append(await conn.read_response())
                 except redis.exceptions.ResponseError as err:
                     replies.append(err)
-            reply, replicas = replies
+            reply, replicas = replies[0], replies[-1] if wanted else 0
             if isinstance(reply, redis.exceptions.NoScriptError):
                 await conn.send_command("SCRIPT", "LOAD", script.script)
                 await conn.read_response()
@@ -366,6 +379,18 @@ async def _eval_and_wait_cluster(client, script, keys: list[str], args: list[obj
             await client.nodes_manager.initialize()
         finally:
             node.release(conn)
+
+
+_DROP_PLAN = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+
+
+def _patient(client: redis.Redis, source: str):
+    """A registered script; on a cluster, one whose calls are retried while the slot it runs
+    on is migrated (refused calls ran nothing, so retrying them is safe)."""
+    script = client.register_script(source)
+    if not is_cluster_client(client):
+        return script
+    return lambda **kw: retry_while_slot_moves(lambda: script(**kw))
 
 
 @dataclass
@@ -414,11 +439,13 @@ class FlushBuffer:
         self.partition = partition or LEGACY.partitions[0]
         self.stream = self.partition.stream
         self.plan_key = self.partition.plan_key(consumer)
-        self._take_over = client.register_script(_lua("take_over"))
-        self._still_mine = client.register_script(_lua("still_mine"))
-        self._complete = client.register_script(_lua("complete"))
-        self._forget = client.register_script(_lua("forget_consumer"))
-        self._claim_unplanned = client.register_script(_lua("claim_unplanned"))
+        # On a cluster a script call waits out a migration of the partition's slot
+        self._take_over = _patient(client, _lua("take_over"))
+        self._still_mine = _patient(client, _lua("still_mine"))
+        self._complete = _patient(client, _lua("complete"))
+        self._forget = _patient(client, _lua("forget_consumer"))
+        self._claim_unplanned = _patient(client, _lua("claim_unplanned"))
+        self._drop_plan = _patient(client, _DROP_PLAN)
 
     def ensure_group(self) -> None:
         try:
@@ -502,8 +529,7 @@ class FlushBuffer:
 
     def drop_plan(self, plan_value: str) -> None:
         """Forget my plan if it is still this one (used when its entries were taken over)."""
-        self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-                         1, self.plan_key, plan_value)
+        self._drop_plan(keys=[self.plan_key], args=[plan_value])
 
     def forget_consumer(self, consumer: str) -> bool:
         return bool(self._forget(keys=[self.stream, self.partition.plan_key(consumer)],

@@ -21,7 +21,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["COUNTERS", "COUNT_METRICS", "CellRows", "cell_rows"]
+__all__ = ["COUNTERS", "COUNT_METRICS", "CellRows", "cell_rows", "ATTRIBUTION"]
 
 # report metric -> VAST event type it counts (reach.py documents each metric)
 COUNT_METRICS: dict[str, str] = {
@@ -75,14 +75,46 @@ _PER_KEY = ", ".join(["groupBitmapMergeState(profiles) AS c_profiles",
                      + [f"sum({name}) AS c_{name}" for name in COUNTERS])
 
 
+# Contribution bound of the noisy report's row reach: every profile is counted in one row.
+# ``by=day``: its first day in the range (the row's reach is the day's new profiles);
+# otherwise the row with the smallest hash of (profile, key): one of its rows, uniformly, the
+# same on every ask. The rank is a function of the profile's own rows only, so adding or
+# removing one profile changes one row's count by one.
+ATTRIBUTION: dict[str, str] = {"day": "row_key"}
+_HASH_RANK = "cityHash64({who}, row_key)"
+
+
+def attribution_rank(by: str, who: str) -> str:
+    return ATTRIBUTION.get(by, _HASH_RANK.format(who=who))
+
+
+def _first_days(client: Client, params: dict[str, Any]) -> dict[str, int]:
+    """``by=day`` attribution with bitmaps alone: each day's reached profiles less those of
+    the days before it (one fold over the days in order), no per-profile rows."""
+    got = client.query(f"""
+        WITH {_ERASED} AS erased
+        SELECT arrayFold((acc, d) -> (bitmapOr(acc.1, d.2),
+                                      arrayPushBack(acc.2, (d.1, bitmapCardinality(
+                                          bitmapAndnot(d.2, acc.1))))),
+                         arraySort(x -> x.1, groupArray((row_key, bm))),
+                         (bitmapAndnot(erased, erased), [('', toUInt64(0))])).2
+        FROM (SELECT toString(day) AS row_key,
+                     bitmapAndnot(groupBitmapMergeState(reach), erased) AS bm
+              FROM ad_campaign_cells WHERE {_RANGE} GROUP BY row_key)""", parameters=params)
+    pairs = got.result_rows[0][0] if got.result_rows else []
+    return {str(key): int(n) for key, n in pairs if key and n}
+
+
 @dataclass
 class CellRows:
-    """One report's cells (``key`` and values each), its totals, and how to merge a subset."""
+    """One report's cells (``key`` and values each), its totals, and how to merge a subset;
+    ``attributed()``: reach per key with every profile counted in one row (``ATTRIBUTION``)."""
 
     cells: list[dict[str, Any]]
     totals: dict[str, Any] | None
     through: Any
     merge: Callable[[list[str]], dict[str, int]]
+    attributed: Callable[[], dict[str, int]] | None = None
 
 
 def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -152,4 +184,19 @@ def cell_rows(client: Client, campaign_id: str, by: str, date_from: dt.date,
                     {**params, "keys": keys})[0]
         return _subtract(got, [erased[k] for k in keys if k in erased])
 
-    return CellRows(cells, totals, through, merge)
+    def attributed() -> dict[str, int]:
+        if by == "day":
+            return _first_days(client, params)
+        got = client.query(f"""
+            SELECT key, count() AS reach FROM (
+                SELECT ord, argMin(row_key, {attribution_rank(by, "ord")}) AS key FROM (
+                    SELECT row_key, arrayJoin(bitmapToArray(bm)) AS ord FROM (
+                        WITH {_ERASED} AS erased
+                        SELECT {key} AS row_key,
+                               bitmapAndnot(groupBitmapMergeState(reach), erased) AS bm
+                        FROM ad_campaign_cells WHERE {_RANGE} GROUP BY row_key))
+                GROUP BY ord)
+            GROUP BY key""", parameters=params)
+        return {str(k): int(n) for k, n in got.result_rows}
+
+    return CellRows(cells, totals, through, merge, attributed)

@@ -67,7 +67,7 @@ from adtier.measure.reach import _utc_iso, data_through
 from adtier.catalog.holdouts import HOLDOUT_SQL
 
 __all__ = ["content_effects", "abandonment", "outcome_data_through", "Z95", "ratio_estimate",
-           "proportion", "mean_estimate"]
+           "proportion", "mean_estimate", "arm_stats", "compare"]
 
 Z95 = 1.959963984540054
 
@@ -122,9 +122,14 @@ per_profile AS (
     GROUP BY a.profile_hash
 )
 SELECT arm, count() AS profiles, countIf(was_exposed) AS exposed_profiles,
-       sum(n) AS sn, sum(y) AS sy, sum(y * y) AS syy, sum(n * n) AS snn, sum(y * n) AS syn,
-       countIf(y > 0) AS starters, sum(n_after) AS sn_after, sum(w) AS sw, sum(w * w) AS sww
-FROM per_profile
+       sum(cn) AS sn, sum(cy) AS sy, sum(cy * cy) AS syy, sum(cn * cn) AS snn,
+       sum(cy * cn) AS syn, countIf(cy > 0) AS starters, sum(cn_after) AS sn_after,
+       sum(cw) AS sw, sum(cw * cw) AS sww
+FROM (SELECT arm, was_exposed, least(n, {cap_sessions:Float64}) AS cn,
+             least(y, {cap_sessions:Float64}) AS cy,
+             least(n_after, {cap_sessions:Float64}) AS cn_after,
+             least(w, {cap_minutes:Float64}) AS cw
+      FROM per_profile)
 GROUP BY arm
 ORDER BY arm
 """
@@ -301,15 +306,53 @@ def proportion(x: float, m: float) -> tuple[float, float]:
     return p, math.sqrt(p * (1 - p) / m)
 
 
+_UNBOUNDED = {"sessions": 1e18, "minutes": 1e18}
+
+# A normal interval of the noise's own variance covers a Laplace error only 93.7 % of the time
+# (P(|L| > 1.96 sd) = exp(-1.96 sqrt 2)): the Laplace's 95 % point is ln(20)/sqrt(2) = 2.118
+# sd. The noise's variance enters the standard error times (2.118 / 1.96)^2, so that the
+# interval covers 95 % even when one Laplace term dominates the error (the worst case: sums of
+# several, and the normal sampling error beside them, have lighter tails).
+LAPLACE_WIDENING = (math.log(20) / math.sqrt(2) / 1.959963984540054) ** 2
+
+
 def _widened(estimate: tuple[float, float], var_num: float, var_den: float,
              den: float) -> tuple[float, float]:
     """An estimate num/den whose num and den carry independent noise of variances var_num and
     var_den: its standard error widened by the noise's (delta method,
-    (var_num + r^2 var_den) / den^2)."""
+    (var_num + r^2 var_den) / den^2, times ``LAPLACE_WIDENING``)."""
     r, se = estimate
     if not (var_num or var_den) or den <= 0:
         return r, se
-    return r, math.sqrt(se * se + (var_num + r * r * var_den) / (den * den))
+    noise = LAPLACE_WIDENING * (var_num + r * r * var_den) / (den * den)
+    return r, math.sqrt(se * se + noise)
+
+
+def arm_stats(g: dict[str, Any], name: str, var: dict[str, float]) -> dict[str, Any]:
+    """One arm's estimates from its sums ``g``; ``var``: the noise variance of each sum
+    (advertiser keys), which widens each standard error."""
+    m = float(g["profiles"])
+    sess = _widened(ratio_estimate(m, g["sy"], g["sn"], g["syy"], g["snn"], g["syn"]),
+                    var.get("sy", 0.0), var.get("sn", 0.0), g["sn"])
+    prof = _widened(proportion(g["starters"], m), var.get("starters", 0.0),
+                    var.get("profiles", 0.0), m)
+    watch = _widened(mean_estimate(m, g["sw"], g["sww"]), var.get("sw", 0.0),
+                     var.get("profiles", 0.0), m)
+    return {"arm": name, "profiles": int(g["profiles"]),
+            "exposed_profiles": int(g["exposed_profiles"]), "sessions": int(g["sn"]),
+            "session_start_rate": round(sess[0], 8),
+            "profile_start_rate": round(prof[0], 8),
+            "target_minutes_per_profile": round(watch[0], 6),
+            "_sess": sess, "_prof": prof, "_watch": watch}
+
+
+def compare(t: dict[str, Any], c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The three comparisons of two arms' ``arm_stats``: difference, 95 % CI, relative."""
+    return [
+        {"metric": "share_of_sessions_starting_target", **_diff(t["_sess"], c["_sess"])},
+        {"metric": "share_of_profiles_starting_target", **_diff(t["_prof"], c["_prof"])},
+        {"metric": "target_minutes_watched_per_profile", **_diff(t["_watch"], c["_watch"])},
+    ]
 
 
 def _diff(a: tuple[float, float], b: tuple[float, float]) -> dict[str, Any]:
@@ -342,11 +385,14 @@ def _outcome_freshness(client: Client, window_end: dt.date) -> dict[str, Any]:
 
 def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int,
                     privatize: Callable[[dict[int, dict[str, Any]], Any], tuple[
-                        dict[int, dict[str, Any]], dict[int, dict[str, float]]]] | None = None
-                    ) -> dict[str, Any]:
+                        dict[int, dict[str, Any]], dict[int, dict[str, float]]]] | None = None,
+                    bounds: dict[str, float] | None = None) -> dict[str, Any]:
     """The content effects; ``privatize`` (advertiser keys: ``measure.noisy``) replaces each
     arm's first-moment sums by noisy ones, given the data version (data_through, outcome),
-    and answers the noise variances, which widen each standard error."""
+    and answers the noise variances, which widen each standard error. ``bounds`` caps each
+    profile's window ``sessions`` (and of them, target sessions and sessions after exposure)
+    and target ``minutes`` before they are summed: the contribution bounds the noise is
+    calibrated to (none: exact)."""
     has_holdout = campaign.holdout_percent > 0
     if campaign.promoted_title_id:
         hit = "content_id = {target:String}"
@@ -369,7 +415,8 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int,
     result = client.query(sql, parameters={
         "campaign_id": campaign.campaign_id, "holdout_percent": float(campaign.holdout_percent),
         "flight_start": campaign.start_date, "flight_end": campaign.end_date,
-        "window_end": window_end, "days": days, "target": bound})
+        "window_end": window_end, "days": days, "target": bound,
+        **{f"cap_{name}": float(cap) for name, cap in (bounds or _UNBOUNDED).items()}})
     groups = {int(row[0]): dict(zip(result.column_names, row)) for row in result.result_rows}
     noise_var: dict[int, dict[str, float]] = {}
     if privatize is not None:
@@ -390,32 +437,12 @@ def content_effects(client: Client, campaign: CampaignInfo, days: int, k: int,
         return {**base, "suppressed": True, "comparisons": [],
                 "detail": f"each compared group must cover at least {k} profiles"}
 
-    def arm_stats(g: dict[str, Any], name: str, var: dict[str, float]) -> dict[str, Any]:
-        m = float(g["profiles"])
-        sess = _widened(ratio_estimate(m, g["sy"], g["sn"], g["syy"], g["snn"], g["syn"]),
-                        var.get("sy", 0.0), var.get("sn", 0.0), g["sn"])
-        prof = _widened(proportion(g["starters"], m), var.get("starters", 0.0),
-                        var.get("profiles", 0.0), m)
-        watch = _widened(mean_estimate(m, g["sw"], g["sww"]), var.get("sw", 0.0),
-                         var.get("profiles", 0.0), m)
-        return {"arm": name, "profiles": int(g["profiles"]),
-                "exposed_profiles": int(g["exposed_profiles"]), "sessions": int(g["sn"]),
-                "session_start_rate": round(sess[0], 8),
-                "profile_start_rate": round(prof[0], 8),
-                "target_minutes_per_profile": round(watch[0], 6),
-                "_sess": sess, "_prof": prof, "_watch": watch}
-
     names = ("treated", "holdout") if has_holdout else ("exposed", "not_exposed")
     t = arm_stats(treated, names[0], noise_var.get(0, {}))
     c = arm_stats(control, names[1], noise_var.get(1, {}))
-    session_diff = _diff(t["_sess"], c["_sess"])
-    profile_diff = _diff(t["_prof"], c["_prof"])
     arms = [{key: v for key, v in a.items() if not key.startswith("_")} for a in (t, c)]
-    comparisons = [
-        {"metric": "share_of_sessions_starting_target", **session_diff},
-        {"metric": "share_of_profiles_starting_target", **profile_diff},
-        {"metric": "target_minutes_watched_per_profile", **_diff(t["_watch"], c["_watch"])},
-    ]
+    comparisons = compare(t, c)
+    session_diff = comparisons[0]
     answer: dict[str, Any] = {**base, "suppressed": False, "arms": arms,
                               "abandonment": abandonment(client, campaign, k)
                               if privatize is None else None}

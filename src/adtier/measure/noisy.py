@@ -12,12 +12,17 @@ Contribution bounds and the split of one query's ε (docs/privacy.md has the tab
 
 - totals: ε/8 on reach (a profile adds 1), ε/8 on the ten event counters (a profile adds at
   most ``event_bound`` events of each type: L1 ``10 × event_bound``);
-- rows and the suppressed remainder: 3ε/8 on reach (a profile is in at most ``R`` rows and the
-  remainder: L1 ``R + 1``), 3ε/8 on the counters (L1 ``10 × event_bound × (R + 1)``).
+- rows and the suppressed remainder: 3ε/8 on reach, where each profile is counted in **one**
+  row (``cells.ATTRIBUTION``: by day its first day in the range, otherwise one of its rows by a
+  hash), and in the remainder when that row is folded: L1 2, whatever ``R``; 3ε/8 on the
+  counters (L1 ``10 × event_bound × (R + 1)``: a profile's events stay in the rows they
+  happened in).
 
-A row is released when its noisy reach is at least k, else folded into the remainder. The event
-bound is not enforced (the cells store sums, not per-profile counts): a profile with ``m`` times
-the bound enjoys ``m`` times the ε (group privacy). Ratios are computed from the noisy counts.
+A row is released when its noisy reach reaches ``release_threshold`` (k, raised so that a row
+of one profile passes with probability at most 1e-6), else folded into the remainder. The
+event bound is not enforced (the cells store sums, not per-profile counts): a profile with
+``m`` times the bound enjoys ``m`` times the ε (group privacy). Ratios are computed from the
+noisy counts.
 
 **Content effects**: a profile is in one arm; its first-moment sums are noised: profiles,
 exposed profiles and starters (1 each), window sessions, target sessions and sessions after
@@ -49,21 +54,24 @@ from collections.abc import Callable
 from typing import Any
 
 from adtier.countries import COUNTRY_CODES
-from adtier.measure import reach
+from adtier.measure import lift, reach
 from adtier.measure.cells import COUNT_METRICS, CellRows
 from adtier.privacy.noise import NoiseStream, scale_for, variance
-from adtier.privacy.release import noise_note, over_k
+from adtier.privacy.release import (Release, noise_note, over_k, release_threshold,
+                                    snapped_version)
 
 __all__ = ["max_rows", "report_scales", "report", "frequency_scales", "frequency",
            "MAX_CREATIVES", "MAX_DAYS", "content_effects_scales", "EffectsPrivatizer",
            "SESSIONS_PER_DAY", "TARGET_MINUTES_PER_DAY", "forecast_scales", "forecast",
-           "forecast_version"]
+           "forecast_version",
+           "report_answer", "frequency_answer", "effects_answer"]
 
 MAX_DAYS = 402  # the cells and rollups keep 400 days (TTL): no range has more day rows
 MAX_CREATIVES = 20  # the documented bound on a campaign's creatives (not enforced)
 _ROWS = {"device": 6, "break_position": 4, "country": len(COUNTRY_CODES),
          "creative": MAX_CREATIVES}
 _COUNTERS = len(COUNT_METRICS)
+ROW_REACH_L1 = 2  # a profile's one attributed row, and the remainder when that row is folded
 
 
 def max_rows(by: str, date_from: dt.date, date_to: dt.date) -> int:
@@ -79,7 +87,7 @@ def report_scales(by: str, date_from: dt.date, date_to: dt.date, epsilon: float,
     return {
         "totals_reach": scale_for(1, epsilon / 8),
         "totals_events": scale_for(_COUNTERS * event_bound, epsilon / 8),
-        "rows_reach": scale_for(rows + 1, 3 * epsilon / 8),
+        "rows_reach": scale_for(ROW_REACH_L1, 3 * epsilon / 8),
         "rows_events": scale_for(_COUNTERS * event_bound * (rows + 1), 3 * epsilon / 8),
     }
 
@@ -106,20 +114,38 @@ def _metrics(values: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+def _row_metrics(values: dict[str, int]) -> dict[str, Any]:
+    """A row's metrics, but its average frequency withheld (None): the row's reach counts each
+    profile in one row and its impressions stay where they happened, so their ratio is no
+    frequency (by day: a day's impressions over its new profiles)."""
+    return {**_metrics(values), "avg_frequency": None}
+
+
+ROW_REACH = {by: ("profiles first reached on the day (each profile counted on one day)"
+                  if by == "day" else
+                  f"profiles counted in one {by.replace('_', ' ')} each (of several: one, "
+                  "fixed per profile)")
+             for by in ("day", *_ROWS)}
+
+
 def report(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to: dt.date,
            k: int, stream: NoiseStream, epsilon: float, event_bound: int) -> dict[str, Any]:
     scales = report_scales(by, date_from, date_to, epsilon, event_bound)
+    threshold = release_threshold(k, scales["rows_reach"])
+    attributed = got.attributed() if got.attributed is not None else {}
     released, folded = [], []
     for cell in got.cells:
-        noisy = _noisy(cell, f"row/{cell['key']}", stream, scales["rows_reach"],
+        bounded = {**cell, "reach": attributed.get(str(cell["key"]), 0)}
+        noisy = _noisy(bounded, f"row/{cell['key']}", stream, scales["rows_reach"],
                        scales["rows_events"])
-        (released if over_k(noisy["reach"], k) else folded).append((cell["key"], noisy))
+        (released if over_k(noisy["reach"], threshold) else folded).append((cell["key"], noisy))
     suppressed = None
     if folded:
         keys = sorted(str(key) for key, _ in folded)
-        rest = _noisy(got.merge(keys), "suppressed/" + ",".join(keys), stream,
+        merged = {**got.merge(keys), "reach": sum(attributed.get(key, 0) for key in keys)}
+        rest = _noisy(merged, "suppressed/" + ",".join(keys), stream,
                       scales["rows_reach"], scales["rows_events"])
-        suppressed = _metrics(rest) if over_k(rest["reach"], k) else None
+        suppressed = _row_metrics(rest) if over_k(rest["reach"], threshold) else None
     totals = None
     if got.totals is not None:
         noisy_totals = _noisy(got.totals, "totals", stream, scales["totals_reach"],
@@ -129,12 +155,13 @@ def report(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to
     return {
         "campaign_id": campaign_id, "by": by, "from": date_from.isoformat(),
         "to": date_to.isoformat(), "k": k,
-        "rows": [{by: key, **_metrics(values)} for key, values in released],
+        "rows": [{by: key, **_row_metrics(values)} for key, values in released],
         "totals": totals,
         "suppressed_rows": len(folded),
         "suppressed": suppressed,
         "data_through": reach.utc_iso(got.through),
-        "noise": {**noise_note(epsilon, scales), "rows_sum_to_totals": False},
+        "noise": {**noise_note(epsilon, scales), "rows_sum_to_totals": False,
+                  "row_threshold": threshold, "row_reach": ROW_REACH[by]},
     }
 
 
@@ -234,6 +261,7 @@ class EffectsPrivatizer:
     def __init__(self, open_stream: Callable[[str], NoiseStream], epsilon: float, days: int):
         self.open_stream = open_stream
         self.epsilon = epsilon
+        self.days = days
         self.scales = content_effects_scales(days, epsilon)
 
     def __call__(self, groups: dict[int, dict[str, Any]], version: Any
@@ -249,6 +277,11 @@ class EffectsPrivatizer:
             _consistent(noisy[arm])
             var[arm] = {name: variance(scale) for name, scale in self.scales.items()}
         return noisy, var
+
+    def bounds(self) -> dict[str, float]:
+        """Per-profile caps the SQL applies before summing (``lift.content_effects``)."""
+        return {"sessions": SESSIONS_PER_DAY * self.days,
+                "minutes": TARGET_MINUTES_PER_DAY * self.days}
 
     def note(self) -> dict[str, Any]:
         return {**noise_note(self.epsilon, self.scales), "rows_sum_to_totals": False,
@@ -296,3 +329,33 @@ def forecast(answer: dict[str, Any], stream: NoiseStream, epsilon: float,
                 scales["deliverable_impressions"]))}
     out["parameters"] = {**answer["parameters"], "candidates": candidates}
     return out, scales
+
+
+def report_answer(client: Any, rel: Release, campaign_id: str, by: str, lo: dt.date,
+                  hi: dt.date, k: int) -> dict[str, Any]:
+    """The advertiser's report: one answer per (query, hour of the campaign's newest event)."""
+    got = reach.report_cells(client, campaign_id, by, lo, hi)
+    return rel.answered(snapped_version(got.through), lambda stream: report(
+        got, campaign_id, by, lo, hi, k, stream, rel.epsilon, rel.policy.event_bound))
+
+
+def frequency_answer(client: Any, rel: Release, campaign_id: str, lo: dt.date, hi: dt.date,
+                     k: int) -> dict[str, Any]:
+    """The advertiser's frequency: one answer per (query, hour of the newest event)."""
+    exact = reach.frequency_cells(client, campaign_id, lo, hi)
+    return rel.answered(snapped_version(exact[0]), lambda stream: frequency(
+        exact, campaign_id, k, stream, rel.epsilon, rel.policy.impressions_bound))
+
+
+def effects_answer(client: Any, rel: Release, info: Any, days: int, k: int) -> dict[str, Any]:
+    """The advertiser's content effects: one answer per (query, hour of the campaign's and of
+    the viewing's newest events)."""
+    version = snapped_version(reach.data_through(client, info.campaign_id),
+                              lift.outcome_data_through(client))
+
+    def compute(stream: NoiseStream) -> dict[str, Any]:
+        privatize = EffectsPrivatizer(lambda _version: stream, rel.epsilon, days)
+        return {**lift.content_effects(client, info, days, k, privatize, privatize.bounds()),
+                "noise": privatize.note()}
+
+    return rel.answered(version, compute)

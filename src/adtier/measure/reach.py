@@ -36,7 +36,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from adtier.measure.cells import COUNT_METRICS, CellRows, cell_rows
+from adtier.measure.cells import COUNT_METRICS, CellRows, attribution_rank, cell_rows
 from adtier.measure.privacy import Folded, fold_small_rows, fold_until_k
 
 __all__ = ["DIMENSIONS", "COUNT_METRICS", "SOURCES", "REPORT_SOURCES", "Source", "report",
@@ -222,11 +222,20 @@ def _profile_rows(client: Client, src: Source, campaign_id: str, by: str, date_f
         return {name.removeprefix("n_"): value
                 for name, value in zip(got.column_names, got.result_rows[0])}
 
+    def attributed() -> dict[str, int]:
+        got = client.query(
+            "SELECT key, count() AS reach FROM ("
+            f"SELECT profile_hash, argMin(row_key, {attribution_rank(by, 'profile_hash')}) "
+            f"AS key FROM (SELECT profile_hash, {dim} AS row_key FROM {src.table} "
+            f"WHERE {src.range()} AND {src.impression}) GROUP BY profile_hash) GROUP BY key",
+            parameters=params)
+        return {str(k): int(n) for k, n in got.result_rows}
+
     totals = next((r for r in rows if r["is_total"]), None)
     through = totals["through"] if totals is not None else None
     if through is None:
         through = client.query(through_sql, parameters=params).result_rows[0][0]
-    return CellRows([r for r in rows if not r["is_total"]], totals, through, merge)
+    return CellRows([r for r in rows if not r["is_total"]], totals, through, merge, attributed)
 
 
 def _release(got: CellRows, campaign_id: str, by: str, date_from: dt.date, date_to: dt.date,

@@ -34,7 +34,7 @@ from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
 from adtier.privacy.noise import accuracy
-from adtier.privacy.release import Release, noise_note
+from adtier.privacy.release import noise_note
 from adtier.segments import store as segment_store
 from adtier.state import app_state, authorize, off_loop
 from adtier.streams import file_chunks
@@ -127,22 +127,6 @@ def _noise_error(answer: dict[str, Any], scales: dict[str, float]) -> float | No
     return round(accuracy(scales["reach"], 0.05) / reach, 4)
 
 
-def _noisy_report(client, rel: Release, campaign_id: str, by: str, lo: dt.date, hi: dt.date,
-                  k: int) -> dict[str, Any]:
-    got = reach.report_cells(client, campaign_id, by, lo, hi)
-    stream = rel.open(str(got.through))  # the data version: the campaign's newest event
-    return noisy.report(got, campaign_id, by, lo, hi, k, stream, rel.epsilon,
-                        rel.policy.event_bound)
-
-
-def _noisy_frequency(client, rel: Release, campaign_id: str, lo: dt.date, hi: dt.date,
-                     k: int) -> dict[str, Any]:
-    exact = reach.frequency_cells(client, campaign_id, lo, hi)
-    stream = rel.open(str(exact[0]))
-    return noisy.frequency(exact, campaign_id, k, stream, rel.epsilon,
-                           rel.policy.impressions_bound)
-
-
 def _dates(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date, dt.date]:
     lo, hi = date_from or reach.MIN_DATE, date_to or reach.MAX_DATE
     if lo > hi:
@@ -186,7 +170,7 @@ class MeasureController(Controller):
             lo, hi, note = _flight_window(info, date_from, date_to, params)
             rel = await privacy_http.release_for(request, key, "campaign_report", params)
             if rel is not None:
-                answer = await run_query(request, _noisy_report, rel, campaign_id, by, lo, hi,
+                answer = await run_query(request, noisy.report_answer, rel, campaign_id, by, lo, hi,
                                          privacy_k(request))
             else:
                 answer = await run_query(request, reach.report, campaign_id, by, lo, hi,
@@ -211,7 +195,7 @@ class MeasureController(Controller):
             lo, hi, note = _flight_window(info, date_from, date_to, params)
             rel = await privacy_http.release_for(request, key, "campaign_frequency", params)
             if rel is not None:
-                answer = await run_query(request, _noisy_frequency, rel, campaign_id, lo, hi,
+                answer = await run_query(request, noisy.frequency_answer, rel, campaign_id, lo, hi,
                                          privacy_k(request))
             else:
                 answer = await run_query(request, reach.frequency, campaign_id, lo, hi,
@@ -241,10 +225,8 @@ class MeasureController(Controller):
             if rel is None:
                 return await run_query(request, lift.content_effects, info, days,
                                        privacy_k(request))
-            privatize = noisy.EffectsPrivatizer(rel.open, rel.epsilon, days)
-            answer = await run_query(request, lift.content_effects, info, days,
-                                     privacy_k(request), privatize)
-            return {**answer, "noise": privatize.note()}
+            return await run_query(request, noisy.effects_answer, rel, info, days,
+                                   privacy_k(request))
 
         return await audited(request, "campaign_content_effects", params, produce)
 

@@ -53,6 +53,7 @@ class Spend:
     spent: float
     limit: float
     resets_at: dt.datetime
+    expires_at: int = 0  # epoch s when the ledger (and what is kept with it) is dropped
 
 
 class BudgetSpent(Exception):
@@ -104,4 +105,4 @@ def spend(r, advertiser_id: str, qid: str, cost: float, limit: float, kind: str,
     spent = float(spent)
     if int(state) < 0:
         raise BudgetSpent(label, spent, limit, end)
-    return Spend(qid, label, cost if int(state) == 1 else 0.0, spent, limit, end)
+    return Spend(qid, label, cost if int(state) == 1 else 0.0, spent, limit, end, expire)

@@ -7,24 +7,36 @@ the same query over the same data was paid for this period) and answers the seed
 their numbers are exact.
 
 Noisy k-threshold: a row (cell, bucket, pair) is released when its *noisy* profile count is at
-least k; otherwise it is folded into the suppressed remainder, itself released only when its
-noisy count reaches k. Nothing is ever decided on an exact count, so the decision leaks nothing
-beyond the noise's ε. Rows need not sum to totals after noise (each is noised on its own);
-the API says so (``noisy: true``).
+least its threshold; otherwise it is folded into the suppressed remainder, itself released only
+when its noisy count reaches the threshold. Nothing is ever decided on an exact count. A row
+whose key exists only because someone is in it (a report row: a country, a creative) gets the
+sound threshold ``release_threshold``: k raised until a row of one profile passes with
+probability at most ``THRESHOLD_DELTA`` (partition selection, as in Google's DP libraries).
+Rows need not sum to totals after noise (each is noised on its own); the API says so.
+
+Data versions of live data are snapped to ``VERSION_PERIOD`` (an hour): every ask of one query
+within the hour is one paid query, and ``Release.answered`` keeps its first answer (Valkey, as
+long as the ledger that paid for it) so that the same noise is never released over two
+different data states (their difference would cancel it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from adtier.privacy import budget
 from adtier.privacy.noise import NoiseStream, accuracy, scale_for, seed_key
 
 __all__ = ["Policy", "Release", "SECRET_KEY", "load_secret", "platform_stream", "over_k",
-           "noise_note", "list_below_minimum", "segment_size", "SIZE_SHARE"]
+           "noise_note", "list_below_minimum", "segment_size", "SIZE_SHARE",
+           "THRESHOLD_DELTA", "release_threshold", "VERSION_PERIOD", "snapped_version"]
 
 SECRET_KEY = "adtier:privacy:noise-secret"
 
@@ -66,6 +78,45 @@ def over_k(noisy_count: int, k: int) -> bool:
     return noisy_count >= k
 
 
+THRESHOLD_DELTA = 1e-6  # P(a row of one profile is released), at most
+
+
+def release_threshold(k: int, scale: float, delta: float = THRESHOLD_DELTA) -> int:
+    """The smallest threshold >= k that a row of true count 1 passes with probability <= delta.
+
+    The discrete Laplace with scale s (q = exp(-1/s)) has P(noise >= t) = q^t / (1 + q) for
+    t >= 1, so t = ceil(ln(delta (1 + q)) / ln q) and the threshold is max(k, 1 + t). A row of
+    true count c <= 1 then passes with probability <= delta (fewer profiles: less)."""
+    if scale <= 0:
+        return k
+    q = math.exp(-1.0 / scale)
+    t = math.ceil(math.log(delta * (1 + q)) / math.log(q))
+    return max(k, 1 + t)
+
+
+VERSION_PERIOD = dt.timedelta(hours=1)  # live data versions are snapped to whole hours
+
+
+def snapped_version(*parts: Any) -> str:
+    """A data version of newest-event times, each floored to ``VERSION_PERIOD``: new events
+    within the hour leave the version (and the paid query) as it was."""
+    out = []
+    for part in parts:
+        when = part
+        if isinstance(part, str):
+            try:
+                when = dt.datetime.fromisoformat(part)
+            except ValueError:
+                when = part
+        if isinstance(when, dt.datetime):
+            when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+            epoch = when.astimezone(dt.timezone.utc).timestamp()
+            step = VERSION_PERIOD.total_seconds()
+            when = dt.datetime.fromtimestamp(epoch // step * step, dt.timezone.utc).isoformat()
+        out.append(str(when))
+    return "|".join(out)
+
+
 def noise_note(epsilon: float, scales: dict[str, float]) -> dict[str, Any]:
     """What an answer says about its own noise: ε spent, each family's scale and its 95 %
     half-width (so a reader can put error bars on any number)."""
@@ -104,6 +155,26 @@ class Release:
                                   self.policy.epsilon_limit, self.policy.period, now)
         return NoiseStream(seed_key(self.secret, self.advertiser_id,
                                     [self.endpoint, self.query], data_version))
+
+    def answered(self, data_version: str, compute: Callable[[NoiseStream], dict[str, Any]],
+                 now: dt.datetime | None = None) -> dict[str, Any]:
+        """The answer of this query over ``data_version``: charged once (``open``), computed
+        once and kept for as long as its ledger entry, then answered as kept. Concurrent first
+        asks may both compute; one answer is kept (SET NX) and both return it."""
+        stream = self.open(data_version, now)
+        assert self.spent is not None
+        key = _answer_key(self.advertiser_id, stream.fingerprint())
+        kept = self.redis.get(key)
+        if kept is None:
+            self.redis.set(key, msgspec.json.encode(compute(stream)), nx=True,
+                           exat=self.spent.expires_at)
+            kept = self.redis.get(key)
+        return msgspec.json.decode(kept)
+
+
+def _answer_key(advertiser_id: str, fingerprint: str) -> str:
+    # the noise's fingerprint, not the query id: an answer belongs to the secret that drew it
+    return f"adtier:privacy:answer:{{{advertiser_id}}}:{fingerprint}"
 
 
 SIZE_SHARE = 5  # a segment size costs ε_query / 5: one count of sensitivity 1

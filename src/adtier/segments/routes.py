@@ -55,7 +55,7 @@ from adtier.privacy.noise import scale_for
 from adtier.segments.rules import RuleError, catalog_keys, parse_rule, to_json
 from adtier.segments.vocabulary import check_keys, load_vocabulary
 from adtier.state import AppState, app_state, authorize, off_loop
-from adtier.store.valkey import is_cluster_client
+from adtier.store.valkey import SLOT_MOVING, is_cluster_client, retry_while_slot_moves_async
 
 __all__ = ["SEGMENT_ROUTES"]
 
@@ -464,28 +464,47 @@ class ProfileSegmentsController(Controller):
         return ProfileSegments(profile_id, segments, holdouts)
 
 
+# The live hash as last seen by this process (any client): the look-up declares the member
+# sets it names; a stale copy costs one more round trip (the script answers the hash now).
+_live_seen: list[tuple[str, str]] = []
+_LOOKUP_BUDGET_S = 5.0  # a look-up waits this long for a migrating {seg} slot, then 503
+
+
 async def _lookup(client: redis.asyncio.Redis, profile_id: str, advertiser_id: str | None
                   ) -> tuple[list[bytes], dict[bytes, bytes]]:
     """The live segments holding the profile (``store.LOOKUP_LUA``: [id, owner, ...]) and the
     holdout mirror's live entries — every advertiser's for admin (None), else only that
-    advertiser's hash — in one pipelined round trip (a second one only to load the script)."""
+    advertiser's hash — in one pipelined round trip (another one to load the script, or when
+    the live segments changed since this process last looked)."""
+    global _live_seen
     holdouts = (holdout_mirror.HOLDOUTS_KEY if advertiser_id is None
                 else holdout_mirror.advertiser_key(advertiser_id))
-    if is_cluster_client(client):  # other slots: no scripts in a cluster pipeline
-        found, mirror = await asyncio.gather(
-            client.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id), client.hgetall(holdouts),
-            return_exceptions=True)
-    else:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(_LOOKUP_SHA, 1, store.LIVE, profile_id)
-            pipe.hgetall(holdouts)
-            found, mirror = await pipe.execute(raise_on_error=False)
-    if isinstance(found, redis.exceptions.NoScriptError):
-        found = await client.eval(store.LOOKUP_LUA, 1, store.LIVE, profile_id)
-    for answer in (found, mirror):
-        if isinstance(answer, Exception):
-            raise answer
-    return found, mirror
+    for _ in range(4):
+        keys, args = store.lookup_call(_live_seen, profile_id)
+        if is_cluster_client(client):  # other slots: no scripts in a cluster pipeline
+            found, mirror = await asyncio.gather(
+                retry_while_slot_moves_async(
+                    lambda: client.evalsha(_LOOKUP_SHA, len(keys), *keys, *args),
+                    _LOOKUP_BUDGET_S),
+                client.hgetall(holdouts), return_exceptions=True)
+        else:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(_LOOKUP_SHA, len(keys), *keys, *args)
+                pipe.hgetall(holdouts)
+                found, mirror = await pipe.execute(raise_on_error=False)
+        if isinstance(found, redis.exceptions.NoScriptError):
+            found = await client.eval(store.LOOKUP_LUA, len(keys), *keys, *args)
+        for answer in (found, mirror):
+            if isinstance(answer, SLOT_MOVING):
+                raise ApiError(503, "unavailable", "the segment look-up's slot is moving; retry",
+                               {"Retry-After": "1"}) from answer
+            if isinstance(answer, Exception):
+                raise answer
+        if found[0] == b"ok":
+            return found[1:], mirror
+        _live_seen = [(found[i].decode(), found[i + 1].decode()) for i in range(1, len(found), 2)]
+    raise ApiError(503, "unavailable", "the live segments keep changing; retry",
+                   {"Retry-After": "1"})
 
 
 SEGMENT_ROUTES = [SegmentsController, ProfileSegmentsController]

@@ -67,6 +67,7 @@ __all__ = [
     "restore_set",
     "drop_redis",
     "LOOKUP_LUA",
+    "lookup_call",
     "overlap",
     "forget_profiles",
 ]
@@ -344,22 +345,43 @@ def drop_redis(r: redis.Redis, segment_id: str, version: int) -> None:
     r.unlink(member_key(segment_id, version))
 
 
-# One round trip: [segment_id, owner, segment_id, owner, ...] of the live segments holding ARGV[1].
+# One round trip, every key declared (a cluster checks declared keys while their slot moves):
+# KEYS[1] the live hash, KEYS[2..] the member sets of the live segments as the caller last saw
+# them; ARGV[1] the profile, ARGV[2..] (segment_id, live value) per member set, in KEYS order.
+# Answers {'ok', segment_id, owner, ...} of the live segments holding the profile, or, when the
+# live hash is no longer what the caller saw (a build swapped a version in), {'stale', field,
+# value, ...}: the hash now, for the caller to declare its sets and ask again.
 LOOKUP_LUA = """
 local live = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #live, 2 do
-  local sid = live[i]
-  local value = live[i + 1]
-  local sep = string.find(value, '|', 1, true)
-  local version = string.sub(value, 1, sep - 1)
-  if redis.call('SISMEMBER', 'adtier:{seg}:m:' .. sid .. ':' .. version, ARGV[1]) == 1 then
+local fresh = #live == #ARGV - 1
+if fresh then
+  local now = {}
+  for i = 1, #live, 2 do now[live[i]] = live[i + 1] end
+  for i = 2, #ARGV, 2 do
+    if now[ARGV[i]] ~= ARGV[i + 1] then fresh = false break end
+  end
+end
+if not fresh then
+  table.insert(live, 1, 'stale')
+  return live
+end
+local out = {'ok'}
+for i = 2, #KEYS do
+  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then
+    local sid, value = ARGV[2 * i - 2], ARGV[2 * i - 1]
     out[#out + 1] = sid
-    out[#out + 1] = string.sub(value, sep + 1)
+    out[#out + 1] = string.sub(value, string.find(value, '|', 1, true) + 1)
   end
 end
 return out
 """
+
+
+def lookup_call(live: Sequence[tuple[str, str]], profile_id: str) -> tuple[list[str], list[str]]:
+    """(KEYS, ARGV) of a ``LOOKUP_LUA`` call, given the live hash as (segment_id, value) pairs
+    last seen (``[]`` at first: the answer is then the hash to ask again with)."""
+    keys = [LIVE] + [member_key(sid, int(value.split("|", 1)[0])) for sid, value in live]
+    return keys, [profile_id, *(x for pair in live for x in pair)]
 
 
 def overlap(client: Client, current: dict[str, int]) -> dict[tuple[str, str], int]:

@@ -150,7 +150,9 @@ async function breakdownCard(base, by, range) {
   return el("section", { class: "card", "aria-label": `By ${by}`, id: `by-${by}` },
     el("h2", {}, `By ${by.replace("_", " ")}`), el("div", { class: "grid" },
       node, table({ caption: `Report by ${by}`, id: `table-by-${by}`, csv: `report-by-${by}.csv`,
-        rows, columns: columnsOf(report.rows, [by]) })));
+        // the columns of the released rows, or (every row folded) of the remainder or totals
+        rows, columns: columnsOf([...report.rows, report.suppressed || {}, report.totals || {}],
+          [by]) })));
 }
 
 function totalsCard(day) {
