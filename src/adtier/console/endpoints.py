@@ -24,6 +24,7 @@ from adtier.state import AppState, app_state, authorize
 
 __all__ = ["CONSOLE_API_ROUTES", "CampaignsController", "OpsReadController", "WhoAmIController"]
 
+
 class CampaignItem(msgspec.Struct):
     campaign_id: str
     advertiser_id: str
