@@ -310,7 +310,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
     from adtier.runtime import open_stores
     from adtier.segments import store
-    from adtier.segments.build import BuildBusy, build_many
+    from adtier.segments.build import build_many
+    from adtier.segments.build_lock import BuildBusy
 
     if args.segments_cmd == "restore":
         return _segments_restore(args)
@@ -358,7 +359,7 @@ def _segments_restore(args: argparse.Namespace) -> int:
     campaign holdouts."""
     from adtier.catalog import holdout_mirror
     from adtier.runtime import open_stores
-    from adtier.segments.build import restore_redis
+    from adtier.segments.restore import restore_redis
 
     stores = open_stores(_settings(args))
     try:

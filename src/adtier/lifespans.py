@@ -31,7 +31,7 @@ from adtier.ingest.service import IngestService
 from adtier.ingest.wiring import consumer_names
 from adtier.logs import get_logger
 from adtier.runtime import bootstrap_admin, default_consumer_name, new_flusher, open_stores
-from adtier.segments.build import restore_redis
+from adtier.segments.restore import restore_redis
 from adtier.segments.store import on_excluded as segments_on_excluded
 from adtier.features.mirror import on_excluded as features_on_excluded
 from adtier.settings import Settings

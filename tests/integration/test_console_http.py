@@ -86,6 +86,18 @@ def test_operator_views_count_what_was_ingested_and_rejected(api, flush):
         assert refused.status_code == 403, path
 
 
+def test_pipeline_before_any_flusher_shows_the_buffered_entry_and_no_consumer(api):
+    """No flusher has read the stream yet (no consumer group): the entry is counted, and the
+    consumer list is empty rather than an error."""
+    answer = api.post_events(batch([ad_event("impression"), ad_event("start")]))
+    assert answer.status_code == 200, answer.text
+    pipeline = api.client.get("/v1/ops/pipeline", headers=api.admin)
+    assert pipeline.status_code == 200, pipeline.text
+    body = pipeline.json()
+    assert body["lag_events"] == 2 and body["stream_entries"] == 1
+    assert body["consumers"] == []
+
+
 def _local_urls(html: str) -> list[str]:
     urls = [u for u in re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
             if not u.startswith("#")]

@@ -15,8 +15,10 @@ import time
 import pytest
 
 from adtier.segments import build as B
+from adtier.segments import build_lock
 from adtier.segments import members as M
 from adtier.segments import store
+from adtier.segments.restore import restore_redis
 from adtier.segments.rules import parse_rule, to_json
 from tests.helpers import ad_event, batch
 
@@ -126,7 +128,7 @@ def test_failed_valkey_swap_keeps_the_committed_version(api, flush, ch, rds) -> 
     assert _locks(rds, sids) == []
     # Valkey is repaired from ClickHouse, the record
     rds.delete(store.LIVE)
-    restored = B.restore_redis(ch, rds)
+    restored = restore_redis(ch, rds)
     assert restored == {sid: first[sid].size for sid in sids}
     assert {k.decode(): v.decode().split("|")[0]
             for k, v in rds.hgetall(store.LIVE).items()} == {sid: "2" for sid in sids}
@@ -157,11 +159,11 @@ def test_sets_filled_during_the_shared_pass_end_as_versions_or_are_unlinked(api,
     segment's set is its version's (no time to live left), and a segment another build holds
     leaves no key behind."""
     _rules(api, flush, ch)
-    token = B.acquire(rds, "seg_r3")  # another build holds seg_r3
+    token = build_lock.acquire(rds, "seg_r3")  # another build holds seg_r3
     assert token is not None
-    with pytest.raises(B.BuildBusy):
+    with pytest.raises(build_lock.BuildBusy):
         B.build_many(ch, rds, ["seg_r2", "seg_r3"])
-    B.release(rds, "seg_r3", token)
+    build_lock.release(rds, "seg_r3", token)
     assert list(rds.scan_iter("adtier:{seg}:fill:*")) == []
     built = B.build_many(ch, rds, ["seg_r2", "seg_r3"])
     assert [r.status for r in built] == ["ready", "ready"]

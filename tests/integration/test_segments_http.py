@@ -104,6 +104,13 @@ def build(api, segment_id: str, headers: dict | None = None, timeout: float = 12
     headers = headers or api.admin
     answer = api.client.post(f"/v1/segments/{segment_id}/build", headers=headers)
     assert answer.status_code == 202, answer.text
+    return build_wait(api, segment_id, headers, timeout)
+
+
+def build_wait(api, segment_id: str, headers: dict | None = None,
+               timeout: float = 120.0) -> dict:
+    """Poll the segment until its build is ready or failed."""
+    headers = headers or api.admin
     deadline = time.monotonic() + timeout
     while True:
         seg = api.client.get(f"/v1/segments/{segment_id}", headers=headers).json()
@@ -197,6 +204,26 @@ def test_static_segment_excludes_kids_and_opted_out_and_lookup(world, ch, rds) -
     assert pairs == {(seg["segment_id"], seg["segment_id"]): 2,
                      (seg["segment_id"], other["segment_id"]): 1,
                      (other["segment_id"], other["segment_id"]): 3}
+
+
+def test_ready_is_answered_once_the_build_is_served_and_its_lock_released(world, ch,
+                                                                          monkeypatch) -> None:
+    """A build writes its ``ready`` row, then switches Valkey's live pointer and releases
+    its lock: a poller that saw ``ready`` in between found the look-up without the segment
+    and a new build refused (409). The swap is slowed here to hold that moment open."""
+    real_swap = store.swap_many
+
+    def slow_swap(r, swaps):
+        time.sleep(1.0)
+        real_swap(r, swaps)
+
+    monkeypatch.setattr(store, "swap_many", slow_swap)
+    seg = rule_segment(world, {"feature": "ad_impressions", "op": ">=", "value": 1})
+    got = world.client.get("/v1/profiles/pf-a/segments", headers=world.admin)
+    assert got.json()["segments"] == [seg["segment_id"]]
+    again = world.client.post(f"/v1/segments/{seg['segment_id']}/build", headers=world.admin)
+    assert again.status_code == 202, again.text
+    assert build_wait(world, seg["segment_id"])["version"] == 2
 
 
 def test_rebuild_swaps_versions_and_failed_build_keeps_previous(world, ch, rds, flush) -> None:

@@ -16,7 +16,9 @@ from litestar.testing import TestClient
 
 from adtier.app import create_app
 from adtier.segments import build as B
+from adtier.segments import build_lock
 from adtier.segments import store
+from adtier.segments.restore import restore_redis
 from adtier.segments.rules import parse_rule, to_json
 from tests.helpers import ad_event, batch, run_cli
 
@@ -80,11 +82,11 @@ def test_flushed_valkey_is_restored_at_start_up_and_on_demand(api, flush, ch, rd
 
     # 2. start-up with the hash present does nothing (a healthy Valkey is not reloaded)
     rds.delete(store.member_key("seg_static", 1))
-    assert B.restore_redis(ch, rds, only_if_missing=True) == {}
+    assert restore_redis(ch, rds, only_if_missing=True) == {}
     assert not rds.exists(store.member_key("seg_static", 1))
 
     # 3. on demand: every served set reloaded, sizes reported; unbuilt segments untouched
-    restored = B.restore_redis(ch, rds)
+    restored = restore_redis(ch, rds)
     assert restored == {"seg_rule": 14, "seg_static": 5}
     assert _live_sets(rds) == before
     assert not rds.hexists(store.LIVE, "seg_never")
@@ -101,13 +103,13 @@ def test_restore_skips_a_segment_being_built(ch, rds):
     store.insert_members(ch, "seg_static", 0, ["pf-1", "pf-2"])
     assert B.build_many(ch, rds, ["seg_static"])[0].status == "ready"
     rds.flushall()
-    token = B.acquire(rds, "seg_static")
+    token = build_lock.acquire(rds, "seg_static")
     assert token
     try:
-        assert B.restore_redis(ch, rds) == {}  # the build in flight writes its own set
+        assert restore_redis(ch, rds) == {}  # the build in flight writes its own set
     finally:
-        B.release(rds, "seg_static", token)
-    assert B.restore_redis(ch, rds) == {"seg_static": 2}
+        build_lock.release(rds, "seg_static", token)
+    assert restore_redis(ch, rds) == {"seg_static": 2}
 
 
 def test_restore_racing_an_erasure_does_not_serve_the_erased_profile(ch, rds):
@@ -120,7 +122,7 @@ def test_restore_racing_an_erasure_does_not_serve_the_erased_profile(ch, rds):
     ch.command("INSERT INTO erasures (profile_hash, profile_sha256, erased_at) "
                "SELECT cityHash64({p:String}), lower(hex(SHA256({p:String}))), now64(3)",
                parameters={"p": "pf-2"})
-    assert B.restore_redis(ch, rds) == {"seg_static": 3}
+    assert restore_redis(ch, rds) == {"seg_static": 3}
     assert _live_sets(rds)["seg_static"] == {"pf-1", "pf-3"}
 
 

@@ -78,3 +78,17 @@ def test_a_store_error_is_logged_with_the_request_id_it_answers(api, ch, capsys)
     logged = capsys.readouterr().err
     line = next(line for line in logged.splitlines() if "store_error" in line)
     assert answer.headers["x-request-id"] in line and "campaigns" in line
+
+
+def test_the_console_campaigns_answer_503_when_clickhouse_fails(api, ch):
+    with detached(ch, "campaigns"):
+        answer = api.client.get("/v1/campaigns", headers=api.admin)
+    unavailable(answer)
+
+
+def test_the_pipeline_view_answers_503_when_redis_fails(api, monkeypatch):
+    """The buffer's lag and stream status come from the buffer, on the app's Redis client."""
+    state = api.client.app.state.adtier
+    dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    monkeypatch.setattr(state.ingest.buffer, "_client", dead)
+    unavailable(api.client.get("/v1/ops/pipeline", headers=api.admin))

@@ -10,6 +10,7 @@ needed (so the list only shrinks).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "adtier"
@@ -174,3 +175,35 @@ def test_the_cycle_check_sees_a_cycle(monkeypatch) -> None:
     edges = import_edges() | {("adtier.privacy.exclusions", "adtier.catalog.store")}
     monkeypatch.setitem(globals(), "import_edges", lambda: edges)
     assert ["catalog", "privacy", "catalog"] in package_cycles()
+
+
+_SQL = re.compile(r"\b(SELECT|INSERT INTO|ALTER TABLE|DELETE FROM|TRUNCATE TABLE)\b")
+
+
+def sql_in(source: str) -> list[str]:
+    """String literals (f-string parts included) that read as SQL statements."""
+    return [node.value[:60] for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and _SQL.search(node.value) and not _is_docstring_like(node.value)]
+
+
+def _is_docstring_like(text: str) -> bool:
+    # prose that names a statement ("answers a SELECT ...") is not a query: a query has FROM,
+    # VALUES or a table after it on the same literal
+    return not re.search(r"\b(FROM|VALUES|TABLE|INTO)\b", text)
+
+
+def test_route_modules_hold_no_sql() -> None:
+    """A route module asks the query module beside it; the SQL lives there, bound parameters
+    and all (docs/architecture.md)."""
+    found = {}
+    for module in sorted(HTTP_EDGE):
+        path = SRC.parent / (module.replace(".", "/") + ".py")
+        if hits := sql_in(path.read_text()):
+            found[module] = hits
+    assert found == {}
+
+
+def test_the_sql_check_sees_a_query() -> None:
+    source = 'def f(c, b):\n    return c.query(f"SELECT count() FROM t WHERE b = {b}")\n'
+    assert sql_in(source) and not sql_in('"""Answers a SELECT-free reply."""')

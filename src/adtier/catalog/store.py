@@ -26,11 +26,7 @@ from adtier.catalog.models import (
     Title,
 )
 from adtier.ingest.erased_events import copy_profile_events
-from adtier.privacy.exclusions import (  # re-exported: measurement imports them from here
-    excluded_profile_hashes_sql,
-    excluded_profiles_sql,
-    is_excluded,
-)
+from adtier.privacy.exclusions import is_excluded
 
 __all__ = [
     "Kind",

@@ -4,7 +4,10 @@
 - ``GET /v1/campaigns``: the campaigns a key may see (an advertiser key: its advertiser's;
   admin: all). Catalog facts only, no measurement, so nothing to suppress or audit.
 - ``GET /v1/ops/ingest|rejects|pipeline|catalog`` (admin): ingest rate by event type, rejects
-  by reason with recent examples, buffer lag and flusher health, catalog counts.
+  by reason with recent examples, buffer lag and flusher health (asked of the buffer, the
+  only code that reads its stream), catalog counts.
+
+A store's failure is answered by the app's handlers (``adtier.errors``: 503, Retry-After).
 """
 
 from __future__ import annotations
@@ -13,20 +16,13 @@ import datetime as dt
 from typing import Annotated, Any
 
 import msgspec
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 from prometheus_client import REGISTRY
-from redis.exceptions import RedisError, ResponseError
 
-from adtier.errors import ApiError
-from adtier.ingest.buffer import GROUP
-from adtier.logs import get_logger
 from adtier.state import AppState, app_state, authorize
 
 __all__ = ["CONSOLE_API_ROUTES", "CampaignsController", "OpsReadController", "WhoAmIController"]
-
-log = get_logger("adtier.console")
 
 
 class CampaignItem(msgspec.Struct):
@@ -113,15 +109,6 @@ class CatalogCounts(msgspec.Struct):
     counts: dict[str, int]
 
 
-async def _query(request: Request, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
-    try:
-        return await app_state(request).query(sql, params)
-    except ClickHouseError as err:
-        log.error("console_store_error", error=str(err)[:300])
-        raise ApiError(503, "store_unavailable", "ClickHouse did not complete the request; retry",
-                       {"Retry-After": "5"}) from err
-
-
 _CAMPAIGN_COLUMNS = ", ".join(CampaignItem.__struct_fields__)
 
 
@@ -136,8 +123,9 @@ class CampaignsController(Controller):
         where, params = "1", {}
         if key.role != "admin":
             where, params = "advertiser_id = {a:String}", {"a": key.advertiser_id}
-        rows = await _query(request, f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns FINAL "
-                            f"WHERE {where} ORDER BY start_date DESC, campaign_id", params)
+        rows = await app_state(request).query(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns FINAL "
+            f"WHERE {where} ORDER BY start_date DESC, campaign_id", params)
         return CampaignList([CampaignItem(*row) for row in rows])
 
 
@@ -218,24 +206,15 @@ def _counters() -> dict[str, Any]:
 
 async def _pipeline(state: AppState) -> Pipeline:
     """Over every buffer partition (one on a single server, several on a cluster)."""
-    r = state.redis
     buffer = state.ingest.buffer
     buffered = await buffer.buffered_events()
     age = await buffer.oldest_age_s()
-    consumers: list[Consumer] = []
-    entries = 0
-    for part in buffer.layout.partitions:
-        if not await r.exists(part.stream):
-            continue
-        entries += int(await r.xlen(part.stream))
-        try:
-            consumers += [Consumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
-                          for c in await r.xinfo_consumers(part.stream, GROUP)]
-        except ResponseError as err:  # NOGROUP: no flusher has run yet
-            log.info("console_no_consumer_group", error=str(err)[:200])
+    entries, consumers = await buffer.stream_status()
     local = [LocalFlusher(f.consumer, bool(f._thread and f._thread.is_alive()))
              for f in state.flushers]
-    return Pipeline(int(buffered), round(age, 3), entries, consumers, local, _counters())
+    return Pipeline(int(buffered), round(age, 3), entries,
+                    [Consumer(c.name, c.pending, c.idle_ms) for c in consumers], local,
+                    _counters())
 
 
 class OpsReadController(Controller):
@@ -251,9 +230,8 @@ class OpsReadController(Controller):
         since = _since(hours)
         points: list[IngestPoint] = []
         for table in ("ad_events", "content_events"):
-            rows = await _query(request, _INGEST_SQL,
-                                {"step": step, "table": table,
-                                 "since": since.replace(tzinfo=None)})
+            rows = await app_state(request).query(
+                _INGEST_SQL, {"step": step, "table": table, "since": since.replace(tzinfo=None)})
             points += [IngestPoint(_utc(at), kind, _FAMILIES.get(kind, "interactions"), int(n))
                        for at, kind, n in rows]
         points.sort(key=lambda p: (p.at, p.type))
@@ -269,10 +247,11 @@ class OpsReadController(Controller):
                       examples: Annotated[int, QueryParameter(ge=0, le=20)] = 3) -> Rejects:
         await authorize(request, "admin")
         params = {"since": _since(hours).replace(tzinfo=None), "examples": examples}
-        counts = await _query(request, _REJECT_COUNTS_SQL, params)
+        query = app_state(request).query
+        counts = await query(_REJECT_COUNTS_SQL, params)
         sample: dict[str, list[RejectExample]] = {}
         if examples:
-            for reason, at, *rest in await _query(request, _REJECT_EXAMPLES_SQL, params):
+            for reason, at, *rest in await query(_REJECT_EXAMPLES_SQL, params):
                 sample.setdefault(reason, []).append(RejectExample(_utc(at), *rest))
         reasons = [RejectReason(reason, int(n), sample.get(reason, [])) for reason, n in counts]
         return Rejects(hours, sum(r.count for r in reasons), reasons)
@@ -282,25 +261,15 @@ class OpsReadController(Controller):
         """Lag of the Redis buffer, every consumer of the flushers' group (fleet-wide: pending
         entries and idle time), this process's flusher threads and ingest counters."""
         await authorize(request, "admin")
-        state = app_state(request)
-        try:
-            return await _pipeline(state)
-        except RedisError as err:
-            log.error("console_redis_error", error=str(err)[:300])
-            raise ApiError(503, "store_unavailable", "Redis did not answer; retry",
-                           {"Retry-After": "5"}) from err
+        return await _pipeline(app_state(request))
 
     @get("/catalog", summary="Catalog counts (admin)")
     async def catalog(self, request: Request) -> CatalogCounts:
         await authorize(request, "admin")
         sql = " UNION ALL ".join(
             f"SELECT '{t}', count() FROM (SELECT * FROM {t} FINAL)" for t in _COUNTED)
-        found = dict(await _query(request, sql))  # UNION ALL answers in any order
+        found = dict(await app_state(request).query(sql))  # UNION ALL answers in any order
         return CatalogCounts({name: int(found.get(name, 0)) for name in _COUNTED})
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 CONSOLE_API_ROUTES = [CampaignsController, OpsReadController, WhoAmIController]

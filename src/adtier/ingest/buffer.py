@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aredis
 
 from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
+from adtier.logs import get_logger
 from adtier.store.valkey import is_cluster_client, retry_while_slot_moves
 
 __all__ = [
@@ -44,6 +45,8 @@ STREAM = LEGACY.partitions[0].stream
 GROUP = "flushers"
 BUFFERED = LEGACY.partitions[0].buffered
 DEDUP_PREFIX = LEGACY.partitions[0].dedup_prefix
+
+log = get_logger("adtier.buffer")
 
 
 def _lua(name: str) -> str:
@@ -290,6 +293,29 @@ class IngestBuffer:
                                         for p in self.layout.partitions))
         stamps = [int(f[0][0].decode().split("-")[0]) for f in firsts if f]
         return max(0.0, time.time() - min(stamps) / 1000) if stamps else 0.0
+
+    async def stream_status(self) -> tuple[int, list[PendingConsumer]]:
+        """(entries, consumers) over every partition's stream: the entries still in the
+        streams, and each consumer of the flushers' group with its pending entries and idle
+        time (none before a flusher has created the group)."""
+        entries = 0
+        consumers: list[PendingConsumer] = []
+        for part in self.layout.partitions:
+            if not await self._client.exists(part.stream):
+                continue
+            entries += int(await self._client.xlen(part.stream))
+            try:
+                found = await self._client.xinfo_consumers(part.stream, GROUP)
+            except redis.exceptions.ResponseError as err:  # NOGROUP: no flusher has run yet
+                log.info("buffer_no_consumer_group", error=str(err)[:200])
+                continue
+            consumers += [PendingConsumer(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                          for c in found]
+        return entries, consumers
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _check_replicas(replicas: int, wanted: int) -> None:

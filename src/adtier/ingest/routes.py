@@ -13,11 +13,12 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from adtier.errors import ApiError, status_code_name
+from adtier.ingest import batch_status
 from adtier.ingest.decode import BodyError, DecodedBody, decode_body, inflate
 from adtier.ingest.normalise import Rejection, storable, to_ms
 from adtier.ingest.service import BufferFull, IdempotencyConflict, IngestAnswer
 from adtier.logs import get_logger
-from adtier.state import app_state, authorize
+from adtier.state import app_state, authorize, off_loop
 
 __all__ = ["EventsController", "BatchStatusController", "BatchStatus"]
 
@@ -147,12 +148,7 @@ class BatchStatusController(Controller):
         status = await self._from_buffer(request, batch_id) or await self._from_store(request, batch_id)
         if status is None or (key.role != "admin" and status.key_id != key.key_id):
             raise ApiError(404, "not_found", f"no batch {batch_id!r} for this key")
-        rows = await state.query(
-            "SELECT (SELECT count() FROM ad_events WHERE batch_id = {b:String})"
-            " + (SELECT count() FROM content_events WHERE batch_id = {b:String})",
-            {"b": batch_id},
-        )
-        status.stored = int(rows[0][0])
+        status.stored = await off_loop(batch_status.stored_events, state.api_clickhouse, batch_id)
         return status
 
     async def _from_buffer(self, request: Request, batch_id: str) -> BatchStatus | None:
@@ -168,17 +164,11 @@ class BatchStatusController(Controller):
         )
 
     async def _from_store(self, request: Request, batch_id: str) -> BatchStatus | None:
-        # one row per buffer partition the batch was split over (``parts`` of them)
-        rows = await app_state(request).query(
-            "SELECT batch_id, any(key_id), any(source), toUnixTimestamp64Milli(min(received_at)), "
-            "any(body_sha256), sum(events), sum(accepted), sum(duplicates), sum(rejected), "
-            "count() >= max(parts) FROM ingest_batches "
-            "WHERE batch_id = {b:String} GROUP BY batch_id",
-            {"b": batch_id},
-        )
-        if not rows:
+        row = await off_loop(batch_status.stored_record, app_state(request).api_clickhouse,
+                             batch_id)
+        if row is None:
             return None
-        b, k, src, received, sha, events, accepted, dups, rejected, whole = rows[0]
+        b, k, src, received, sha, events, accepted, dups, rejected, whole = row
         return BatchStatus(b, k, src, _iso(int(received)), sha, events, accepted, dups, rejected,
                            "stored" if whole else "buffered", 0)
 

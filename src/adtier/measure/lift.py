@@ -61,7 +61,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.measure.privacy import CampaignInfo
 from adtier.measure.reach import _utc_iso, data_through
 from adtier.catalog.holdouts import HOLDOUT_SQL

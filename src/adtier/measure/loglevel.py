@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
-from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier import audit
 from adtier.privacy import release as privacy_release
 

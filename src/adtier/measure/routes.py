@@ -29,7 +29,7 @@ from adtier.auth import ApiKey, forbidden
 from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier import audit
-from adtier.measure import forecast, lift, loglevel, noisy, reach
+from adtier.measure import campaign_info, forecast, lift, loglevel, noisy, reach
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
@@ -57,19 +57,11 @@ async def run_query(request: Request, fn: Callable[..., Any], *args: Any) -> Any
     return await off_loop(fn, app_state(request).api_clickhouse, *args)
 
 
-def _campaign(client, campaign_id: str) -> CampaignInfo | None:
-    rows = client.query(
-        "SELECT campaign_id, advertiser_id, start_date, end_date, frequency_cap, "
-        "holdout_percent, promoted_title_id, promoted_genre FROM campaigns FINAL "
-        "WHERE campaign_id = {c:String}", parameters={"c": campaign_id}).result_rows
-    return CampaignInfo(*rows[0]) if rows else None
-
-
 async def campaign_for(request: Request, key: ApiKey, campaign_id: str) -> CampaignInfo:
     """The campaign if this key may see it; 404 otherwise (unknown and foreign look the same)."""
     info = None
     if 1 <= len(campaign_id) <= 64:
-        info = await run_query(request, _campaign, campaign_id)
+        info = await run_query(request, campaign_info.load, campaign_id)
     if info is None or (key.role != "admin" and info.advertiser_id != key.advertiser_id):
         raise not_found(campaign_id)
     return info

@@ -21,15 +21,14 @@ foreground):
 
 ``build_many`` does the same for many segments with each step batched: the rule segments'
 members come from one shared pass, during which one thread fills their new Valkey sets chunk
-by chunk under private keys (``_Prefill``: Valkey is single-threaded and one connection keeps
+by chunk under private keys (``Prefill``: Valkey is single-threaded and one connection keeps
 it busy, so this overlaps ClickHouse's reads and the kernels); their locks and ``building``
 rows are then taken together, the sets renamed to their versions, their ClickHouse rows
 inserted one segment after another, and the staged ones commit with one ``segments`` insert
 and one ``HSET`` (all of them switch at once), then each is audited.
 
-``restore_redis`` rebuilds the Redis side (sets and live pointer) from ClickHouse, which is the
-record, when Redis was emptied or replaced: at start-up when the live hash is missing, and
-from ``adtier segments restore``.
+The build lock is ``build_lock``; the shared pass's early Valkey fill is ``prefill``;
+``restore.restore_redis`` rebuilds the Redis side from ClickHouse.
 
 A failure anywhere before the commit removes what the build staged and records
 ``status = failed`` with the error, keeping the previous version, size and times: readers keep
@@ -44,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +59,7 @@ from adtier import audit
 from adtier.logs import get_logger
 from adtier.segments import aggregate as A
 from adtier.segments import store
+from adtier.segments.build_lock import BuildBusy, acquire, release
 from adtier.segments.members import (
     Members,
     Precomputed,
@@ -71,36 +70,17 @@ from adtier.segments.members import (
     members_of,
     rule_members_hashed,
 )
+from adtier.segments.prefill import Prefill
 from adtier.segments.rules import Node, parse_rule
-from adtier.segments.valkey_bulk import add_to_set
 
-__all__ = ["BuildBusy", "acquire", "release", "drop_excluded", "build_segment", "build_many",
-           "restore_redis", "AUDIT_ENDPOINT"]
+__all__ = ["drop_excluded", "build_segment", "build_many", "AUDIT_ENDPOINT"]
 
 log = get_logger("adtier.segments")
-LOCK_SECONDS = 3600
 AUDIT_ENDPOINT = "segments.build"  # the audit log's `endpoint` of a build (docs/privacy.md)
 # Exclusions are re-checked from a little before the build started: opt-outs and profiles
 # carry the writer's clock, erasures ClickHouse's; re-checking a few extra is harmless.
 CLOCK_MARGIN = dt.timedelta(seconds=60)
 Hook = Callable[[], Any]
-
-
-class BuildBusy(RuntimeError):
-    """Another build of the segment holds its lock."""
-
-
-def acquire(r: redis.Redis, segment_id: str) -> str | None:
-    token = secrets.token_hex(8)
-    return token if r.set(store.lock_key(segment_id), token, nx=True, ex=LOCK_SECONDS) else None
-
-
-_RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-            "else return 0 end")
-
-
-def release(r: redis.Redis, segment_id: str, token: str) -> None:
-    r.eval(_RELEASE, 1, store.lock_key(segment_id), token)
 
 
 def drop_excluded(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
@@ -127,49 +107,6 @@ def drop_excluded(client: Client, r: redis.Redis, builds: list[_Build]) -> None:
             b.members = b.members.keep(~hit)
             log.info("segment_build_dropped_exclusions", segment_id=b.segment_id,
                      version=b.version, profiles=len(gone))
-
-
-class _Prefill:
-    """The new Valkey sets of a shared pass's rule segments, filled while the pass runs.
-
-    Valkey spends ~1 µs of its one thread per member added (6.1M members: 6-8 CPU s), which
-    took most of a build's write phase; filled chunk by chunk it overlaps ClickHouse's reads
-    and the kernels. Each set is filled under a private key (no version is known before the
-    segment's lock is taken), which expires in case the build dies; once the build has its
-    version the key is renamed to it (O(1), time to live removed) on the same thread, after
-    every fill. Keys never renamed (a failed or busy build) are unlinked by ``discard``."""
-
-    def __init__(self, r: redis.Redis, pool: ThreadPoolExecutor, segment_ids: list[str]):
-        token = secrets.token_hex(8)
-        self.r, self.pool = r, pool
-        self.keys = {sid: f"adtier:{{seg}}:fill:{sid}:{token}" for sid in segment_ids}
-        self.jobs: dict[str, list[Future]] = {sid: [] for sid in segment_ids}
-
-    def add(self, segment_id: str, ids: pa.Array) -> None:
-        if len(ids):
-            self.jobs[segment_id].append(self.pool.submit(
-                add_to_set, self.r, self.keys[segment_id], ids, LOCK_SECONDS))
-
-    def filling(self, segment_id: str) -> bool:
-        return segment_id in self.jobs
-
-    def move(self, segment_id: str, version: int) -> Future:
-        """The set becomes ``version``'s, once every fill is done; a failed fill fails it."""
-        jobs = self.jobs.pop(segment_id)
-        return self.pool.submit(self._move, jobs, self.keys[segment_id],
-                                store.member_key(segment_id, version))
-
-    def _move(self, jobs: list[Future], source: str, key: str) -> None:
-        for job in jobs:  # done already: one thread, in order
-            job.result()
-        store.move_set(self.r, source, key)
-
-    def discard(self) -> None:
-        """Unlink the keys not renamed (call once the pool is done)."""
-        try:
-            self.r.unlink(*self.keys.values())
-        except Exception as err:  # noqa: BLE001 - they expire anyway
-            log.warning("segment_fill_discard_failed", error=str(err)[:300])
 
 
 @dataclass
@@ -208,7 +145,7 @@ def _begin(client: Client, r: redis.Redis, segment_id: str, token: str | None) -
 def _stage(client: Client, r: redis.Redis, b: _Build, chunk_profiles: int,
            progress: Progress | None, precomputed: Precomputed | None,
            source: str, pool: ThreadPoolExecutor | None,
-           fill: _Prefill | None = None) -> None:
+           fill: Prefill | None = None) -> None:
     """Compute the members and write them under a new, not yet served version: the
     ClickHouse rows here, the Valkey set on ``pool`` (or here) at the same time. A failure
     is kept on ``b`` for ``_finish``."""
@@ -433,38 +370,6 @@ def _forget_old(client: Client, segment_id: str, previous: int) -> None:
     forget_old_versions(client, [(segment_id, previous)])
 
 
-def restore_redis(client: Client, r: redis.Redis, *, only_if_missing: bool = False,
-                  progress: Progress | None = None) -> dict[str, int]:
-    """Rebuild the Valkey look-up state from ClickHouse: for every segment with a served
-    version, its member set and its entry in the live hash. Answers {segment_id: members}.
-
-    ClickHouse is the record; Valkey holds a copy for fast look-ups, so when Valkey is replaced
-    or emptied (no AOF, a new node) the sets are reloaded from ``segment_members``.
-    ``only_if_missing`` (start-up): do nothing if the live hash exists. Each segment is
-    restored under its build lock (a build running now is skipped: it writes its own set), and
-    its row is re-read under the lock so the version restored is the one served."""
-    store.drop_untagged(r)
-    if only_if_missing and r.exists(store.LIVE):
-        return {}
-    rows = [row for row in store.list_segments(client) if row.version > 0]
-    done: dict[str, int] = {}
-    for i, listed in enumerate(rows):
-        token = acquire(r, listed.segment_id)
-        if token is None:
-            log.warning("segment_restore_skipped_busy", segment_id=listed.segment_id)
-            continue
-        try:
-            row = store.get_segment(client, listed.segment_id) or listed
-            done[row.segment_id] = store.restore_set(client, r, row.segment_id, row.version,
-                                                     row.owner)
-        finally:
-            release(r, listed.segment_id, token)
-        if progress:
-            progress(i + 1, len(rows))
-    log.info("segments_restored", segments=len(done), members=sum(done.values()))
-    return done
-
-
 def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                on_done: Callable[[store.SegmentRow], Any] | None = None,
                progress: Progress | None = None, chunk_profiles: int = 200_000,
@@ -504,14 +409,14 @@ def build_many(client: Client, r: redis.Redis, segment_ids: list[str],
                 pass
     done: dict[str, store.SegmentRow] = {}
     cleanup: list[tuple[str, int]] = []
-    fill: _Prefill | None = None
+    fill: Prefill | None = None
     try:
         # Valkey is filled on one thread: the shared rule segments' new sets while the pass
         # runs (chunk by chunk), then renamed to their versions while ClickHouse takes the rows
         with ThreadPoolExecutor(1, thread_name_prefix="adtier-seg-redis") as pool:
             shared: dict[str, Members] = {}
             if len(rules) > 1:
-                fill = _Prefill(r, pool, list(rules))
+                fill = Prefill(r, pool, list(rules))
                 shared = rule_members_hashed(client, rules, day, chunk_profiles, progress, source,
                                        fill.add)
             _build_precomputed(client, r, [sid for sid in order if sid in shared], shared,
@@ -537,7 +442,7 @@ def _build_precomputed(client: Client, r: redis.Redis, ids: list[str],
                        done: dict[str, store.SegmentRow],
                        on_done: Callable[[store.SegmentRow], Any] | None, by: str, role: str,
                        cleanup: list[tuple[str, int]], before_commit: Hook | None,
-                       pool: ThreadPoolExecutor, fill: _Prefill | None) -> None:
+                       pool: ThreadPoolExecutor, fill: Prefill | None) -> None:
     """Build every segment whose members are known, each step batched over all of them:
     take their locks, record ``building`` (one insert), stage their versions (the Valkey sets
     fill one after another on one thread while ClickHouse takes the rows of the next ones),

@@ -43,6 +43,7 @@ from adtier.catalog import holdout_mirror
 from adtier.errors import ApiError, decode_json
 from adtier.logs import get_logger
 from adtier.segments import build as B
+from adtier.segments import build_lock
 from adtier.segments import store
 from adtier.segments.lookalike import MIN_SEED
 from adtier import audit
@@ -210,15 +211,27 @@ async def _noisy_overlap(request: Request, key: ApiKey, rows: list[store.Segment
                                       "rows_sum_to_totals": False})
 
 
+async def _locks_held(r: redis.asyncio.Redis, rows: list[store.SegmentRow]) -> list[bool]:
+    """Whether each row's build lock is held (one MGET: the lock keys share a slot)."""
+    if not rows:
+        return []
+    return [v is not None for v in await r.mget([store.lock_key(row.segment_id)
+                                                 for row in rows])]
+
+
 async def _present(request: Request, key: ApiKey, rows: list[store.SegmentRow]
                    ) -> list[Segment]:
-    """A 'building' row whose build lock is gone was interrupted: say so. Sizes as ``key``
-    may see them (``_sizes``)."""
+    """A row whose build lock is held is ``building``, whatever it says: a build writes its
+    ``ready`` (or ``failed``) row, then switches Valkey's live pointer and releases the lock,
+    and a client that saw ``ready`` before that would find the look-up without the new
+    version and a new build refused. A ``building`` row whose lock is gone was interrupted:
+    say so. Sizes as ``key`` may see them (``_sizes``)."""
     state = app_state(request)
     seen: list[tuple[store.SegmentRow, bool]] = []
-    for row in rows:
-        stale = row.status == "building" and not await state.redis.exists(
-            store.lock_key(row.segment_id))
+    for row, locked in zip(rows, await _locks_held(state.redis, rows)):
+        if locked and row.status != "building":
+            row = msgspec.structs.replace(row, status="building", error="")
+        stale = row.status == "building" and not locked
         if stale:
             # The build may have finished between our read and the lock check: read again.
             row = await off_loop(store.get_segment, state.api_clickhouse, row.segment_id) or row
@@ -265,7 +278,7 @@ def _spawn_build(client, r, segment_id: str, token: str, by: str, role: str) -> 
             except Exception as err:  # noqa: BLE001 - the thread must not die silently
                 log.error("segment_build_crashed", segment_id=segment_id, error=str(err)[:500])
                 try:
-                    B.release(r, segment_id, token)
+                    build_lock.release(r, segment_id, token)
                 except Exception:  # noqa: BLE001
                     pass
 
@@ -391,7 +404,7 @@ class SegmentsController(Controller):
         if key.role != "admin" and row.owner != key.advertiser_id:
             raise ApiError(403, "forbidden", "platform segments are built by the platform")
         r = state.stores.redis
-        token = await off_loop(B.acquire, r, segment_id)
+        token = await off_loop(build_lock.acquire, r, segment_id)
         if token is None:
             raise ApiError(409, "already_building", f"segment {segment_id} is being built")
         client = _builder_client(request, state)
@@ -399,7 +412,7 @@ class SegmentsController(Controller):
             row = await off_loop(lambda: store.write_state(state.api_clickhouse, row,
                                                        status="building", error=""))
         except BaseException:
-            await off_loop(B.release, r, segment_id, token)
+            await off_loop(build_lock.release, r, segment_id, token)
             raise
         _spawn_build(client, r, segment_id, token, key.key_id, key.role)
         return BuildStarted(segment_id, "building", row.version)

@@ -12,7 +12,7 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from adtier.catalog.holdouts import HOLDOUT_SQL
-from adtier.catalog.store import excluded_profile_hashes_sql
+from adtier.privacy.exclusions import excluded_profile_hashes_sql
 from adtier.measure.forecast.backtest import Flight, halves
 
 __all__ = ["HISTORY_DAYS_MAX", "SAMPLE_MAX", "FLIGHTS_MAX", "FLIGHT_MIN_REACH", "tier1", "scope",
