@@ -99,10 +99,14 @@ def test_a_report_asked_20_times_returns_one_noisy_answer(api, rds, days):
 
 
 @pytest.fixture
-def settings(settings):
-    # a budget of two queries (ε 0.5 each): the third distinct one is refused
-    return msgspec.structs.replace(settings, privacy_epsilon_budget=1.0,
-                                   privacy_epsilon_query=0.5)
+def settings(settings, request):
+    # a budget of two queries (ε 0.5 each): the third distinct one is refused; and
+    # ``privacy_version_period_s`` when a test parametrizes it
+    tight = msgspec.structs.replace(settings, privacy_epsilon_budget=1.0,
+                                    privacy_epsilon_query=0.5)
+    period = getattr(request, "param", None)
+    return tight if period is None else msgspec.structs.replace(
+        tight, privacy_version_period_s=period)
 
 
 def test_budget_exhaustion_answers_429_and_every_spend_is_audited(api, rds, days):
@@ -135,14 +139,6 @@ def test_budget_exhaustion_answers_429_and_every_spend_is_audited(api, rds, days
     assert charged == [0.0, 0.5, 0.5]  # two spends, and the free repeat
     refusals = [r for r in spends if r["status"] == 429]
     assert len(refusals) == 1 and refusals[0]["parameters"]["refused"] is True
-
-
-@pytest.fixture
-def settings(settings, request):
-    """The shared settings, with ``privacy_version_period_s`` when a test parametrizes it."""
-    period = getattr(request, "param", None)
-    return settings if period is None else msgspec.structs.replace(
-        settings, privacy_version_period_s=period)
 
 
 HOUR_MS = 3_600_000
