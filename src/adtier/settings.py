@@ -72,6 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     privacy_epsilon_query: float = 0.5
     privacy_epsilon_budget: float = 20.0
     privacy_epsilon_period: str = "month"
+    # live data versions (the newest event's time) are floored to this many seconds: every ask
+    # of one query within it is one paid query with one kept answer. Divides a day (86,400).
+    privacy_version_period_s: int = 86_400
     # a static segment (customer list) releases its size and overlaps only from this many ids
     privacy_min_list_size: int = 1000
     # contribution bounds the noise is calibrated to: events of one type per profile per report
@@ -99,6 +102,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role {self.role!r} (ADTIER_ROLE): expected one of {', '.join(ROLES)}")
+        period = self.privacy_version_period_s
+        if period <= 0 or 86_400 % period:
+            raise ValueError(f"ADTIER_PRIVACY_VERSION_PERIOD_S={period}: expected a whole number "
+                             "of seconds dividing a day (86400), e.g. 3600 or 86400")
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -99,10 +99,14 @@ def test_a_report_asked_20_times_returns_one_noisy_answer(api, rds, days):
 
 
 @pytest.fixture
-def settings(settings):
-    # a budget of two queries (ε 0.5 each): the third distinct one is refused
-    return msgspec.structs.replace(settings, privacy_epsilon_budget=1.0,
-                                   privacy_epsilon_query=0.5)
+def settings(settings, request):
+    # a budget of two queries (ε 0.5 each): the third distinct one is refused; and
+    # ``privacy_version_period_s`` when a test parametrizes it
+    tight = msgspec.structs.replace(settings, privacy_epsilon_budget=1.0,
+                                    privacy_epsilon_query=0.5)
+    period = getattr(request, "param", None)
+    return tight if period is None else msgspec.structs.replace(
+        tight, privacy_version_period_s=period)
 
 
 def test_budget_exhaustion_answers_429_and_every_spend_is_audited(api, rds, days):
@@ -137,30 +141,49 @@ def test_budget_exhaustion_answers_429_and_every_spend_is_audited(api, rds, days
     assert len(refusals) == 1 and refusals[0]["parameters"]["refused"] is True
 
 
-def test_new_events_within_the_hour_cost_nothing_and_change_nothing(api, rds, flush, days):
-    """A live campaign's report: the data version is its newest event's hour, so asking again
-    after new events of the same hour is the same paid query with the same answer (before, the
-    newest event itself was the version and every refresh spent ε again)."""
+HOUR_MS = 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("settings", "same_period", "next_period"),
+    [(None, [20 * 60_000, 5 * HOUR_MS], DAY_MS),  # the default: a day
+     (3600, [20 * 60_000], 2 * HOUR_MS)],  # ADTIER_PRIVACY_VERSION_PERIOD_S=3600
+    indirect=["settings"], ids=["default-day", "hour"])
+def test_new_events_within_the_version_period_cost_nothing_and_change_nothing(
+        api, rds, flush, days, settings, same_period, next_period):
+    """A live campaign's report: the data version is its newest event's time floored to the
+    version period, so asking again after new events of the same period is the same paid
+    query with the same answer (else every refresh of a live dashboard spends ε again); the
+    first event of the next period makes it a new query, paid once. Event timestamps are the
+    clock: no waiting."""
+    assert settings.privacy_version_period_s in (86_400, 3600)
     d1, d2 = days
     adv = key(api, "adv-a")
     url = f"/v1/campaigns/cmp-a/report?by=day&from={d1}&to={d2}"
     first = api.client.get(url, headers=adv).json()
-    newest = (now_ms() // DAY_MS - 2) * DAY_MS + 3_600_000  # day 2's events, 01:00 UTC
+    newest = (now_ms() // DAY_MS - 2) * DAY_MS + HOUR_MS  # day 2's events, 01:00 UTC
 
     def arrive(ts: int, tag: str) -> None:
         events = [ad_event("impression", profile_id=f"late{tag}{i}", campaign_id="cmp-a",
                            ad_serving_id=f"late-{tag}-{i}", ts=ts) for i in range(30)]
         assert api.post_events(batch(events)).status_code == 200
 
-    arrive(newest + 20 * 60_000, "a")  # 30 more profiles, 01:20: the same hour
+    def queries() -> int:
+        return api.client.get("/v1/privacy/budget", headers=adv).json()["queries"]
+
+    for n, offset in enumerate(same_period):  # 30 more profiles each, within the period
+        arrive(newest + offset, f"same{n}")
     flush()
     exact = api.client.get(url, headers=api.admin).json()
-    assert exact["totals"]["reach"] == 93  # the data did change
+    assert exact["totals"]["reach"] == 63 + 30 * len(same_period)  # the data did change
     again = api.client.get(url, headers=adv).json()
     assert {**again, "report_id": ""} == {**first, "report_id": ""}
-    assert api.client.get("/v1/privacy/budget", headers=adv).json()["queries"] == 1
-    arrive(newest + 2 * 3_600_000, "b")  # 03:00: a new hour, a new query
+    assert queries() == 1
+    arrive(newest + next_period, "next")  # the next period: a new query
     flush()
     later = api.client.get(url, headers=adv).json()
     assert later["data_through"] != first["data_through"]
-    assert api.client.get("/v1/privacy/budget", headers=adv).json()["queries"] == 2
+    assert queries() == 2
+    assert {**api.client.get(url, headers=adv).json(), "report_id": ""} == \
+        {**later, "report_id": ""}  # the new version's answer is kept in turn
+    assert queries() == 2

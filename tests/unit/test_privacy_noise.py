@@ -46,15 +46,36 @@ def test_scale_zero_is_exact():
     assert discrete_laplace(np.random.default_rng(0), 0) == 0
 
 
-def test_live_data_versions_are_whole_hours():
+def test_live_data_versions_are_floored_to_the_period():
     import datetime as dt
 
     from adtier.privacy.release import snapped_version
 
     utc = dt.timezone.utc
-    a = snapped_version(dt.datetime(2026, 12, 7, 12, 1, 5, tzinfo=utc))
-    b = snapped_version("2026-12-07T12:59:59.999+00:00")
+    hour = {"period_s": 3600}
+    a = snapped_version(dt.datetime(2026, 12, 7, 12, 1, 5, tzinfo=utc), **hour)
+    b = snapped_version("2026-12-07T12:59:59.999+00:00", **hour)
     assert a == b == "2026-12-07T12:00:00+00:00"
-    assert snapped_version(dt.datetime(2026, 12, 7, 13, 0, tzinfo=utc)) != a
+    assert snapped_version(dt.datetime(2026, 12, 7, 13, 0, tzinfo=utc), **hour) != a
     # naive times are UTC (ClickHouse answers them so); several parts, and no data yet
-    assert snapped_version(dt.datetime(2026, 12, 7, 12, 30), None) == a + "|None"
+    assert snapped_version(dt.datetime(2026, 12, 7, 12, 30), None, **hour) == a + "|None"
+    # a day: the whole UTC day is one version, the next day another
+    day = {"period_s": 86_400}
+    first = snapped_version(dt.datetime(2026, 12, 7, 0, 0, tzinfo=utc), **day)
+    assert first == snapped_version("2026-12-07T23:59:59.999+00:00", **day)
+    assert first == "2026-12-07T00:00:00+00:00"
+    assert snapped_version(dt.datetime(2026, 12, 8, 0, 0, tzinfo=utc), **day) != first
+
+
+def test_a_release_snaps_with_the_policys_period():
+    import datetime as dt
+
+    from adtier.privacy.release import Policy, Release
+    from adtier.settings import load_settings
+
+    when = dt.datetime(2026, 12, 7, 12, 30, tzinfo=dt.timezone.utc)
+    hourly = Policy.of(load_settings({"ADTIER_PRIVACY_VERSION_PERIOD_S": "3600"}))
+    daily = Policy.of(load_settings({}))
+    versions = {p.version_period_s: Release(p, None, b"s", "adv", "report", {}).version(when)
+                for p in (hourly, daily)}
+    assert versions == {3600: "2026-12-07T12:00:00+00:00", 86_400: "2026-12-07T00:00:00+00:00"}

@@ -114,3 +114,19 @@ def test_derived_properties(tmp_path: Path) -> None:
                             "ADTIER_REDIS_URL": "redis://r:6379"})
     assert remote.clickhouse_dsn == "http://ch:8123"
     assert not remote.embedded_clickhouse and not remote.embedded_redis
+
+
+@pytest.mark.parametrize("raw", ["3600", "86400", "900", "1"])
+def test_privacy_version_period_divides_a_day(raw: str) -> None:
+    settings = load_settings({"ADTIER_PRIVACY_VERSION_PERIOD_S": raw})
+    assert settings.privacy_version_period_s == int(raw)
+
+
+@pytest.mark.parametrize("raw", ["0", "-3600", "7000", "172800", "1.5", "hourly"])
+def test_privacy_version_period_rejects_what_does_not_divide_a_day(raw: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match="privacy_version_period_s|PERIOD_S"):
+        load_settings({"ADTIER_PRIVACY_VERSION_PERIOD_S": raw})
+
+
+def test_privacy_version_period_default_is_a_day() -> None:
+    assert Settings().privacy_version_period_s == 86_400

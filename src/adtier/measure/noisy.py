@@ -57,8 +57,7 @@ from adtier.countries import COUNTRY_CODES
 from adtier.measure import lift, reach
 from adtier.measure.cells import COUNT_METRICS, CellRows
 from adtier.privacy.noise import NoiseStream, scale_for, variance
-from adtier.privacy.release import (Release, noise_note, over_k, release_threshold,
-                                    snapped_version)
+from adtier.privacy.release import Release, noise_note, over_k, release_threshold
 
 __all__ = ["max_rows", "report_scales", "report", "frequency_scales", "frequency",
            "MAX_CREATIVES", "MAX_DAYS", "content_effects_scales", "EffectsPrivatizer",
@@ -333,25 +332,25 @@ def forecast(answer: dict[str, Any], stream: NoiseStream, epsilon: float,
 
 def report_answer(client: Any, rel: Release, campaign_id: str, by: str, lo: dt.date,
                   hi: dt.date, k: int) -> dict[str, Any]:
-    """The advertiser's report: one answer per (query, hour of the campaign's newest event)."""
+    """The advertiser's report: one answer per (query, period of the campaign's newest event)."""
     got = reach.report_cells(client, campaign_id, by, lo, hi)
-    return rel.answered(snapped_version(got.through), lambda stream: report(
+    return rel.answered(rel.version(got.through), lambda stream: report(
         got, campaign_id, by, lo, hi, k, stream, rel.epsilon, rel.policy.event_bound))
 
 
 def frequency_answer(client: Any, rel: Release, campaign_id: str, lo: dt.date, hi: dt.date,
                      k: int) -> dict[str, Any]:
-    """The advertiser's frequency: one answer per (query, hour of the newest event)."""
+    """The advertiser's frequency: one answer per (query, period of the newest event)."""
     exact = reach.frequency_cells(client, campaign_id, lo, hi)
-    return rel.answered(snapped_version(exact[0]), lambda stream: frequency(
+    return rel.answered(rel.version(exact[0]), lambda stream: frequency(
         exact, campaign_id, k, stream, rel.epsilon, rel.policy.impressions_bound))
 
 
 def effects_answer(client: Any, rel: Release, info: Any, days: int, k: int) -> dict[str, Any]:
-    """The advertiser's content effects: one answer per (query, hour of the campaign's and of
-    the viewing's newest events)."""
-    version = snapped_version(reach.data_through(client, info.campaign_id),
-                              lift.outcome_data_through(client))
+    """The advertiser's content effects: one answer per (query, period of the campaign's and
+    of the viewing's newest events)."""
+    version = rel.version(reach.data_through(client, info.campaign_id),
+                          lift.outcome_data_through(client))
 
     def compute(stream: NoiseStream) -> dict[str, Any]:
         privatize = EffectsPrivatizer(lambda _version: stream, rel.epsilon, days)

@@ -14,10 +14,11 @@ sound threshold ``release_threshold``: k raised until a row of one profile passe
 probability at most ``THRESHOLD_DELTA`` (partition selection, as in Google's DP libraries).
 Rows need not sum to totals after noise (each is noised on its own); the API says so.
 
-Data versions of live data are snapped to ``VERSION_PERIOD`` (an hour): every ask of one query
-within the hour is one paid query, and ``Release.answered`` keeps its first answer (Valkey, as
-long as the ledger that paid for it) so that the same noise is never released over two
-different data states (their difference would cancel it).
+Data versions of live data are snapped to the policy's ``version_period_s``
+(``ADTIER_PRIVACY_VERSION_PERIOD_S``, a day by default): every ask of one query within the
+period is one paid query, and ``Release.answered`` keeps its first answer (Valkey, as long as
+the ledger that paid for it) so that the same noise is never released over two different data
+states (their difference would cancel it).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from adtier.privacy.noise import NoiseStream, accuracy, scale_for, seed_key
 
 __all__ = ["Policy", "Release", "SECRET_KEY", "load_secret", "platform_stream", "over_k",
            "noise_note", "list_below_minimum", "segment_size", "SIZE_SHARE",
-           "THRESHOLD_DELTA", "release_threshold", "VERSION_PERIOD", "snapped_version"]
+           "THRESHOLD_DELTA", "release_threshold", "snapped_version"]
 
 SECRET_KEY = "adtier:privacy:noise-secret"
 
@@ -52,6 +53,7 @@ class Policy:
     min_list_size: int = 1000
     event_bound: int = 5
     impressions_bound: int = 100
+    version_period_s: int = 86_400
 
     @classmethod
     def of(cls, settings: Any) -> "Policy":
@@ -61,7 +63,8 @@ class Policy:
                    period=str(settings.privacy_epsilon_period),
                    min_list_size=int(settings.privacy_min_list_size),
                    event_bound=int(settings.privacy_event_bound),
-                   impressions_bound=int(settings.privacy_impressions_bound))
+                   impressions_bound=int(settings.privacy_impressions_bound),
+                   version_period_s=int(settings.privacy_version_period_s))
 
 
 async def load_secret(configured: str, redis, key: str = SECRET_KEY) -> bytes:
@@ -94,12 +97,10 @@ def release_threshold(k: int, scale: float, delta: float = THRESHOLD_DELTA) -> i
     return max(k, 1 + t)
 
 
-VERSION_PERIOD = dt.timedelta(hours=1)  # live data versions are snapped to whole hours
-
-
-def snapped_version(*parts: Any) -> str:
-    """A data version of newest-event times, each floored to ``VERSION_PERIOD``: new events
-    within the hour leave the version (and the paid query) as it was."""
+def snapped_version(*parts: Any, period_s: int) -> str:
+    """A data version of newest-event times, each floored to ``period_s`` seconds (UTC; a
+    divisor of a day, so periods start at midnight): new events within the period leave the
+    version (and the paid query) as it was. Other parts are taken as they are."""
     out = []
     for part in parts:
         when = part
@@ -111,7 +112,7 @@ def snapped_version(*parts: Any) -> str:
         if isinstance(when, dt.datetime):
             when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
             epoch = when.astimezone(dt.timezone.utc).timestamp()
-            step = VERSION_PERIOD.total_seconds()
+            step = float(period_s)
             when = dt.datetime.fromtimestamp(epoch // step * step, dt.timezone.utc).isoformat()
         out.append(str(when))
     return "|".join(out)
@@ -146,6 +147,11 @@ class Release:
     def __post_init__(self) -> None:
         if not self.epsilon:
             self.epsilon = self.policy.epsilon_query
+
+    def version(self, *parts: Any) -> str:
+        """The data version of live data whose newest events are ``parts``, snapped to the
+        policy's period (``snapped_version``)."""
+        return snapped_version(*parts, period_s=self.policy.version_period_s)
 
     def open(self, data_version: str, now: dt.datetime | None = None) -> NoiseStream:
         """Charge the query (raises ``budget.BudgetSpent``) and answer its noise stream."""

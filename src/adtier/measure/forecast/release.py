@@ -1,15 +1,16 @@
 """What an advertiser may see of a forecast (docs/privacy.md): counts coarsened to steps of
 ``k``, frequency buckets folded under ``k``, the backtest only when it rests on enough
-campaigns."""
+campaigns; and one kept answer per data version (``kept_answer``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from adtier.measure.privacy import fold_small_rows, fold_until_k
 
-__all__ = ["BACKTEST_MIN_CAMPAIGNS", "coarse", "release"]
+__all__ = ["BACKTEST_MIN_CAMPAIGNS", "coarse", "release", "data_version", "kept_answer"]
 
 
 # campaigns an advertiser's flight backtest must rest on (other advertisers' campaigns on its
@@ -121,3 +122,25 @@ def release(answer: dict[str, Any], k: int) -> dict[str, Any]:
         "parameters": {**parameters, "candidates": candidates,
                        "sampled_profiles": None if sampled is None else coarse(sampled, k)},
     }
+
+
+# the end of the forecast's history window (``history._window``): newer events move the answer
+_NEWEST_SQL = "SELECT max(ts) FROM ad_events"
+
+
+def data_version(client: Any, rel: Any, segment_keys: list[str]) -> str:
+    """The forecast's data version: the newest ad event, floored to the release's version
+    period (``ADTIER_PRIVACY_VERSION_PERIOD_S``), and the segments' built versions
+    (``segment:version`` keys). Not the exact answer's hash: that re-spent ε whenever any
+    count moved and told, by whether a repeat was charged, whether the exact answer changed."""
+    newest = client.query(_NEWEST_SQL).result_rows[0][0]
+    return rel.version(newest, ",".join(sorted(segment_keys)))
+
+
+def kept_answer(client: Any, rel: Any, segment_keys: list[str],
+                compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """An advertiser's forecast: ``compute`` (the noisy, coarse release of the exact answer,
+    given the query's noise stream) runs once per data version; every ask within the period
+    answers the kept first answer (``Release.answered``), so two forecasts over different data
+    never share a noise draw and a refresh does not re-spend."""
+    return rel.answered(data_version(client, rel, segment_keys), compute)
