@@ -62,7 +62,6 @@ from adtier.privacy.release import Release, noise_note, over_k, release_threshol
 __all__ = ["max_rows", "report_scales", "report", "frequency_scales", "frequency",
            "MAX_CREATIVES", "MAX_DAYS", "content_effects_scales", "EffectsPrivatizer",
            "SESSIONS_PER_DAY", "TARGET_MINUTES_PER_DAY", "forecast_scales", "forecast",
-           "forecast_version",
            "report_answer", "frequency_answer", "effects_answer"]
 
 MAX_DAYS = 402  # the cells and rollups keep 400 days (TTL): no range has more day rows
@@ -295,14 +294,6 @@ def forecast_scales(epsilon: float, impressions_bound: int) -> dict[str, float]:
     return {"universe": scale_for(1, share), "reach": scale_for(1, share),
             "candidates_reach": scale_for(1, share), "distribution": scale_for(1, share),
             "deliverable_impressions": scale_for(impressions_bound, share)}
-
-
-def forecast_version(answer: dict[str, Any]) -> str:
-    import hashlib
-
-    import msgspec
-
-    return hashlib.sha256(msgspec.json.encode(answer, order="sorted")).hexdigest()[:32]
 
 
 def forecast(answer: dict[str, Any], stream: NoiseStream, epsilon: float,

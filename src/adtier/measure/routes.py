@@ -30,6 +30,7 @@ from adtier.catalog.models import AdCategory
 from adtier.errors import ApiError, decode_json
 from adtier import audit
 from adtier.measure import campaign_info, forecast, lift, loglevel, noisy, reach
+from adtier.measure.forecast.release import kept_answer
 from adtier.measure.privacy import CampaignInfo, not_found
 from adtier.privacy import budget as privacy_budget
 from adtier.privacy import http as privacy_http
@@ -358,16 +359,21 @@ class ForecastController(Controller):
             # folded, other advertisers' campaigns in the backtest only as an aggregate
             rel = await privacy_http.release_for(request, key, "forecast_reach", params)
             if rel is not None:
-                # seeded noise on every count (data version: the exact answer's hash), then
-                # the coarse release; the error bound adds the noise's 95 % half-width
-                stream = await run_query(request, lambda _c: rel.open(
-                    noisy.forecast_version(answer)))
-                answer, scales = noisy.forecast(answer, stream, rel.epsilon,
-                                                rel.policy.impressions_bound)
-                answer = forecast.release(answer, k)
-                answer["noise"] = {**noise_note(rel.epsilon, scales),
-                                   "rows_sum_to_totals": False}
-                answer["noise_error"] = _noise_error(answer, scales)
+                # seeded noise on every count, then the coarse release, once per data version
+                # (newest ad event's period, segment versions) and kept; the error bound adds
+                # the noise's 95 % half-width
+                exact = answer
+
+                def compute(stream: Any) -> dict[str, Any]:
+                    noisy_answer, scales = noisy.forecast(exact, stream, rel.epsilon,
+                                                          rel.policy.impressions_bound)
+                    out = forecast.release(noisy_answer, k)
+                    out["noise"] = {**noise_note(rel.epsilon, scales),
+                                    "rows_sum_to_totals": False}
+                    out["noise_error"] = _noise_error(out, scales)
+                    return out
+
+                answer = await run_query(request, kept_answer, rel, keys, compute)
             elif key.role != "admin":
                 answer = forecast.release(answer, k)
             return {"segment_ids": data.segment_ids, **answer}
