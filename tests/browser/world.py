@@ -51,7 +51,11 @@ def settings_for(data_dir: Path, clickhouse_dsn: str, redis_url: str) -> Setting
     return load_settings({}, data_dir=data_dir, clickhouse_url=clickhouse_dsn,
                          redis_url=redis_url, admin_key="adt_browser_admin_" + uuid.uuid4().hex,
                          flusher_enabled=False, log_level="warning",
-                         features_compute_interval_s=0.0)
+                         features_compute_interval_s=0.0,
+                         # fixed, as in tests/conftest.py: without it each run draws a new
+                         # secret, so which rows fold (and whether a remainder is released)
+                         # changes from run to run and a failure cannot be replayed
+                         privacy_noise_secret="adt-browser-noise-secret")
 
 
 class serve_app:

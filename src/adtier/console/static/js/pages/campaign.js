@@ -2,7 +2,7 @@
 // breakdowns, content effects. Every number is the API's answer for this key.
 import { api, ApiError, query } from "../api.js";
 import { chartBox, draw, frequencyLayout } from "../charts.js";
-import { card, columnsOf, el, errorBox, isRate, kpis, table } from "../ui.js";
+import { card, columnsOf, el, errorBox, fmt, isRate, kpis, table } from "../ui.js";
 
 const BREAKDOWNS = ["device", "country", "creative", "break_position"];
 const FUNNEL = ["impressions", "starts", "first_quartile", "midpoint", "third_quartile",
@@ -27,8 +27,8 @@ export async function campaignPage(target, { args }) {
   }
   const sections = el("div", { class: "grid" });
   target.replaceChildren(el("h1", {}, `Campaign ${id}`), rangeForm(id, range),
-    el("p", { class: "note" }, `Data through ${day.data_through || "—"}; rows cover at least ` +
-      `k = ${day.k} profiles, smaller ones are folded into "suppressed".`),
+    el("p", { class: "note" }, `Data through ${day.data_through || "—"}; a row is shown when its ` +
+      `reach is at least ${threshold(day)} profiles, smaller ones are folded into "suppressed".`),
     totalsKpis(day.totals), sections);
   sections.append(dailyCard(day), cumulativeCard(freq), frequencyCard(freq), funnelCard(day));
   // the breakdowns and the effects are independent queries: ask them together
@@ -123,10 +123,17 @@ function withSuppressed(report, key) {
   if (report.suppressed_rows) {
     rows.push({ ...(report.suppressed || {}), [key]:
       `suppressed (${report.suppressed_rows} ${report.suppressed_rows === 1 ? "row" : "rows"} ` +
-      `under k = ${report.k}${report.suppressed ? "" : "; too few to show even together"})`,
+      `under ${threshold(report)} profiles` +
+      `${report.suppressed ? "" : "; too few to show even together"})`,
     _suppressed: true });
   }
   return rows;
+}
+
+// The reach a row needs to be released: an advertiser's noisy answer names its own threshold
+// (k raised for the noise, noise.row_threshold); an exact answer's is k.
+function threshold(report) {
+  return fmt(report.noise?.row_threshold ?? report.k);
 }
 
 function suppressedNote(report) {
