@@ -17,6 +17,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -25,6 +26,7 @@ from adtier.measure import noisy
 from adtier.measure.cells import COUNT_METRICS, CellRows
 from adtier.privacy.noise import NoiseStream, accuracy, seed_key
 from adtier.privacy.release import Policy
+from adtier.settings import load_settings
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 TARGET = 0.01
@@ -74,9 +76,10 @@ def frequency_error(reach: int, seeds: int, policy: Policy) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1000)
-    parser.add_argument("--epsilon", type=float, default=Policy().epsilon_query)
+    configured = Policy.of(load_settings())  # the server's ADTIER_PRIVACY_* (defaults included)
+    parser.add_argument("--epsilon", type=float, default=configured.epsilon_query)
     args = parser.parse_args()
-    policy = Policy(epsilon_query=args.epsilon)
+    policy = dataclasses.replace(configured, epsilon_query=args.epsilon)
     lo = dt.date(2026, 11, 1)
     scales = {d: noisy.report_scales("day", lo, lo + dt.timedelta(days=d - 1), args.epsilon,
                                      policy.event_bound) for d in (7, 31)}

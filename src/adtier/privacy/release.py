@@ -44,16 +44,17 @@ SECRET_KEY = "adtier:privacy:noise-secret"
 
 @dataclass(frozen=True)
 class Policy:
-    """The privacy settings (``ADTIER_PRIVACY_*``, see ``adtier.settings``)."""
+    """The privacy settings (``ADTIER_PRIVACY_*``), built by ``of``: their defaults live in
+    ``adtier.settings`` only."""
 
-    k: int = 50
-    epsilon_query: float = 0.5
-    epsilon_limit: float = 20.0
-    period: str = "month"
-    min_list_size: int = 1000
-    event_bound: int = 5
-    impressions_bound: int = 100
-    version_period_s: int = 86_400
+    k: int
+    epsilon_query: float
+    epsilon_limit: float
+    period: str
+    min_list_size: int
+    event_bound: int
+    impressions_bound: int
+    version_period_s: int
 
     @classmethod
     def of(cls, settings: Any) -> "Policy":
