@@ -103,7 +103,10 @@ async def run(args: argparse.Namespace) -> None:
         await load.close()
         rate = stats.accepted / max(stats.t_last - stats.t_first, 1e-9)
         latencies.sort()
-        pick = lambda q: 1e3 * latencies[int(q * (len(latencies) - 1))]  # noqa: E731
+
+        def pick(q: float) -> float:
+            return 1e3 * latencies[int(q * (len(latencies) - 1))]
+
         print(f"{server.name}: {stats.requests} pixels, {rate:,.0f} GIFs/s, statuses "
               f"{dict(stats.statuses)}, errors {dict(stats.errors)}")
         print(f"  latency ms: p50 {pick(0.5):.1f} p90 {pick(0.9):.1f} p99 {pick(0.99):.1f}")

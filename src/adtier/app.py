@@ -16,8 +16,13 @@ from adtier.console.headers import browser_headers_middleware
 from adtier.embedded_valkey import die_with_parent
 from adtier.errors import exception_handlers
 from adtier.features.routes import FEATURE_ROUTES
-from adtier.ingest.pixel import (GIF_HEADERS, PIXEL_PATH, PixelTemplateController,
-                                 answer_pixel, pixel_route)
+from adtier.ingest.pixel import (
+    GIF_HEADERS,
+    PIXEL_PATH,
+    PixelTemplateController,
+    answer_pixel,
+    pixel_route,
+)
 from adtier.ingest.routes import BatchStatusController, EventsController
 from adtier.ingest.vast_xml import VastController
 from adtier.key_routes import KeysController

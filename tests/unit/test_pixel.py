@@ -15,8 +15,15 @@ from hypothesis import strategies as st
 
 from adtier.events import AD_EVENT_TYPES, DECODERS, AdError, AdEvent, rejection_reason
 from adtier.ingest.normalise import to_ms
-from adtier.ingest.pixel import (_NAMESPACE, PIXEL_EVENTS, PixelRejected, _present, pixel_event,
-                                 query_pairs, uuid5_text)
+from adtier.ingest.pixel import (
+    _NAMESPACE,
+    PIXEL_EVENTS,
+    PixelRejected,
+    _present,
+    pixel_event,
+    query_pairs,
+    uuid5_text,
+)
 from adtier.ingest.vast_macros import unfilled
 
 RECEIVED = 1_717_000_000_123
