@@ -11,8 +11,8 @@ and so does an SSAI stitcher firing the player's beacon (who fired it is not in 
 Interaction events that can happen several times in one play (pause, mute, expand ...) also take
 the playhead into the id, and progress its offset.
 
-Pixels are the hot path (one request per event), so the route is a plain ASGI handler, and
-concurrent pixels are appended to the buffer together (a few milliseconds of micro-batching):
+Pixels are the hot path (one request per event), so the app answers them before Litestar's
+routing and middlewares (``app.AdtierApp`` calls ``answer_pixel``), and concurrent pixels are appended to the buffer together (a few milliseconds of micro-batching):
 one script call and one stream entry for many pixels. A pixel is answered after its batch is
 durable, like any batch.
 """
