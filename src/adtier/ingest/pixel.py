@@ -12,9 +12,9 @@ Interaction events that can happen several times in one play (pause, mute, expan
 the playhead into the id, and progress its offset.
 
 Pixels are the hot path (one request per event), so the app answers them before Litestar's
-routing and middlewares (``app.AdtierApp`` calls ``answer_pixel``), and concurrent pixels are appended to the buffer together (a few milliseconds of micro-batching):
-one script call and one stream entry for many pixels. A pixel is answered after its batch is
-durable, like any batch.
+routing and middlewares (``app.AdtierApp`` calls ``answer_pixel``), and concurrent pixels are
+appended to the buffer together (group commit, no fixed delay): one script call and one stream
+entry for many pixels. A pixel is answered after its batch is durable, like any batch.
 """
 
 from __future__ import annotations
