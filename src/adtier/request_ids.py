@@ -12,7 +12,7 @@ from contextvars import ContextVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID", "current_request_id", "request_id_middleware"]
+__all__ = ["REQUEST_ID", "current_request_id", "request_id_middleware", "request_id_of"]
 
 REQUEST_ID: ContextVar[str] = ContextVar("adtier_request_id", default="")
 _HEADER = b"x-request-id"
@@ -30,12 +30,17 @@ def _incoming(scope: Scope) -> str:
     return ""
 
 
+def request_id_of(scope: Scope) -> str:
+    """The client's request id if it sent a usable one, else a new one."""
+    return _incoming(scope) or secrets.token_hex(8)
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        request_id = _incoming(scope) or secrets.token_hex(8)
+        request_id = request_id_of(scope)
         header = (_HEADER, request_id.encode())
 
         async def send_with_id(message: Message) -> None:

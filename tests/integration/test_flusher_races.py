@@ -111,6 +111,33 @@ def test_idle_consumer_is_forgotten_only_when_it_holds_nothing(api, settings, ch
     assert "idle" not in [c.name for c in survivor.buffer.consumers()]
 
 
+def _stream_reads(rds) -> int:
+    return int(rds.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def test_a_trickle_is_read_a_few_times_a_round_not_once_per_append(api, settings, rds):
+    """A round flushes at its end (or at max_rows) whenever its entries came in, so a trickle
+    of appends (pixels: one per group of concurrent pixels) is read every ``POLL_SECONDS``,
+    not once per append: each read wakes the flusher's Python and Valkey for a few rows."""
+    flusher = Flusher(connect(settings.clickhouse_dsn), rds, "host-t", max_seconds=1.0)
+    flusher.buffer.ensure_group()
+    got: list[int] = []
+    reads = _stream_reads(rds)
+    collecting = threading.Thread(target=lambda: got.append(len(flusher._collect())))
+    collecting.start()
+    sent = 0
+    stop = time.monotonic() + 0.7
+    while time.monotonic() < stop:
+        _send(api, 1)
+        sent += 1
+        time.sleep(0.01)
+    collecting.join()
+    reads = _stream_reads(rds) - reads
+    assert sent >= 15
+    assert got == [sent]  # every entry of the round, in the round
+    assert reads <= 1 + 1.0 / Flusher.POLL_SECONDS + 2, (reads, sent)
+
+
 def test_flushers_of_one_process_take_turns_collecting(api, settings, rds):
     """Each flush has a fixed cost whatever its size: two flushers collecting side by side
     at a trickle would flush twice per ``max_seconds``; in turn, the second starts collecting

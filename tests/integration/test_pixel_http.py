@@ -43,6 +43,19 @@ def test_pixel_events_land_and_retries_are_duplicates(api, flush, ch):
     assert [r[4] for r in rows if r[0] == "pause"] == [5000, 9500]
 
 
+def test_pixel_answers_carry_a_request_id(api):
+    """Pixels are answered before Litestar's routing (AdtierApp): the request id still comes
+    with each, the client's own kept, like every other answer's."""
+    made = _px(api, e="impression", **BASE)
+    _assert_gif(made)
+    assert len(made.headers["x-request-id"]) == 16
+    kept = api.client.get("/v1/px", params={"k": api.ingest_key, "e": "start", **BASE},
+                          headers={"X-Request-Id": "trace-7"})
+    _assert_gif(kept)
+    assert kept.headers["x-request-id"] == "trace-7"
+    assert "x-content-type-options" not in kept.headers  # the browser pages' header, not here
+
+
 def test_pixel_time_and_macros(api, flush, ch):
     ts = now_ms() - 30_000
     _px(api, e="impression", ts=str(ts), pos="[POD_POSITION]", bp="midroll", dur="00:00:30.000", **BASE)

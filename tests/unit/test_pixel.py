@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from adtier.events import AD_EVENT_TYPES, DECODERS, AdError, AdEvent, rejection_reason
 from adtier.ingest.normalise import to_ms
-from adtier.ingest.pixel import PIXEL_EVENTS, PixelRejected, _present, pixel_event
+from adtier.ingest.pixel import (
+    _NAMESPACE,
+    PIXEL_EVENTS,
+    PixelRejected,
+    _present,
+    pixel_event,
+    query_pairs,
+    uuid5_text,
+)
 from adtier.ingest.vast_macros import unfilled
 
 RECEIVED = 1_717_000_000_123
@@ -319,3 +327,21 @@ def test_iso_ts_datetime_is_exact() -> None:
     event = px(e="impression", ts="2024-05-29T16:26:40.123Z")
     assert event["ts"] == int(datetime(2024, 5, 29, 16, 26, 40, 123_000,
                                        tzinfo=timezone.utc).timestamp() * 1000)
+
+
+@given(st.text(max_size=200))
+def test_the_event_id_is_the_uuid5_of_its_identity(name):
+    assert uuid5_text(name) == str(uuid.uuid5(_NAMESPACE, name))
+
+
+_QUERY_CHARS = st.sampled_from(list("ab=&k%+[]:._-") + ["%6B", "%FF", "%20", "%3D", "%26", "é"])
+
+
+@given(st.lists(_QUERY_CHARS, max_size=40).map("".join))
+def test_query_pairs_are_parse_qsl_s(query):
+    assert query_pairs(query) == parse_qsl(query, keep_blank_values=True)
+
+
+def test_query_pairs_of_a_plain_pixel_url():
+    query = "k=ing_x&e=start&asid=as-1&cmp=cmp-1&cc=US&ts=[TIMESTAMP]&&flag&x="
+    assert query_pairs(query) == parse_qsl(query, keep_blank_values=True)

@@ -213,6 +213,10 @@ def insert_settings(dedup_token: str) -> dict[str, object]:
 
 
 class Flusher:
+    # Once a round has entries and the stream is drained, how long to wait before reading
+    # again (a round flushes at its end or at max_rows, whenever its entries came in).
+    POLL_SECONDS = 0.1
+
     def __init__(
         self,
         clickhouse: Client,
@@ -453,6 +457,10 @@ class Flusher:
             rows += sum(e.record.valid for e in got)
             if rows >= self.max_rows or time.monotonic() >= deadline:
                 break
+            if len(got) < 32:
+                # drained: a blocking read would wake for every append of a trickle (pixels
+                # append a few rows at a time), each wake-up Python and a Valkey read
+                self._stop.wait(min(self.POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         return entries
 
     def _update_lag(self) -> None:

@@ -38,39 +38,56 @@ local n = #ids / 16
 local list = {}
 for i = 1, n do list[i] = string.sub(ids, i * 16 - 15, i * 16) end
 local today = KEYS[today_at]
-local sets = {today}
+local earlier = {}
 for k = today_at - back, today_at - 1 do
-  if redis.call('EXISTS', KEYS[k]) == 1 then sets[#sets + 1] = KEYS[k] end
+  if redis.call('EXISTS', KEYS[k]) == 1 then earlier[#earlier + 1] = KEYS[k] end
 end
-local marks = {}
-local fresh = {}
-local in_batch = {}
+-- Per chunk: which ids today's set holds, then the whole chunk added to it. When SADD adds
+-- every id (the usual batch: all new, all distinct) and no earlier day's set holds one, the
+-- chunk's marks are one string.rep, with no Lua table filled per id; otherwise they are
+-- worked out id by id. An id of an earlier day's set is a duplicate either way (it is added
+-- to today's set too, where a later copy is one as well).
+local pieces = {}
 local dups = 0
+local added_any = false
 local CHUNK = 2000  -- unpack has a stack limit
 for first = 1, n, CHUNK do
   local last = math.min(first + CHUNK - 1, n)
-  local seen = {}
-  for s = 1, #sets do seen[s] = redis.call('SMISMEMBER', sets[s], unpack(list, first, last)) end
-  for i = first, last do
-    local id = list[i]
-    local j = i - first + 1
-    local dup = in_batch[id] or false
-    for s = 1, #sets do dup = dup or seen[s][j] == 1 end
-    if dup then
-      marks[i] = '1'
-      dups = dups + 1
-    else
-      marks[i] = '0'
-      in_batch[id] = true
-      fresh[#fresh + 1] = id
+  local size = last - first + 1
+  local seen = redis.call('SMISMEMBER', today, unpack(list, first, last))
+  local added = redis.call('SADD', today, unpack(list, first, last))
+  if added > 0 then added_any = true end
+  local olds = {}
+  local old_hit = false
+  for s = 1, #earlier do
+    local old = redis.call('SMISMEMBER', earlier[s], unpack(list, first, last))
+    for j = 1, size do
+      if old[j] == 1 then old_hit = true break end
     end
+    olds[#olds + 1] = old
+  end
+  if added == size and not old_hit then
+    pieces[#pieces + 1] = string.rep('0', size)
+  else
+    local chunk = {}
+    local in_chunk = {}
+    for j = 1, size do
+      local id = list[first + j - 1]
+      local dup = seen[j] == 1 or in_chunk[id] or false
+      for s = 1, #olds do dup = dup or olds[s][j] == 1 end
+      if dup then
+        chunk[j] = '1'
+        dups = dups + 1
+      else
+        chunk[j] = '0'
+        in_chunk[id] = true
+      end
+    end
+    pieces[#pieces + 1] = table.concat(chunk)
   end
 end
-for first = 1, #fresh, CHUNK do
-  redis.call('SADD', today, unpack(fresh, first, math.min(first + CHUNK - 1, #fresh)))
-end
-local bitmap = table.concat(marks)
-if #fresh > 0 then redis.call('EXPIRE', today, ARGV[3]) end
+local bitmap = table.concat(pieces)
+if added_any then redis.call('EXPIRE', today, ARGV[3]) end
 
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[5], 'm', ARGV[6], 'a', ARGV[7], 'c', ARGV[8],
   'r', ARGV[9], 'd', bitmap)
@@ -79,7 +96,7 @@ if ARGV[13] == '1' then
   local whole = bitmap
   if ARGV[14] ~= '' then
     local k = 0
-    whole = string.gsub(ARGV[14], '%?', function() k = k + 1; return marks[k] end)
+    whole = string.gsub(ARGV[14], '%?', function() k = k + 1; return string.sub(bitmap, k, k) end)
   end
   local meta = ARGV[16]
   if meta == '' then meta = ARGV[6] end
