@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 
-__all__ = ["LiveCounters", "LiveFeatures", "read_live", "bucket_keys", "last_key", "live_features",
+__all__ = ["LiveCounters", "LiveFeatures", "Lookups", "load_lookups", "read_live", "bucket_keys", "last_key", "live_features",
            "forget", "parse_ad_rows", "parse_stop_rows"]
 
 log = get_logger("adtier.features.live")
@@ -186,6 +186,29 @@ def parse_stop_rows(block: bytes) -> list[_StopRow]:
             if r.type == "content_stop"]
 
 
+class Lookups(msgspec.Struct):
+    """What counting needs from ClickHouse: the campaign -> ad category map and the
+    exclusion sets (kids' and opted-out profile ids, erased profiles' SHA-256)."""
+
+    categories: dict[str, str]
+    excluded_ids: list[str]
+    erased_sha256: list[str]
+
+
+def load_lookups(clickhouse: Client) -> Lookups | None:
+    """The look-ups, or None when ClickHouse fails (the caller keeps what it had)."""
+    try:
+        return Lookups(
+            categories=dict(clickhouse.query(
+                "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
+                "GROUP BY campaign_id").result_rows),
+            excluded_ids=[r[0] for r in clickhouse.query(EXCLUDED_IDS_SQL).result_rows],
+            erased_sha256=[r[0] for r in clickhouse.query(ERASED_SHA256_SQL).result_rows])
+    except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
+        log.warning("live_counters_refresh_failed", error=str(err)[:300])
+        return None
+
+
 class LiveCounters:
     """The flusher's hook: ``on_stored(entries, blocks)`` after a flush is acknowledged."""
 
@@ -208,16 +231,16 @@ class LiveCounters:
         self._loaded_at = time.monotonic()
         if self.ch is None:
             return
-        try:
-            self.categories = dict(self.ch.query(
-                "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
-                "GROUP BY campaign_id").result_rows)
-            self.excluded_ids = frozenset(
-                r[0] for r in self.ch.query(EXCLUDED_IDS_SQL).result_rows)
-            self.erased_sha256 = frozenset(
-                r[0] for r in self.ch.query(ERASED_SHA256_SQL).result_rows)
-        except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
-            log.warning("live_counters_refresh_failed", error=str(err)[:300])
+        lookups = load_lookups(self.ch)
+        if lookups is not None:
+            self.use(lookups)
+
+    def use(self, lookups: Lookups) -> None:
+        """Count with these look-ups from now on (what ``refresh`` loaded, here or elsewhere)."""
+        self.categories = lookups.categories
+        self.excluded_ids = frozenset(lookups.excluded_ids)
+        self.erased_sha256 = frozenset(lookups.erased_sha256)
+        self._loaded_at = time.monotonic()
 
     def _excluded(self, profile_id: str) -> bool:
         return excluded(profile_id, self.excluded_ids, self.erased_sha256)
