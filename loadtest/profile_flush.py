@@ -11,7 +11,7 @@ than it changes the bench's rates; run it twice and compare when it matters.
 
 The live counters run in a child process as ``adtier serve`` runs them (``--live thread``: in
 the flusher's thread, as ``adtier flush`` and, before, the server ran them); the child's CPU
-is its own line, measured once it has counted every flush and exited.
+is its own line: its CPU from when its imports are done to when it has counted every flush.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import functools
 import logging
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -106,6 +105,20 @@ def _pid_cpu(valkey: EmbeddedValkey) -> float:
     return 0.0
 
 
+def _settled_cpu(pid: int | None) -> float:
+    """CPU seconds of a process once they stop growing (a child done importing)."""
+    last = -1.0
+    for _ in range(300):
+        with contextlib.suppress(Exception):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            now = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if now == last:
+                return now
+            last = now
+        time.sleep(0.5)
+    return max(last, 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, default=200)
@@ -151,6 +164,11 @@ def main() -> None:
         flusher = flusher_mod.Flusher(flush_ch, rds, consumer="profile", max_rows=args.max_rows,
                                       max_seconds=0.5, on_stored=on_stored)
         _patch(flusher)
+        child_start_cpu = 0.0
+        if feed is not None:
+            while feed.pid is None:
+                time.sleep(0.05)
+            child_start_cpu = _settled_cpu(feed.pid)
         since = time.time() - 1
         valkey_cpu = _pid_cpu(valkey)
         started = time.process_time()
@@ -158,12 +176,11 @@ def main() -> None:
         while entries := flusher._collect():
             flusher.flush(entries)
         STAGES["flusher total (process CPU)"] = time.process_time() - started
-        if feed is not None:  # the child's CPU once it has counted everything and exited
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if feed is not None:  # the child's CPU once it has counted everything (settled)
+            feed.wait_idle(120)
+            STAGES["live counters child (its process CPU, start-up excluded)"] = (
+                _settled_cpu(feed.pid) - child_start_cpu)
             feed.close(timeout=120)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            STAGES["live counters child (its process CPU)"] = (
-                after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
         STAGES["valkey server during the flush (its process CPU)"] = _pid_cpu(valkey) - valkey_cpu
         events = args.batches * args.batch_events
         print(f"{events:,} events in {args.batches} batches of {args.batch_events}; "

@@ -189,6 +189,9 @@ class LiveFeed:
 
     # ---- the sender thread ------------------------------------------------------------------
     def _send_forever(self) -> None:
+        # started at once, not at the first flush: its imports (a few seconds of CPU on a busy
+        # machine) are paid at start-up, in its own process
+        self._running_child()
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
