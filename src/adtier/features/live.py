@@ -15,8 +15,11 @@ Cost on the flush path: the ad rows of a flush are parsed once with msgspec into
 only over distinct keys), packed with msgpack and applied by a Lua script (one call per
 ~10,000 values, all in one pipelined round trip; a profile's sessions are one item).
 
-Privacy: kids' and opted-out profiles and erased profiles never get counters. The flusher
-keeps a cached exclusion set (kids' and opted-out profile ids, erased profiles' SHA-256), and
+Where: in ``adtier serve`` this runs in a child process (``features.live_feed``: the serving
+process only hands the stored row bytes over), in ``adtier flush`` in the flusher's thread.
+
+Privacy: kids' and opted-out profiles and erased profiles never get counters. The counters
+keep a cached exclusion set (kids' and opted-out profile ids, erased profiles' SHA-256), and
 the campaign -> ad category map, both refreshed every ``refresh_s`` (60 s) from ClickHouse;
 within that minute a newly excluded profile can still be counted, so the look-up also checks
 exclusion at read time (it answers 404), and its counters age out within 25 h. Counters are
