@@ -149,3 +149,16 @@ def _dead(pid: int) -> bool:
     # a zombie until its parent (the feed) reaps it
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ")[1][0] == "Z"
+
+
+def test_a_graceful_close_counts_what_was_queued_before_the_child_ends(valkey):
+    feed = LiveFeed(valkey.url)
+    at = time.time()
+    rows = b"".join(b'{"type":"impression","ts":%.1f,"profile_id":"p%d"}\n' % (at, i)
+                    for i in range(2_000))
+    for _ in range(3):
+        assert feed.send_rows(rows, b"", 2_000, at=at)
+    child = feed.pid or wait_until(lambda: feed.pid)
+    feed.close(timeout=60)
+    assert _dead(child)
+    assert all(counted(valkey, f"p{i}") == 3 for i in (0, 999, 1_999))

@@ -166,19 +166,16 @@ class LiveFeed:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Let the queue drain (up to ``timeout``), then end the child."""
+        """Let the queue drain (up to ``timeout``), then end the child: the sender closes its
+        stdin (end of input) once nothing is left to write; a child still stuck at the
+        deadline is killed, which also frees a sender stuck writing to it."""
         deadline = time.monotonic() + timeout
         self.wait_idle(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        child = self._child
-        if child is not None and child.stdin is not None:
-            try:
-                child.stdin.close()  # end of input: the child finishes its frame and exits
-            except OSError:
-                pass
         self._sender.join(max(0.1, deadline - time.monotonic()))
+        child = self._child
         if child is not None:
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
@@ -186,18 +183,22 @@ class LiveFeed:
                 log.warning("live_counters_child_killed", pid=child.pid)
                 child.kill()
                 child.wait()
+        self._sender.join(5.0)
 
     # ---- the sender thread ------------------------------------------------------------------
     def _send_forever(self) -> None:
         # started at once, not at the first flush: its imports (a few seconds of CPU on a busy
         # machine) are paid at start-up, in its own process
-        self._running_child()
+        try:
+            self._running_child()
+        except Exception:  # noqa: BLE001 - retried at the first frame
+            log.exception("live_counters_child_failed_to_start")
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
                     self._cond.wait()
                 if not self._pending:
-                    return
+                    break
                 frame = self._pending.popleft()
                 self._busy = True
             try:
@@ -210,6 +211,12 @@ class LiveFeed:
                     if frame.kind == ROWS:
                         self._pending_bytes -= frame.size
                     self._cond.notify_all()
+        child = self._child
+        if child is not None and child.stdin is not None:
+            try:  # only this thread writes to it, so only this thread closes it
+                child.stdin.close()  # end of input: the child counts what it read and exits
+            except OSError:
+                pass
 
     def _deliver(self, frame: _Frame) -> None:
         child = self._running_child()
@@ -231,7 +238,7 @@ class LiveFeed:
         if child is not None:
             log.error("live_counters_child_died", pid=child.pid, returncode=child.returncode)
             self._child = None
-        if time.monotonic() - self._started_at < self.restart_backoff_s:
+        if self._closing or time.monotonic() - self._started_at < self.restart_backoff_s:
             return None
         return self._start_child(restart=child is not None)
 
