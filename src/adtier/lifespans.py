@@ -132,6 +132,8 @@ async def flushers(app: Litestar) -> AsyncIterator[None]:
     # the live counters are counted in a child process: not on the request loop's GIL
     feed = live_feed(settings, stores.redis_url) if settings.flusher_enabled else None
     try:
+        if feed is not None and not await anyio.to_thread.run_sync(feed.wait_ready, 30.0):
+            log.warning("live_counters_child_not_ready")  # it goes on starting; counters wait
         if settings.flusher_enabled:
             names = consumer_names(default_consumer_name(settings), settings.flusher_threads,
                                    os.getpid() if settings.workers > 1 else None)

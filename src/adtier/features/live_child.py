@@ -12,7 +12,8 @@ A frame is a header (``HEADER``: kind, flush time, two lengths) and two payloads
 - ``ROWS``: a stored flush's ad rows and content rows, as the flusher inserted them
   (JSONEachRow), with the time of the flush (the counting window is the flush's).
 
-The child ends at end of input (the parent closed the pipe or died).
+Once configured (its imports done) it writes ``READY`` on stdout, so a server can wait for it
+before it starts answering. The child ends at end of input (the parent closed the pipe or died).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import msgspec
 
 HEADER = struct.Struct("<cdQQ")
 CONFIG, LOOKUPS, ROWS = b"c", b"l", b"r"
+READY = b"!"  # written once on stdout, when configured
 
-__all__ = ["HEADER", "CONFIG", "LOOKUPS", "ROWS", "Config", "main"]
+__all__ = ["HEADER", "CONFIG", "LOOKUPS", "ROWS", "READY", "Config", "main"]
 
 
 class Config(msgspec.Struct):
@@ -55,14 +57,15 @@ def frames(stream: BinaryIO):
         yield kind, at, first, second
 
 
-def main(stream: BinaryIO | None = None) -> int:
+def main(stream: BinaryIO | None = None, ready: BinaryIO | None = None) -> int:
     from adtier.features.live import LiveCounters, Lookups, parse_ad_rows, parse_stop_rows
     from adtier.logs import configure_logging, get_logger
     from adtier.store.valkey import connect_redis
 
     # Ctrl-C reaches the whole process group: the child ends with the parent's pipe instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stream = stream or sys.stdin.buffer
+    if stream is None:
+        stream, ready = sys.stdin.buffer, sys.stdout.buffer
     counters: LiveCounters | None = None
     log = get_logger("adtier.features.live_child")
     decode_lookups = msgspec.msgpack.Decoder(Lookups).decode
@@ -73,6 +76,9 @@ def main(stream: BinaryIO | None = None) -> int:
             # the parent refreshes the look-ups; this side never asks ClickHouse
             counters = LiveCounters(connect_redis(config.redis_url), None,
                                     refresh_s=float("inf"))
+            if ready is not None:  # imports done: the parent may stop waiting for us
+                ready.write(READY)
+                ready.flush()
         elif counters is None:
             log.error("live_counters_child_unconfigured")
             return 2

@@ -52,7 +52,7 @@ from clickhouse_connect.driver.client import Client
 
 from adtier import metrics
 from adtier.features.live import Lookups, load_lookups
-from adtier.features.live_child import CONFIG, HEADER, LOOKUPS, ROWS, Config
+from adtier.features.live_child import CONFIG, HEADER, LOOKUPS, READY, ROWS, Config
 from adtier.logs import get_logger
 
 __all__ = ["LiveFeed"]
@@ -98,6 +98,7 @@ class LiveFeed:
         self._warned_at = float("-inf")
         self._child: subprocess.Popen | None = None
         self._started_at = float("-inf")
+        self._ready = threading.Event()
         self._sender = threading.Thread(target=self._send_forever, name="live-feed", daemon=True)
         self._sender.start()
 
@@ -153,6 +154,10 @@ class LiveFeed:
     def pid(self) -> int | None:
         child = self._child
         return child.pid if child is not None else None
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Until the first child is running with its imports done (or failed to start)."""
+        return self._ready.wait(timeout)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every queued frame is written to the child (not: applied by it)."""
@@ -246,16 +251,21 @@ class LiveFeed:
         self._started_at = time.monotonic()
         try:
             child = subprocess.Popen([sys.executable, "-m", "adtier.features.live_child"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, close_fds=True)
             _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
             with self._cond:
                 lookups = self._lookups
             if lookups is not None:
                 _write_frame(child, _Frame(LOOKUPS, 0.0, lookups, b"", 0))
+            # its imports take a while: frames queue meanwhile (bounded, as ever)
+            if child.stdout.read(len(READY)) != READY:
+                raise OSError(f"exited before it was ready (code {child.wait()})")
         except OSError as err:
             log.error("live_counters_child_failed_to_start", error=str(err)[:200])
             return None
+        finally:
+            self._ready.set()  # or failed: nobody waits for a child that will not come
         if restart:
             self.restarts += 1
             metrics.LIVE_COUNTERS_RESTARTS.inc()
