@@ -20,6 +20,9 @@ is ``features.live.LiveCounters`` as ever.
   always taken when none waits). When full, the flush's counters are dropped
   (``adtier_live_counters_dropped_rows_total{reason="queue_full"}``, a warning at most every
   10 s): the flusher never waits for the child, and the request loop never sees it.
+- **Priority**: the child runs at ``nice`` 10. On a loaded machine it yields the cores to the
+  request loop and to ClickHouse's insert threads: counting falls behind (then drops, above)
+  before answering slows down.
 - **A dead child** is restarted by the sender thread before the next block (at most once per
   ``restart_backoff_s``; blocks arriving before then are dropped as ``child_down``), with
   the latest look-ups; ``adtier_live_counters_child_restarts_total`` counts restarts and each
@@ -80,11 +83,12 @@ class LiveFeed:
 
     def __init__(self, redis_url: str, refresh_s: float = 60.0,
                  max_pending_bytes: int = 256 << 20, restart_backoff_s: float = 1.0,
-                 log_level: str = "info", log_json: bool | None = None):
+                 log_level: str = "info", log_json: bool | None = None, nice: int = 10):
         self._config = _pack(Config(redis_url=redis_url, log_level=log_level, log_json=log_json))
         self.refresh_s = refresh_s
         self.max_pending_bytes = max_pending_bytes
         self.restart_backoff_s = restart_backoff_s
+        self.nice = nice
         self.restarts = 0
         self.dropped_rows = 0
         self._lookups: bytes | None = None  # the latest, sent to every (re)started child
@@ -253,6 +257,8 @@ class LiveFeed:
             child = subprocess.Popen([sys.executable, "-m", "adtier.features.live_child"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, close_fds=True)
+            if self.nice:
+                os.setpriority(os.PRIO_PROCESS, child.pid, self.nice)
             _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
             with self._cond:
                 lookups = self._lookups
