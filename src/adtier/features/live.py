@@ -13,7 +13,10 @@ profile's keys in one Redis Cluster slot.
 Cost on the flush path: the ad rows of a flush are parsed once with msgspec into a tiny Struct
 (six fields), aggregated by C-level passes (one Counter over the rows, one sort; Python loops
 only over distinct keys), packed with msgpack and applied by a Lua script (one call per
-~10,000 values, all in one pipelined round trip; a profile's sessions are one item).
+~10,000 values, all in one pipelined round trip; a profile's sessions are one item). In the
+serving process's child each call (of ~1,000 values) is its own round trip: Valkey runs a
+client's pipelined calls back to back, and the buffer's appends (every request's answer)
+would wait behind all of a flush's calls instead of one.
 
 Where: in ``adtier serve`` this runs in a child process (``features.live_feed``: the serving
 process only hands the stored row bytes over), in ``adtier flush`` in the flusher's thread.
@@ -216,8 +219,14 @@ class LiveCounters:
     """The flusher's hook: ``on_stored(entries, blocks)`` after a flush is acknowledged."""
 
     def __init__(self, redis_client: redis.Redis, clickhouse: Client | None,
-                 refresh_s: float = 60.0):
+                 refresh_s: float = 60.0, pipelined: bool = True,
+                 part_fields: int = _PART_FIELDS):
         self.redis = redis_client
+        # one round trip per flush (a flusher thread: fewer waits under the GIL), or one per
+        # call of ``part_fields`` values (the serving process's child: Valkey serves other
+        # clients, the buffer's appends, between its calls)
+        self.pipelined = pipelined
+        self.part_fields = part_fields
         self.ch = clickhouse
         self.refresh_s = refresh_s
         self.categories: dict[str, str] = {}
@@ -285,14 +294,17 @@ class LiveCounters:
         if is_cluster_client(self.redis):
             self._apply_per_node((buckets, lasts, mark_args, stop_args))
             return counted
-        pipe = self.redis.pipeline(transaction=False)
+        # A pipeline is one round trip, but Valkey runs a client's pipelined calls back to back:
+        # the buffer's appends wait behind all of them. Unpipelined, they wait for one call.
+        pipe = self.redis.pipeline(transaction=False) if self.pipelined else None
         # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
         for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
-            for part in _parts(items):
+            for part in _parts(items, self.part_fields):
                 parts: list[list] = [[], [], [], []]
                 parts[slot] = part
                 self._apply(keys=[], args=[_pack(parts)], client=pipe)
-        pipe.execute()
+        if pipe is not None:
+            pipe.execute()
         return counted
 
     def _apply_per_node(self, kinds: tuple[list, ...]) -> None:
@@ -303,7 +315,7 @@ class LiveCounters:
             for item in items:
                 by_node.setdefault(self.redis.get_node_from_key(item[0]).name, []).append(item)
             for node_items in by_node.values():
-                for part in _parts(node_items):
+                for part in _parts(node_items, self.part_fields):
                     parts: list[list] = [[], [], [], []]
                     parts[slot] = part
                     self._apply_cluster(keys=[part[0][0]], args=[_pack(parts)])
@@ -366,14 +378,14 @@ def _session_marks(rows: list[_AdRow], expire_at: int) -> list[list]:
     return marks
 
 
-def _parts(items: list[list]) -> Iterator[list[list]]:
-    """Items in parts of about ``_PART_FIELDS`` values: a call never blocks Valkey for long."""
+def _parts(items: list[list], fields: int = _PART_FIELDS) -> Iterator[list[list]]:
+    """Items in parts of about ``fields`` values: a call never blocks Valkey for long."""
     part: list[list] = []
     size = 0
     for item in items:
         part.append(item)
         size += len(item)
-        if size >= _PART_FIELDS:
+        if size >= fields:
             yield part
             part, size = [], 0
     if part:
