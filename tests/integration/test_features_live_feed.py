@@ -13,8 +13,8 @@ import redis
 from adtier.features.live_feed import LiveFeed
 from adtier.ingest.flusher import Flusher
 from adtier.store import connect
-from tests.helpers import ad_event, batch, content_event, now_ms
 from tests.conftest import wait_until
+from tests.helpers import ad_event, batch, content_event, now_ms
 from tests.integration.test_features_live import read
 
 CAMPAIGN = {

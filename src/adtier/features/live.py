@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 
-__all__ = ["LiveCounters", "LiveFeatures", "Lookups", "load_lookups", "read_live", "bucket_keys", "last_key", "live_features",
-           "forget", "parse_ad_rows", "parse_stop_rows"]
+__all__ = ["LiveCounters", "LiveFeatures", "Lookups", "load_lookups", "read_live", "bucket_keys",
+           "last_key", "live_features", "forget", "parse_ad_rows", "parse_stop_rows"]
 
 log = get_logger("adtier.features.live")
 
