@@ -5,7 +5,11 @@ counting a stored flush (decoding every ad row, aggregating, the session marks' 
 Lua calls) was most of the flushers' Python. Here the flusher hands the stored flush's row
 bytes over as they are, and a child (``features.live_child``, a fresh interpreter, never a
 fork of a process holding chDB) parses, aggregates and applies them; what counts, and how,
-is ``features.live.LiveCounters`` as ever.
+is ``features.live.LiveCounters`` as ever. The child is a plain ``subprocess`` (not
+``multiprocessing``: nothing of the parent's ``__main__`` is re-imported, and what crosses
+is bytes in frames of our own, never pickles). It starts with the feed; ``wait_ready`` lets
+the server wait for its imports before answering. It applies each Lua call (~1,000 values)
+as its own round trip, so the buffer's appends wait for one call, not a flush's worth.
 
 - **Hand-over**: ``on_stored`` queues references to the flush's ad and content blocks (no
   copy, no parsing, no pickling) and returns; a sender thread writes them to the child's
