@@ -7,7 +7,11 @@ stages are timed in thread CPU time; ClickHouse's ``system.query_log`` and
 Thread CPU time (not wall time) is what it reports, so a busy machine changes it much less
 than it changes the bench's rates; run it twice and compare when it matters.
 
-    uv run --group bench python -m loadtest.profile_flush --batches 200
+    uv run --group bench python -m loadtest.profile_flush --batches 200 [--live thread]
+
+The live counters run in a child process as ``adtier serve`` runs them (``--live thread``: in
+the flusher's thread, as ``adtier flush`` and, before, the server ran them); the child's CPU
+is its own line: its CPU from when its imports are done to when it has counted every flush.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from litestar.testing import TestClient
 from adtier.app import create_app
 from adtier.embedded_valkey import EmbeddedValkey
 from adtier.features.live import LiveCounters
+from adtier.features.live_feed import LiveFeed
 from adtier.ingest import flusher as flusher_mod
 from adtier.settings import load_settings
 from adtier.store import connect
@@ -100,11 +105,28 @@ def _pid_cpu(valkey: EmbeddedValkey) -> float:
     return 0.0
 
 
+def _settled_cpu(pid: int | None) -> float:
+    """CPU seconds of a process once they stop growing (a child done importing)."""
+    last = -1.0
+    for _ in range(300):
+        with contextlib.suppress(Exception):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            now = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if now == last:
+                return now
+            last = now
+        time.sleep(0.5)
+    return max(last, 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, default=200)
     p.add_argument("--batch-events", type=int, default=1000)
     p.add_argument("--max-rows", type=int, default=200_000, help="the flusher's rows per flush")
+    p.add_argument("--live", choices=("child", "thread"), default="child",
+                   help="live counters in a child process (as `adtier serve`) or in the "
+                        "flusher's thread (as `adtier flush`)")
     args = p.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="adtier-profile-"))
@@ -136,10 +158,17 @@ def main() -> None:
 
         rds = redis.Redis.from_url(url)
         flush_ch = connect(dsn)
+        feed = LiveFeed(url) if args.live == "child" else None
+        on_stored = (feed.hook(rds, flush_ch) if feed is not None
+                     else LiveCounters(rds, flush_ch).on_stored)
         flusher = flusher_mod.Flusher(flush_ch, rds, consumer="profile", max_rows=args.max_rows,
-                                      max_seconds=0.5,
-                                      on_stored=LiveCounters(rds, flush_ch).on_stored)
+                                      max_seconds=0.5, on_stored=on_stored)
         _patch(flusher)
+        child_start_cpu = 0.0
+        if feed is not None:
+            while feed.pid is None:
+                time.sleep(0.05)
+            child_start_cpu = _settled_cpu(feed.pid)
         since = time.time() - 1
         valkey_cpu = _pid_cpu(valkey)
         started = time.process_time()
@@ -147,10 +176,15 @@ def main() -> None:
         while entries := flusher._collect():
             flusher.flush(entries)
         STAGES["flusher total (process CPU)"] = time.process_time() - started
+        if feed is not None:  # the child's CPU once it has counted everything (settled)
+            feed.wait_idle(120)
+            STAGES["live counters child (its process CPU, start-up excluded)"] = (
+                _settled_cpu(feed.pid) - child_start_cpu)
+            feed.close(timeout=120)
         STAGES["valkey server during the flush (its process CPU)"] = _pid_cpu(valkey) - valkey_cpu
         events = args.batches * args.batch_events
         print(f"{events:,} events in {args.batches} batches of {args.batch_events}; "
-              f"flush of up to {args.max_rows:,} rows\n")
+              f"flush of up to {args.max_rows:,} rows; live counters in the {args.live}\n")
         print(f"{'stage':<52} {'µs/event':>9}")
         for name, seconds in sorted(STAGES.items()):
             print(f"{name:<52} {seconds / events * 1e6:9.2f}")

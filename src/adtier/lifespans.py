@@ -30,7 +30,8 @@ from adtier.ingest.pixel import PixelBatcher
 from adtier.ingest.service import IngestService
 from adtier.ingest.wiring import consumer_names
 from adtier.logs import get_logger
-from adtier.runtime import bootstrap_admin, default_consumer_name, new_flusher, open_stores
+from adtier.runtime import (bootstrap_admin, default_consumer_name, live_feed, new_flusher,
+                            open_stores)
 from adtier.segments.restore import restore_redis
 from adtier.segments.store import on_excluded as segments_on_excluded
 from adtier.features.mirror import on_excluded as features_on_excluded
@@ -128,21 +129,27 @@ async def flushers(app: Litestar) -> AsyncIterator[None]:
     """The in-process flushers (``ADTIER_FLUSHER_THREADS``), each with its own clients."""
     state = app_state_of(app)
     settings, stores = state.settings, state.stores
-    if settings.flusher_enabled:
-        names = consumer_names(default_consumer_name(settings), settings.flusher_threads,
-                               os.getpid() if settings.workers > 1 else None)
-        for name in names:
-            flusher = new_flusher(settings, stores.new_clickhouse(),
-                                  connect_redis(stores.redis_url), name)
-            flusher.start()
-            state.flushers.append(flusher)
+    # the live counters are counted in a child process: not on the request loop's GIL
+    feed = live_feed(settings, stores.redis_url) if settings.flusher_enabled else None
     try:
+        if feed is not None and not await anyio.to_thread.run_sync(feed.wait_ready, 30.0):
+            log.warning("live_counters_child_not_ready")  # it goes on starting; counters wait
+        if settings.flusher_enabled:
+            names = consumer_names(default_consumer_name(settings), settings.flusher_threads,
+                                   os.getpid() if settings.workers > 1 else None)
+            for name in names:
+                flusher = new_flusher(settings, stores.new_clickhouse(),
+                                      connect_redis(stores.redis_url), name, feed)
+                flusher.start()
+                state.flushers.append(flusher)
         yield
     finally:
         for flusher in state.flushers:
             flusher.request_stop()
         for flusher in state.flushers:
             await anyio.to_thread.run_sync(flusher.stop)
+        if feed is not None:
+            await anyio.to_thread.run_sync(feed.close)
 
 
 @asynccontextmanager

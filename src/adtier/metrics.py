@@ -17,6 +17,8 @@ __all__ = [
     "QUARANTINED",
     "FLUSHER_LAST_SUCCESS",
     "FLUSHER_FAILURES",
+    "LIVE_COUNTERS_DROPPED",
+    "LIVE_COUNTERS_RESTARTS",
 ]
 
 EVENTS_ACCEPTED = Counter(
@@ -47,4 +49,13 @@ FLUSHER_LAST_SUCCESS = Gauge(
 FLUSHER_FAILURES = Gauge(
     "adtier_flusher_consecutive_failures", "Failed attempts of each flusher's current plan",
     ["flusher"],
+)
+LIVE_COUNTERS_DROPPED = Counter(
+    "adtier_live_counters_dropped_rows",
+    "Stored rows whose live counters were dropped (queue to the counting child full, or the "
+    "child down), by reason",
+    ["reason"],
+)
+LIVE_COUNTERS_RESTARTS = Counter(
+    "adtier_live_counters_child_restarts", "Restarts of the live counters' child process"
 )

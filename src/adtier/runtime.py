@@ -23,11 +23,12 @@ from adtier.store.migration_lock import migration_lock
 from adtier.store.valkey import connect_redis
 
 if TYPE_CHECKING:
+    from adtier.features.live_feed import LiveFeed
     from adtier.ingest.flusher import Flusher
     from adtier.ingest.wiring import StoredHook
 
 __all__ = ["Stores", "DataDirBusy", "open_stores", "lock_data_dir", "data_dir_owner",
-           "bootstrap_admin", "default_consumer_name", "new_flusher"]
+           "bootstrap_admin", "default_consumer_name", "new_flusher", "live_feed"]
 
 log = get_logger("adtier.runtime")
 
@@ -162,12 +163,25 @@ def default_consumer_name(settings: Settings) -> str:
 
 
 def new_flusher(settings: Settings, clickhouse: Client, redis_client: redis.Redis,
-                consumer: str) -> "Flusher":
+                consumer: str, feed: "LiveFeed | None" = None) -> "Flusher":
     """A flusher as the server and ``adtier flush`` run it: with the feature feed subscribed to
-    its stored blocks (``ADTIER_LIVE_COUNTERS``); ingest itself knows no consumer."""
+    its stored blocks (``ADTIER_LIVE_COUNTERS``); ingest itself knows no consumer. With a
+    ``feed`` (the serving process's) the counters are counted in its child process, else in
+    the flusher's thread."""
     from adtier.ingest.wiring import build_flusher
 
-    return build_flusher(settings, clickhouse, redis_client, consumer, stored_hook(settings))
+    hook = feed.hook if feed is not None else stored_hook(settings)
+    return build_flusher(settings, clickhouse, redis_client, consumer, hook)
+
+
+def live_feed(settings: Settings, redis_url: str) -> "LiveFeed | None":
+    """The serving process's live counters child (``features.live_feed``), if counters are on:
+    its flushers share the GIL with the request loop, so the counting goes elsewhere."""
+    if not settings.live_counters:
+        return None
+    from adtier.features.live_feed import LiveFeed
+
+    return LiveFeed(redis_url, log_level=settings.log_level, log_json=settings.log_as_json)
 
 
 def stored_hook(settings: Settings) -> "StoredHook | None":

@@ -225,3 +225,20 @@ def test_segments_holdouts_and_features_work_on_the_cluster(capi, cluster_settin
     assert answer["batch"] is not None and answer["live"]["impressions"] == 3, answer
     crds.sadd(mirror.EXCLUDED_KEY, mirror.profile_sha256("pf-a"))
     assert capi.client.get("/v1/features/profiles/pf-a", headers=admin).status_code == 404
+
+
+def test_the_live_counters_child_applies_per_primary_on_the_cluster(valkey_cluster, crds):
+    """The serving process's child connects to the cluster and applies its calls grouped per
+    primary (``_apply_per_node``): profiles over many slots, each counted once."""
+    from adtier.features.live import bucket_keys
+    from adtier.features.live_feed import LiveFeed
+
+    feed = LiveFeed(valkey_cluster.url)
+    at = time.time()
+    rows = b"".join(b'{"type":"impression","ts":%.1f,"profile_id":"pf-%d"}\n' % (at, n)
+                    for n in range(300))
+    assert feed.send_rows(rows, b"", 300, at=at)
+    feed.close(timeout=60)
+    assert feed.restarts == 0 and feed.dropped_rows == 0
+    assert [int(crds.hget(bucket_keys(f"pf-{n}", at)[-1], "impressions") or 0)
+            for n in range(300)] == [1] * 300

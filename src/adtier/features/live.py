@@ -13,10 +13,16 @@ profile's keys in one Redis Cluster slot.
 Cost on the flush path: the ad rows of a flush are parsed once with msgspec into a tiny Struct
 (six fields), aggregated by C-level passes (one Counter over the rows, one sort; Python loops
 only over distinct keys), packed with msgpack and applied by a Lua script (one call per
-~10,000 values, all in one pipelined round trip; a profile's sessions are one item).
+~10,000 values, all in one pipelined round trip; a profile's sessions are one item). In the
+serving process's child each call (of ~1,000 values) is its own round trip: Valkey runs a
+client's pipelined calls back to back, and the buffer's appends (every request's answer)
+would wait behind all of a flush's calls instead of one.
 
-Privacy: kids' and opted-out profiles and erased profiles never get counters. The flusher
-keeps a cached exclusion set (kids' and opted-out profile ids, erased profiles' SHA-256), and
+Where: in ``adtier serve`` this runs in a child process (``features.live_feed``: the serving
+process only hands the stored row bytes over), in ``adtier flush`` in the flusher's thread.
+
+Privacy: kids' and opted-out profiles and erased profiles never get counters. The counters
+keep a cached exclusion set (kids' and opted-out profile ids, erased profiles' SHA-256), and
 the campaign -> ad category map, both refreshed every ``refresh_s`` (60 s) from ClickHouse;
 within that minute a newly excluded profile can still be counted, so the look-up also checks
 exclusion at read time (it answers 404), and its counters age out within 25 h. Counters are
@@ -56,8 +62,8 @@ if TYPE_CHECKING:
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 
-__all__ = ["LiveCounters", "LiveFeatures", "read_live", "bucket_keys", "last_key", "live_features",
-           "forget", "parse_ad_rows", "parse_stop_rows"]
+__all__ = ["LiveCounters", "LiveFeatures", "Lookups", "load_lookups", "read_live", "bucket_keys",
+           "last_key", "live_features", "forget", "parse_ad_rows", "parse_stop_rows"]
 
 log = get_logger("adtier.features.live")
 
@@ -186,12 +192,41 @@ def parse_stop_rows(block: bytes) -> list[_StopRow]:
             if r.type == "content_stop"]
 
 
+class Lookups(msgspec.Struct):
+    """What counting needs from ClickHouse: the campaign -> ad category map and the
+    exclusion sets (kids' and opted-out profile ids, erased profiles' SHA-256)."""
+
+    categories: dict[str, str]
+    excluded_ids: list[str]
+    erased_sha256: list[str]
+
+
+def load_lookups(clickhouse: Client) -> Lookups | None:
+    """The look-ups, or None when ClickHouse fails (the caller keeps what it had)."""
+    try:
+        return Lookups(
+            categories=dict(clickhouse.query(
+                "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
+                "GROUP BY campaign_id").result_rows),
+            excluded_ids=[r[0] for r in clickhouse.query(EXCLUDED_IDS_SQL).result_rows],
+            erased_sha256=[r[0] for r in clickhouse.query(ERASED_SHA256_SQL).result_rows])
+    except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
+        log.warning("live_counters_refresh_failed", error=str(err)[:300])
+        return None
+
+
 class LiveCounters:
     """The flusher's hook: ``on_stored(entries, blocks)`` after a flush is acknowledged."""
 
     def __init__(self, redis_client: redis.Redis, clickhouse: Client | None,
-                 refresh_s: float = 60.0):
+                 refresh_s: float = 60.0, pipelined: bool = True,
+                 part_fields: int = _PART_FIELDS):
         self.redis = redis_client
+        # one round trip per flush (a flusher thread: fewer waits under the GIL), or one per
+        # call of ``part_fields`` values (the serving process's child: Valkey serves other
+        # clients, the buffer's appends, between its calls)
+        self.pipelined = pipelined
+        self.part_fields = part_fields
         self.ch = clickhouse
         self.refresh_s = refresh_s
         self.categories: dict[str, str] = {}
@@ -208,16 +243,16 @@ class LiveCounters:
         self._loaded_at = time.monotonic()
         if self.ch is None:
             return
-        try:
-            self.categories = dict(self.ch.query(
-                "SELECT campaign_id, argMax(ad_category, version) FROM campaigns "
-                "GROUP BY campaign_id").result_rows)
-            self.excluded_ids = frozenset(
-                r[0] for r in self.ch.query(EXCLUDED_IDS_SQL).result_rows)
-            self.erased_sha256 = frozenset(
-                r[0] for r in self.ch.query(ERASED_SHA256_SQL).result_rows)
-        except Exception as err:  # noqa: BLE001 - counters must never hold up a flush
-            log.warning("live_counters_refresh_failed", error=str(err)[:300])
+        lookups = load_lookups(self.ch)
+        if lookups is not None:
+            self.use(lookups)
+
+    def use(self, lookups: Lookups) -> None:
+        """Count with these look-ups from now on (what ``refresh`` loaded, here or elsewhere)."""
+        self.categories = lookups.categories
+        self.excluded_ids = frozenset(lookups.excluded_ids)
+        self.erased_sha256 = frozenset(lookups.erased_sha256)
+        self._loaded_at = time.monotonic()
 
     def _excluded(self, profile_id: str) -> bool:
         return excluded(profile_id, self.excluded_ids, self.erased_sha256)
@@ -259,14 +294,17 @@ class LiveCounters:
         if is_cluster_client(self.redis):
             self._apply_per_node((buckets, lasts, mark_args, stop_args))
             return counted
-        pipe = self.redis.pipeline(transaction=False)
+        # A pipeline is one round trip, but Valkey runs a client's pipelined calls back to back:
+        # the buffer's appends wait behind all of them. Unpipelined, they wait for one call.
+        pipe = self.redis.pipeline(transaction=False) if self.pipelined else None
         # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
         for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
-            for part in _parts(items):
+            for part in _parts(items, self.part_fields):
                 parts: list[list] = [[], [], [], []]
                 parts[slot] = part
                 self._apply(keys=[], args=[_pack(parts)], client=pipe)
-        pipe.execute()
+        if pipe is not None:
+            pipe.execute()
         return counted
 
     def _apply_per_node(self, kinds: tuple[list, ...]) -> None:
@@ -277,7 +315,7 @@ class LiveCounters:
             for item in items:
                 by_node.setdefault(self.redis.get_node_from_key(item[0]).name, []).append(item)
             for node_items in by_node.values():
-                for part in _parts(node_items):
+                for part in _parts(node_items, self.part_fields):
                     parts: list[list] = [[], [], [], []]
                     parts[slot] = part
                     self._apply_cluster(keys=[part[0][0]], args=[_pack(parts)])
@@ -340,14 +378,14 @@ def _session_marks(rows: list[_AdRow], expire_at: int) -> list[list]:
     return marks
 
 
-def _parts(items: list[list]) -> Iterator[list[list]]:
-    """Items in parts of about ``_PART_FIELDS`` values: a call never blocks Valkey for long."""
+def _parts(items: list[list], fields: int = _PART_FIELDS) -> Iterator[list[list]]:
+    """Items in parts of about ``fields`` values: a call never blocks Valkey for long."""
     part: list[list] = []
     size = 0
     for item in items:
         part.append(item)
         size += len(item)
-        if size >= _PART_FIELDS:
+        if size >= fields:
             yield part
             part, size = [], 0
     if part:

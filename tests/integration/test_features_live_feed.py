@@ -1,0 +1,164 @@
+"""The live counters counted in a child process (``LiveFeed``): real chDB, Valkey and child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from adtier.features.live_feed import LiveFeed
+from adtier.ingest.flusher import Flusher
+from adtier.store import connect
+from tests.conftest import wait_until
+from tests.helpers import ad_event, batch, content_event, now_ms
+from tests.integration.test_features_live import read
+
+CAMPAIGN = {
+    "campaign_id": "cmp-1", "advertiser_id": "adv-1", "name": "Spring launch",
+    "ad_category": "IAB18", "start_date": "2025-03-01", "end_date": "2035-03-31",
+    "frequency_cap": 3, "holdout_percent": 0.0,
+}
+
+
+@pytest.fixture
+def feed(valkey) -> Iterator[LiveFeed]:
+    feed = LiveFeed(valkey.url, restart_backoff_s=0.0)
+    yield feed
+    feed.close(timeout=10)
+
+
+@pytest.fixture
+def flush_to(settings, ch, rds: redis.Redis):
+    """A flusher whose stored blocks feed ``feed`` (as the serving process wires it)."""
+    client = connect(settings.clickhouse_dsn)
+
+    def make(feed: LiveFeed) -> Flusher:
+        return Flusher(client, rds, consumer="test-flusher", max_rows=50_000, max_seconds=0.2,
+                       on_stored=feed.hook(rds, client))
+
+    yield make
+    client.close()
+
+
+def send(api, events: list[dict]) -> None:
+    answer = api.post_events(batch(events))
+    assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
+
+
+def counted(valkey, profile: str) -> int:
+    return read(valkey.url, profile, now=time.time()).impressions
+
+
+def test_the_child_counts_what_a_stored_flush_stored(api, valkey, feed, flush_to):
+    put = api.client.put
+    assert put("/v1/catalog/advertisers", json={"items": [{"advertiser_id": "adv-1",
+                                                           "name": "Acme"}]},
+               headers=api.admin).status_code == 200
+    assert put("/v1/catalog/campaigns", json={"items": [CAMPAIGN]},
+               headers=api.admin).status_code == 200
+    t = now_ms() - 60_000
+    send(api, [ad_event("impression", profile_id="pf-1", session_id="s1", campaign_id="cmp-1",
+                        ts=t),
+               ad_event("complete", profile_id="pf-1", session_id="s1", campaign_id="cmp-1",
+                        ts=t + 1_000),
+               content_event("content_stop", profile_id="pf-1", session_id="s1",
+                             ts=t + 30_000)])
+    flusher = flush_to(feed)
+    flusher.drain()
+    assert feed.wait_idle(10)
+    live = wait_until(lambda: (r := read(valkey.url, "pf-1", now=time.time())).impressions
+                      and r.post_ad_abandons and r)
+    assert (live.impressions, live.completes, live.post_ad_abandons) == (1, 1, 1)
+    # the parent loaded the campaign's category and sent it over: counted by category too
+    assert live.by_category["IAB18"]["impressions"] == 1
+    assert live.last_ad.campaign_id == "cmp-1"
+    assert feed.pid is not None and feed.pid != os.getpid()
+
+
+def test_a_killed_child_does_not_stall_flushing_and_is_restarted(api, valkey, feed, flush_to, ch):
+    flusher = flush_to(feed)
+    send(api, [ad_event("impression", profile_id="pf-a")])
+    flusher.drain()
+    wait_until(lambda: counted(valkey, "pf-a") == 1)
+    first = feed.pid
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: _dead(first))
+    send(api, [ad_event("impression", profile_id="pf-b")])
+    started = time.monotonic()
+    flusher.drain()
+    assert time.monotonic() - started < 5  # the flush does not wait for a child
+    assert ch.query("SELECT count() FROM ad_events").result_rows[0][0] == 2
+    # the next block found the child dead and started another, which counted it
+    wait_until(lambda: counted(valkey, "pf-b") == 1)
+    assert feed.restarts == 1 and feed.pid not in (None, first)
+
+
+def test_a_stalled_child_drops_counters_instead_of_holding_the_flusher(valkey):
+    feed = LiveFeed(valkey.url, max_pending_bytes=1 << 20)
+    try:
+        row = b'{"type":"impression","ts":1.0,"profile_id":"p"}\n'
+        assert feed.send_rows(row, b"", 1)
+        wait_until(lambda: feed.pid is not None and feed.wait_idle(1))
+        os.kill(feed.pid, signal.SIGSTOP)  # alive, reading nothing
+        try:
+            block = row * 100_000  # ~5 MB: fills the pipe, then the queue
+            started = time.monotonic()
+            results = [feed.send_rows(block, b"", 100_000) for _ in range(20)]
+            assert time.monotonic() - started < 1.0
+            assert results[0] and not all(results)
+            assert feed.dropped_rows >= 100_000
+        finally:
+            os.kill(feed.pid, signal.SIGCONT)
+    finally:
+        feed.close(timeout=20)
+
+
+def test_exclusions_refreshed_in_the_parent_reach_the_child(api, valkey, rds, flush_to):
+    feed = LiveFeed(valkey.url, refresh_s=0.0)  # look-ups reloaded at every stored flush
+    try:
+        flusher = flush_to(feed)
+        send(api, [ad_event("impression", profile_id="pf-kid"),
+                   ad_event("impression", profile_id="pf-ok")])
+        flusher.drain()
+        wait_until(lambda: counted(valkey, "pf-ok") == 1)
+        assert counted(valkey, "pf-kid") == 1  # not yet excluded
+        answer = api.client.put("/v1/profiles", json={"items": [
+            {"profile_id": "pf-kid", "account_id": "acc-1", "kind": "kids"}]},
+            headers=api.admin)
+        assert answer.status_code == 200, answer.text
+        for key in rds.scan_iter("adtier:fl:{pf-kid}:*"):  # start the kid from nothing
+            rds.delete(key)
+        send(api, [ad_event("impression", profile_id="pf-kid"),
+                   ad_event("impression", profile_id="pf-ok")])
+        flusher.drain()
+        wait_until(lambda: counted(valkey, "pf-ok") == 2)
+        assert counted(valkey, "pf-kid") == 0  # the second flush did not count the kid
+    finally:
+        feed.close()
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie until its parent (the feed) reaps it
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] == "Z"
+
+
+def test_a_graceful_close_counts_what_was_queued_before_the_child_ends(valkey):
+    feed = LiveFeed(valkey.url)
+    at = time.time()
+    rows = b"".join(b'{"type":"impression","ts":%.1f,"profile_id":"p%d"}\n' % (at, i)
+                    for i in range(2_000))
+    for _ in range(3):
+        assert feed.send_rows(rows, b"", 2_000, at=at)
+    child = feed.pid or wait_until(lambda: feed.pid)
+    feed.close(timeout=60)
+    assert _dead(child)
+    assert all(counted(valkey, f"p{i}") == 3 for i in (0, 999, 1_999))
