@@ -80,7 +80,8 @@ def formats(ch, payloads: dict[str, bytes], rows: int, repeat: int) -> None:
     for label, table in targets:
         cells, base = [], 0.0
         for fmt in FORMATS:
-            us = _best(lambda: _insert(ch, table, fmt, payloads[fmt]), repeat) / rows * 1e6
+            data = payloads[fmt]
+            us = _best(lambda t=table, f=fmt, d=data: _insert(ch, t, f, d), repeat) / rows * 1e6
             base = base or us
             cells.append(f"{us:6.2f}" + (f" ({us / base:4.2f}x)" if fmt != FORMATS[0] else ""))
         print(f"{label:<26}" + "".join(f"{c:>20}" for c in cells))
@@ -97,7 +98,10 @@ def ad_views(ch) -> list[tuple[str, str]]:
 def views(ch, native: bytes, rows: int, repeat: int) -> None:
     """Each view alone on top of the table; every view is re-created as it was at the end."""
     all_views = ad_views(ch)
-    cost = lambda: _best(lambda: _insert(ch, "ad_events", "Native", native), repeat) / rows * 1e6  # noqa: E731
+
+    def cost() -> float:
+        return _best(lambda: _insert(ch, "ad_events", "Native", native), repeat) / rows * 1e6
+
     print(f"\n2. views: µs of CPU per row into ad_events from a Native block, best of {repeat}")
     every = cost()
     for name, _ in all_views:
