@@ -117,3 +117,19 @@ def test_settings_clause_quotes_values_and_refuses_odd_names():
     assert settings_clause({"a_b": 1, "tok": "x'y\\z"}) == " SETTINGS a_b = 1, tok = 'x\\'y\\\\z'"
     with pytest.raises(ValueError):
         settings_clause({"x = 1; DROP": 1})
+
+
+def test_a_path_spelled_differently_reaches_the_same_engine(ch, settings):
+    """chdb compares engine paths literally: the inserter's handle must name the client's
+    engine path as the client does (resolved), however the DSN spelled it."""
+    dsn = settings.clickhouse_dsn
+    if not dsn.startswith("chdb:///"):
+        pytest.skip("a chDB store on a path")
+    from adtier.store import connect
+
+    other = connect(dsn.rstrip("/") + "/")  # the same directory, with a trailing slash
+    try:
+        raw_inserter(other)("ad_events", _ad_rows(3), "JSONEachRow", insert_settings("slash"))
+    finally:
+        other.close()
+    assert count(ch, "ad_events") == 3

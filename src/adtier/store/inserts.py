@@ -11,6 +11,7 @@ anything that is not a chDB client) keeps clickhouse-connect's ``raw_insert``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 
@@ -23,7 +24,7 @@ __all__ = ["RawInsert", "raw_inserter", "settings_clause"]
 RawInsert = Callable[[str, "bytes | bytearray", str, Mapping[str, object]], None]
 
 # A block is handed over in slices: chdb copies each into bytes, and slices of a few MB reuse
-# memory where one copy of a whole block (tens of MB) would fault in fresh pages.
+# memory instead of copying a whole block (tens of MB) at once.
 CHUNK_BYTES = 4 * 1024 * 1024
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -34,13 +35,21 @@ def raw_inserter(client: Client) -> RawInsert:
     if str(getattr(client, "uri", "")).startswith("chdb://") and hasattr(client, "path"):
         from chdb.state.sqlitelike import Connection
 
-        if hasattr(Connection, "send_insert"):  # chdb 4.4 and later
-            return _ChdbInsert(str(client.path), client.database)
+        if hasattr(Connection, "send_insert"):  # chdb versions with the streaming insert
+            return _ChdbInsert(_engine_path(str(client.path)), client.database)
 
     def via_client(table: str, block: bytes | bytearray, fmt: str,
                    settings: Mapping[str, object]) -> None:
         client.raw_insert(table, insert_block=block, fmt=fmt, settings=dict(settings))
     return via_client
+
+
+def _engine_path(path: str) -> str:
+    """The path as the client's own handle named it: chdb compares engine paths literally, so a
+    directory spelled differently (trailing slash, relative) is refused as another engine."""
+    if path.startswith((":memory:", "file:")):
+        return path
+    return os.path.realpath(path)
 
 
 def settings_clause(settings: Mapping[str, object]) -> str:
@@ -78,7 +87,10 @@ class _ChdbInsert:
         if not _NAME.match(fmt):
             raise ValueError(f"not a format name: {fmt!r}")
         target = _quote(table) if not self.database else f"{_quote(self.database)}.{_quote(table)}"
-        conn = chdb.connect(self.path)
+        try:
+            conn = chdb.connect(self.path)
+        except RuntimeError as err:
+            raise DatabaseError(_engine_message(str(err))) from err
         try:
             with conn.send_insert(f"INSERT INTO {target}{settings_clause(settings)}", fmt) as insert:
                 if isinstance(block, bytes):
