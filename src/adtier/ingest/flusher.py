@@ -36,6 +36,7 @@ from adtier.ingest.normalise import ORD_FIELD, ORD_PLACEHOLDER, ORD_WIDTH
 from adtier.ingest.ordinals import Ordinals, line_slices
 from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
 from adtier.logs import get_logger
+from adtier.store.inserts import raw_inserter
 
 __all__ = ["Flusher", "FlushBlocks", "build_blocks", "fill_ordinals", "insert_settings",
            "with_ordinals"]
@@ -230,6 +231,8 @@ class Flusher:
         layout: BufferLayout = LEGACY,
     ):
         self.ch = clickhouse
+        # chDB: the blocks go to the engine from memory, not through a temporary file
+        self._insert_block = raw_inserter(clickhouse)
         # One reader per partition, all under this consumer name: the partitions' consumer
         # groups spread entries over every live flusher, and a dead flusher's entries and plans
         # are taken over partition by partition. ``buffer`` is the partition being worked on
@@ -350,8 +353,7 @@ class Flusher:
         return refused
 
     def _raw_insert(self, table: str, block: bytes, token: str) -> None:
-        self.ch.raw_insert(table, insert_block=block, fmt="JSONEachRow",
-                           settings=insert_settings(token))
+        self._insert_block(table, block, "JSONEachRow", insert_settings(token))
 
     # ---- recovery --------------------------------------------------------------------------
     def recover(self, at_start: bool = False) -> int:

@@ -1,0 +1,195 @@
+"""Where ClickHouse's CPU per stored ad row goes, in chDB (one process, no server, no HTTP).
+
+One block of the bench's ad rows, made by the request path's ``prepare_events`` (``profile_ord``
+filled as the flusher fills it), then, each figure beside its baseline from the same run:
+
+1. formats: the block as JSONEachRow (what the flusher sends) and as the other formats
+   ClickHouse converts the same rows to, into an ``ENGINE = Null`` copy of ``ad_events``
+   (parsing only), a copy without views, and ``ad_events`` with every view (best of
+   ``--repeat``);
+2. views: each materialized view on ``ad_events`` alone, from a Native block (so that the
+   parse's noise does not swamp the views'), merges stopped;
+3. fixed cost: a one-row insert (user and system CPU, ms): what every flush pays per part;
+4. handover: the JSONEachRow block into ``ad_events`` through clickhouse-connect's
+   ``raw_insert`` (a temporary file the engine reads back) and through ``store.inserts`` (what
+   the flusher uses: chdb's streaming insert, from memory), alternating ``--rounds`` times.
+
+Process CPU (ClickHouse runs an insert on threads of its own) per row; min / median where
+rounds alternate. On a shared machine only figures of one run compare.
+
+    flock /tmp/adtier-bench.lock uv run --group bench python -m loadtest.bench_chdb_formats
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from adtier.ingest.decode import decode_body
+from adtier.ingest.flusher import fill_ordinals, insert_settings
+from adtier.ingest.normalise import TimePolicy, prepare_events
+from adtier.store import connect
+from adtier.store.inserts import raw_inserter
+from adtier.store.migrate import apply_migrations
+from loadtest.bench_ingest import BatchFactory
+
+FORMATS = ("JSONEachRow", "JSONCompactEachRow", "TabSeparated", "RowBinary", "Native")
+
+
+def bench_rows(n: int, batch: int = 1000) -> bytearray:
+    """``n`` ad rows as the flusher sends them (JSONEachRow, ordinals filled)."""
+    factory = BatchFactory(batch)
+    policy = TimePolicy(60_000, 3_600_000, 400 * 86_400_000)
+    rows: list[bytes] = []
+    for _ in range(max(1, n // batch)):
+        decoded = decode_body(factory.make(), "application/json", 10_000)
+        now = time.time_ns() // 1_000_000
+        prepared = prepare_events(decoded.events, decoded.event_decoder, policy, now,
+                                  decoded.sent_at_ms, "bench", uuid.uuid4().hex, "k", 1 << 20)
+        rows += prepared.ad_rows
+    block = bytearray(b"".join(rows[:n]))
+    assert fill_ordinals(block, [1 + i % 5000 for i in range(min(n, len(rows)))])
+    return block
+
+
+def _insert(ch, table: str, fmt: str, data: bytes) -> None:
+    ch.raw_insert(table, insert_block=data, fmt=fmt, settings=insert_settings(uuid.uuid4().hex))
+
+
+def _best(fn: Callable[[], None], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        fn()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def formats(ch, payloads: dict[str, bytes], rows: int, repeat: int) -> None:
+    targets = [("Null copy (parse only)", "fmt_null"), ("copy without views", "fmt_copy"),
+               ("ad_events, every view", "ad_events")]
+    print(f"\n1. formats: µs of CPU per row, best of {repeat} (x JSONEachRow)")
+    print(f"{'':<26}" + "".join(f"{f:>20}" for f in FORMATS))
+    for label, table in targets:
+        cells, base = [], 0.0
+        for fmt in FORMATS:
+            data = payloads[fmt]
+            us = _best(lambda t=table, f=fmt, d=data: _insert(ch, t, f, d), repeat) / rows * 1e6
+            base = base or us
+            cells.append(f"{us:6.2f}" + (f" ({us / base:4.2f}x)" if fmt != FORMATS[0] else ""))
+        print(f"{label:<26}" + "".join(f"{c:>20}" for c in cells))
+    print("bytes per row: " + ", ".join(f"{f} {len(b) / rows:.0f}" for f, b in payloads.items()))
+
+
+def ad_views(ch) -> list[tuple[str, str]]:
+    return ch.query(
+        "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() "
+        "AND engine = 'MaterializedView' AND match(create_table_query, 'FROM [a-z_.]*ad_events([^_a-z]|$)')"
+        " ORDER BY name").result_rows
+
+
+def views(ch, native: bytes, rows: int, repeat: int) -> None:
+    """Each view alone on top of the table; every view is re-created as it was at the end."""
+    all_views = ad_views(ch)
+
+    def cost() -> float:
+        return _best(lambda: _insert(ch, "ad_events", "Native", native), repeat) / rows * 1e6
+
+    print(f"\n2. views: µs of CPU per row into ad_events from a Native block, best of {repeat}")
+    every = cost()
+    for name, _ in all_views:
+        ch.command(f"DROP VIEW {name}")
+    table = cost()
+    print(f"   {'the table alone':<28} {table:6.2f}")
+    for name, create in all_views:
+        ch.command(create)
+        print(f"   {'+ ' + name:<28} {cost() - table:+6.2f}")
+        ch.command(f"DROP VIEW {name}")
+    for _, create in all_views:
+        ch.command(create)
+    print(f"   {'every view (before / after)':<28} {every:6.2f} / {cost():6.2f}")
+
+
+def fixed_cost(ch, row: bytes, repeat: int) -> None:
+    print(f"\n3. fixed cost of an insert: one row, CPU ms, median of {repeat} (user + system)")
+    for label, table in (("Null copy", "fmt_null"), ("copy without views", "fmt_copy"),
+                         ("ad_events, every view", "ad_events")):
+        user, system = [], []
+        for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            _insert(ch, table, "JSONEachRow", row)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            user.append((after.ru_utime - before.ru_utime) * 1e3)
+            system.append((after.ru_stime - before.ru_stime) * 1e3)
+        print(f"   {label:<26} {statistics.median(user):6.1f} + {statistics.median(system):6.1f}")
+
+
+def handover(ch, block: bytes, rows: int, rounds: int) -> None:
+    ways: dict[str, Callable[[bytearray, str], None]] = {
+        "raw_insert (temporary file)": lambda data, token: ch.raw_insert(
+            "ad_events", insert_block=data, fmt="JSONEachRow", settings=insert_settings(token)),
+        "store.inserts (from memory)": lambda data, token: raw_inserter(ch)(
+            "ad_events", data, "JSONEachRow", insert_settings(token)),
+    }
+    spent: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, insert in ways.items():
+            data = bytearray(block)  # as the flusher holds it (ordinals filled in place)
+            process, thread = time.process_time(), time.thread_time()
+            insert(data, uuid.uuid4().hex)
+            spent[name].append(((time.process_time() - process) / rows * 1e6,
+                                (time.thread_time() - thread) / rows * 1e6))
+    print(f"\n4. handover into ad_events (every view), {rounds} rounds alternating, "
+          "µs of CPU per row, min / median")
+    for name, figures in spent.items():
+        process, thread = [p for p, _ in figures], [t for _, t in figures]
+        print(f"   {name:<28} process {min(process):6.2f} / {statistics.median(process):6.2f}"
+              f"   calling thread {min(thread):5.2f} / {statistics.median(thread):5.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=6, help="of each way of handing a block over")
+    p.add_argument("--only", choices=["formats", "views", "fixed", "handover"], action="append",
+                   help="run only these sections (repeatable)")
+    args = p.parse_args()
+    only = set(args.only or ["formats", "views", "fixed", "handover"])
+    work = Path(tempfile.mkdtemp(prefix="adtier-formats-"))
+    try:
+        ch = connect(f"chdb://{work / 'clickhouse'}")
+        apply_migrations(ch)
+        block = bytes(bench_rows(args.rows))
+        print(f"{args.rows:,} ad rows of the bench, {len(block) / args.rows:.0f} bytes a row "
+              "as JSONEachRow")
+        ch.command("CREATE TABLE fmt_null AS ad_events ENGINE = Null")
+        ch.command("CREATE TABLE fmt_copy AS ad_events")
+        ch.raw_insert("fmt_copy", insert_block=block, fmt="JSONEachRow")
+        payloads = {"JSONEachRow": block}
+        for fmt in FORMATS[1:]:
+            payloads[fmt] = ch.raw_query(f"SELECT * FROM fmt_copy FORMAT {fmt}")
+        # parts piling up between rounds would be merged on the engine's threads, inside the
+        # process CPU measured: none are merged while this runs
+        ch.command("SYSTEM STOP MERGES")
+        if "formats" in only:
+            formats(ch, payloads, args.rows, args.repeat)
+        if "views" in only:
+            views(ch, payloads["Native"], args.rows, args.repeat)
+        if "fixed" in only:
+            fixed_cost(ch, block[:block.index(b"\n") + 1], max(5, args.repeat))
+        if "handover" in only:
+            handover(ch, block, args.rows, args.rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
