@@ -14,7 +14,7 @@ Cost on the flush path: the ad rows of a flush are parsed once with msgspec into
 (six fields), aggregated by C-level passes (one Counter over the rows, one sort; Python loops
 only over distinct keys), packed with msgpack and applied by a Lua script (one call per
 ~10,000 values, all in one pipelined round trip; a profile's sessions are one item). In the
-serving process's child each call (of ~1,000 values) is its own round trip: Valkey runs a
+serving process's child each call (of ~10,000 values) is its own round trip: Valkey runs a
 client's pipelined calls back to back, and the buffer's appends (every request's answer)
 would wait behind all of a flush's calls instead of one.
 

@@ -29,10 +29,14 @@ HEADER = struct.Struct("<cdQQ")
 CONFIG, LOOKUPS, ROWS = b"c", b"l", b"r"
 READY = b"!"  # written once on stdout, when configured
 # Values per script call, each its own round trip: Valkey serves the buffer's appends (every
-# request's answer waits for one) between two calls. With 10,000 values a call, pipelined, as
-# the flusher thread applies them, another client's command waited 150-250 ms (p99) during a
-# 100,000-row update here; with 1,000 a call, unpipelined, 65-75 ms.
-_PART_FIELDS = 1_000
+# request's answer waits for one) between two calls, instead of after a whole pipelined flush.
+# Not smaller: with `appendfsync always` every call is a write, so Valkey fsyncs its AOF once
+# per call. With 1,000 values a call a 100,000-row catch-up was hundreds of fsyncs on Valkey's
+# thread (Valkey 0.5 cores in the bench's pixel phase, pixels 0.24x the ceiling); with 10,000,
+# a tenth of them (Valkey 0.14 cores, pixels 0.42x). Another client's single command waits
+# longer behind one 10,000-value call than behind a 1,000-value one (281 against 65-73 ms p99
+# on a loaded machine), shorter than behind a pipelined flush (213-253 ms).
+_PART_FIELDS = 10_000
 
 __all__ = ["HEADER", "CONFIG", "LOOKUPS", "ROWS", "READY", "Config", "main"]
 

@@ -8,7 +8,7 @@ fork of a process holding chDB) parses, aggregates and applies them; what counts
 is ``features.live.LiveCounters`` as ever. The child is a plain ``subprocess`` (not
 ``multiprocessing``: nothing of the parent's ``__main__`` is re-imported, and what crosses
 is bytes in frames of our own, never pickles). It starts with the feed; ``wait_ready`` lets
-the server wait for its imports before answering. It applies each Lua call (~1,000 values)
+the server wait for its imports before answering. It applies each Lua call (~10,000 values)
 as its own round trip, so the buffer's appends wait for one call, not a flush's worth.
 
 - **Hand-over**: ``on_stored`` queues references to the flush's ad and content blocks (no
