@@ -78,3 +78,21 @@ def test_an_id_in_the_previous_day_set_is_a_duplicate(settings, rds):
         await client.aclose()
 
     asyncio.run(run())
+
+
+def test_a_duplicate_from_an_earlier_day_renews_its_window(settings, rds):
+    """An id found in an earlier day's set is added to today's set too: its window runs from
+    its latest copy, so a client that retries the same event day after day keeps getting
+    "duplicate" for as long as it retries, not only for the window after the first copy."""
+    day = int(rds.time()[0]) // 86_400
+    partition = LEGACY.partitions[0]
+    rds.sadd(partition.dedup_set(day - 1), _id(7))
+
+    async def run() -> None:
+        client = aredis.Redis.from_url(settings.redis_url)
+        buffer = IngestBuffer(client, 0, 24, 3600)
+        assert await _append(buffer, "b-retry", [7, 3]) == b"10"
+        await client.aclose()
+
+    asyncio.run(run())
+    assert rds.smismember(partition.dedup_set(day), [_id(7), _id(3)]) == [1, 1]

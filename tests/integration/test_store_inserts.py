@@ -95,11 +95,15 @@ def test_a_missing_table_is_not_a_refusal(ch):
 
 
 class _Wrapped:
-    """A real client behind a wrapper (as the tests' gated client): not a chDB client itself."""
+    """A real client behind a wrapper that forwards every other attribute (``uri`` and
+    ``path`` included), as the tests' gated client does: not a chDB client itself."""
 
     def __init__(self, real):
         self.real = real
         self.inserts = 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
     def raw_insert(self, *args, **kwargs):
         self.inserts += 1

@@ -13,10 +13,8 @@ profile's keys in one Redis Cluster slot.
 Cost on the flush path: the ad rows of a flush are parsed once with msgspec into a tiny Struct
 (six fields), aggregated by C-level passes (one Counter over the rows, one sort; Python loops
 only over distinct keys), packed with msgpack and applied by a Lua script (one call per
-~10,000 values, all in one pipelined round trip; a profile's sessions are one item). In the
-serving process's child each call (of ~10,000 values) is its own round trip: Valkey runs a
-client's pipelined calls back to back, and the buffer's appends (every request's answer)
-would wait behind all of a flush's calls instead of one.
+~10,000 values, all in one pipelined round trip; a profile's sessions are one item), in the
+serving process's child as in a flusher thread (``live_child.py`` says why).
 
 Where: in ``adtier serve`` this runs in a child process (``features.live_feed``: the serving
 process only hands the stored row bytes over), in ``adtier flush`` in the flusher's thread.
@@ -219,14 +217,8 @@ class LiveCounters:
     """The flusher's hook: ``on_stored(entries, blocks)`` after a flush is acknowledged."""
 
     def __init__(self, redis_client: redis.Redis, clickhouse: Client | None,
-                 refresh_s: float = 60.0, pipelined: bool = True,
-                 part_fields: int = _PART_FIELDS):
+                 refresh_s: float = 60.0):
         self.redis = redis_client
-        # one round trip per flush (a flusher thread: fewer waits under the GIL), or one per
-        # call of ``part_fields`` values (the serving process's child: Valkey serves other
-        # clients, the buffer's appends, between its calls)
-        self.pipelined = pipelined
-        self.part_fields = part_fields
         self.ch = clickhouse
         self.refresh_s = refresh_s
         self.categories: dict[str, str] = {}
@@ -294,17 +286,16 @@ class LiveCounters:
         if is_cluster_client(self.redis):
             self._apply_per_node((buckets, lasts, mark_args, stop_args))
             return counted
-        # A pipeline is one round trip, but Valkey runs a client's pipelined calls back to back:
-        # the buffer's appends wait behind all of them. Unpipelined, they wait for one call.
-        pipe = self.redis.pipeline(transaction=False) if self.pipelined else None
+        # one round trip, and one AOF fsync for the whole flush (live_child.py says why not
+        # call by call)
+        pipe = self.redis.pipeline(transaction=False)
         # in this order, so a stop sees the ad rows of its own flush (a pipeline keeps order)
         for slot, items in enumerate((buckets, lasts, mark_args, stop_args)):
-            for part in _parts(items, self.part_fields):
+            for part in _parts(items):
                 parts: list[list] = [[], [], [], []]
                 parts[slot] = part
                 self._apply(keys=[], args=[_pack(parts)], client=pipe)
-        if pipe is not None:
-            pipe.execute()
+        pipe.execute()
         return counted
 
     def _apply_per_node(self, kinds: tuple[list, ...]) -> None:
@@ -315,7 +306,7 @@ class LiveCounters:
             for item in items:
                 by_node.setdefault(self.redis.get_node_from_key(item[0]).name, []).append(item)
             for node_items in by_node.values():
-                for part in _parts(node_items, self.part_fields):
+                for part in _parts(node_items):
                     parts: list[list] = [[], [], [], []]
                     parts[slot] = part
                     self._apply_cluster(keys=[part[0][0]], args=[_pack(parts)])

@@ -28,15 +28,12 @@ import msgspec
 HEADER = struct.Struct("<cdQQ")
 CONFIG, LOOKUPS, ROWS = b"c", b"l", b"r"
 READY = b"!"  # written once on stdout, when configured
-# Values per script call, each its own round trip: Valkey serves the buffer's appends (every
-# request's answer waits for one) between two calls, instead of after a whole pipelined flush.
-# Not smaller: with `appendfsync always` every call is a write, so Valkey fsyncs its AOF once
-# per call. With 1,000 values a call a 100,000-row catch-up was hundreds of fsyncs on Valkey's
-# thread (Valkey 0.5 cores in the bench's pixel phase, pixels 0.24x the ceiling); with 10,000,
-# a tenth of them (Valkey 0.14 cores, pixels 0.42x). Another client's single command waits
-# longer behind one 10,000-value call than behind a 1,000-value one (281 against 65-73 ms p99
-# on a loaded machine), shorter than behind a pipelined flush (213-253 ms).
-_PART_FIELDS = 10_000
+# The child applies a flush as the flusher thread did: its Lua calls in one pipeline. Calls of
+# 1,000 values one at a time let another client's command in between (65-73 ms p99 against
+# 213-253 ms behind a pipelined 100,000-row update, on a loaded machine), but with `appendfsync
+# always` each call is a write that Valkey fsyncs: a catch-up became hundreds of fsyncs on
+# Valkey's thread (0.47-0.50 cores in the bench's pixel phase, pixels 0.24x the ceiling).
+# 10,000-value calls one at a time were no better for the other client (281 ms).
 
 __all__ = ["HEADER", "CONFIG", "LOOKUPS", "ROWS", "READY", "Config", "main"]
 
@@ -71,8 +68,10 @@ def main(stream: BinaryIO | None = None, ready: BinaryIO | None = None) -> int:
     from adtier.logs import configure_logging, get_logger
     from adtier.store.valkey import connect_redis
 
-    # Ctrl-C reaches the whole process group: the child ends with the parent's pipe instead
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the child ends
+    # with the parent's pipe instead, after counting what the parent's last flushes sent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if stream is None:
         stream, ready = sys.stdin.buffer, sys.stdout.buffer
     counters: LiveCounters | None = None
@@ -84,8 +83,7 @@ def main(stream: BinaryIO | None = None, ready: BinaryIO | None = None) -> int:
             configure_logging(config.log_level, config.log_json)
             # the parent refreshes the look-ups; this side never asks ClickHouse
             counters = LiveCounters(connect_redis(config.redis_url), None,
-                                    refresh_s=float("inf"), pipelined=False,
-                                    part_fields=_PART_FIELDS)
+                                    refresh_s=float("inf"))
             if ready is not None:  # imports done: the parent may stop waiting for us
                 ready.write(READY)
                 ready.flush()
@@ -93,7 +91,10 @@ def main(stream: BinaryIO | None = None, ready: BinaryIO | None = None) -> int:
             log.error("live_counters_child_unconfigured")
             return 2
         elif kind == LOOKUPS:
-            counters.use(decode_lookups(first))
+            try:
+                counters.use(decode_lookups(first))
+            except msgspec.DecodeError:  # keep the previous ones rather than die on every start
+                log.exception("live_counters_lookups_unreadable")
         elif kind == ROWS:
             try:
                 counters.update(parse_ad_rows(first), now=at, stops=parse_stop_rows(second))

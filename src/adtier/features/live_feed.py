@@ -8,8 +8,8 @@ fork of a process holding chDB) parses, aggregates and applies them; what counts
 is ``features.live.LiveCounters`` as ever. The child is a plain ``subprocess`` (not
 ``multiprocessing``: nothing of the parent's ``__main__`` is re-imported, and what crosses
 is bytes in frames of our own, never pickles). It starts with the feed; ``wait_ready`` lets
-the server wait for its imports before answering. It applies each Lua call (~10,000 values)
-as its own round trip, so the buffer's appends wait for one call, not a flush's worth.
+the server wait for its imports before answering. It applies a flush's Lua calls in one
+pipelined round trip, as the flusher thread did (``live_child.py`` says why).
 
 - **Hand-over**: ``on_stored`` queues references to the flush's ad and content blocks (no
   copy, no parsing, no pickling) and returns; a sender thread writes them to the child's
@@ -123,9 +123,13 @@ class LiveFeed:
         """Load the look-ups every ``refresh_s`` (one flusher at a time; the others go on)."""
         if time.monotonic() - self._loaded_at <= self.refresh_s:
             return
-        if not self._refreshing.acquire(blocking=False):
+        # Until the first look-ups are queued every flusher waits for them (then finds them
+        # fresh): rows queued ahead of them would be counted with no exclusions at all.
+        if not self._refreshing.acquire(blocking=self._lookups is None):
             return
         try:
+            if time.monotonic() - self._loaded_at <= self.refresh_s:
+                return  # another flusher loaded them while this one waited
             self._loaded_at = time.monotonic()
             lookups = load_lookups(clickhouse)
             if lookups is not None:
@@ -257,12 +261,13 @@ class LiveFeed:
 
     def _start_child(self, restart: bool) -> subprocess.Popen | None:
         self._started_at = time.monotonic()
+        child = None
         try:
             child = subprocess.Popen([sys.executable, "-m", "adtier.features.live_child"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, close_fds=True)
             if self.nice:
-                os.setpriority(os.PRIO_PROCESS, child.pid, self.nice)
+                _lower_priority(child.pid, self.nice)
             _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
             with self._cond:
                 lookups = self._lookups
@@ -273,6 +278,9 @@ class LiveFeed:
                 raise OSError(f"exited before it was ready (code {child.wait()})")
         except OSError as err:
             log.error("live_counters_child_failed_to_start", error=str(err)[:200])
+            if child is not None and child.poll() is None:
+                child.kill()  # half started: never leave it behind
+                child.wait()
             return None
         finally:
             self._ready.set()  # or failed: nobody waits for a child that will not come
@@ -295,6 +303,15 @@ class LiveFeed:
             self._warned_at = now
             log.warning("live_counters_dropped", reason=reason, rows=frame.rows,
                         dropped_so_far=self.dropped_rows)
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """At least ``nice``, never below this process's own niceness (raising another process's
+    priority needs a capability a server usually lacks); best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError as err:
+        log.warning("live_counters_child_nice_failed", error=str(err)[:200])
 
 
 def _write_frame(child: subprocess.Popen, frame: _Frame) -> None:

@@ -31,8 +31,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 def raw_inserter(client: Client) -> RawInsert:
     """How to insert raw blocks with ``client``: from memory on chDB, else ``raw_insert``."""
-    # Client.uri is public: "chdb://<path>" for a chDB client (whose ``path`` is public too)
-    if str(getattr(client, "uri", "")).startswith("chdb://") and hasattr(client, "path"):
+    # Client.uri is public: "chdb://<path>" for a chDB client (whose ``path`` is public too).
+    # Only a client itself: a wrapper (the tests' gated client) keeps its own ``raw_insert``.
+    if (isinstance(client, Client) and str(client.uri).startswith("chdb://")
+            and hasattr(client, "path")):
         from chdb.state.sqlitelike import Connection
 
         if hasattr(Connection, "send_insert"):  # chdb versions with the streaming insert
