@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -162,3 +163,35 @@ def test_a_graceful_close_counts_what_was_queued_before_the_child_ends(valkey):
     feed.close(timeout=60)
     assert _dead(child)
     assert all(counted(valkey, f"p{i}") == 3 for i in (0, 999, 1_999))
+
+
+class _SlowQueries:
+    """A real ClickHouse client whose queries start late (a flusher loading the look-ups on a
+    busy server)."""
+
+    def __init__(self, real, delay_s: float):
+        self.real = real
+        self.delay_s = delay_s
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def query(self, *args, **kwargs):
+        time.sleep(self.delay_s)
+        return self.real.query(*args, **kwargs)
+
+
+def test_no_rows_go_out_before_the_first_look_ups(settings, ch, feed):
+    """At start-up a second flusher's rows must not overtake the first flusher's look-ups (the
+    child would count them with no exclusions): while the first load runs, the second waits."""
+    client = connect(settings.clickhouse_dsn)
+    try:
+        first = threading.Thread(target=feed.refresh_if_due,
+                                 args=(_SlowQueries(client, 0.3),))
+        first.start()
+        wait_until(lambda: feed._refreshing.locked())  # the first flusher is loading
+        feed.refresh_if_due(client)  # the second flusher, before it sends its first rows
+        assert feed._lookups is not None  # it waited for the first load to be queued
+        first.join(10)
+    finally:
+        client.close()

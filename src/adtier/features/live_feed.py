@@ -121,14 +121,15 @@ class LiveFeed:
 
     def refresh_if_due(self, clickhouse: Client) -> None:
         """Load the look-ups every ``refresh_s`` (one flusher at a time; the others go on)."""
-        if time.monotonic() - self._loaded_at <= self.refresh_s:
-            return
         # Until the first look-ups are queued every flusher waits for them (then finds them
-        # fresh): rows queued ahead of them would be counted with no exclusions at all.
-        if not self._refreshing.acquire(blocking=self._lookups is None):
+        # there): rows queued ahead of them would be counted with no exclusions at all.
+        first = self._lookups is None
+        if not first and time.monotonic() - self._loaded_at <= self.refresh_s:
+            return
+        if not self._refreshing.acquire(blocking=first):
             return
         try:
-            if time.monotonic() - self._loaded_at <= self.refresh_s:
+            if self._lookups is not None and time.monotonic() - self._loaded_at <= self.refresh_s:
                 return  # another flusher loaded them while this one waited
             self._loaded_at = time.monotonic()
             lookups = load_lookups(clickhouse)
