@@ -369,14 +369,14 @@ def _session_marks(rows: list[_AdRow], expire_at: int) -> list[list]:
     return marks
 
 
-def _parts(items: list[list], fields: int = _PART_FIELDS) -> Iterator[list[list]]:
-    """Items in parts of about ``fields`` values: a call never blocks Valkey for long."""
+def _parts(items: list[list]) -> Iterator[list[list]]:
+    """Items in parts of about ``_PART_FIELDS`` values: a call never blocks Valkey for long."""
     part: list[list] = []
     size = 0
     for item in items:
         part.append(item)
         size += len(item)
-        if size >= fields:
+        if size >= _PART_FIELDS:
             yield part
             part, size = [], 0
     if part:

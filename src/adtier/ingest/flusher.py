@@ -213,6 +213,11 @@ def insert_settings(dedup_token: str) -> dict[str, object]:
     }
 
 
+# Entries per stream read: modest, since one huge reply would hold the GIL (and stall
+# requests) while parsed; a read returning fewer means the stream is drained.
+READ_ENTRIES = 32
+
+
 class Flusher:
     # Once a round has entries and the stream is drained, how long to wait before reading
     # again (a round flushes at its end or at max_rows, whenever its entries came in).
@@ -429,7 +434,7 @@ class Flusher:
         while not self._stop.is_set():
             quiet = True
             for index, buffer in enumerate(self.buffers):
-                entries = buffer.read_new(count=32, block_ms=None)
+                entries = buffer.read_new(count=READ_ENTRIES, block_ms=None)
                 if entries:
                     quiet = False
                     got.setdefault(index, []).extend(entries)
@@ -441,7 +446,7 @@ class Flusher:
                 # nothing anywhere: wait on one partition (in turn), briefly
                 self._next = (self._next + 1) % len(self.buffers)
                 buffer = self.buffers[self._next]
-                entries = buffer.read_new(count=32, block_ms=max(1, int(min(left, 0.05) * 1000)))
+                entries = buffer.read_new(count=READ_ENTRIES, block_ms=max(1, int(min(left, 0.05) * 1000)))
                 if entries:
                     got.setdefault(self._next, []).extend(entries)
                     rows += sum(e.record.valid for e in entries)
@@ -453,13 +458,12 @@ class Flusher:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set():
             wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-            # modest reads: one huge reply would hold the GIL (and stall requests) while parsed
-            got = self.buffer.read_new(count=32, block_ms=max(wait_ms, 1))
+            got = self.buffer.read_new(count=READ_ENTRIES, block_ms=max(wait_ms, 1))
             entries.extend(got)
             rows += sum(e.record.valid for e in got)
             if rows >= self.max_rows or time.monotonic() >= deadline:
                 break
-            if len(got) < 32:
+            if len(got) < READ_ENTRIES:
                 # drained: a blocking read would wake for every append of a trickle (pixels
                 # append a few rows at a time), each wake-up Python and a Valkey read
                 self._stop.wait(min(self.POLL_SECONDS, max(0.0, deadline - time.monotonic())))
