@@ -4,12 +4,14 @@ ClickHouse and Redis errors are answered by exception handlers registered once o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis.asyncio as aredis
 
 from adtier.features.mirror import READY_KEY
+from adtier.features.scheduler import REBUILD_KEY
 from tests.helpers import ad_event, batch
 from tests.integration.test_features_http import recs  # noqa: F401 - the fixture
 
@@ -32,9 +34,19 @@ def unavailable(answer) -> None:
 
 
 def test_a_features_lookup_answers_503_when_clickhouse_fails(api, ch, rds, recs):  # noqa: F811
-    rds.delete(READY_KEY)  # the mirror not built: the look-up asks ClickHouse
-    with detached(ch, "privacy_optouts"):
-        answer = api.client.get("/v1/features/profiles/pf-1", headers=recs)
+    # The mirror not built, so the look-up asks ClickHouse. The app's feature scheduler builds
+    # it at start-up and rebuilds it within seconds when it goes: wait for the first build to
+    # end, then hold the rebuild lock (as another worker would) so it stays unbuilt.
+    deadline = time.monotonic() + 60
+    while not rds.exists(READY_KEY) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rds.set(REBUILD_KEY, "a-test", nx=True, ex=60)
+    try:
+        rds.delete(READY_KEY)
+        with detached(ch, "privacy_optouts"):
+            answer = api.client.get("/v1/features/profiles/pf-1", headers=recs)
+    finally:
+        rds.delete(REBUILD_KEY)
     unavailable(answer)
 
 
