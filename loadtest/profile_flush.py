@@ -72,9 +72,30 @@ def _patch(flusher: flusher_mod.Flusher) -> None:
     flusher._raw_insert = raw_insert  # type: ignore[method-assign]
     if flusher.on_stored is not None:
         flusher.on_stored = _timed("flusher: live counters", flusher.on_stored)
+    ordinals = flusher.ordinals
+    ordinals._known = _timed("· ordinals: known (HMGET)", ordinals._known)  # type: ignore[method-assign]
+    ordinals._call = _timed("· ordinals: new (script)", ordinals._call)  # type: ignore[method-assign]
+    ordinals.ch = _TimedInserts(ordinals.ch, "· ordinals: store (ClickHouse, process CPU)")
     for name in ("save_plan", "complete", "claim", "read_new", "still_mine"):
         timed = _timed(f"valkey: buffer {name}", getattr(flusher.buffer, name))
         setattr(flusher.buffer, name, timed)
+
+
+class _TimedInserts:
+    """A ClickHouse client whose raw_insert adds its process CPU to STAGES."""
+
+    def __init__(self, client, name: str):
+        self._client, self._name = client, name
+
+    def __getattr__(self, attr):
+        return getattr(self._client, attr)
+
+    def raw_insert(self, *args, **kwargs):
+        started = time.process_time()
+        try:
+            return self._client.raw_insert(*args, **kwargs)
+        finally:
+            STAGES[self._name] += time.process_time() - started
 
 
 def _query_log(ch, since: float) -> list[tuple]:
@@ -94,6 +115,31 @@ def _views_log(ch, since: float) -> list[tuple]:
         "sum(view_duration_ms), sum(written_rows) FROM system.query_views_log "
         "WHERE event_time >= {t:DateTime} GROUP BY 1 ORDER BY 3 DESC",
         parameters={"t": int(since)}).result_rows
+
+
+def _commandstats(url: str) -> dict[str, tuple[int, float]]:
+    """Valkey's per-command (calls, µs) so far; a script's inner commands count both under
+    the script (EVALSHA) and under their own name."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+            for name, v in stats.items()}
+
+
+def _print_commandstats(title: str, before: dict, after: dict, events: int) -> None:
+    rows = []
+    for name, (calls, usec) in after.items():
+        calls0, usec0 = before.get(name, (0, 0.0))
+        if calls > calls0:
+            rows.append((name, calls - calls0, usec - usec0))
+    print(f"\n{title:<40} {'calls':>8} {'µs/event':>9}")
+    for name, calls, usec in sorted(rows, key=lambda r: -r[2]):
+        print(f"  {name:<38} {calls:8d} {usec / events:9.3f}")
 
 
 def _pid_cpu(valkey: EmbeddedValkey) -> float:
@@ -146,6 +192,7 @@ def main() -> None:
             headers = {"Authorization": f"Bearer {made.json()['key']}",
                        "Content-Type": "application/json"}
             bodies = [factory.make() for _ in range(args.batches)]
+            stats_requests = _commandstats(url)
             started, valkey_cpu = time.process_time(), _pid_cpu(valkey)  # app: portal thread
             for body in bodies:
                 answer = client.post("/v1/events", content=body, headers=headers)
@@ -154,6 +201,7 @@ def main() -> None:
                 time.process_time() - started)
             STAGES["valkey server during the requests (its process CPU)"] = (
                 _pid_cpu(valkey) - valkey_cpu)
+        stats_flush = _commandstats(url)
         import redis
 
         rds = redis.Redis.from_url(url)
@@ -182,12 +230,16 @@ def main() -> None:
                 _settled_cpu(feed.pid) - child_start_cpu)
             feed.close(timeout=120)
         STAGES["valkey server during the flush (its process CPU)"] = _pid_cpu(valkey) - valkey_cpu
+        stats_end = _commandstats(url)
         events = args.batches * args.batch_events
         print(f"{events:,} events in {args.batches} batches of {args.batch_events}; "
               f"flush of up to {args.max_rows:,} rows; live counters in the {args.live}\n")
         print(f"{'stage':<52} {'µs/event':>9}")
         for name, seconds in sorted(STAGES.items()):
             print(f"{name:<52} {seconds / events * 1e6:9.2f}")
+        _print_commandstats("Valkey commands during the requests", stats_requests, stats_flush,
+                            events)
+        _print_commandstats("Valkey commands during the flush", stats_flush, stats_end, events)
         print(f"\n{'ClickHouse (query_log / query_views_log)':<52} {'n':>5} {'CPU µs/ev':>9} "
               f"{'wall ms':>8} {'rows':>9}")
         try:

@@ -97,6 +97,12 @@ class EmbeddedValkey:
             # since every rewrite forks Valkey and stalls answers for a moment.
             "auto-aof-rewrite-min-size 1gb",
             "auto-aof-rewrite-percentage 400",
+            # A listpack hash is walked field by field on every HMGET/HSET: Valkey 9 keeps up to
+            # 512 fields that way, and the live counters' sessions hash (a field per session of
+            # a profile) grows that far; 128 keeps the counters' hourly buckets (a few fields)
+            # compact and turns a large hash into a hash table early (the flush's live counters'
+            # Valkey CPU per event: docs/performance_ingest.md, "Valkey side").
+            "hash-max-listpack-entries 128",
             "loglevel notice",
             'logfile ""',
         ]
