@@ -80,9 +80,11 @@ def test_session_marks_keep_each_sessions_newest_ad_across_flushes(rds, valkey):
 
     counters.update([ad(NOW - 300, f"s{i}") for i in range(many)] + [ad(NOW - 200, "s0")],
                     now=NOW)
-    counters.update([ad(NOW - 250, "s0"), ad(NOW - 100, "s1")], now=NOW)  # s0: older, kept
+    # s0: older, kept; s1: newer; a new session beside known ones
+    counters.update([ad(NOW - 250, "s0"), ad(NOW - 100, "s1"), ad(NOW - 40, "fresh")], now=NOW)
     marks = {k.decode(): float(v) for k, v in rds.hgetall("adtier:fl:{p1}:ses").items()}
-    assert len(marks) == many
+    assert len(marks) == many + 1
+    assert marks["fresh"] == NOW - 40
     assert (marks["s0"], marks["s1"], marks[f"s{many - 1}"]) == (NOW - 200, NOW - 100, NOW - 300)
     assert 0 < rds.ttl("adtier:fl:{p1}:ses") <= 6 * 3600 + 3600  # NOW is up to 1 h ahead
 

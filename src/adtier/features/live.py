@@ -137,15 +137,23 @@ for _, m in ipairs(data[3]) do
   local sessions = {}
   for i = 3, #m, 2 do sessions[#sessions + 1] = m[i] end
   local cur = redis.call('HMGET', m[1], unpack(sessions))
-  local newer = {}
+  local known = false
   for j = 1, #sessions do
-    local ts = m[2 + 2 * j]
-    if not cur[j] or tonumber(ts) > tonumber(cur[j]) then
-      newer[#newer + 1] = sessions[j]
-      newer[#newer + 1] = ts
-    end
+    if cur[j] then known = true break end
   end
-  if #newer > 0 then redis.call('HSET', m[1], unpack(newer)) end
+  if not known then  -- every session new (the usual item): the item's pairs as they are
+    redis.call('HSET', m[1], unpack(m, 3))
+  else
+    local newer = {}
+    for j = 1, #sessions do
+      local ts = m[2 + 2 * j]
+      if not cur[j] or tonumber(ts) > tonumber(cur[j]) then
+        newer[#newer + 1] = sessions[j]
+        newer[#newer + 1] = ts
+      end
+    end
+    if #newer > 0 then redis.call('HSET', m[1], unpack(newer)) end
+  end
   redis.call('EXPIREAT', m[1], m[2])
 end
 for _, s in ipairs(data[4]) do
