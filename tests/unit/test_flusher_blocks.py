@@ -280,3 +280,23 @@ def test_a_short_first_row_takes_the_path_without_placeholder():
     out = bytes(with_ordinals(block, _Assigned(), "t")).splitlines()
     assert [json.loads(line)["profile_ord"] for line in out] == [1, 7]
     assert all(line.count(b'"profile_ord"') == 1 for line in out)
+
+
+@pytest.mark.parametrize("kind", ["placeholders", "mixed"])
+def test_the_fill_in_passes_matches_one_pass(monkeypatch, kind):
+    """fill_ordinals finds the rows' ends and fills them in bounded passes (a scan slice of a
+    few rows, a pass of a few rows here, so every boundary falls mid-row and mid-block): the
+    bytes are those of one pass; a row without the placeholder in a later pass still leaves
+    the whole block unchanged (the path without placeholders takes it)."""
+    from adtier.ingest import flusher
+    from adtier.ingest.flusher import with_ordinals
+
+    profiles = [f"pf-{i % 11}" for i in range(60)]
+    marks = [True] * 60 if kind == "placeholders" else [i != 47 for i in range(60)]
+    block = _ad_rows(profiles, marks)
+    one_pass = bytes(with_ordinals(bytearray(block), _Assigned(), "t"))
+    monkeypatch.setattr(flusher, "_SCAN_BYTES", 333)
+    monkeypatch.setattr(flusher, "_ROWS_PER_PASS", 7)
+    assert bytes(with_ordinals(bytearray(block), _Assigned(), "t")) == one_pass
+    lines = one_pass.splitlines()
+    assert len(lines) == 60 and all(line.count(b'"profile_ord"') == 1 for line in lines)

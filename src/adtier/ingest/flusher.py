@@ -135,24 +135,45 @@ _FIELD_AT[-1] = -1  # and the row's closing '}'
 _FIELD_BYTES = np.frombuffer(ORD_FIELD + b"}", dtype=np.uint8)
 
 
+# The fill works in bounded passes: a block-sized temporary (a 100 MB flush block's
+# newline mask, its rows' index arrays) costs page faults on every flush, and a pass of a few
+# thousand rows keeps its index and gather arrays in cache (~0.3 µs less per row).
+_SCAN_BYTES = 1 << 20  # bytes of the block compared with '\n' per pass
+_ROWS_PER_PASS = 8192  # rows checked / filled per pass
+
+
+def _row_ends(out: np.ndarray) -> np.ndarray:
+    """The position of every '\n' in ``out``, found slice by slice in one reused mask."""
+    scratch = np.empty(min(len(out), _SCAN_BYTES), dtype=bool)
+    parts = []
+    for at in range(0, len(out), _SCAN_BYTES):
+        part = out[at:at + _SCAN_BYTES]
+        parts.append(np.flatnonzero(np.equal(part, 10, out=scratch[:len(part)])) + at)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
+
+
 def fill_ordinals(rows: bytearray, values: list[int]) -> bool:
     """Overwrite each row's placeholder ``profile_ord`` with its value, right-aligned, in
     place: a few numpy passes over the block, no per-row Python, no split, join or copy.
     False (nothing changed) if a row has no placeholder (buffered before normalise wrote one)."""
     out = np.frombuffer(rows, dtype=np.uint8)  # a view: writes go to ``rows``
-    ends = np.flatnonzero(out == 10)  # JSON escapes newlines: one per row, at its end
+    ends = _row_ends(out)  # JSON escapes newlines: one per row, at its end
     if len(ends) != len(values) or not len(values) or ends[0] < len(ORD_PLACEHOLDER) + 1:
         return False  # (a first row too short to hold the placeholder has none)
-    if not np.array_equal(out[ends[:, None] + _FIELD_AT],
-                          np.broadcast_to(_FIELD_BYTES, (len(ends), len(_FIELD_BYTES)))):
-        return False
+    step = _ROWS_PER_PASS
+    expected = np.broadcast_to(_FIELD_BYTES, (step, len(_FIELD_BYTES)))
+    for lo in range(0, len(ends), step):  # every row checked before any is changed
+        at = ends[lo:lo + step, None]
+        if not np.array_equal(out[at + _FIELD_AT], expected[:len(at)]):
+            return False
     # each distinct ordinal formatted once, then gathered per row
     distinct = list(dict.fromkeys(values))
-    text = np.frombuffer(b"".join(b"%*d" % (ORD_WIDTH, v) for v in distinct), dtype=np.uint8)
+    text = np.frombuffer(b"".join(b"%*d" % (ORD_WIDTH, v) for v in distinct),
+                         dtype=np.uint8).reshape(len(distinct), ORD_WIDTH)
     index = dict(zip(distinct, range(len(distinct))))
     rows_at = np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
-    digits = text.reshape(len(distinct), ORD_WIDTH)[rows_at]
-    out[ends[:, None] + _DIGITS_AT] = digits
+    for lo in range(0, len(ends), step):
+        out[ends[lo:lo + step, None] + _DIGITS_AT] = text[rows_at[lo:lo + step]]
     return True
 
 
