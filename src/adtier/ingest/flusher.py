@@ -137,7 +137,7 @@ _FIELD_BYTES = np.frombuffer(ORD_FIELD + b"}", dtype=np.uint8)
 
 # The fill works in bounded passes: a block-sized temporary (a 100 MB flush block's
 # newline mask, its rows' index arrays) costs page faults on every flush, and a pass of a few
-# thousand rows keeps its index and gather arrays in cache (~0.3 µs less per row).
+# thousand rows keeps its index and gather arrays in cache (0.1-0.3 µs less per row).
 _SCAN_BYTES = 1 << 20  # bytes of the block compared with '\n' per pass
 _ROWS_PER_PASS = 8192  # rows checked / filled per pass
 
