@@ -83,7 +83,8 @@ class AdtierApp(Litestar):
                 finally:
                     REQUEST_ID.reset(token)
                 return
-            if path == EVENTS_PATH and scope["method"] == "POST" and self._events_handler:
+            if (path == EVENTS_PATH and scope["method"] == "POST"
+                    and self._events_handler is not None):
                 await self._answer_events(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
