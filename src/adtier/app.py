@@ -7,7 +7,7 @@ import os
 import sys
 
 from litestar import Litestar
-from litestar.types import Receive, Scope, Send
+from litestar.types import Message, Receive, Scope, Send
 
 from adtier import __version__
 from adtier.catalog import CATALOG_ROUTES
@@ -23,7 +23,13 @@ from adtier.ingest.pixel import (
     answer_pixel,
     pixel_route,
 )
-from adtier.ingest.routes import BatchStatusController, EventsController
+from adtier.ingest.routes import (
+    EVENTS_PATH,
+    BatchStatusController,
+    EventsController,
+    answer_events,
+    events_handler,
+)
 from adtier.ingest.vast_xml import VastController
 from adtier.key_routes import KeysController
 from adtier.lifespans import for_role
@@ -50,26 +56,55 @@ ALL_ROUTES = [EventsController, BatchStatusController, PixelTemplateController, 
 
 
 class AdtierApp(Litestar):
-    """Litestar, with tracking pixels answered before routing.
+    """Litestar, with tracking pixels and event batches answered before routing.
 
     A pixel is one request per event: Litestar's router, exception middleware and our two
     middlewares took about a third of a pixel's request-loop CPU. ``answer_pixel`` never
     raises (a pixel always answers its GIF), needs none of them, and does here what the request
     id middleware does (``X-Request-Id``, the id in the logs); the browser headers are for
-    other paths. Every other request, ``/v1/px/`` included, is routed as before."""
+    other paths. ``POST /v1/events`` goes to ``answer_events``, which answers errors with the
+    app's exception handlers. Every other request, ``/v1/px/`` and ``/v1/events/`` included,
+    is routed as before."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._events_handler = events_handler(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
-        if scope["type"] == "http" and scope["path"] == PIXEL_PATH:
-            scope["app"] = scope["litestar_app"] = self
-            request_id = request_id_of(scope)
-            token = REQUEST_ID.set(request_id)
-            try:
-                await answer_pixel(app_state_of(self), scope, send,
-                                   [*GIF_HEADERS, (b"x-request-id", request_id.encode())])
-            finally:
-                REQUEST_ID.reset(token)
-            return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == PIXEL_PATH:
+                scope["app"] = scope["litestar_app"] = self
+                request_id = request_id_of(scope)
+                token = REQUEST_ID.set(request_id)
+                try:
+                    await answer_pixel(app_state_of(self), scope, send,
+                                       [*GIF_HEADERS, (b"x-request-id", request_id.encode())])
+                finally:
+                    REQUEST_ID.reset(token)
+                return
+            if (path == EVENTS_PATH and scope["method"] == "POST"
+                    and self._events_handler is not None):
+                await self._answer_events(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _answer_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = scope["litestar_app"] = self
+        scope["route_handler"] = self._events_handler
+        request_id = request_id_of(scope)
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await answer_events(self, scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

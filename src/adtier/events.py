@@ -37,7 +37,9 @@ OptionalId = Annotated[str, Meta(max_length=64)]
 Millis = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 EpochMillis = Annotated[int, Meta(ge=0, le=253_402_300_799_999)]
 Device = Literal["tv", "mobile", "tablet", "web", "console", "other"]
-Country = Annotated[str, Meta(min_length=2, max_length=2)]
+# ISO 3166-1 alpha-2, checked by msgspec in C: a __post_init__ doing it in Python cost ~0.3 µs
+# per decoded event, a quarter of the decode (the answer keeps its words: normalise._worded).
+Country = Literal[tuple(sorted(COUNTRY_CODES))]  # type: ignore[valid-type]
 BreakPosition = Literal["pre", "mid", "post"]
 # VAST [SERVERSIDE]: 0 the client fired it, 1 a server on the client's behalf (SSAI stitcher),
 # 2 a server on its own decision.
@@ -104,10 +106,6 @@ class _Common(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True
     device: Device
     country: Country
 
-    def __post_init__(self) -> None:
-        if self.country not in COUNTRY_CODES:
-            raise ValueError(f"`country` {self.country!r} is not an ISO 3166-1 alpha-2 code")
-
 
 class AdEvent(_Common, kw_only=True):
     """Fields shared by every VAST ad event; ``type`` selects the subclass."""
@@ -128,11 +126,12 @@ class AdEvent(_Common, kw_only=True):
     universal_ad_id: Annotated[str, Meta(max_length=256)] = ""  # [UNIVERSALADID]
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        duration, playhead = self.ad_duration_ms, self.ad_playhead_ms
-        if duration is not None and playhead is not None and playhead > duration:
+        # runs for every ad event decoded (the hot path): plain attribute reads, no locals
+        if (self.ad_playhead_ms is not None and self.ad_duration_ms is not None
+                and self.ad_playhead_ms > self.ad_duration_ms):
             raise ValueError(
-                f"`ad_playhead_ms` {playhead} is beyond `ad_duration_ms` {duration}"
+                f"`ad_playhead_ms` {self.ad_playhead_ms} is beyond "
+                f"`ad_duration_ms` {self.ad_duration_ms}"
             )
 
 

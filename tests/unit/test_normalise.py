@@ -375,3 +375,32 @@ def test_no_events_need_no_decoder() -> None:
     """A refused request is kept through the same step with no events and no decoder."""
     out = prepare([], decoder=None)
     assert out.valid == 0 and out.rejections == [] and out.ad_rows == out.content_rows == []
+
+
+# ---- the answer's words for the model's own checks -------------------------------------------
+# The country and playhead checks moved out of a Python __post_init__ (the country into a
+# msgspec Literal, checked in C): a client still reads the same detail for the same event.
+
+
+@pytest.mark.parametrize("wire", ["json", "msgpack"])
+@pytest.mark.parametrize("country", ["XX", "us", "Ä1", "X'"])
+def test_unknown_country_is_answered_in_the_same_words(wire: str, country: str) -> None:
+    event = ad_event(country=country)
+    encode = enc if wire == "json" else msgspec.msgpack.encode
+    decoder = DECODERS.json_event if wire == "json" else DECODERS.msgpack_event
+    [rej] = prepare([encode(event)], decoder=decoder).rejections
+    assert (rej.reason, rej.event_id) == ("invalid_field", event["event_id"])
+    assert rej.detail == f"`country` {country!r} is not an ISO 3166-1 alpha-2 code"
+
+
+def test_playhead_beyond_duration_is_answered_in_the_same_words() -> None:
+    event = ad_event("midpoint", ad_duration_ms=1000, ad_playhead_ms=1001)
+    [rej] = prepare([enc(event)]).rejections
+    assert (rej.reason, rej.event_id) == ("invalid_field", event["event_id"])
+    assert rej.detail == "`ad_playhead_ms` 1001 is beyond `ad_duration_ms` 1000"
+
+
+def test_a_country_of_other_length_is_still_refused() -> None:
+    for country in ("USA", "U", ""):
+        [rej] = prepare([enc(ad_event(country=country))]).rejections
+        assert rej.reason == "invalid_field" and "country" in rej.detail
