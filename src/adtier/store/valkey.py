@@ -29,6 +29,7 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.cluster import NodesManager as AsyncNodesManager
 from redis.cluster import PRIMARY, ClusterNode, NodesManager, RedisCluster
+from redis.driver_info import DriverInfo
 
 __all__ = ["is_cluster_url", "connect_redis", "connect_redis_async", "is_cluster_client",
            "SLOT_MOVING", "retry_while_slot_moves", "retry_while_slot_moves_async"]
@@ -126,8 +127,14 @@ def _cluster_options(url: str) -> tuple[list[tuple[str, int]], dict[str, object]
     return seeds, options
 
 
+# What every client tells Valkey it is (CLIENT SETINFO), made once: without it redis-py reads
+# its own package metadata for each new pooled connection (~0.6 ms on the request loop).
+_DRIVER = DriverInfo()
+
+
 def connect_redis(url: str, **kwargs: object) -> redis.Redis | RedisCluster:
     """A sync client for this URL (a cluster client for ``redis+cluster://``)."""
+    kwargs.setdefault("driver_info", _DRIVER)
     if not is_cluster_url(url):
         return redis.Redis.from_url(url, **kwargs)
     seeds, options = _cluster_options(url)
@@ -139,9 +146,9 @@ def connect_redis(url: str, **kwargs: object) -> redis.Redis | RedisCluster:
 def connect_redis_async(url: str, max_connections: int = 256) -> aredis.Redis | AsyncRedisCluster:
     """An asyncio client for this URL (a cluster client for ``redis+cluster://``)."""
     if not is_cluster_url(url):
-        return aredis.Redis.from_url(url, max_connections=max_connections)
+        return aredis.Redis.from_url(url, max_connections=max_connections, driver_info=_DRIVER)
     seeds, options = _cluster_options(url)
     client = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(h, p) for h, p in seeds],
-                               max_connections=max_connections, **options)
+                               max_connections=max_connections, driver_info=_DRIVER, **options)
     client.nodes_manager.__class__ = _AsyncNodes  # shared with the client's pipelines
     return client
