@@ -27,6 +27,7 @@ rounds alternate. On a shared machine only figures of one run compare.
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import shutil
 import statistics
@@ -167,8 +168,19 @@ def _codec_alters(ch, table: str) -> list[str]:
             else f"MODIFY COLUMN {name} REMOVE CODEC" for name, codec in rows]
 
 
+def _unhashed_copy(ch, table: str) -> str:
+    """ad_events' definition without ``profile_hash`` (its MATERIALIZED hash, the last key of
+    its sort key and its SAMPLE BY): what the hash and the fourth sort key cost at insert."""
+    create = ch.query("SHOW CREATE TABLE ad_events").result_rows[0][0]
+    create = re.sub(r"CREATE TABLE \S+", f"CREATE TABLE {table}", create, count=1)
+    create = re.sub(r"\n\s*`profile_hash`[^\n]*", "", create)
+    create = create.replace(", profile_hash)", ")")
+    return re.sub(r"\nSAMPLE BY profile_hash", "", create)
+
+
 def table_variants(ch) -> dict[str, list[str]]:
-    """name -> ALTERs turning an empty copy of ad_events into the variant (no views on it)."""
+    """name -> ALTERs turning an empty copy of ad_events into the variant (no views on it);
+    a variant whose first statement is a CREATE is made by it instead of the copy."""
     lz4 = _codec_alters(ch, "ad_events")
     return {
         "as ad_events": [],
@@ -177,6 +189,7 @@ def table_variants(ch) -> dict[str, list[str]]:
         "no idx_profile": ["DROP INDEX idx_profile"],
         "no skip index": ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
         "LZ4, no skip index": lz4 + ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
+        "no profile_hash (key, sample)": [_unhashed_copy(ch, "{table}")],
     }
 
 
@@ -201,9 +214,12 @@ def table_costs(ch, native: bytes, row: bytes, rows: int, rounds: int) -> None:
     ways, singles = {}, {}
     for i, (name, alters) in enumerate(table_variants(ch).items()):
         table = f"tv_{i}"
-        ch.command(f"CREATE TABLE {table} AS ad_events")
-        for alter in alters:
-            ch.command(f"ALTER TABLE {table} {alter}")
+        if alters and alters[0].startswith("CREATE"):
+            ch.command(alters[0].replace("{table}", table))
+        else:
+            ch.command(f"CREATE TABLE {table} AS ad_events")
+            for alter in alters:
+                ch.command(f"ALTER TABLE {table} {alter}")
         ways[name] = lambda t=table: _insert(ch, t, "Native", native)
         singles[name] = lambda t=table: _insert(ch, t, "JSONEachRow", row)
     ch.command("SYSTEM STOP MERGES")
@@ -227,8 +243,8 @@ SETTINGS_VARIANTS: dict[str, dict[str, object]] = {
     "+ max_insert_threads = 1": {"max_insert_threads": 1},
     "+ max_threads = 1": {"max_threads": 1},
     "+ parallel_view_processing = 1": {"parallel_view_processing": 1},
-    "+ optimize_on_insert = 0, max_insert_threads = 1": {"optimize_on_insert": 0,
-                                                         "max_insert_threads": 1},
+    "+ input_format_parallel_parsing = 0": {"input_format_parallel_parsing": 0},
+    "+ that and max_threads = 1": {"input_format_parallel_parsing": 0, "max_threads": 1},
 }
 
 
