@@ -190,6 +190,8 @@ def table_variants(ch) -> dict[str, list[str]]:
         "no skip index": ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
         "LZ4, no skip index": lz4 + ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
         "no profile_hash (key, sample)": [_unhashed_copy(ch, "{table}")],
+        # a flush's part is wide (a file or more per column) past 10 MiB uncompressed
+        "compact parts up to 128 MiB": ["MODIFY SETTING min_bytes_for_wide_part = 134217728"],
     }
 
 
@@ -230,11 +232,10 @@ def table_costs(ch, native: bytes, row: bytes, rows: int, rounds: int) -> None:
     _print_alternated({k: [v / 1e3 for v in vs]
                        for k, vs in _alternate(singles, 1, rounds * 3).items()})
     sizes = dict(ch.query(
-        "SELECT table, sum(data_compressed_bytes) FROM system.columns WHERE database = "
-        "currentDatabase() AND table LIKE 'tv\\_%' GROUP BY table").result_rows)
-    print("   bytes on disk per row (compressed columns): " + ", ".join(
-        f"{name} {sizes.get(f'tv_{i}', 0) / (rows * rounds):.1f}"
-        for i, name in enumerate(ways)))
+        "SELECT table, sum(bytes_on_disk) / sum(rows) FROM system.parts WHERE database = "
+        "currentDatabase() AND active AND table LIKE 'tv\\_%' GROUP BY table").result_rows)
+    print("   bytes on disk per row (parts): " + ", ".join(
+        f"{name} {sizes.get(f'tv_{i}', 0):.1f}" for i, name in enumerate(ways)))
 
 
 SETTINGS_VARIANTS: dict[str, dict[str, object]] = {
