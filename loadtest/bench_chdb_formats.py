@@ -12,7 +12,11 @@ filled as the flusher fills it), then, each figure beside its baseline from the 
 3. fixed cost: a one-row insert (user and system CPU, ms): what every flush pays per part;
 4. handover: the JSONEachRow block into ``ad_events`` through clickhouse-connect's
    ``raw_insert`` (a temporary file the engine reads back) and through ``store.inserts`` (what
-   the flusher uses: chdb's streaming insert, from memory), alternating ``--rounds`` times.
+   the flusher uses: chdb's streaming insert, from memory), alternating ``--rounds`` times;
+5. table: copies of ``ad_events`` without views, each with one table-level choice changed
+   (codecs, skip indexes, sort key), from a Native block, alternating ``--rounds`` times;
+6. settings: the JSONEachRow block into ``ad_events`` with every view, with the flusher's
+   insert settings and with each candidate setting added, alternating ``--rounds`` times.
 
 Process CPU (ClickHouse runs an insert on threads of its own) per row; min / median where
 rounds alternate. On a shared machine only figures of one run compare.
@@ -23,6 +27,7 @@ rounds alternate. On a shared machine only figures of one run compare.
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import shutil
 import statistics
@@ -154,15 +159,124 @@ def handover(ch, block: bytes, rows: int, rounds: int) -> None:
               f"   calling thread {min(thread):5.2f} / {statistics.median(thread):5.2f}")
 
 
+def _codec_alters(ch, table: str) -> list[str]:
+    """``table``'s ZSTD codecs replaced by the default (LZ4), Delta kept where there is one."""
+    rows = ch.query("SELECT name, compression_codec FROM system.columns WHERE database = "
+                    "currentDatabase() AND table = {t:String} AND compression_codec LIKE '%ZSTD%'",
+                    parameters={"t": table}).result_rows
+    return [f"MODIFY COLUMN {name} CODEC(Delta, LZ4)" if "Delta" in codec
+            else f"MODIFY COLUMN {name} REMOVE CODEC" for name, codec in rows]
+
+
+def _unhashed_copy(ch, table: str) -> str:
+    """ad_events' definition without ``profile_hash`` (its MATERIALIZED hash, the last key of
+    its sort key and its SAMPLE BY): what the hash and the fourth sort key cost at insert."""
+    create = ch.query("SHOW CREATE TABLE ad_events").result_rows[0][0]
+    create = re.sub(r"CREATE TABLE \S+", f"CREATE TABLE {table}", create, count=1)
+    create = re.sub(r"\n\s*`profile_hash`[^\n]*", "", create)
+    create = create.replace(", profile_hash)", ")")
+    return re.sub(r"\nSAMPLE BY profile_hash", "", create)
+
+
+def table_variants(ch) -> dict[str, list[str]]:
+    """name -> ALTERs turning an empty copy of ad_events into the variant (no views on it);
+    a variant whose first statement is a CREATE is made by it instead of the copy."""
+    lz4 = _codec_alters(ch, "ad_events")
+    return {
+        "as ad_events": [],
+        "LZ4 (no ZSTD(1))": lz4,
+        "no idx_batch": ["DROP INDEX idx_batch"],
+        "no idx_profile": ["DROP INDEX idx_profile"],
+        "no skip index": ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
+        "LZ4, no skip index": lz4 + ["DROP INDEX idx_batch", "DROP INDEX idx_profile"],
+        "no profile_hash (key, sample)": [_unhashed_copy(ch, "{table}")],
+        # a flush's part is wide (a file or more per column) past 10 MiB uncompressed
+        "compact parts up to 128 MiB": ["MODIFY SETTING min_bytes_for_wide_part = 134217728"],
+    }
+
+
+def _alternate(ways: dict[str, Callable[[], None]], rows: int, rounds: int) -> dict[str, list[float]]:
+    spent: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, insert in ways.items():
+            started = time.process_time()
+            insert()
+            spent[name].append((time.process_time() - started) / rows * 1e6)
+    return spent
+
+
+def _print_alternated(spent: dict[str, list[float]]) -> None:
+    base = statistics.median(next(iter(spent.values())))
+    for name, figures in spent.items():
+        median = statistics.median(figures)
+        print(f"   {name:<34} {min(figures):6.2f} / {median:6.2f}  ({median - base:+5.2f})")
+
+
+def table_costs(ch, native: bytes, row: bytes, rows: int, rounds: int) -> None:
+    ways, singles = {}, {}
+    for i, (name, alters) in enumerate(table_variants(ch).items()):
+        table = f"tv_{i}"
+        if alters and alters[0].startswith("CREATE"):
+            ch.command(alters[0].replace("{table}", table))
+        else:
+            ch.command(f"CREATE TABLE {table} AS ad_events")
+            for alter in alters:
+                ch.command(f"ALTER TABLE {table} {alter}")
+        ways[name] = lambda t=table: _insert(ch, t, "Native", native)
+        singles[name] = lambda t=table: _insert(ch, t, "JSONEachRow", row)
+    ch.command("SYSTEM STOP MERGES")
+    print(f"\n5. table: copies of ad_events without views, {rounds} rounds alternating, "
+          "µs of CPU per row from a Native block, min / median (median - first)")
+    _print_alternated(_alternate(ways, rows, rounds))
+    print(f"   one-row insert, ms of CPU, median of {rounds * 3}")
+    _print_alternated({k: [v / 1e3 for v in vs]
+                       for k, vs in _alternate(singles, 1, rounds * 3).items()})
+    sizes = dict(ch.query(
+        "SELECT table, sum(bytes_on_disk) / sum(rows) FROM system.parts WHERE database = "
+        "currentDatabase() AND active AND table LIKE 'tv\\_%' GROUP BY table").result_rows)
+    print("   bytes on disk per row (parts): " + ", ".join(
+        f"{name} {sizes.get(f'tv_{i}', 0):.1f}" for i, name in enumerate(ways)))
+
+
+SETTINGS_VARIANTS: dict[str, dict[str, object]] = {
+    "the flusher's settings": {},
+    "+ optimize_on_insert = 0": {"optimize_on_insert": 0},
+    "+ max_insert_threads = 1": {"max_insert_threads": 1},
+    "+ max_threads = 1": {"max_threads": 1},
+    "+ parallel_view_processing = 1": {"parallel_view_processing": 1},
+    "+ input_format_parallel_parsing = 0": {"input_format_parallel_parsing": 0},
+    "+ that and max_threads = 1": {"input_format_parallel_parsing": 0, "max_threads": 1},
+}
+
+
+def setting_costs(ch, block: bytes, rows: int, rounds: int) -> None:
+    def insert(extra: dict[str, object]) -> None:
+        settings = {**insert_settings(uuid.uuid4().hex), **extra}
+        raw_inserter(ch)("ad_events", bytearray(block), "JSONEachRow", settings)
+    ways = {name: (lambda e=extra: insert(e)) for name, extra in SETTINGS_VARIANTS.items()}
+    print(f"\n6. settings: JSONEachRow into ad_events (every view) as the flusher inserts, {rounds} "
+          "rounds alternating, µs of CPU per row, min / median (median - first)")
+    _print_alternated(_alternate(ways, rows, rounds))
+    row = block[:block.index(b"\n") + 1]
+
+    def one(extra: dict[str, object]) -> None:
+        settings = {**insert_settings(uuid.uuid4().hex), **extra}
+        raw_inserter(ch)("ad_events", bytearray(row), "JSONEachRow", settings)
+    print(f"   one-row insert, ms of CPU, median of {rounds * 3}")
+    singles = {name: (lambda e=extra: one(e)) for name, extra in SETTINGS_VARIANTS.items()}
+    _print_alternated({k: [v / 1e3 for v in vs]
+                       for k, vs in _alternate(singles, 1, rounds * 3).items()})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--rounds", type=int, default=6, help="of each way of handing a block over")
-    p.add_argument("--only", choices=["formats", "views", "fixed", "handover"], action="append",
+    p.add_argument("--only", choices=["formats", "views", "fixed", "handover", "table", "settings"], action="append",
                    help="run only these sections (repeatable)")
     args = p.parse_args()
-    only = set(args.only or ["formats", "views", "fixed", "handover"])
+    only = set(args.only or ["formats", "views", "fixed", "handover", "table", "settings"])
     work = Path(tempfile.mkdtemp(prefix="adtier-formats-"))
     try:
         ch = connect(f"chdb://{work / 'clickhouse'}")
@@ -187,6 +301,11 @@ def main() -> None:
             fixed_cost(ch, block[:block.index(b"\n") + 1], max(5, args.repeat))
         if "handover" in only:
             handover(ch, block, args.rows, args.rounds)
+        if "table" in only:
+            table_costs(ch, payloads["Native"], block[:block.index(b"\n") + 1], args.rows,
+                        args.rounds)
+        if "settings" in only:
+            setting_costs(ch, block, args.rows, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

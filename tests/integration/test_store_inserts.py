@@ -138,3 +138,18 @@ def test_a_path_spelled_differently_reaches_the_same_engine(ch, settings):
     finally:
         other.close()
     assert count(ch, "ad_events") == 3
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["chdb", "other client"])
+def test_a_block_is_stored_as_sent_not_folded_at_insert(ch, wrap):
+    """The flusher's targets are re-aggregated by their readers (or read with FINAL), so the
+    engine's insert-time fold (optimize_on_insert) is CPU for nothing: raw inserts skip it,
+    and two rows of one key stay two rows until a merge."""
+    table = f"folded_{int(wrap)}"
+    ch.command(f"CREATE TABLE {table} (k UInt32, v UInt32) ENGINE = ReplacingMergeTree ORDER BY k")
+    ch.command(f"SYSTEM STOP MERGES {table}")
+    client = _Wrapped(ch) if wrap else ch
+    raw_inserter(client)(table, b'{"k":1,"v":1}\n{"k":1,"v":2}\n', "JSONEachRow",
+                         insert_settings(uuid.uuid4().hex))
+    assert count(ch, table) == 2
+    assert ch.query(f"SELECT k, v FROM {table} FINAL").result_rows == [(1, 2)]

@@ -1,0 +1,11 @@
+-- A flush's part of ad_events is written compact (its columns in one file) instead of wide (a
+-- file or more for each of its ~35 columns, null maps and dictionaries included).
+-- Design reasoning:
+-- * A flush is at most flush_max_rows (100,000) ad rows, ~10-20 MiB uncompressed: over the
+--   default 10 MiB threshold, so every flush wrote a wide part, ~100 files. Writing them as one
+--   file cost 0.5 µs of CPU per row less, half the table's own share of an insert
+--   (loadtest.bench_chdb_formats --only table; docs/performance_ingest.md, "ClickHouse table").
+-- * Merges make parts past 128 MiB uncompressed (~1M rows) wide, as before: the table's large,
+--   long-lived parts, which the reports scan, keep one file per column.
+-- * A setting of the table only: no part is rewritten; parts written before keep their format.
+ALTER TABLE ad_events MODIFY SETTING min_bytes_for_wide_part = 134217728;
