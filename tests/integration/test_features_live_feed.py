@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -195,3 +196,44 @@ def test_no_rows_go_out_before_the_first_look_ups(settings, ch, feed):
         first.join(10)
     finally:
         client.close()
+
+
+# A child that never gets ready (stuck in its imports, say): it ignores its input and sleeps.
+STUCK = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+         " time.sleep(600)"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_close_during_start_up_ends_in_time_and_leaves_no_child(valkey):
+    feed = LiveFeed(valkey.url, argv=STUCK)
+    child = wait_until(lambda: feed.pid)  # started, never ready
+    assert feed.send_rows(b'{"type":"impression","ts":1.0,"profile_id":"p"}\n', b"", 1)
+    started = time.monotonic()
+    feed.close(timeout=2)
+    # the whole shutdown within its timeout (plus a kill's grace), not the child's 600 s
+    assert time.monotonic() - started < 2 + 1.5
+    assert _gone(child)  # killed and reaped: no orphan, no zombie
+    assert not feed._sender.is_alive()
+
+
+def test_close_of_a_stuck_child_ends_in_time_and_leaves_no_child(valkey):
+    feed = LiveFeed(valkey.url)
+    row = b'{"type":"impression","ts":1.0,"profile_id":"p"}\n'
+    assert feed.send_rows(row, b"", 1)
+    wait_until(lambda: feed.pid is not None and feed.wait_idle(1))
+    child = feed.pid
+    os.kill(child, signal.SIGSTOP)  # alive, reading nothing: the sender blocks writing to it
+    for _ in range(5):
+        feed.send_rows(row * 100_000, b"", 100_000)
+    started = time.monotonic()
+    feed.close(timeout=2)
+    assert time.monotonic() - started < 2 + 1.5
+    assert _gone(child)
+    assert not feed._sender.is_alive()

@@ -33,7 +33,9 @@ pipelined round trip, as the flusher thread did (``live_child.py`` says why).
   is logged at error level. The flush path never waits for it.
 - **What is lost**, on top of the counters' documented best effort (``features.live``): the
   blocks queued or in the pipe when the child dies or the server is killed, and the blocks
-  dropped above. A graceful stop (``close``) waits up to its timeout for the queue to drain.
+  dropped above. A graceful stop (``close``) waits up to its timeout for the queue to drain,
+  then kills the child, whatever it is doing (starting, counting, stuck): the server's
+  shutdown ends in time and leaves no child behind.
   Counters of a flush are applied shortly after it is acknowledged, not before ``flush``
   returns.
 
@@ -50,7 +52,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -67,6 +69,7 @@ __all__ = ["LiveFeed"]
 log = get_logger("adtier.features.live_feed")
 _pack = msgspec.msgpack.Encoder().encode
 _WARN_EVERY_S = 10.0
+_KILL_GRACE_S = 1.0  # close(): for the sender to see a killed child and end
 
 
 @dataclass
@@ -87,12 +90,15 @@ class LiveFeed:
 
     def __init__(self, redis_url: str, refresh_s: float = 60.0,
                  max_pending_bytes: int = 256 << 20, restart_backoff_s: float = 1.0,
-                 log_level: str = "info", log_json: bool | None = None, nice: int = 10):
+                 log_level: str = "info", log_json: bool | None = None, nice: int = 10,
+                 argv: Sequence[str] | None = None):
         self._config = _pack(Config(redis_url=redis_url, log_level=log_level, log_json=log_json))
         self.refresh_s = refresh_s
         self.max_pending_bytes = max_pending_bytes
         self.restart_backoff_s = restart_backoff_s
         self.nice = nice
+        # the child's command line: another one only in tests (a child that fails or hangs)
+        self.argv = list(argv or (sys.executable, "-m", "adtier.features.live_child"))
         self.restarts = 0
         self.dropped_rows = 0
         self._lookups: bytes | None = None  # the latest, sent to every (re)started child
@@ -107,6 +113,7 @@ class LiveFeed:
         self._child: subprocess.Popen | None = None
         self._started_at = float("-inf")
         self._ready = threading.Event()
+        self._spawning = threading.Lock()  # close() vs. a child being spawned
         self._sender = threading.Thread(target=self._send_forever, name="live-feed", daemon=True)
         self._sender.start()
 
@@ -185,23 +192,26 @@ class LiveFeed:
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the queue drain (up to ``timeout``), then end the child: the sender closes its
-        stdin (end of input) once nothing is left to write; a child still stuck at the
-        deadline is killed, which also frees a sender stuck writing to it."""
+        stdin (end of input) once nothing is left to write; a child still starting, or stuck,
+        at the deadline is killed, which also frees a sender waiting for it or writing to it.
+        Returns within ``timeout`` plus a kill's grace (``_KILL_GRACE_S``)."""
         deadline = time.monotonic() + timeout
         self.wait_idle(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._sender.join(max(0.1, deadline - time.monotonic()))
-        child = self._child
+        with self._spawning:  # a child being spawned is published first; none starts after
+            child = self._child
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        child = self._child or child
         if child is not None:
             try:
-                child.wait(max(0.1, deadline - time.monotonic()))
+                child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("live_counters_child_killed", pid=child.pid)
                 child.kill()
                 child.wait()
-        self._sender.join(5.0)
+        self._sender.join(_KILL_GRACE_S)
 
     # ---- the sender thread ------------------------------------------------------------------
     def _send_forever(self) -> None:
@@ -264,9 +274,12 @@ class LiveFeed:
         self._started_at = time.monotonic()
         child = None
         try:
-            child = subprocess.Popen([sys.executable, "-m", "adtier.features.live_child"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     bufsize=0, close_fds=True)
+            with self._spawning:
+                if self._closing:
+                    return None
+                child = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, bufsize=0, close_fds=True)
+                self._child = child  # while it starts too: close() must be able to end it
             if self.nice:
                 _lower_priority(child.pid, self.nice)
             _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
@@ -274,14 +287,17 @@ class LiveFeed:
                 lookups = self._lookups
             if lookups is not None:
                 _write_frame(child, _Frame(LOOKUPS, 0.0, lookups, b"", 0))
-            # its imports take a while: frames queue meanwhile (bounded, as ever)
+            # its imports take a while: frames queue meanwhile (bounded, as ever); a child
+            # killed meanwhile (close) ends this read
             if child.stdout.read(len(READY)) != READY:
                 raise OSError(f"exited before it was ready (code {child.wait()})")
         except OSError as err:
             log.error("live_counters_child_failed_to_start", error=str(err)[:200])
-            if child is not None and child.poll() is None:
-                child.kill()  # half started: never leave it behind
+            if child is not None:
+                if child.poll() is None:
+                    child.kill()  # half started: never leave it behind
                 child.wait()
+            self._child = None
             return None
         finally:
             self._ready.set()  # or failed: nobody waits for a child that will not come
@@ -289,7 +305,6 @@ class LiveFeed:
             self.restarts += 1
             metrics.LIVE_COUNTERS_RESTARTS.inc()
             log.error("live_counters_child_restarted", pid=child.pid, restarts=self.restarts)
-        self._child = child
         return child
 
     def _dropped(self, frame: _Frame, reason: str) -> None:
