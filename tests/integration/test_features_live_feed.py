@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from adtier.features.live_feed import LiveFeed
 from adtier.ingest.flusher import Flusher
@@ -237,3 +238,57 @@ def test_close_of_a_stuck_child_ends_in_time_and_leaves_no_child(valkey):
     assert time.monotonic() - started < 2 + 1.5
     assert _gone(child)
     assert not feed._sender.is_alive()
+
+
+def _starts(outcome: str) -> float:
+    return REGISTRY.get_sample_value("adtier_live_counters_child_starts_total",
+                                     {"outcome": outcome}) or 0.0
+
+
+@pytest.mark.parametrize("argv", [["/nonexistent/python"],
+                                  [sys.executable, "-c", "raise SystemExit(3)"]],
+                         ids=["no-interpreter", "exits-before-ready"])
+def test_a_child_that_fails_to_start_is_retried_with_a_growing_delay(valkey, argv):
+    failed_before = _starts("failed")
+    feed = LiveFeed(valkey.url, argv=argv, restart_backoff_s=0.05, max_restart_backoff_s=0.4)
+    try:
+        # no frame needed: a child that is down is retried on its own schedule
+        wait_until(lambda: feed.failed_starts >= 6)
+        attempts = list(feed.start_attempts)[:6]
+    finally:
+        feed.close(timeout=5)
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    # doubling from 0.05 s, capped at 0.4 s: never sooner (later is the machine's business)
+    for gap, delay in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4], strict=True):
+        assert gap >= delay - 0.005, (gaps, delay)
+    assert feed.retry_delay_s == 0.4
+    assert feed.starts == 0 and feed.restarts == 0
+    assert _starts("failed") - failed_before >= 6
+
+
+@pytest.mark.parametrize(("healthy_after_s", "delays"),
+                         [(float("inf"), [0.05, 0.1, 0.2]), (0.0, [0.0, 0.0, 0.0])],
+                         ids=["short-lived", "ran-healthily"])
+def test_the_backoff_grows_for_children_dying_young_and_resets_after_a_healthy_one(
+        valkey, healthy_after_s, delays):
+    started_before = _starts("started")
+    feed = LiveFeed(valkey.url, restart_backoff_s=0.05, max_restart_backoff_s=0.4,
+                    healthy_after_s=healthy_after_s)
+    row = b'{"type":"impression","ts":1.0,"profile_id":"p"}\n'
+    try:
+        seen = []
+        for kills in range(3):
+            wait_until(lambda kills=kills: feed.starts == kills + 1)
+            child = feed.pid
+            os.kill(child, signal.SIGKILL)
+            wait_until(lambda child=child: _dead(child))
+            # the sender finds it dead at a frame and schedules the next (a frame may still
+            # reach a dying child: its pipe closes with its last thread, so send until then)
+            wait_until(lambda kills=kills: feed.send_rows(row, b"", 1)
+                       and feed.starts == kills + 2)
+            seen.append(feed.retry_delay_s)
+        assert seen == delays
+        assert feed.restarts == 3 and feed.failed_starts == 0
+        assert _starts("started") - started_before == 4
+    finally:
+        feed.close(timeout=10)
