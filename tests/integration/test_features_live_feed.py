@@ -292,3 +292,21 @@ def test_the_backoff_grows_for_children_dying_young_and_resets_after_a_healthy_o
         assert _starts("started") - started_before == 4
     finally:
         feed.close(timeout=10)
+
+
+def test_the_queue_bound_is_a_setting(valkey):
+    from adtier.runtime import live_feed
+    from adtier.settings import load_settings
+
+    assert load_settings({}).live_counters_max_pending_bytes == 256 << 20
+    settings = load_settings({"ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES": "1048576"})
+    feed = live_feed(settings, valkey.url)
+    try:
+        assert feed.max_pending_bytes == 1 << 20
+    finally:
+        feed.close(timeout=10)
+
+
+def test_a_negative_queue_bound_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES"):
+        LiveFeed("redis://127.0.0.1:1/0", max_pending_bytes=-1)

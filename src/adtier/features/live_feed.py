@@ -20,8 +20,9 @@ pipelined round trip, as the flusher thread did (``live_child.py`` says why).
   sets with its own ClickHouse client (``features.live.load_lookups``; the rule is
   ``privacy.exclusions``'), before its rows are queued, and they are sent to the child ahead
   of those rows, as ``LiveCounters.refresh`` did in the flusher.
-- **Bounded**: at most ``max_pending_bytes`` of row blocks wait for the child (one block is
-  always taken when none waits). When full, the flush's counters are dropped
+- **Bounded**: at most ``max_pending_bytes`` (``ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES``,
+  256 MiB) of row blocks wait for the child (one block is always taken when none waits).
+  When full, the flush's counters are dropped
   (``adtier_live_counters_dropped_rows_total{reason="queue_full"}``, a warning at most every
   10 s): the flusher never waits for the child, and the request loop never sees it.
 - **Priority**: the child runs at ``nice`` 10. On a loaded machine it yields the cores to the
@@ -99,6 +100,9 @@ class LiveFeed:
                  start_timeout_s: float = 120.0,
                  log_level: str = "info", log_json: bool | None = None, nice: int = 10,
                  argv: Sequence[str] | None = None):
+        if max_pending_bytes < 0:
+            raise ValueError(f"max_pending_bytes={max_pending_bytes} "
+                             "(ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES): expected 0 or more bytes")
         self._config = _pack(Config(redis_url=redis_url, log_level=log_level, log_json=log_json))
         self.refresh_s = refresh_s
         self.max_pending_bytes = max_pending_bytes
