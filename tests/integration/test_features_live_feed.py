@@ -222,6 +222,7 @@ def test_close_during_start_up_ends_in_time_and_leaves_no_child(valkey):
     assert time.monotonic() - started < 2 + 1.5
     assert _gone(child)  # killed and reaped: no orphan, no zombie
     assert not feed._sender.is_alive()
+    assert feed.failed_starts == 0  # ended by the shutdown: not a start that failed
 
 
 def test_close_of_a_stuck_child_ends_in_time_and_leaves_no_child(valkey):

@@ -360,6 +360,9 @@ class LiveFeed:
                 child.kill()  # half started: never leave it behind
             child.wait()
         self._child = None
+        if self._closing:  # close() ended it: a shutdown, not a start that failed
+            log.info("live_counters_child_start_abandoned", reason="closing")
+            return
         self.failed_starts += 1
         metrics.LIVE_COUNTERS_STARTS.labels("failed").inc()
         self._schedule_start(healthy=False)
