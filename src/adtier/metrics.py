@@ -19,6 +19,7 @@ __all__ = [
     "FLUSHER_FAILURES",
     "LIVE_COUNTERS_DROPPED",
     "LIVE_COUNTERS_RESTARTS",
+    "LIVE_COUNTERS_STARTS",
 ]
 
 EVENTS_ACCEPTED = Counter(
@@ -58,4 +59,9 @@ LIVE_COUNTERS_DROPPED = Counter(
 )
 LIVE_COUNTERS_RESTARTS = Counter(
     "adtier_live_counters_child_restarts", "Restarts of the live counters' child process"
+)
+LIVE_COUNTERS_STARTS = Counter(
+    "adtier_live_counters_child_starts",
+    "Starts of the live counters' child process, by outcome (started: ready; failed)",
+    ["outcome"],
 )

@@ -181,7 +181,8 @@ def live_feed(settings: Settings, redis_url: str) -> "LiveFeed | None":
         return None
     from adtier.features.live_feed import LiveFeed
 
-    return LiveFeed(redis_url, log_level=settings.log_level, log_json=settings.log_as_json)
+    return LiveFeed(redis_url, max_pending_bytes=settings.live_counters_max_pending_bytes,
+                    log_level=settings.log_level, log_json=settings.log_as_json)
 
 
 def stored_hook(settings: Settings) -> "StoredHook | None":

@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ready_max_buffer_age_s: float = 300.0
     # Per-profile live ad counters for the feature feed, updated by the flushers.
     live_counters: bool = True
+    # In `adtier serve`, at most this many bytes of stored rows wait for the counters' child
+    # process; beyond it a flush's counters are dropped, never waited for (features.live_feed).
+    live_counters_max_pending_bytes: int = 256 << 20
     privacy_k: int = 50  # measurement: every row released to an advertiser covers >= k profiles
     # Differential privacy of every count released to an advertiser key (docs/privacy.md):
     # ε spent by one distinct query, the budget of ε per calendar period (day|week|month, UTC)

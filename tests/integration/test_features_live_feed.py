@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from adtier.features.live_feed import LiveFeed
 from adtier.ingest.flusher import Flusher
@@ -195,3 +197,117 @@ def test_no_rows_go_out_before_the_first_look_ups(settings, ch, feed):
         first.join(10)
     finally:
         client.close()
+
+
+# A child that never gets ready (stuck in its imports, say): it ignores its input and sleeps.
+STUCK = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+         " time.sleep(600)"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_close_during_start_up_ends_in_time_and_leaves_no_child(valkey):
+    feed = LiveFeed(valkey.url, argv=STUCK)
+    child = wait_until(lambda: feed.pid)  # started, never ready
+    assert feed.send_rows(b'{"type":"impression","ts":1.0,"profile_id":"p"}\n', b"", 1)
+    started = time.monotonic()
+    feed.close(timeout=2)
+    # the whole shutdown within its timeout (plus a kill's grace), not the child's 600 s
+    assert time.monotonic() - started < 2 + 1.5
+    assert _gone(child)  # killed and reaped: no orphan, no zombie
+    assert not feed._sender.is_alive()
+    assert feed.failed_starts == 0  # ended by the shutdown: not a start that failed
+
+
+def test_close_of_a_stuck_child_ends_in_time_and_leaves_no_child(valkey):
+    feed = LiveFeed(valkey.url)
+    row = b'{"type":"impression","ts":1.0,"profile_id":"p"}\n'
+    assert feed.send_rows(row, b"", 1)
+    wait_until(lambda: feed.pid is not None and feed.wait_idle(1))
+    child = feed.pid
+    os.kill(child, signal.SIGSTOP)  # alive, reading nothing: the sender blocks writing to it
+    for _ in range(5):
+        feed.send_rows(row * 100_000, b"", 100_000)
+    started = time.monotonic()
+    feed.close(timeout=2)
+    assert time.monotonic() - started < 2 + 1.5
+    assert _gone(child)
+    assert not feed._sender.is_alive()
+
+
+def _starts(outcome: str) -> float:
+    return REGISTRY.get_sample_value("adtier_live_counters_child_starts_total",
+                                     {"outcome": outcome}) or 0.0
+
+
+@pytest.mark.parametrize("argv", [["/nonexistent/python"],
+                                  [sys.executable, "-c", "raise SystemExit(3)"]],
+                         ids=["no-interpreter", "exits-before-ready"])
+def test_a_child_that_fails_to_start_is_retried_with_a_growing_delay(valkey, argv):
+    failed_before = _starts("failed")
+    feed = LiveFeed(valkey.url, argv=argv, restart_backoff_s=0.05, max_restart_backoff_s=0.4)
+    try:
+        # no frame needed: a child that is down is retried on its own schedule
+        wait_until(lambda: feed.failed_starts >= 6)
+        attempts = list(feed.start_attempts)[:6]
+    finally:
+        feed.close(timeout=5)
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    # doubling from 0.05 s, capped at 0.4 s: never sooner (later is the machine's business)
+    for gap, delay in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4], strict=True):
+        assert gap >= delay - 0.005, (gaps, delay)
+    assert feed.retry_delay_s == 0.4
+    assert feed.starts == 0 and feed.restarts == 0
+    assert _starts("failed") - failed_before >= 6
+
+
+@pytest.mark.parametrize(("healthy_after_s", "delays"),
+                         [(float("inf"), [0.05, 0.1, 0.2]), (0.0, [0.0, 0.0, 0.0])],
+                         ids=["short-lived", "ran-healthily"])
+def test_the_backoff_grows_for_children_dying_young_and_resets_after_a_healthy_one(
+        valkey, healthy_after_s, delays):
+    started_before = _starts("started")
+    feed = LiveFeed(valkey.url, restart_backoff_s=0.05, max_restart_backoff_s=0.4,
+                    healthy_after_s=healthy_after_s)
+    row = b'{"type":"impression","ts":1.0,"profile_id":"p"}\n'
+    try:
+        seen = []
+        for kills in range(3):
+            wait_until(lambda kills=kills: feed.starts == kills + 1)
+            child = feed.pid
+            os.kill(child, signal.SIGKILL)
+            wait_until(lambda child=child: _dead(child))
+            # the sender finds it dead at a frame and schedules the next (a frame may still
+            # reach a dying child: its pipe closes with its last thread, so send until then)
+            wait_until(lambda kills=kills: feed.send_rows(row, b"", 1)
+                       and feed.starts == kills + 2)
+            seen.append(feed.retry_delay_s)
+        assert seen == delays
+        assert feed.restarts == 3 and feed.failed_starts == 0
+        assert _starts("started") - started_before == 4
+    finally:
+        feed.close(timeout=10)
+
+
+def test_the_queue_bound_is_a_setting(valkey):
+    from adtier.runtime import live_feed
+    from adtier.settings import load_settings
+
+    assert load_settings({}).live_counters_max_pending_bytes == 256 << 20
+    settings = load_settings({"ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES": "1048576"})
+    feed = live_feed(settings, valkey.url)
+    try:
+        assert feed.max_pending_bytes == 1 << 20
+    finally:
+        feed.close(timeout=10)
+
+
+def test_a_negative_queue_bound_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES"):
+        LiveFeed("redis://127.0.0.1:1/0", max_pending_bytes=-1)

@@ -20,20 +20,27 @@ pipelined round trip, as the flusher thread did (``live_child.py`` says why).
   sets with its own ClickHouse client (``features.live.load_lookups``; the rule is
   ``privacy.exclusions``'), before its rows are queued, and they are sent to the child ahead
   of those rows, as ``LiveCounters.refresh`` did in the flusher.
-- **Bounded**: at most ``max_pending_bytes`` of row blocks wait for the child (one block is
-  always taken when none waits). When full, the flush's counters are dropped
+- **Bounded**: at most ``max_pending_bytes`` (``ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES``,
+  256 MiB) of row blocks wait for the child (one block is always taken when none waits).
+  When full, the flush's counters are dropped
   (``adtier_live_counters_dropped_rows_total{reason="queue_full"}``, a warning at most every
   10 s): the flusher never waits for the child, and the request loop never sees it.
 - **Priority**: the child runs at ``nice`` 10. On a loaded machine it yields the cores to the
   request loop and to ClickHouse's insert threads: counting falls behind (then drops, above)
   before answering slows down.
-- **A dead child** is restarted by the sender thread before the next block (at most once per
-  ``restart_backoff_s``; blocks arriving before then are dropped as ``child_down``), with
-  the latest look-ups; ``adtier_live_counters_child_restarts_total`` counts restarts and each
-  is logged at error level. The flush path never waits for it.
+- **A dead child** is found by the sender thread at the next block and started again, with
+  the latest look-ups: at once if it ran ``healthy_after_s`` (60 s), else after a delay from
+  ``restart_backoff_s`` (1 s) doubling up to ``max_restart_backoff_s`` (30 s); a child that
+  fails to start (or is not ready within ``start_timeout_s``) is retried on the same
+  schedule, with or without blocks. Blocks arriving meanwhile are dropped as ``child_down``.
+  ``adtier_live_counters_child_starts_total{outcome="started"|"failed"}`` and
+  ``adtier_live_counters_child_restarts_total`` count them; each death, failed start and
+  restart is logged at error level with the next delay. The flush path never waits for it.
 - **What is lost**, on top of the counters' documented best effort (``features.live``): the
   blocks queued or in the pipe when the child dies or the server is killed, and the blocks
-  dropped above. A graceful stop (``close``) waits up to its timeout for the queue to drain.
+  dropped above. A graceful stop (``close``) waits up to its timeout for the queue to drain,
+  then kills the child, whatever it is doing (starting, counting, stuck): the server's
+  shutdown ends in time and leaves no child behind.
   Counters of a flush are applied shortly after it is acknowledged, not before ``flush``
   returns.
 
@@ -45,12 +52,13 @@ less to supervise.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -67,6 +75,7 @@ __all__ = ["LiveFeed"]
 log = get_logger("adtier.features.live_feed")
 _pack = msgspec.msgpack.Encoder().encode
 _WARN_EVERY_S = 10.0
+_KILL_GRACE_S = 1.0  # close(): for the sender to see a killed child and end
 
 
 @dataclass
@@ -87,12 +96,34 @@ class LiveFeed:
 
     def __init__(self, redis_url: str, refresh_s: float = 60.0,
                  max_pending_bytes: int = 256 << 20, restart_backoff_s: float = 1.0,
-                 log_level: str = "info", log_json: bool | None = None, nice: int = 10):
+                 max_restart_backoff_s: float = 30.0, healthy_after_s: float = 60.0,
+                 start_timeout_s: float = 120.0,
+                 log_level: str = "info", log_json: bool | None = None, nice: int = 10,
+                 argv: Sequence[str] | None = None):
+        if max_pending_bytes < 0:
+            raise ValueError(f"max_pending_bytes={max_pending_bytes} "
+                             "(ADTIER_LIVE_COUNTERS_MAX_PENDING_BYTES): expected 0 or more bytes")
         self._config = _pack(Config(redis_url=redis_url, log_level=log_level, log_json=log_json))
         self.refresh_s = refresh_s
         self.max_pending_bytes = max_pending_bytes
+        # a child that fails to start, or dies within ``healthy_after_s`` of being ready, is
+        # started again after ``restart_backoff_s``, doubling up to ``max_restart_backoff_s``
+        # (a broken install or an unreachable Valkey is not retried in a tight loop); one that
+        # ran longer is started again at once, and the delay starts over
         self.restart_backoff_s = restart_backoff_s
+        self.max_restart_backoff_s = max_restart_backoff_s
+        self.healthy_after_s = healthy_after_s
+        self.start_timeout_s = start_timeout_s  # not ready by then: killed, a failed start
+        self.starts = 0  # children that got ready
+        self.failed_starts = 0
+        self.retry_delay_s = 0.0  # the delay before the latest scheduled start
+        self.start_attempts: deque[float] = deque(maxlen=16)  # monotonic times, for tests
+        self._backoff_s = restart_backoff_s
+        self._next_start_at = float("-inf")
+        self._ready_at = float("-inf")
         self.nice = nice
+        # the child's command line: another one only in tests (a child that fails or hangs)
+        self.argv = list(argv or (sys.executable, "-m", "adtier.features.live_child"))
         self.restarts = 0
         self.dropped_rows = 0
         self._lookups: bytes | None = None  # the latest, sent to every (re)started child
@@ -105,8 +136,8 @@ class LiveFeed:
         self._closing = False
         self._warned_at = float("-inf")
         self._child: subprocess.Popen | None = None
-        self._started_at = float("-inf")
         self._ready = threading.Event()
+        self._spawning = threading.Lock()  # close() vs. a child being spawned
         self._sender = threading.Thread(target=self._send_forever, name="live-feed", daemon=True)
         self._sender.start()
 
@@ -185,40 +216,46 @@ class LiveFeed:
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the queue drain (up to ``timeout``), then end the child: the sender closes its
-        stdin (end of input) once nothing is left to write; a child still stuck at the
-        deadline is killed, which also frees a sender stuck writing to it."""
+        stdin (end of input) once nothing is left to write; a child still starting, or stuck,
+        at the deadline is killed, which also frees a sender waiting for it or writing to it.
+        Returns within ``timeout`` plus a kill's grace (``_KILL_GRACE_S``)."""
         deadline = time.monotonic() + timeout
         self.wait_idle(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._sender.join(max(0.1, deadline - time.monotonic()))
-        child = self._child
+        with self._spawning:  # a child being spawned is published first; none starts after
+            child = self._child
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        child = self._child or child
         if child is not None:
             try:
-                child.wait(max(0.1, deadline - time.monotonic()))
+                child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("live_counters_child_killed", pid=child.pid)
                 child.kill()
                 child.wait()
-        self._sender.join(5.0)
+        self._sender.join(_KILL_GRACE_S)
 
     # ---- the sender thread ------------------------------------------------------------------
     def _send_forever(self) -> None:
-        # started at once, not at the first flush: its imports (a few seconds of CPU on a busy
-        # machine) are paid at start-up, in its own process
-        try:
-            self._running_child()
-        except Exception:  # noqa: BLE001 - retried at the first frame
-            log.exception("live_counters_child_failed_to_start")
+        # the first child starts at once, not at the first flush: its imports (a few seconds
+        # of CPU on a busy machine) are paid at start-up, in its own process; a child that is
+        # down is started again when due, frames or not
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
+                    due_in = self._start_due_in()
+                    if due_in is not None and due_in <= 0:
+                        break
+                    self._cond.wait(due_in)
+                if self._closing and not self._pending:
                     break
-                frame = self._pending.popleft()
-                self._busy = True
+                frame = self._pending.popleft() if self._pending else None
+                self._busy = frame is not None
+            if frame is None:
+                self._running_child()
+                continue
             try:
                 self._deliver(frame)
             except Exception:  # noqa: BLE001 - the feed must outlive any one frame
@@ -235,6 +272,13 @@ class LiveFeed:
                 child.stdin.close()  # end of input: the child counts what it read and exits
             except OSError:
                 pass
+
+    def _start_due_in(self) -> float | None:
+        """Seconds until the next start when no child is up; None while one is (its death is
+        found at the next frame)."""
+        if self._child is not None:
+            return None
+        return self._next_start_at - time.monotonic()
 
     def _deliver(self, frame: _Frame) -> None:
         child = self._running_child()
@@ -254,19 +298,35 @@ class LiveFeed:
         if child is not None and child.poll() is None:
             return child
         if child is not None:
-            log.error("live_counters_child_died", pid=child.pid, returncode=child.returncode)
             self._child = None
-        if self._closing or time.monotonic() - self._started_at < self.restart_backoff_s:
+            ran_s = time.monotonic() - self._ready_at
+            self._schedule_start(healthy=ran_s >= self.healthy_after_s)
+            log.error("live_counters_child_died", pid=child.pid, returncode=child.returncode,
+                      ran_s=round(ran_s, 1), retry_in_s=self.retry_delay_s)
+        if self._closing or time.monotonic() < self._next_start_at:
             return None
-        return self._start_child(restart=child is not None)
+        return self._start_child(restart=self.starts > 0)
+
+    def _schedule_start(self, healthy: bool) -> None:
+        """After a failed start or a child's death: when the next start may come."""
+        if healthy:
+            self._backoff_s = self.restart_backoff_s
+            self.retry_delay_s = 0.0
+        else:
+            self.retry_delay_s = self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, self.max_restart_backoff_s)
+        self._next_start_at = time.monotonic() + self.retry_delay_s
 
     def _start_child(self, restart: bool) -> subprocess.Popen | None:
-        self._started_at = time.monotonic()
         child = None
         try:
-            child = subprocess.Popen([sys.executable, "-m", "adtier.features.live_child"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     bufsize=0, close_fds=True)
+            with self._spawning:
+                if self._closing:
+                    return None
+                self.start_attempts.append(time.monotonic())
+                child = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, bufsize=0, close_fds=True)
+                self._child = child  # while it starts too: close() must be able to end it
             if self.nice:
                 _lower_priority(child.pid, self.nice)
             _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
@@ -274,23 +334,40 @@ class LiveFeed:
                 lookups = self._lookups
             if lookups is not None:
                 _write_frame(child, _Frame(LOOKUPS, 0.0, lookups, b"", 0))
-            # its imports take a while: frames queue meanwhile (bounded, as ever)
+            # its imports take a while: frames queue meanwhile (bounded, as ever); a child
+            # killed meanwhile (close) ends this read
+            if not select.select([child.stdout], [], [], self.start_timeout_s)[0]:
+                raise OSError(f"not ready within {self.start_timeout_s:g} s")
             if child.stdout.read(len(READY)) != READY:
                 raise OSError(f"exited before it was ready (code {child.wait()})")
-        except OSError as err:
-            log.error("live_counters_child_failed_to_start", error=str(err)[:200])
-            if child is not None and child.poll() is None:
-                child.kill()  # half started: never leave it behind
-                child.wait()
+        except Exception as err:  # noqa: BLE001 - retried later, whatever went wrong
+            self._failed_start(child, err)
             return None
         finally:
             self._ready.set()  # or failed: nobody waits for a child that will not come
+        self._ready_at = time.monotonic()
+        self.starts += 1
+        metrics.LIVE_COUNTERS_STARTS.labels("started").inc()
         if restart:
             self.restarts += 1
             metrics.LIVE_COUNTERS_RESTARTS.inc()
             log.error("live_counters_child_restarted", pid=child.pid, restarts=self.restarts)
-        self._child = child
         return child
+
+    def _failed_start(self, child: subprocess.Popen | None, err: Exception) -> None:
+        if child is not None:
+            if child.poll() is None:
+                child.kill()  # half started: never leave it behind
+            child.wait()
+        self._child = None
+        if self._closing:  # close() ended it: a shutdown, not a start that failed
+            log.info("live_counters_child_start_abandoned", reason="closing")
+            return
+        self.failed_starts += 1
+        metrics.LIVE_COUNTERS_STARTS.labels("failed").inc()
+        self._schedule_start(healthy=False)
+        log.error("live_counters_child_failed_to_start", error=str(err)[:200],
+                  failed_starts=self.failed_starts, retry_in_s=self.retry_delay_s)
 
     def _dropped(self, frame: _Frame, reason: str) -> None:
         with self._cond:
