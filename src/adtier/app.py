@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 
 from litestar import Litestar
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import Receive, Scope, Send
 
 from adtier import __version__
 from adtier.catalog import CATALOG_ROUTES
@@ -37,7 +38,12 @@ from adtier.logs import configure_logging
 from adtier.measure import MEASURE_ROUTES
 from adtier.ops import OpsController
 from adtier.privacy.http import PRIVACY_ROUTES
-from adtier.request_ids import REQUEST_ID, request_id_middleware, request_id_of
+from adtier.request_ids import (
+    REQUEST_ID,
+    answer_with_request_id,
+    request_id_middleware,
+    request_id_of,
+)
 from adtier.segments.routes import SEGMENT_ROUTES
 from adtier.settings import Settings, load_settings
 from adtier.state import app_state_of
@@ -92,19 +98,7 @@ class AdtierApp(Litestar):
     async def _answer_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = scope["litestar_app"] = self
         scope["route_handler"] = self._events_handler
-        request_id = request_id_of(scope)
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = REQUEST_ID.set(request_id)
-        try:
-            await answer_events(self, scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
+        await answer_with_request_id(partial(answer_events, self), scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -12,7 +12,8 @@ from contextvars import ContextVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID", "current_request_id", "request_id_middleware", "request_id_of"]
+__all__ = ["REQUEST_ID", "answer_with_request_id", "current_request_id", "request_id_middleware",
+           "request_id_of"]
 
 REQUEST_ID: ContextVar[str] = ContextVar("adtier_request_id", default="")
 _HEADER = b"x-request-id"
@@ -35,23 +36,29 @@ def request_id_of(scope: Scope) -> str:
     return _incoming(scope) or secrets.token_hex(8)
 
 
+async def answer_with_request_id(app: ASGIApp, scope: Scope, receive: Receive,
+                                 send: Send) -> None:
+    """``app``'s answer with the request's id in the logs' context and in ``X-Request-Id``."""
+    request_id = request_id_of(scope)
+    header = (_HEADER, request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    token = REQUEST_ID.set(request_id)
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        REQUEST_ID.reset(token)
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        request_id = request_id_of(scope)
-        header = (_HEADER, request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = REQUEST_ID.set(request_id)
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
+        await answer_with_request_id(app, scope, receive, send)
 
     return middleware

@@ -26,13 +26,20 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.cluster import NodesManager as AsyncNodesManager
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import PRIMARY, ClusterNode, NodesManager, RedisCluster
 from redis.driver_info import DriverInfo
 
-__all__ = ["is_cluster_url", "connect_redis", "connect_redis_async", "is_cluster_client",
-           "SLOT_MOVING", "retry_while_slot_moves", "retry_while_slot_moves_async"]
+__all__ = [
+    "SLOT_MOVING",
+    "connect_redis",
+    "connect_redis_async",
+    "is_cluster_client",
+    "is_cluster_url",
+    "retry_while_slot_moves",
+    "retry_while_slot_moves_async",
+]
 
 T = TypeVar("T")
 
