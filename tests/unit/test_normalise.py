@@ -404,3 +404,10 @@ def test_a_country_of_other_length_is_still_refused() -> None:
     for country in ("USA", "U", ""):
         [rej] = prepare([enc(ad_event(country=country))]).rejections
         assert rej.reason == "invalid_field" and "country" in rej.detail
+
+
+def test_a_long_country_is_quoted_short_in_the_answer() -> None:
+    country = "X" * 2_000
+    [rej] = prepare([enc(ad_event(country=country))]).rejections
+    assert rej.reason == "invalid_field"
+    assert rej.detail == f"`country` {'X' * 16!r}… is not an ISO 3166-1 alpha-2 code"

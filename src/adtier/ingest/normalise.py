@@ -232,7 +232,9 @@ def _worded(err: msgspec.ValidationError | msgspec.DecodeError, raw: bytes) -> s
     if text.startswith(_COUNTRY_ENUM) and text.endswith(_AT_COUNTRY):
         value = _loose(raw)
         if isinstance(value, dict) and isinstance(value.get("country"), str):
-            return f"`country` {value['country']!r} is not an ISO 3166-1 alpha-2 code"
+            country = value["country"]  # quoted short: the words go in the answer
+            shown = repr(country[:16]) + ("…" if len(country) > 16 else "")
+            return f"`country` {shown} is not an ISO 3166-1 alpha-2 code"
     return text
 
 
