@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from redis.exceptions import RedisError
 
 from adtier.api_error import ApiError
@@ -129,7 +129,20 @@ def _validation_detail(request: Request, extra: list) -> str:
     return "; ".join(parts)
 
 
+# Litestar's words when the client goes before its body has arrived; it has no class of its own.
+_LEFT_MID_BODY = "client disconnected prematurely"
+
+
+def _left(request: Request) -> Response:
+    """A client that left mid-body: nothing of ours failed, and no one reads the answer."""
+    get_logger("adtier.errors").info("client_disconnected", request_id=current_request_id(),
+                                     method=request.method, path=request.url.path)
+    return error_response(400, "client_disconnected", "the client left before its body ended")
+
+
 def _http(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, InternalServerException) and exc.detail == _LEFT_MID_BODY:
+        return _left(request)
     if exc.status_code >= 500:
         return _internal(request, exc)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)

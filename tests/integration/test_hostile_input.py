@@ -184,3 +184,40 @@ def test_a_503_is_logged_with_the_request_id_it_answers(settings, capsys):
         logged = capsys.readouterr().err
     assert refused.headers["x-request-id"] in next(
         line for line in logged.splitlines() if "server_error_answered" in line)
+
+
+async def _send_half_then_leave(app, path: str, headers: dict[str, str], half: bytes) -> list:
+    """An ASGI call whose client sends part of its body and disconnects."""
+    messages = [{"type": "http.request", "body": half, "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "client": ("192.0.2.1", 1), "server": ("adtier", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/"])
+def test_a_client_leaving_mid_body_is_not_a_500(api, capsys, path):
+    from adtier.logs import configure_logging
+
+    configure_logging("info")
+    body = msgspec.json.encode(batch([ad_event()]))
+    sent = api.client.blocking_portal.call(
+        _send_half_then_leave, api.client.app, path,
+        {**api.ingest, "content-type": "application/json"}, body[:10])
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    answer = msgspec.json.decode(b"".join(m.get("body", b"") for m in sent
+                                          if m["type"] == "http.response.body"))
+    assert (start["status"], answer["error"]) == (400, "client_disconnected")
+    logged = capsys.readouterr().err
+    assert "internal_error" not in logged and "client_disconnected" in logged
