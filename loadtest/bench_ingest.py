@@ -764,6 +764,7 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
     if kind == "adtier":
         env.update(ADTIER_DATA_DIR=str(workdir / "data"), ADTIER_ADMIN_KEY=admin,
                    ADTIER_LOG_LEVEL="warning")
+        env.update(dict(item.split("=", 1) for item in args.server_env))
         cmd = [sys.executable, "-m", "adtier", "serve", "--port", str(port)]
     else:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -895,6 +896,7 @@ async def run_system(kind: str, args, servers: list[ServerProc]) -> Result:
                     res.lat = await open_loop_batches(load, url, headers, small, rps,
                                                       args.latency_seconds, args.latency_inflight)
                 res.lat_gen_cpu, res.lat_other_cpu = ph.gen, ph.other
+                res.notes.append(f"latency busiest server threads (cores): {ph.threads}")
                 res.notes.append(f"latency other processes (cores): {ph.others}")
             finally:
                 await load.close()
@@ -1242,6 +1244,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="a few seconds per phase (the CI guard: well under 90 s; exits 3 if "
                         "adtier's end-to-end rate is below the naive baseline's)")
+    p.add_argument("--server-env", action="append", default=[], metavar="ADTIER_X=VALUE",
+                   help="a setting for adtier's server (repeatable), e.g. ADTIER_FLUSHER_NICE=0 "
+                        "to compare a setting's effect in one tree")
     p.add_argument("--keep-data", action="store_true", help="keep the temp dirs (logs, data)")
     p.add_argument("--show-logs", action="store_true", help="print server log tails always")
     p.add_argument("--redis-cluster", action="store_true",
