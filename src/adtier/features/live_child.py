@@ -11,6 +11,10 @@ A frame is a header (``HEADER``: kind, flush time, two lengths) and two payloads
 - ``LOOKUPS``: msgpack ``features.live.Lookups``, the second payload empty;
 - ``ROWS``: a stored flush's ad rows and content rows, as the flusher inserted them
   (JSONEachRow), with the time of the flush (the counting window is the flush's).
+  Read and decoded in chunks of lines, then counted in one ``update``.
+
+It imports no numpy, pyarrow, clickhouse-connect or litestar (tests/unit/test_live_child.py):
+they were half of its memory.
 
 Once configured (its imports done) it writes ``READY`` on stdout, so a server can wait for it
 before it starts answering. The child ends at end of input (the parent closed the pipe or died).
