@@ -151,6 +151,15 @@ def _pid_cpu(valkey: EmbeddedValkey) -> float:
     return 0.0
 
 
+def _hwm(pid: int | None) -> str:
+    """A process's peak RSS (VmHWM), as /proc says it."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f} MiB"
+    return "?"
+
+
 def _settled_cpu(pid: int | None) -> float:
     """CPU seconds of a process once they stop growing (a child done importing)."""
     last = -1.0
@@ -212,7 +221,7 @@ def main() -> None:
         flusher = flusher_mod.Flusher(flush_ch, rds, consumer="profile", max_rows=args.max_rows,
                                       max_seconds=0.5, on_stored=on_stored)
         _patch(flusher)
-        child_start_cpu = 0.0
+        child_start_cpu, child_hwm = 0.0, ""
         if feed is not None:
             while feed.pid is None:
                 time.sleep(0.05)
@@ -228,12 +237,14 @@ def main() -> None:
             feed.wait_idle(120)
             STAGES["live counters child (its process CPU, start-up excluded)"] = (
                 _settled_cpu(feed.pid) - child_start_cpu)
+            child_hwm = _hwm(feed.pid)  # before it ends: its peak RSS over every flush
             feed.close(timeout=120)
         STAGES["valkey server during the flush (its process CPU)"] = _pid_cpu(valkey) - valkey_cpu
         stats_end = _commandstats(url)
         events = args.batches * args.batch_events
         print(f"{events:,} events in {args.batches} batches of {args.batch_events}; "
-              f"flush of up to {args.max_rows:,} rows; live counters in the {args.live}\n")
+              f"flush of up to {args.max_rows:,} rows; live counters in the {args.live}"
+              + (f" (child's peak RSS {child_hwm})" if child_hwm else "") + "\n")
         print(f"{'stage':<52} {'µs/event':>9}")
         for name, seconds in sorted(STAGES.items()):
             print(f"{name:<52} {seconds / events * 1e6:9.2f}")

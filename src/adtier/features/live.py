@@ -48,15 +48,18 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import redis
-import redis.asyncio as aredis
-from clickhouse_connect.driver.client import Client
 
-from adtier.ingest.ordinals import line_slices
+# leaf modules only: the live counters' child imports this module (tests/unit/
+# test_live_child_imports.py)
+from adtier.ingest.lines import line_slices
 from adtier.logs import get_logger
 from adtier.privacy.exclusions import ERASED_SHA256_SQL, EXCLUDED_IDS_SQL, excluded
 from adtier.store.valkey import is_cluster_client
 
 if TYPE_CHECKING:
+    import redis.asyncio as aredis
+    from clickhouse_connect.driver.client import Client
+
     from adtier.ingest.buffer import Entry
     from adtier.ingest.flusher import FlushBlocks
 

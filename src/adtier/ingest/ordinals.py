@@ -33,7 +33,7 @@ import hashlib
 import struct
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
+from adtier.ingest.lines import SLICE_BYTES, line_slices  # re-exported (the flusher's)
 from adtier.logs import get_logger
 
 __all__ = ["GAP", "MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "line_slices",
@@ -60,22 +61,6 @@ GAP = 1_000_000  # ordinals skipped after a reload: more than any flushes in fli
 _RAISE = """local c = tonumber(redis.call('GET', KEYS[1]))
 if c and c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
 return 0"""
-
-
-# A flush block is up to ~100 MB of JSON lines; one C call over all of it (decode, split, join)
-# would hold the GIL for ~100 ms while requests wait. Slices of ~2 MB hold it for ~1-2 ms each.
-SLICE_BYTES = 2 * 1024 * 1024
-
-
-def line_slices(block: bytes, size: int = SLICE_BYTES) -> Iterator[memoryview]:
-    """The block in consecutive views of whole lines, each about ``size`` bytes (no copy)."""
-    view = memoryview(block)
-    start, end_of_block = 0, len(block)
-    while start < end_of_block:
-        end = block.find(b"\n", start + size)
-        end = end_of_block if end < 0 else end + 1
-        yield view[start:end]
-        start = end
 
 
 class OrdinalsNotLoaded(RuntimeError):

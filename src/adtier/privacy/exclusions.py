@@ -22,9 +22,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
-from clickhouse_connect.driver.client import Client
+
+if TYPE_CHECKING:  # the live counters' child imports this module and has no ClickHouse
+    from clickhouse_connect.driver.client import Client
 
 __all__ = ["EXCLUDED_SHA256_KEY", "EXCLUDED_SINCE_SQL", "EXCLUDED_SHA256_SQL",
            "EXCLUDED_IDS_SQL", "ERASED_SHA256_SQL", "RECENT_ERASURES_SQL", "ERASED_SINCE_SQL",
@@ -134,7 +137,7 @@ class Excluded:
     erased: bool = False
 
 
-Subscriber = Callable[[Client, redis.Redis, Excluded], None]
+Subscriber = Callable[["Client", redis.Redis, Excluded], None]
 
 
 @dataclass
