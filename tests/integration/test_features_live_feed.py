@@ -149,9 +149,12 @@ def _dead(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # a zombie until its parent (the feed) reaps it
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] == "Z"
+    # a zombie until its parent (the feed) reaps it, which may happen between the two looks
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_a_graceful_close_counts_what_was_queued_before_the_child_ends(valkey):
