@@ -28,11 +28,14 @@ RawInsert = Callable[[str, "bytes | bytearray", str, Mapping[str, object]], None
 CHUNK_BYTES = 4 * 1024 * 1024
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-# Under every raw insert (a caller's own settings win). optimize_on_insert = 0: the engine would
-# otherwise sort and fold each part written to a Replacing/Aggregating table (the rollups the
-# views feed, ad_erased_events) at insert. The views' GROUP BYs are their targets' sort keys,
-# so a view's block has nothing to fold, and every reader aggregates again or reads FINAL
-# anyway: the fold changed no answer and cost 0.3-0.5 µs of CPU per ad row
+# Under every insert made through raw_inserter (a caller's own settings win; the ordinals' and
+# the simulator's own raw_insert calls do without: their readers take FINAL or max).
+# optimize_on_insert = 0: the engine would otherwise sort and fold each part written to a
+# Replacing/Aggregating table (the rollups the views feed, ad_erased_events) at insert. The
+# rollup views' GROUP BYs are their targets' sort keys, so their blocks have nothing to fold;
+# ad_erased_events' view does not group, and its readers take FINAL or only ask whether a row
+# exists. Every reader aggregates again or reads FINAL anyway: the fold changed no answer and
+# cost 0.3-0.5 µs of CPU per ad row
 # (loadtest.bench_chdb_formats --only settings).
 ENGINE_INSERT_SETTINGS: Mapping[str, object] = {"optimize_on_insert": 0}
 
