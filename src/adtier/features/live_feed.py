@@ -329,17 +329,19 @@ class LiveFeed:
                 self._child = child  # while it starts too: close() must be able to end it
             if self.nice:
                 _lower_priority(child.pid, self.nice)
-            _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))
-            with self._cond:
-                lookups = self._lookups
-            if lookups is not None:
-                _write_frame(child, _Frame(LOOKUPS, 0.0, lookups, b"", 0))
+            _write_frame(child, _Frame(CONFIG, 0.0, self._config, b"", 0))  # fits the pipe
             # its imports take a while: frames queue meanwhile (bounded, as ever); a child
             # killed meanwhile (close) ends this read
             if not select.select([child.stdout], [], [], self.start_timeout_s)[0]:
                 raise OSError(f"not ready within {self.start_timeout_s:g} s")
             if child.stdout.read(len(READY)) != READY:
                 raise OSError(f"exited before it was ready (code {child.wait()})")
+            # after READY: look-ups larger than the pipe would block on a child that reads
+            # nothing yet, past the start's timeout; still before any rows
+            with self._cond:
+                lookups = self._lookups
+            if lookups is not None:
+                _write_frame(child, _Frame(LOOKUPS, 0.0, lookups, b"", 0))
         except Exception as err:  # noqa: BLE001 - retried later, whatever went wrong
             self._failed_start(child, err)
             return None
