@@ -128,8 +128,7 @@ def test_a_path_spelled_differently_reaches_the_same_engine(ch, settings):
     engine path as the client does (resolved), however the DSN spelled it."""
     dsn = settings.clickhouse_dsn
     if not dsn.startswith("chdb:///"):
-        pytest.skip("needs chDB on a directory (chdb:///path); this run's store is in memory "
-                    "or a ClickHouse server, where no engine path is compared")
+        pytest.skip("needs chDB on a directory (chdb:///path): this store has no engine path")
     from adtier.store import connect
 
     other = connect(dsn.rstrip("/") + "/")  # the same directory, with a trailing slash

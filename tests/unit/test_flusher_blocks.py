@@ -184,7 +184,7 @@ def test_tokens_of_two_partitions_differ_for_the_same_entry_ids():
 def test_with_ordinals_over_many_slices_matches_one_pass():
     """A block larger than one GIL-bounded slice gets the same bytes as row by row."""
     from adtier.ingest.flusher import with_ordinals
-    from adtier.ingest.ordinals import SLICE_BYTES, line_slices
+    from adtier.ingest.lines import SLICE_BYTES, line_slices
 
     class Assigned:
         def take(self, ids, token):

@@ -33,7 +33,8 @@ from adtier.ingest.buffer import Entry, FlushBuffer
 from adtier.ingest.partitions import LEGACY, BufferLayout, Partition
 from adtier.ingest.erased_events import copy_flushed
 from adtier.ingest.normalise import ORD_FIELD, ORD_PLACEHOLDER, ORD_WIDTH
-from adtier.ingest.ordinals import Ordinals, line_slices
+from adtier.ingest.lines import line_slices
+from adtier.ingest.ordinals import Ordinals
 from adtier.ingest.quarantine import Refused, insert_or_split, quarantine_rows
 from adtier.logs import get_logger
 from adtier.store.inserts import raw_inserter

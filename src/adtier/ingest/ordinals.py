@@ -42,10 +42,9 @@ import pyarrow.compute as pc
 import redis
 from clickhouse_connect.driver.client import Client
 
-from adtier.ingest.lines import SLICE_BYTES, line_slices  # re-exported (the flusher's)
 from adtier.logs import get_logger
 
-__all__ = ["GAP", "MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded", "line_slices",
+__all__ = ["GAP", "MAP_KEY", "NEXT_KEY", "Ordinals", "OrdinalsNotLoaded",
            "profile_key"]
 
 log = get_logger("adtier.ordinals")
