@@ -50,7 +50,7 @@ import msgspec
 import redis
 
 # leaf modules only: the live counters' child imports this module (tests/unit/
-# test_live_child_imports.py)
+# test_live_child.py)
 from adtier.ingest.lines import line_slices
 from adtier.logs import get_logger
 from adtier.privacy.exclusions import ERASED_SHA256_SQL, EXCLUDED_IDS_SQL, excluded

@@ -47,8 +47,9 @@ from adtier.ingest.vast_xml import tracking_urls
 from adtier.logs import get_logger
 from adtier.state import AppState, authorize
 
-__all__ = ["PixelTemplateController", "pixel_route", "answer_pixel", "GIF_HEADERS", "PIXEL_PATH", "query_pairs", "PixelBatcher", "PIXEL_EVENTS", "pixel_event",
-           "PixelRejected", "rejection_of", "GIF"]
+__all__ = ["PixelTemplateController", "pixel_route", "answer_pixel", "GIF_HEADERS", "PIXEL_PATH",
+           "query_pairs", "PixelBatcher", "PIXEL_EVENTS", "pixel_event", "PixelRejected",
+           "rejection_of", "GIF"]
 
 log = get_logger("adtier.pixel")
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
